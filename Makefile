@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both set up .venv when needed.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test test-all bench clean
+
+venv: $(STAMP)
+
+# torch first and pinned: the CPU wheel on disk; an open range would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/unlearn-sweep trial --method rl --data digits --set lr=0.02
+
+test: venv
+	$(BIN)/python -m pytest
+
+test-all: venv
+	$(BIN)/python -m pytest -m ''
+
+bench: venv
+	$(BIN)/python bench/trial_throughput.py --tiny
+
+clean:
+	rm -rf $(VENV) runs .cache

@@ -1,0 +1,149 @@
+"""`unlearn-sweep`: the command line. Bad input is one line on stderr and exit code 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from unlearning.config import set_path
+from unlearning.errors import UserError
+
+EXIT_USAGE = 2
+
+
+def parse_value(text: str) -> Any:
+    """`--set` values are YAML scalars or lists: 0.1, true, [1, 2], cosine."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_sets(pairs: list[str]) -> list[tuple[str, Any]]:
+    out = []
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise UserError(f"--set expects field=value, got {pair!r}")
+        out.append((key.strip(), parse_value(value)))
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such file")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: expected a mapping at the top level")
+    return data
+
+
+# -- trial ---------------------------------------------------------------------------------------
+
+def trial_config_from_args(args) -> "TrialConfig":  # noqa: F821
+    from unlearning.trial import TrialConfig, load_trial_config
+
+    raw: dict[str, Any] = read_yaml(args.config) if args.config else {}
+    for flag, path in (("method", "method"), ("data", "data.name"), ("model", "model"),
+                       ("data_root", "data.root"), ("device", "device"), ("cache_dir", "cache_dir")):
+        if getattr(args, flag) is not None:
+            raw = set_path(raw, path, getattr(args, flag))
+    for key, value in parse_sets(args.set):
+        # a top-level TrialConfig field, or else a parameter of the method
+        target = key if key.split(".")[0] in TrialConfig.model_fields else f"params.{key}"
+        raw = set_path(raw, target, value)
+    return load_trial_config(raw)
+
+
+def cmd_trial(args) -> int:
+    from unlearning.trial import run_trial
+
+    cfg = trial_config_from_args(args)
+    progress = None
+    if not args.json:
+        progress = lambda row: print(f"  epoch {row['epoch']:>3}  loss {row['loss']:.4f}  "  # noqa: E731
+                                     f"{row['elapsed_s']:.1f}s", file=sys.stderr)
+    result = run_trial(cfg, on_epoch=progress)
+    if args.json:
+        print(result.model_dump_json())
+    else:
+        print(format_result(result))
+    return 0 if result.state == "COMPLETE" else 1
+
+
+def format_result(r) -> str:
+    keys = ("unlearn_acc", "retain_acc", "test_acc", "mia_efficacy")
+    head = f"{'':10}" + "".join(f"{k:>14}" for k in (*keys, "avg_gap", "runtime_s"))
+    lines = [f"method {r.method}  state {r.state}  device {r.device_name}"]
+    if r.error:
+        lines.append(f"error: {r.error}")
+        return "\n".join(lines)
+    lines.append(head)
+    rows = [(r.method, r.metrics)] + [(k, v) for k, v in r.reference.items()]
+    for name, m in rows:
+        lines.append(f"{name:10}" + "".join(f"{m.get(k, float('nan')):>14.2f}"
+                                            for k in (*keys, "avg_gap", "runtime_s")))
+    lines.append(f"retain examples seen: {int(r.metrics['retain_examples_seen'])}   "
+                 f"params: {json.dumps(r.params)}")
+    return "\n".join(lines)
+
+
+# -- methods -------------------------------------------------------------------------------------
+
+def cmd_methods(args) -> int:
+    from unlearning.methods import all_methods
+
+    for name, cls in all_methods().items():
+        doc = (cls.__module__ and sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
+        print(f"{name}: {doc[0] if doc else ''}")
+        for field, info in cls.Config.model_fields.items():
+            print(f"    {field} = {info.default!r}")
+    return 0
+
+
+# -- entry ---------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="unlearn-sweep", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("trial", help="run one unlearning trial")
+    t.add_argument("--config", help="a YAML file holding a TrialConfig")
+    t.add_argument("--method")
+    t.add_argument("--data", help="digits | synthetic | cifar10 | cifar100 | svhn | tinyimagenet")
+    t.add_argument("--data-root", dest="data_root")
+    t.add_argument("--model")
+    t.add_argument("--device")
+    t.add_argument("--cache-dir", dest="cache_dir")
+    t.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="any config field (data.n_train=500) or method parameter (lr=0.01)")
+    t.add_argument("--json", action="store_true", help="print the TrialResult as one JSON object")
+    t.set_defaults(func=cmd_trial)
+
+    m = sub.add_parser("methods", help="list the methods, their parameters and defaults")
+    m.set_defaults(func=cmd_methods)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"unlearn-sweep: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("unlearn-sweep: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""The base of every config: strict pydantic models whose errors read as one line naming the key."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors; values are validated on assignment too; instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def one_line(err: ValidationError, prefix: str = "") -> str:
+    """The first error of a ValidationError as `path.to.key: message` (one line, what the CLI prints)."""
+    first = err.errors()[0]
+    path = ".".join(str(p) for p in (*([prefix] if prefix else []), *first["loc"]))
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{path or '<root>'}: {msg}{extra}"
+
+
+def set_path(tree: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """Return a copy of a nested dict with `a.b.c` set to value (intermediate dicts created)."""
+    out = dict(tree)
+    head, _, rest = path.partition(".")
+    if rest:
+        sub = out.get(head)
+        out[head] = set_path(sub if isinstance(sub, dict) else {}, rest, value)
+    else:
+        out[head] = value
+    return out

@@ -1,0 +1,213 @@
+"""Data sets as tensors: train/val/test held on the trial's device, batches gathered by index there,
+augmentation done on the device (no DataLoader, no per-batch host transfer).
+
+Sources: `digits` (scikit-learn's 8x8 handwriting, shipped with the package: the embedded default),
+`synthetic` (CIFAR-shaped images with learnable class structure, any size: for benchmarks and tests),
+and `cifar10`, `cifar100`, `svhn`, `tinyimagenet` read from a local root (unlearning.formats).
+
+Protocol (reference codebases, see docs): a validation set of `val_fraction` of each class is held out
+of the official training set with `DataConfig.seed`; the official test set is the test set. Digits has
+no official test set, so a stratified 20% is drawn first with the same seed.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from unlearning.config import StrictModel
+from unlearning.errors import DataError
+
+DISK_SETS = ("cifar10", "cifar100", "svhn", "tinyimagenet")
+DATASETS = ("digits", "synthetic", *DISK_SETS)
+
+
+class DataConfig(StrictModel):
+    """Which data set, where it lives, and how validation is held out."""
+
+    name: Literal["digits", "synthetic", "cifar10", "cifar100", "svhn", "tinyimagenet"] = "digits"
+    root: str | None = None  # folder holding the files of a disk data set
+    download: bool = False  # fetch with torchvision when missing (needs internet and the vision extra)
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    seed: int = 0  # the val (and digits test) hold-out; not a trial seed
+    # synthetic only
+    n_train: int = Field(5000, ge=20)
+    n_test: int = Field(1000, ge=10)
+    num_classes: int = Field(10, ge=2)
+    image_size: int = Field(32, ge=8)
+    augment: bool | None = None  # None = the data set's convention (crop+flip for CIFAR-like images)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Tensors of one data set. Images are NCHW, uint8 (0..255) or float (0..1); `prepare` turns a
+    gathered batch into normalised float32."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_pad: int = 0  # random-crop padding used by augmentation (0 = none)
+    flip: bool = False
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_train.device
+
+    def to(self, device: torch.device | str) -> "Dataset":
+        fields = {k: getattr(self, k).to(device) for k in
+                  ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+        return replace(self, **fields)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw stored pixels -> normalised float32 on the same device."""
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def content_hash(self) -> str:
+        """A digest of the tensors (for oracle cache keys): changes when the data change."""
+        import hashlib
+
+        h = hashlib.sha256(self.name.encode())
+        for t in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def augment(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator | None) -> torch.Tensor:
+    """Random crop with zero padding and horizontal flip, per sample, on x's device, static shapes."""
+    if pad <= 0 and not flip:
+        return x
+    n, _, h, w = x.shape
+    dev = x.device
+    if pad > 0:
+        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (n,), device=dev, generator=gen)
+        dx = torch.randint(0, 2 * pad + 1, (n,), device=dev, generator=gen)
+        rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]  # n,1,h,1
+        cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]  # n,1,1,w
+        b = torch.arange(n, device=dev)[:, None, None, None]
+        c = torch.arange(x.shape[1], device=dev)[None, :, None, None]
+        x = padded[b, c, rows, cols]
+    if flip:
+        mask = torch.rand(n, device=dev, generator=gen) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def load_dataset(cfg: DataConfig, device: torch.device | str = "cpu") -> Dataset:
+    """The data set of `cfg` on `device`. Cached per process (a trial actor loads its data once)."""
+    return _load_cached(cfg).to(device) if str(device) != "cpu" else _load_cached(cfg)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(cfg: DataConfig) -> Dataset:
+    if cfg.name == "digits":
+        ds = _digits(cfg)
+    elif cfg.name == "synthetic":
+        ds = _synthetic(cfg)
+    else:
+        ds = _disk(cfg)
+    if cfg.augment is False:
+        ds = replace(ds, crop_pad=0, flip=False)
+    elif cfg.augment is True and ds.crop_pad == 0 and not ds.flip:
+        ds = replace(ds, crop_pad=max(1, ds.in_shape[-1] // 8))
+    return ds
+
+
+def _holdout(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split of indices: (kept, held_out) with `fraction` of each class held out."""
+    held = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        k = int(round(fraction * len(idx)))
+        held.append(rng.choice(idx, size=k, replace=False))
+    held_idx = np.sort(np.concatenate(held)) if held else np.array([], dtype=np.int64)
+    kept = np.setdiff1d(np.arange(len(y)), held_idx)
+    return kept, held_idx
+
+
+def _assemble(name, x_tr, y_tr, x_te, y_te, num_classes, cfg, mean, std, crop_pad, flip) -> Dataset:
+    rng = np.random.default_rng(cfg.seed)
+    kept, val = _holdout(y_tr, cfg.val_fraction, rng)
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    return Dataset(name, t(x_tr[kept]), t(y_tr[kept]).long(), t(x_tr[val]), t(y_tr[val]).long(),
+                   t(x_te), t(y_te).long(), num_classes, mean, std, crop_pad, flip)
+
+
+def _digits(cfg: DataConfig) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]  # 1797 x 1 x 8 x 8 in [0, 1]
+    y = d.target.astype(np.int64)
+    train, test = _holdout(y, 0.2, np.random.default_rng(cfg.seed + 1_000_003))
+    return _assemble("digits", x[train], y[train], x[test], y[test], 10, cfg,
+                     (0.3,), (0.4,), 0, False)
+
+
+def _synthetic(cfg: DataConfig) -> Dataset:
+    """CIFAR-shaped uint8 images: each class is a smooth random colour pattern plus per-image
+    noise, brightness and shift, so a CNN learns it (not perfectly) and forgetting is observable."""
+    g = torch.Generator().manual_seed(cfg.seed + 7)
+    s, c = cfg.image_size, cfg.num_classes
+    protos = torch.nn.functional.interpolate(torch.rand(c, 3, 4, 4, generator=g), size=(s, s),
+                                             mode="bilinear", align_corners=False)
+
+    def make(n):
+        y = torch.randint(0, c, (n,), generator=g)
+        x = protos[y] * (0.6 + 0.4 * torch.rand(n, 1, 1, 1, generator=g))
+        x = torch.roll(x, shifts=int(torch.randint(-2, 3, (1,), generator=g)), dims=3)
+        x = x + 0.25 * torch.randn(n, 3, s, s, generator=g)
+        return (x.clamp(0, 1) * 255).to(torch.uint8).numpy(), y.numpy()
+
+    x_tr, y_tr = make(cfg.n_train)
+    x_te, y_te = make(cfg.n_test)
+    return _assemble("synthetic", x_tr, y_tr, x_te, y_te, c, cfg, (0.5,) * 3, (0.25,) * 3, 4, True)
+
+
+_STATS = {  # per-channel mean/std of the training images (commonly used values)
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 4, True),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 4, True),
+    "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), 4, False),
+    "tinyimagenet": ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821), 8, True),
+}
+
+
+def _disk(cfg: DataConfig) -> Dataset:
+    from unlearning import formats
+
+    if cfg.root is None:
+        raise DataError(f"{cfg.name}: needs a data root (--data-root PATH or data.root)")
+    root = Path(cfg.root).expanduser()
+    if cfg.download:
+        root.mkdir(parents=True, exist_ok=True)
+        formats.download(cfg.name, root)
+    if not root.exists():
+        raise DataError(f"{cfg.name}: data root {root} does not exist")
+    raw = formats.read(cfg.name, root)
+    mean, std, pad, flip = _STATS[cfg.name]
+    return _assemble(cfg.name, raw.x_train, raw.y_train, raw.x_test, raw.y_test, raw.num_classes,
+                     cfg, mean, std, pad, flip)

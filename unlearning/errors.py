@@ -1,0 +1,14 @@
+"""Errors a user can fix. The CLI prints them as one line and exits with code 2."""
+
+
+class UserError(Exception):
+    """Bad input: an unknown name, a missing path, a value out of range. Message = one clear line."""
+
+
+class DataError(UserError):
+    """A data set cannot be found or read."""
+
+
+class TrialFailed(Exception):
+    """A trial that started but cannot finish (NaN loss, out of memory): recorded as FAIL, not raised
+    to the user."""

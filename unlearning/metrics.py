@@ -1,0 +1,157 @@
+"""Evaluation metrics for unlearning: accuracies, the SVC membership-inference attack, gaps to Retrain.
+
+Every score is on the percent scale (0..100). Definitions follow docs in ``shared/reference/metrics.md``:
+UA = 100 - accuracy on the forget set, RA / TA = accuracy on retain / test, MIA-efficacy = the
+population SVC attack used in the l1-sparse and SalUn tables (Jia et al. 2023, Fan et al. 2024), and
+avg_gap = mean absolute difference to the Retrain model over those four numbers.
+All functions are pure; only :func:`predict_probs` touches a model, and it restores the model's mode.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import torch
+from sklearn.svm import SVC
+
+METRIC_KEYS = ("unlearn_acc", "retain_acc", "test_acc", "mia_efficacy")
+MIA_KINDS = ("correctness", "confidence", "entropy", "m_entropy", "prob")
+# Keeps log() finite at p = 0 and p = 1; far below any probability that changes an attack's decision.
+_EPS = 1e-12
+
+
+def _np(a) -> np.ndarray:
+    """A torch tensor (any device) or array-like as a NumPy array, without copying when avoidable."""
+    if isinstance(a, torch.Tensor):
+        return a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def accuracy(logits_or_preds, y) -> float:
+    """Top-1 accuracy in percent (0..100).
+
+    ``logits_or_preds``: logits ``(N, C)`` or predicted labels ``(N,)`` (torch or NumPy);
+    ``y``: true labels ``(N,)``. Returns ``nan`` for ``N == 0`` (an accuracy of nothing is undefined,
+    and 0 or 100 would silently bias an average). Raises ``ValueError`` if the lengths differ.
+    """
+    out, y = _np(logits_or_preds), _np(y).reshape(-1)
+    preds = out.argmax(axis=1) if out.ndim == 2 else out.reshape(-1)
+    if len(preds) != len(y):
+        raise ValueError(f"accuracy: {len(preds)} predictions but {len(y)} labels")
+    if len(y) == 0:
+        return float("nan")
+    return float(100.0 * np.mean(preds == y))
+
+
+def mia_features(probs, y, kind: str) -> np.ndarray:
+    """Attack features from softmax probabilities ``probs (N, C)`` and int labels ``y (N,)``.
+
+    ``kind``: ``"confidence"`` p_y; ``"correctness"`` 1.0 if argmax == y else 0.0; ``"entropy"``
+    -sum_k p_k log p_k; ``"m_entropy"`` the modified entropy of Song & Mittal (2021),
+    -(1 - p_y) log p_y - sum_{k != y} p_k log(1 - p_k); each of these has shape ``(N, 1)``.
+    ``"prob"`` is the whole vector ``(N, C)``. Returns float64; always finite (probabilities are
+    clamped to [eps, 1 - eps] inside the logs). Unknown kind -> ``ValueError``.
+    """
+    p = _np(probs).astype(np.float64, copy=False).reshape(len(_np(y)), -1)
+    y = _np(y).astype(np.int64).reshape(-1)
+    rows = np.arange(len(y))
+    if kind == "confidence":
+        return p[rows, y].reshape(-1, 1)
+    if kind == "correctness":
+        return (p.argmax(axis=1) == y).astype(np.float64).reshape(-1, 1)
+    if kind == "prob":
+        return p.copy()
+    pc = np.clip(p, _EPS, 1.0 - _EPS)
+    if kind == "entropy":
+        return -(p * np.log(pc)).sum(axis=1).reshape(-1, 1)
+    if kind == "m_entropy":
+        # The reference code uses log p where log(1 - p) belongs for k != y; this is the paper's formula.
+        others = p * np.log(1.0 - pc)
+        others[rows, y] = 0.0
+        py = p[rows, y]
+        return (-(1.0 - py) * np.log(pc[rows, y]) - others.sum(axis=1)).reshape(-1, 1)
+    raise ValueError(f"mia_features: unknown kind {kind!r}; expected one of {MIA_KINDS}")
+
+
+def mia_efficacy(retain_probs, retain_y, test_probs, test_y, forget_probs, forget_y,
+                 kind: str = "confidence") -> float:
+    """MIA-efficacy in percent: how many forget examples an SVC attack calls non-members.
+
+    Shadow members (label 1) are the FIRST ``len(test)`` retain examples in the order given; shadow
+    non-members (label 0) are the test examples. If retain has fewer examples than test, all of
+    retain and the first ``len(retain)`` test examples are used, so the two classes stay balanced.
+    An ``SVC(C=3, gamma="auto", kernel="rbf")`` is fitted on :func:`mia_features` of ``kind`` and
+    applied to the forget set; the result is 100 x the fraction predicted non-member. Higher means
+    more forgotten; compare with Retrain's value. Empty forget set -> ``nan``; empty retain or test
+    set -> ``ValueError`` (no attack can be trained).
+    """
+    n_forget = len(_np(forget_y))
+    if n_forget == 0:
+        return float("nan")
+    n = min(len(_np(retain_y)), len(_np(test_y)))
+    if n == 0:
+        raise ValueError("mia_efficacy: the retain and test sets must both be non-empty")
+    members = mia_features(_np(retain_probs)[:n], _np(retain_y)[:n], kind)
+    non_members = mia_features(_np(test_probs)[:n], _np(test_y)[:n], kind)
+    x = np.concatenate([members, non_members])
+    labels = np.concatenate([np.ones(n, dtype=np.int64), np.zeros(n, dtype=np.int64)])
+    attack = SVC(C=3, gamma="auto", kernel="rbf").fit(x, labels)
+    pred = attack.predict(mia_features(forget_probs, forget_y, kind))
+    return float(100.0 * np.mean(pred == 0))
+
+
+def mia_all(retain_probs, retain_y, test_probs, test_y, forget_probs, forget_y) -> dict[str, float]:
+    """:func:`mia_efficacy` for every kind in :data:`MIA_KINDS`, as ``{kind: efficacy}``."""
+    args = (retain_probs, retain_y, test_probs, test_y, forget_probs, forget_y)
+    return {kind: mia_efficacy(*args, kind=kind) for kind in MIA_KINDS}
+
+
+def avg_gap(metrics: Mapping[str, float], retrain: Mapping[str, float],
+            keys: Iterable[str] = METRIC_KEYS) -> float:
+    """Mean over ``keys`` of ``|metrics[k] - retrain[k]|`` (the tables' "Avg. Gap"; lower is better).
+
+    A key missing from either mapping raises ``KeyError`` naming the key and the mapping.
+    """
+    keys = tuple(keys)
+    if not keys:
+        raise ValueError("avg_gap: no keys given")
+    for name, m in (("metrics", metrics), ("retrain", retrain)):
+        missing = [k for k in keys if k not in m]
+        if missing:
+            raise KeyError(f"avg_gap: {name} lacks {', '.join(missing)}")
+    return float(np.mean([abs(float(metrics[k]) - float(retrain[k])) for k in keys]))
+
+
+def forget_gap(metrics: Mapping[str, float], retrain: Mapping[str, float]) -> float:
+    """Mean of ``|UA - UA_r|`` and ``|MIA - MIA_r|``: the gap on forgetting alone (keys
+    ``unlearn_acc`` and ``mia_efficacy``). Missing key -> ``KeyError``."""
+    return avg_gap(metrics, retrain, keys=("unlearn_acc", "mia_efficacy"))
+
+
+@torch.no_grad()
+def predict_probs(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1024,
+                  amp: bool = False) -> torch.Tensor:
+    """Softmax probabilities ``(N, C)`` of ``model`` on ``x``, as float32 on the CPU.
+
+    Runs in eval mode in batches of ``batch_size`` on ``x``'s device (the model must already be
+    there); the softmax is taken in float32 even under autocast. ``amp=True`` enables bfloat16
+    autocast, and only when ``x`` is on CUDA. Every submodule's train/eval flag is restored after.
+    """
+    if batch_size < 1:
+        raise ValueError(f"predict_probs: batch_size must be >= 1, got {batch_size}")
+    # Remember each submodule's flag, not just the root's: callers may freeze BatchNorm selectively.
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    use_amp = amp and x.is_cuda
+    try:
+        # An empty x still yields a (0, C) result by running the model on an empty batch.
+        chunks = x.split(batch_size) if len(x) else (x,)
+        out = []
+        for chunk in chunks:
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(chunk)
+            out.append(torch.softmax(logits.float(), dim=1).cpu())
+        return torch.cat(out)
+    finally:
+        for m, training in modes:
+            m.training = training

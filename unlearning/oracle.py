@@ -1,0 +1,143 @@
+"""The original model (trained on the whole training set) and the Retrain model (trained from scratch
+on the retain set), trained once and cached on disk.
+
+Cache key = a content hash of everything that determines the weights: the data tensors, the split
+(Retrain only), the model name, the training recipe, `train_seed`, and the source of the training code.
+Files are written under a temporary name and renamed (a crash never leaves a torn file), loaded with
+`weights_only=True` (a cache file cannot run code), and guarded by a lock file so two workers sharing a
+cache directory train a model once.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import hashlib
+import inspect
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unlearning import data as data_mod
+from unlearning import loop as loop_mod
+from unlearning import models as models_mod
+from unlearning.data import Dataset
+from unlearning.methods import Context, get_method
+from unlearning.methods.base import MethodConfig
+from unlearning.splits import MethodData, Split
+
+
+class TrainRecipe(MethodConfig):
+    """How the original and Retrain models are trained. The defaults suit digits + small_cnn; the
+    paper presets use the reference protocol (182 epochs, lr 0.1, cosine, batch 256)."""
+
+    epochs: int = 30
+    lr: float = 0.05
+    batch_size: int = 128
+    schedule: str = "cosine"
+
+
+def code_version() -> str:
+    """Hash of the source that determines trained weights: a change there invalidates the cache."""
+    h = hashlib.sha256()
+    for mod in (data_mod, loop_mod, models_mod, get_method("ft")):
+        h.update(inspect.getsource(mod).encode())
+    return h.hexdigest()[:12]
+
+
+@dataclass
+class Trained:
+    model: torch.nn.Module
+    runtime_s: float  # wall-clock training time when it was trained (not when loaded)
+    history: list[dict]
+    cached: bool  # loaded from the cache rather than trained now
+
+
+def train_from_scratch(ds: Dataset, idx: torch.Tensor, model_name: str, recipe: TrainRecipe, seed: int,
+                       device: torch.device, autocast) -> Trained:
+    """Train a fresh model on train-set indices `idx` with `recipe` (cross-entropy, the one loop)."""
+    torch.manual_seed(seed)
+    model = models_mod.build_model(model_name, ds.in_shape, ds.num_classes).to(device)
+    if device.type == "cuda" and len(ds.in_shape) == 3:
+        model = model.to(memory_format=torch.channels_last)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    view = MethodData(ds, torch.empty(0, dtype=torch.long), idx, val=torch.empty(0, dtype=torch.long),
+                      gen=gen, augment=recipe.augment)
+    ft = get_method("ft")
+    cfg = ft.Config(**{k: getattr(recipe, k) for k in MethodConfig.model_fields})
+    method = ft(cfg, Context(view, model, device, gen, autocast))
+    t0 = time.perf_counter()
+    history, _ = loop_mod.run_loop(model, method)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    model.eval()
+    return Trained(model, time.perf_counter() - t0, history, cached=False)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def cached_train(cache_dir: Path, key_parts: dict[str, Any], ds: Dataset, idx: torch.Tensor,
+                 model_name: str, recipe: TrainRecipe, seed: int, device: torch.device, autocast
+                 ) -> Trained:
+    """`train_from_scratch`, memoised on disk under a hash of `key_parts`."""
+    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:24]
+    weights, meta = cache_dir / f"{key}.pt", cache_dir / f"{key}.json"
+    with _locked(weights):
+        if weights.exists() and meta.exists():
+            model = models_mod.build_model(model_name, ds.in_shape, ds.num_classes)
+            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+            model = model.to(device).eval()
+            if device.type == "cuda" and len(ds.in_shape) == 3:
+                model = model.to(memory_format=torch.channels_last)
+            info = json.loads(meta.read_text())
+            return Trained(model, info["runtime_s"], info["history"], cached=True)
+        out = train_from_scratch(ds, idx, model_name, recipe, seed, device, autocast)
+        _atomic_write(weights, lambda p: torch.save(out.model.state_dict(), p))
+        info = {"key": key_parts, "runtime_s": out.runtime_s, "history": out.history,
+                "device": str(device), "created": time.time()}
+        _atomic_write(meta, lambda p: p.write_text(json.dumps(info)))
+        return out
+
+
+def get_oracles(ds: Dataset, split: Split, *, model_name: str, recipe: TrainRecipe, train_seed: int,
+                device: torch.device, autocast, cache_dir: Path, retrain: bool = True
+                ) -> tuple[Trained, Trained | None]:
+    """(original, retrain or None). Both cached; the original does not depend on the split."""
+    base = {"data": ds.content_hash(), "model": model_name, "recipe": recipe.model_dump(),
+            "seed": train_seed, "code": code_version()}
+    all_idx = torch.arange(len(ds.y_train))
+    original = cached_train(cache_dir, {**base, "kind": "original"}, ds, all_idx, model_name, recipe,
+                            train_seed, device, autocast)
+    retrained = None
+    if retrain:
+        retrained = cached_train(cache_dir, {**base, "kind": "retrain", "split": split.digest()}, ds,
+                                 split.retain, model_name, recipe, train_seed, device, autocast)
+    return original, retrained
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """An eval-mode copy with no gradients: the teacher / reference a method may consult."""
+    m = copy.deepcopy(model).eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m

@@ -61,6 +61,11 @@ class Dataset:
     crop_pad: int = 0  # random-crop padding used by augmentation (0 = none)
     flip: bool = False
 
+    def __repr__(self) -> str:
+        return (f"Dataset({self.name}, train={len(self.y_train)}, val={len(self.y_val)}, "
+                f"test={len(self.y_test)}, shape={self.in_shape}, classes={self.num_classes}, "
+                f"device={self.device})")
+
     @property
     def in_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])  # type: ignore[return-value]

@@ -1,9 +1,9 @@
 """Evaluation metrics for unlearning: accuracies, the SVC membership-inference attack, gaps to Retrain.
 
-Every score is on the percent scale (0..100). Definitions follow docs in ``shared/reference/metrics.md``:
-UA = 100 - accuracy on the forget set, RA / TA = accuracy on retain / test, MIA-efficacy = the
-population SVC attack used in the l1-sparse and SalUn tables (Jia et al. 2023, Fan et al. 2024), and
-avg_gap = mean absolute difference to the Retrain model over those four numbers.
+Every score is on the percent scale (0..100). UA = 100 - accuracy on the forget set; RA and TA =
+accuracy on the retain and test sets; MIA-efficacy = the population SVC attack of the l1-sparse and
+SalUn tables (Jia et al. 2023, Fan et al. 2024); avg_gap = mean absolute difference to the Retrain
+model over those four numbers.
 All functions are pure; only :func:`predict_probs` touches a model, and it restores the model's mode.
 """
 from __future__ import annotations
@@ -52,8 +52,10 @@ def mia_features(probs, y, kind: str) -> np.ndarray:
     ``"prob"`` is the whole vector ``(N, C)``. Returns float64; always finite (probabilities are
     clamped to [eps, 1 - eps] inside the logs). Unknown kind -> ``ValueError``.
     """
-    p = _np(probs).astype(np.float64, copy=False).reshape(len(_np(y)), -1)
+    p = _np(probs).astype(np.float64, copy=False)
     y = _np(y).astype(np.int64).reshape(-1)
+    if p.ndim != 2 or len(p) != len(y):
+        raise ValueError(f"mia_features: probs {p.shape} must be (N, C) with N = {len(y)} labels")
     rows = np.arange(len(y))
     if kind == "confidence":
         return p[rows, y].reshape(-1, 1)

@@ -126,7 +126,11 @@ class MethodData:
         return Batch(self.ds.prepare(x), self.ds.y_train[idx], idx, forget, kind)
 
     def gather(self, idx: torch.Tensor, augment: bool = False) -> Batch:
-        """Fixed examples (e.g. a whole small subset), no augmentation by default."""
+        """Fixed examples (e.g. a whole small subset), no augmentation by default. After
+        `restrict_retain`, indices outside forget + the allowed retain subset are refused."""
+        if getattr(self, "_restricted", False) and not bool(
+                torch.isin(idx, torch.cat([self.forget, self.retain])).all()):
+            raise ValueError("gather: index outside the forget set and the allowed retain subset")
         f = torch.isin(idx, self.forget)
         return self._gather(idx, f, "mixed", augment)
 
@@ -167,6 +171,14 @@ class MethodData:
                 yield self._gather(idx, flags, "mixed", augment)
         else:
             raise ValueError(f"unknown batch mode {mode!r}")
+
+    def restrict_retain(self, subset: torch.Tensor) -> None:
+        """Narrow, for good, the retain indices this door hands out to `subset` (a part of the current
+        retain set: LTU's accessible D_r^ of size m). `seen` is kept, so the trial's count stays true."""
+        subset = subset.to(self.retain.device)
+        if not bool(torch.isin(subset, self.retain).all()):
+            raise ValueError("restrict_retain: the subset is not part of the retain set")
+        self.retain, self._restricted = subset, True
 
     def retain_examples_seen(self, full_retain: torch.Tensor) -> int:
         """Distinct retain examples (of the full retain set) handed to the method."""

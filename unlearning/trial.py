@@ -224,3 +224,16 @@ def derived(metrics: dict[str, float], reference: dict[str, dict[str, float]]) -
         out["avg_gap"] = M.avg_gap(metrics, r)
         out["forget_gap"] = M.forget_gap(metrics, r)
     return out
+
+
+def run_trial_payload(payload: dict[str, Any], on_epoch: Callable[[dict], None] | None = None
+                      ) -> dict[str, Any]:
+    """Worker entry point (what a backend runs): a TrialConfig as a plain dict in, a TrialResult as a
+    JSON-safe dict out. Input the trial cannot use becomes a FAIL result, so a sweep goes on."""
+    try:
+        cfg = load_trial_config(payload)
+        return run_trial(cfg, on_epoch=on_epoch).model_dump(mode="json")
+    except UserError as e:
+        return TrialResult(state="FAIL", error=str(e), method=str(payload.get("method", "")),
+                           params=dict(payload.get("params", {})), config=payload
+                           ).model_dump(mode="json")

@@ -18,23 +18,29 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
+_loaded = False
+
+
 def _load_all() -> None:
-    for mod in pkgutil.iter_modules(__path__):
-        if mod.name not in ("base",):
-            importlib.import_module(f"{__name__}.{mod.name}")
+    """Import every method file once (each registers itself); later registrations (plug-ins,
+    tests) add to the same registry."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for mod in pkgutil.iter_modules(__path__):
+            if mod.name != "base":
+                importlib.import_module(f"{__name__}.{mod.name}")
 
 
 def get_method(name: str) -> type[Method]:
-    if not METHODS:
-        _load_all()
+    _load_all()
     if name not in METHODS:
         raise UserError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
     return METHODS[name]
 
 
 def all_methods() -> dict[str, type[Method]]:
-    if not METHODS:
-        _load_all()
+    _load_all()
     return dict(sorted(METHODS.items()))
 
 

@@ -1,0 +1,57 @@
+"""The Backend protocol: where trials run. Modelled on submitit's executor: submit returns a handle,
+`wait` returns whatever has finished, and an in-process twin (cluster/inline.py) runs the same
+contract for tests and debugging.
+
+The cluster package imports none of unlearning/sweeps/orchestrator: a backend runs a *task function*
+given at construction (`fn(payload: dict, on_epoch=None) -> dict`, importable by module path so remote workers can
+load it) on JSON-like payloads. The orchestrator passes `unlearning.trial.run_trial_payload`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, runtime_checkable
+
+# fn(payload, on_epoch=None) -> result; on_epoch(row) is called after each epoch when given
+TaskFn = Callable[..., dict[str, Any]]
+ProgressFn = Callable[[str, dict[str, Any]], None]  # (task key, per-epoch row)
+
+
+@dataclass(frozen=True)
+class Handle:
+    """A submitted task: `key` is the caller's id (the trial fingerprint), `attempt` counts retries."""
+
+    key: str
+    attempt: int = 0
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What `wait` returns for a finished handle. Exactly one of `result` / `lost` is set:
+    `result` is the task function's return value; `lost` says why the worker never returned one
+    (process killed, node lost, cancelled, timed out). `retryable` tells the driver whether running
+    it again on a fresh worker makes sense. `node` names where it ran, when known."""
+
+    handle: Handle
+    result: dict[str, Any] | None = None
+    lost: str | None = None
+    retryable: bool = False
+    node: str = ""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    def capacity(self) -> int:
+        """How many tasks can run at once right now (the driver keeps this many in flight)."""
+
+    def submit(self, key: str, payload: dict[str, Any], attempt: int = 0) -> Handle:
+        """Start running the task function on payload; never blocks on the task itself."""
+
+    def wait(self, handles: list[Handle], timeout: float | None = None) -> list[Outcome]:
+        """Block until at least one of handles finishes (or timeout); return every finished one."""
+
+    def cancel(self, handle: Handle, reason: str = "cancelled") -> None:
+        """Stop a running task; its Outcome (lost=reason, retryable False) comes from `wait`."""
+
+    def shutdown(self) -> None:
+        """Release workers; running tasks are cancelled."""

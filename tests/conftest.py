@@ -1,0 +1,29 @@
+"""Shared test set-up: one oracle cache for the whole session (original and Retrain models are
+trained once, then every test and subprocess reuses them), W&B off, small thread counts."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Before anything imports torch or wandb: one cache per test session, shared with subprocesses.
+_SESSION_CACHE = Path(tempfile.mkdtemp(prefix="unlearn-sweep-test-cache-"))
+os.environ.setdefault("UNLEARN_SWEEP_CACHE", str(_SESSION_CACHE))
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def oracle_cache() -> Path:
+    return Path(os.environ["UNLEARN_SWEEP_CACHE"])
+
+
+def digits_config(method: str = "ft", **fields):
+    """A TrialConfig on digits + small_cnn with the session cache; `fields` override top-level keys
+    (params=..., split=..., seeds=...)."""
+    from unlearning.trial import load_trial_config
+
+    raw = {"method": method, "data": {"name": "digits"}, "model": "small_cnn", **fields}
+    return load_trial_config(raw)

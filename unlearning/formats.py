@@ -1,0 +1,275 @@
+"""Readers for image data sets kept on a local disk in their standard distributed formats.
+
+`read(name, root)` returns a `Raw` of numpy arrays: images uint8 (N, C, H, W), labels int64 (N,).
+Layouts under `root` (what torchvision's downloads produce, or the official archives unpacked):
+
+- cifar10:      cifar-10-batches-py/data_batch_1..5, test_batch (pickles; batches.meta optional)
+- cifar100:     cifar-100-python/train, test (pickles; meta optional)
+- svhn:         train_32x32.mat, test_32x32.mat (directly under root or under root/svhn/)
+- tinyimagenet: tiny-imagenet-200/ with wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG and
+                val/val_annotations.txt; the val split is the test set (the official test is unlabelled).
+                Decoded arrays are cached in tiny-imagenet-200/.unlearn_sweep_cache.npz (rebuilt when
+                wnids.txt changes or the cache is unreadable; delete it after editing the images).
+
+Every problem with the files (missing, torn, wrong shape) is a `DataError` with a one-line message.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from unlearning.errors import DataError
+
+CACHE = ".unlearn_sweep_cache.npz"
+
+
+@dataclass(frozen=True)
+class Raw:
+    """One data set as read from disk: images uint8 (N, C, H, W), labels int64 (N,) in [0, num_classes)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    classes: list[str] | None = None
+
+
+def _line(e: BaseException) -> str:
+    """An exception as one short line (messages of pickle/scipy/PIL errors may span lines)."""
+    return " ".join(f"{type(e).__name__}: {e}".split())[:200]
+
+
+def _check(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, where: Path) -> tuple:
+    """Validate one split so a torn file fails here, not as a shape error deep inside training."""
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise DataError(f"{name}: images in {where} have shape {x.shape} and dtype {x.dtype} "
+                        "(expected uint8 N,C,H,W)")
+    y = np.asarray(y).reshape(-1).astype(np.int64)
+    if len(y) != len(x) or len(x) == 0:
+        raise DataError(f"{name}: {where} has {len(x)} images and {len(y)} labels "
+                        "(expected equal, non-zero)")
+    if y.min() < 0 or y.max() >= num_classes:
+        raise DataError(f"{name}: labels in {where} span {y.min()}..{y.max()}, outside 0..{num_classes - 1}")
+    return np.ascontiguousarray(x), y
+
+
+# ---------------------------------------------------------------- CIFAR (python pickles)
+def _pickle(name: str, path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(f"{name}: missing file {path}")
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="bytes")  # the files were written by Python 2: bytes keys
+    except Exception as e:
+        raise DataError(f"{name}: cannot unpickle {path} ({_line(e)})") from e
+    if not isinstance(d, dict):
+        raise DataError(f"{name}: {path} holds a {type(d).__name__}, expected a dict")
+    return d
+
+
+def _cifar_split(name: str, files: list[Path], label_key: bytes, num_classes: int):
+    xs, ys = [], []
+    for p in files:
+        d = _pickle(name, p)
+        if b"data" not in d or label_key not in d:
+            raise DataError(f"{name}: {p} lacks key {b'data' if b'data' not in d else label_key!r} "
+                            "(corrupt or not the python version)")
+        x = np.asarray(d[b"data"])
+        if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
+            raise DataError(f"{name}: {p} data has shape {x.shape} dtype {x.dtype} (expected N,3072 uint8)")
+        xs.append(x.reshape(-1, 3, 32, 32))  # rows are stored R plane, G plane, B plane: already CHW
+        ys.append(np.asarray(d[label_key]))
+    return _check(name, np.concatenate(xs), np.concatenate(ys), num_classes, files[0].parent)
+
+
+def _folder(name: str, root: Path, sub: str, what: str) -> Path:
+    d = root / sub
+    if not d.is_dir():
+        raise DataError(f"{name}: no '{sub}' folder under {root} (expected {what}; "
+                        "pass download=True with internet, or fix --data-root)")
+    return d
+
+
+# name -> (title, folder, train files, test file, label key, classes, meta file, class-names key)
+_CIFAR = {
+    "cifar10": ("CIFAR-10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)],
+                "test_batch", b"labels", 10, "batches.meta", b"label_names"),
+    "cifar100": ("CIFAR-100", "cifar-100-python", ["train"], "test", b"fine_labels", 100, "meta",
+                 b"fine_label_names"),
+}
+
+
+def _cifar(name: str, root: Path) -> Raw:
+    title, sub, train, test, key, k, meta, names_key = _CIFAR[name]
+    d = _folder(name, root, sub, f"the python version of {title}")
+    names = _pickle(name, d / meta).get(names_key) if (d / meta).is_file() else None  # meta optional
+    return Raw(*_cifar_split(name, [d / f for f in train], key, k),
+               *_cifar_split(name, [d / test], key, k), k,
+               None if names is None else [n.decode() if isinstance(n, bytes) else str(n) for n in names])
+
+
+# ---------------------------------------------------------------- SVHN (MATLAB files)
+def _svhn_split(path: Path):
+    import scipy.io
+
+    try:
+        m = scipy.io.loadmat(path)
+    except Exception as e:
+        raise DataError(f"svhn: cannot read {path} ({_line(e)})") from e
+    if "X" not in m or "y" not in m:
+        raise DataError(f"svhn: {path} lacks variable {'X' if 'X' not in m else 'y'} (corrupt file?)")
+    x, y = np.asarray(m["X"]), np.asarray(m["y"]).reshape(-1).astype(np.int64)
+    if x.ndim != 4 or x.shape[:3] != (32, 32, 3):
+        raise DataError(f"svhn: {path} X has shape {x.shape} (expected 32,32,3,N)")
+    y[y == 10] = 0  # SVHN labels digit 0 as 10
+    return _check("svhn", x.transpose(3, 2, 0, 1), y, 10, path)  # (H,W,C,N) -> (N,C,H,W)
+
+
+def _svhn(root: Path) -> Raw:
+    for d in (root, root / "svhn"):
+        if (d / "train_32x32.mat").is_file() and (d / "test_32x32.mat").is_file():
+            return Raw(*_svhn_split(d / "train_32x32.mat"), *_svhn_split(d / "test_32x32.mat"), 10,
+                       [str(i) for i in range(10)])
+    raise DataError(f"svhn: no train_32x32.mat and test_32x32.mat under {root} or {root / 'svhn'} "
+                    "(pass download=True with internet, or fix --data-root)")
+
+
+# ---------------------------------------------------------------- TinyImageNet (JPEG folders)
+def _decode(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            a = np.asarray(im.convert("RGB"))  # a few images are grayscale
+    except Exception as e:
+        raise DataError(f"tinyimagenet: cannot decode {path} ({_line(e)})") from e
+    if a.shape != (64, 64, 3):
+        raise DataError(f"tinyimagenet: {path} is {a.shape[1]}x{a.shape[0]}, expected 64x64")
+    return a
+
+
+def _decode_all(paths: list[Path]) -> np.ndarray:
+    out = np.empty((len(paths), 3, 64, 64), np.uint8)  # filled in place: no 2nd copy of 1.2 GB
+    # PIL releases the GIL while decoding, so threads give a real speed-up on 100k small JPEGs.
+    with ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4)) as pool:
+        for i, a in enumerate(pool.map(_decode, paths)):
+            out[i] = a.transpose(2, 0, 1)
+    return out
+
+
+def _tiny_from_images(d: Path, wnids: list[str]) -> dict:
+    index = {w: i for i, w in enumerate(wnids)}
+    train, y_train = [], []
+    for w in wnids:
+        files = sorted((d / "train" / w / "images").glob("*.JPEG"))
+        if not files:
+            raise DataError(f"tinyimagenet: no JPEG images in {d / 'train' / w / 'images'}")
+        train += files
+        y_train += [index[w]] * len(files)
+    ann = d / "val" / "val_annotations.txt"
+    if not ann.is_file():
+        raise DataError(f"tinyimagenet: missing file {ann} (the val labels)")
+    test, y_test = [], []
+    for n, line in enumerate(ann.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 2 or parts[1] not in index:
+            raise DataError(f"tinyimagenet: {ann} line {n} has no known wnid in its second column")
+        test.append(d / "val" / "images" / parts[0])
+        y_test.append(index[parts[1]])
+    return {"x_train": _decode_all(train), "y_train": np.array(y_train, np.int64),
+            "x_test": _decode_all(test), "y_test": np.array(y_test, np.int64), "wnids": np.array(wnids)}
+
+
+def _save_atomic(path: Path, arrays: dict) -> None:
+    """Write to a temp file and rename, so a crash never leaves a torn cache; an unwritable root
+    (a read-only shared data set) only costs the cache."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if not isinstance(e, OSError):
+            raise
+
+
+def _tiny(root: Path) -> Raw:
+    d = _folder("tinyimagenet", root, "tiny-imagenet-200", "the unpacked tiny-imagenet-200.zip")
+    if not (d / "wnids.txt").is_file():
+        raise DataError(f"tinyimagenet: missing file {d / 'wnids.txt'}")
+    wnids = sorted((d / "wnids.txt").read_text().split())
+    if not wnids:
+        raise DataError(f"tinyimagenet: {d / 'wnids.txt'} lists no classes")
+    arrays = None
+    if (d / CACHE).is_file():
+        try:
+            with np.load(d / CACHE) as z:
+                arrays = {k: z[k] for k in z.files}
+            if list(arrays["wnids"]) != wnids:  # wnids.txt changed: the cache is stale
+                arrays = None
+        except Exception:
+            arrays = None  # unreadable cache: rebuild it from the images
+    if arrays is None:
+        arrays = _tiny_from_images(d, wnids)
+        _save_atomic(d / CACHE, arrays)
+    n = len(wnids)
+    return Raw(*_check("tinyimagenet", arrays["x_train"], arrays["y_train"], n, d / "train"),
+               *_check("tinyimagenet", arrays["x_test"], arrays["y_test"], n, d / "val"), n, wnids)
+
+
+_READERS = {"cifar10": partial(_cifar, "cifar10"), "cifar100": partial(_cifar, "cifar100"),
+            "svhn": _svhn, "tinyimagenet": _tiny}
+
+
+def read(name: str, root: str | Path) -> Raw:
+    """Read data set `name` (cifar10, cifar100, svhn, tinyimagenet) from the folder `root`.
+
+    Raises DataError (one line: the path and what is missing) on an unknown name, a missing root or
+    file, or a file that is corrupt or of the wrong shape."""
+    if name not in _READERS:
+        raise DataError(f"unknown disk data set {name!r}; known: {', '.join(_READERS)}")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{name}: data root {root} does not exist or is not a folder")
+    return _READERS[name](root)
+
+
+def download(name: str, root: str | Path) -> None:
+    """Fetch data set `name` into `root` with torchvision (needs internet and the 'vision' extra).
+
+    Files already present are kept. TinyImageNet is not downloadable here: DataError says where to put it."""
+    root = Path(root).expanduser()
+    if name == "tinyimagenet":
+        raise DataError(f"tinyimagenet: download is not supported; unpack tiny-imagenet-200.zip so that "
+                        f"{root / 'tiny-imagenet-200'} holds wnids.txt, train/ and val/")
+    if name not in _READERS:
+        raise DataError(f"unknown disk data set {name!r}; known: {', '.join(_READERS)}")
+    try:
+        from torchvision import datasets  # optional: only needed to download
+    except ImportError:
+        raise DataError(f"{name}: torchvision is not installed; install the 'vision' extra "
+                        f"or place the files under {root}") from None
+    try:
+        if name == "svhn":
+            for split in ("train", "test"):
+                datasets.SVHN(str(root), split=split, download=True)
+        else:
+            cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+            for train in (True, False):
+                cls(str(root), train=train, download=True)
+    except Exception as e:  # no network, disk full, checksum mismatch
+        raise DataError(f"{name}: download to {root} failed ({_line(e)})") from e

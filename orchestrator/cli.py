@@ -102,10 +102,106 @@ def cmd_methods(args) -> int:
     from unlearning.methods import all_methods
 
     for name, cls in all_methods().items():
-        doc = (cls.__module__ and sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
-        print(f"{name}: {doc[0] if doc else ''}")
+        first = (sys.modules[cls.__module__].__doc__ or "").strip().split("\n\n")[0]
+        doc = " ".join(first.split())
+        print(f"{name}: {doc if len(doc) <= 150 else doc[:149] + '…'}")
         for field, info in cls.Config.model_fields.items():
             print(f"    {field} = {info.default!r}")
+    return 0
+
+
+# -- sweeps --------------------------------------------------------------------------------------
+
+def _spec_from_dir(run_dir: Path, sets: list[tuple[str, Any]]):
+    from sweeps.spec import load_spec
+
+    path = run_dir / "spec.yaml"
+    if not path.is_file():
+        raise UserError(f"{run_dir}: not a sweep directory (no spec.yaml)")
+    return load_spec(read_yaml(path), sets)
+
+
+def _sweep_sets(args) -> list[tuple[str, Any]]:
+    sets = parse_sets(args.set)
+    if getattr(args, "backend", None):
+        sets.append(("resources.backend", args.backend))
+    return sets
+
+
+def _run_and_report(spec, run_dir: Path) -> int:
+    from orchestrator.runner import run_sweep
+    from sweeps.analysis import summary_text, write_report
+
+    summary = run_sweep(spec, run_dir)
+    analysis, report = write_report(run_dir, spec)
+    print(summary_text(analysis))
+    print(f"report: {report}")
+    print(f"record: {run_dir / 'trials'} ({summary['done']} trial(s) done, {summary['failed']} failed, "
+          f"{summary['wall_s']:.1f}s)")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from sweeps.spec import load_spec, read_spec_source
+
+    spec = load_spec(read_spec_source(args.spec), _sweep_sets(args))
+    run_dir = Path(args.out) if args.out else Path("runs") / spec.name
+    old = run_dir / "spec.yaml"
+    if old.is_file() and yaml.safe_load(old.read_text()) != spec.dump():
+        raise UserError(f"{run_dir} already holds a sweep with a different spec; continue it with "
+                        f"`unlearn-sweep resume {run_dir}` or choose another --out")
+    return _run_and_report(spec, run_dir)
+
+
+def cmd_resume(args) -> int:
+    run_dir = Path(args.dir)
+    return _run_and_report(_spec_from_dir(run_dir, _sweep_sets(args)), run_dir)
+
+
+def cmd_status(args) -> int:
+    import optuna
+
+    from sweeps.analysis import analyze, summary_text
+    from sweeps.study import REQUEUED, DriverLock, _alive, storage_for
+
+    run_dir = Path(args.dir)
+    spec = _spec_from_dir(run_dir, [])
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=spec.name, storage=storage_for(spec, run_dir))
+        states: dict[str, int] = {}
+        for t in study.get_trials(deepcopy=False):
+            name = t.state.name + (" (re-enqueued)" if REQUEUED in t.user_attrs else "")
+            states[name] = states.get(name, 0) + 1
+    except KeyError:
+        states = {}
+    lock = DriverLock(run_dir).path
+    pid = lock.read_text().split("@")[0] if lock.is_file() else ""
+    live = pid.isdigit() and _alive(int(pid))
+    print(f"sweep {spec.name} in {run_dir}: n_trials {spec.n_trials}, study "
+          + (", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "empty")
+          + (f"; driver running (pid {pid})" if live else "; no driver running"))
+    print(summary_text(analyze(run_dir, spec)))
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from sweeps.analysis import summary_text, write_report
+
+    run_dir = Path(args.dir)
+    spec = _spec_from_dir(run_dir, [])
+    analysis, report = write_report(run_dir, spec)
+    print(summary_text(analysis))
+    print(f"report: {report}")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from sweeps.spec import PRESETS_DIR, preset_names
+
+    for name in preset_names():
+        raw = yaml.safe_load((PRESETS_DIR / f"{name}.yaml").read_text()) or {}
+        print(f"{name}: {str(raw.get('description', '')).strip().splitlines()[0] if raw.get('description') else ''}")
     return 0
 
 
@@ -130,6 +226,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("methods", help="list the methods, their parameters and defaults")
     m.set_defaults(func=cmd_methods)
+
+    setf = dict(action="append", default=[], metavar="PATH=VALUE",
+                help="override any spec field before validation (n_trials=4, methods.rl.space.lr.high=0.1)")
+    r = sub.add_parser("run", help="run a sweep from a spec file or a preset (see `presets`)")
+    r.add_argument("spec", metavar="SPEC|PRESET")
+    r.add_argument("--out", help="the run directory (default runs/<name>)")
+    r.add_argument("--backend", choices=["inline", "ray"], help="override resources.backend")
+    r.add_argument("--set", **setf)
+    r.set_defaults(func=cmd_run)
+
+    rs = sub.add_parser("resume", help="continue a sweep (after a crash, Ctrl-C, or with more trials)")
+    rs.add_argument("dir", metavar="DIR")
+    rs.add_argument("--backend", choices=["inline", "ray"], help="override resources.backend")
+    rs.add_argument("--set", **setf)
+    rs.set_defaults(func=cmd_resume)
+
+    st = sub.add_parser("status", help="trial counts and the current Pareto front of a sweep")
+    st.add_argument("dir", metavar="DIR")
+    st.set_defaults(func=cmd_status)
+
+    an = sub.add_parser("analyze", help="write the report (Pareto front, tables, plots) of a sweep")
+    an.add_argument("dir", metavar="DIR")
+    an.set_defaults(func=cmd_analyze)
+
+    pr = sub.add_parser("presets", help="list the bundled sweep specs")
+    pr.set_defaults(func=cmd_presets)
     return ap
 
 

@@ -123,8 +123,15 @@ def augment(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator | None) 
 
 
 def load_dataset(cfg: DataConfig, device: torch.device | str = "cpu") -> Dataset:
-    """The data set of `cfg` on `device`. Cached per process (a trial actor loads its data once)."""
-    return _load_cached(cfg).to(device) if str(device) != "cpu" else _load_cached(cfg)
+    """The data set of `cfg` on `device`. Cached per process and device: a long-lived trial actor
+    reads and uploads its data once, and every later trial gathers batches on the device."""
+    return _on_device(cfg, str(torch.device(device)))
+
+
+@functools.lru_cache(maxsize=4)
+def _on_device(cfg: DataConfig, device: str) -> Dataset:
+    ds = _load_cached(cfg)
+    return ds if device == "cpu" else ds.to(device)
 
 
 @functools.lru_cache(maxsize=4)

@@ -123,7 +123,10 @@ class MethodData:
         x = self.ds.x_train[idx]
         if train_aug and self.augment:
             x = augment(x, self.ds.crop_pad, self.ds.flip, self.gen)
-        return Batch(self.ds.prepare(x), self.ds.y_train[idx], idx, forget, kind)
+        x = self.ds.prepare(x)
+        if x.is_cuda:  # matches channels-last models: cuDNN's fast NHWC kernels, no layout copies
+            x = x.contiguous(memory_format=torch.channels_last)
+        return Batch(x, self.ds.y_train[idx], idx, forget, kind)
 
     def gather(self, idx: torch.Tensor, augment: bool = False) -> Batch:
         """Fixed examples (e.g. a whole small subset), no augmentation by default. After

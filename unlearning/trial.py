@@ -126,9 +126,10 @@ def default_cache_dir() -> Path:
 
 @torch.no_grad()
 def _probs(model, ds: Dataset, x_raw: torch.Tensor, idx: torch.Tensor, cfg: EvalConfig, amp: bool):
-    idx = idx.to(x_raw.device)
-    out = [M.predict_probs(model, ds.prepare(x_raw[idx[s:s + 8 * cfg.batch_size]]), cfg.batch_size, amp)
-           for s in range(0, len(idx), 8 * cfg.batch_size)]
+    idx, chunk = idx.to(x_raw.device), 8 * cfg.batch_size
+    fmt = torch.channels_last if x_raw.is_cuda else torch.contiguous_format
+    out = [M.predict_probs(model, ds.prepare(x_raw[idx[s:s + chunk]]).contiguous(memory_format=fmt),
+                           cfg.batch_size, amp) for s in range(0, len(idx), chunk)]
     return torch.cat(out) if out else torch.empty(0, ds.num_classes)
 
 
@@ -169,6 +170,7 @@ def run_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None) 
     autocast = autocast_factory(device, cfg.precision)
     amp = cfg.precision == "bf16"
     if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # batch shapes are static: tune each conv once
         torch.cuda.reset_peak_memory_stats(device)
     try:
         original, retrained = get_oracles(

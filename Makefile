@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: venv
-	$(BIN)/unlearn-sweep trial --method rl --data digits --set lr=0.02
+	$(BIN)/unlearn-sweep run quickstart
 
 test: venv
 	$(BIN)/python -m pytest

@@ -1,0 +1,377 @@
+"""SweepSpec: what a sweep tries, read from YAML and validated before anything runs.
+
+Every problem is one UserError line that names the key's full YAML path
+(`methods.eupmu.space.lr.low: ...`), so the CLI can print it and exit 2 with nothing written.
+
+Shape (docs/sweeps.md has the full reference):
+
+    name: quickstart
+    base: {data: {name: digits}, model: small_cnn, split: {fraction: 0.1}}   # a TrialConfig
+    methods:                      # the method is itself a categorical choice; each has its own space
+      rl: {space: {lr: {type: log-float, low: 1e-3, high: 1e-1}, epochs: {type: fixed, value: 3}}}
+    objectives: [{metric: forget_gap, direction: minimize}, {metric: test_acc, direction: maximize}]
+    constraints: [{metric: utility_drop, max: 5.0}]       # feasible when utility_drop <= 5
+    sampler: {name: tpe, seed: 0}
+    n_trials: 20
+    seeds: [0, 1]                 # ints = unlearn_seed; or {split_seed, train_seed, unlearn_seed}
+    resources: {backend: inline}
+    tracking: {wandb: {mode: disabled}}
+"""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from unlearning.config import StrictModel, one_line
+from unlearning.errors import UserError
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+REFERENCE_DIR = Path(__file__).parent / "reference"
+
+# metric -> needs Retrain (an objective or constraint on it makes the selection rule "oracle")
+METRICS: dict[str, bool] = {
+    "unlearn_acc": False, "retain_acc": False, "test_acc": False, "mia_efficacy": False,
+    "forget_acc": False, "val_acc": False, "utility_drop": False, "runtime_s": False,
+    "retain_examples_seen": False,
+    # blind: |forget accuracy - validation accuracy| (how the EUPMU authors tuned, no Retrain needed)
+    "forget_val_gap": False,
+    "avg_gap": True, "forget_gap": True,
+}
+DIM_TYPES = ("float", "log-float", "int", "log-int", "categorical", "fixed")
+
+
+def blind_metrics(m: dict[str, float]) -> dict[str, float]:
+    """Metrics the sweep derives from a trial's own numbers (no Retrain)."""
+    out = {}
+    if "forget_acc" in m and "val_acc" in m:
+        out["forget_val_gap"] = abs(m["forget_acc"] - m["val_acc"])
+    return out
+
+
+class Dim(StrictModel):
+    """One searched (or fixed) parameter. float/int: low, high (step optional); log-*: low > 0;
+    categorical: choices; fixed: value."""
+
+    type: Literal["float", "log-float", "int", "log-int", "categorical", "fixed"]
+    low: int | float | None = None
+    high: int | float | None = None
+    step: int | float | None = None
+    choices: list[Any] | None = None
+    value: Any = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v):
+        # a bare scalar or list is shorthand for fixed / categorical
+        if isinstance(v, list):
+            return {"type": "categorical", "choices": v}
+        if not isinstance(v, dict):
+            return {"type": "fixed", "value": v}
+        return v
+
+
+class MethodSpace(StrictModel):
+    space: dict[str, Dim] = Field(default_factory=dict)
+
+
+class Objective(StrictModel):
+    metric: str
+    direction: Literal["minimize", "maximize"] = "minimize"
+
+
+class Constraint(StrictModel):
+    """A bound on a metric's mean over seeds: `max` (metric <= max) and/or `min` (metric >= min).
+    Told to Optuna as constraint values (<= 0 is feasible) and used as the feasibility filter."""
+
+    metric: str
+    max: float | None = None
+    min: float | None = None
+
+    def values(self, value: float) -> dict[str, float]:
+        out = {}
+        if self.max is not None:
+            out[f"{self.metric}<={self.max:g}"] = value - self.max
+        if self.min is not None:
+            out[f"{self.metric}>={self.min:g}"] = self.min - value
+        return out
+
+
+class SamplerSpec(StrictModel):
+    name: Literal["tpe", "nsga2", "nsga3", "gp", "random", "grid"] = "tpe"
+    seed: int | None = 0
+    options: dict[str, Any] = Field(default_factory=dict)  # passed to the Optuna sampler
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v):
+        return {"name": v} if isinstance(v, str) else v
+
+
+class Resources(StrictModel):
+    backend: Literal["ray", "inline"] = "ray"
+    address: str | None = None  # an existing Ray cluster; None = embedded local Ray
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)  # fractional GPUs share a device
+    max_concurrent: int | None = Field(None, ge=1)
+    max_retries: int = Field(2, ge=0)
+    timeout_s: float | None = Field(None, gt=0)
+
+
+class WandbSpec(StrictModel):
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    project: str = "unlearn-sweep"
+    entity: str | None = None
+    dir: str | None = None  # default: the run directory
+    tags: list[str] = Field(default_factory=list)
+    notes: str | None = None
+
+
+class TrackingSpec(StrictModel):
+    wandb: WandbSpec = WandbSpec()
+
+
+class ReferenceSpec(StrictModel):
+    """A paper table to put beside our numbers (a CSV in sweeps/reference/)."""
+
+    table: str
+    scenario: str
+
+
+class SweepSpec(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    base: dict[str, Any] = Field(default_factory=dict)
+    methods: dict[str, MethodSpace]
+    objectives: list[Objective] = Field(min_length=1)
+    constraints: list[Constraint] = Field(default_factory=list)
+    sampler: SamplerSpec = SamplerSpec()
+    n_trials: int = Field(20, ge=1)
+    seeds: list[int | dict[str, int]] = Field(default_factory=lambda: [0], min_length=1)
+    resources: Resources = Resources()
+    tracking: TrackingSpec = TrackingSpec()
+    storage: str | None = None  # an RDB URL for a shared study; default runs/<name>/study.journal
+    reference: ReferenceSpec | None = None
+
+    @field_validator("methods")
+    @classmethod
+    def _some_method(cls, v):
+        if not v:
+            raise ValueError("at least one method is needed")
+        return v
+
+    # -- derived ---------------------------------------------------------------------------------
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    @property
+    def selection_rule(self) -> str:
+        """'oracle' when an objective or constraint peeks at Retrain, else 'blind'."""
+        used = [o.metric for o in self.objectives] + [c.metric for c in self.constraints]
+        return "oracle" if any(METRICS[m] for m in used) else "blind"
+
+    def seed_list(self) -> list[dict[str, int]]:
+        """Each seed entry as a full Seeds dict: an int sets unlearn_seed; split/train seeds not given
+        come from base.seeds."""
+        base = {"split_seed": 0, "train_seed": 0, "unlearn_seed": 0, **self.base.get("seeds", {})}
+        return [{**base, "unlearn_seed": s} if isinstance(s, int) else {**base, **s} for s in self.seeds]
+
+    def trial_config(self, method: str, params: dict[str, Any], seeds: dict[str, int]) -> dict[str, Any]:
+        """The TrialConfig dict of one run: base + method + params + seeds."""
+        cfg = copy.deepcopy(self.base)
+        cfg.update(method=method, params=dict(params), seeds=dict(seeds))
+        return cfg
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_defaults=False)
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+def set_path_any(tree: Any, path: str, value: Any) -> Any:
+    """Copy of a nested dict/list with `a.b.0.c` set to value (dicts created on the way)."""
+    head, _, rest = path.partition(".")
+    if isinstance(tree, list):
+        try:
+            i = int(head)
+            tree[i]
+        except (ValueError, IndexError):
+            raise UserError(f"--set {path}: {head!r} is not an index of a list of {len(tree)}") from None
+        out = list(tree)
+        out[i] = set_path_any(out[i], rest, value) if rest else value
+        return out
+    out = dict(tree) if isinstance(tree, dict) else {}
+    out[head] = set_path_any(out.get(head), rest, value) if rest else value
+    return out
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def read_spec_source(source: str | Path) -> dict[str, Any]:
+    """A YAML file path, or the name of a bundled preset."""
+    p = Path(source)
+    if not p.is_file():
+        if str(source) in preset_names():
+            p = PRESETS_DIR / f"{source}.yaml"
+        else:
+            raise UserError(f"{source}: no such file or preset (presets: {', '.join(preset_names())})")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{p}: expected a mapping at the top level")
+    return raw
+
+
+def load_spec(raw: dict[str, Any], sets: list[tuple[str, Any]] = ()) -> SweepSpec:
+    """Apply `--set` overrides, then validate. Raises UserError (one line, with the YAML path)."""
+    for key, value in sets:
+        raw = set_path_any(raw, key, value)
+    try:
+        spec = SweepSpec(**raw)
+    except ValidationError as e:
+        raise UserError(one_line(e)) from None
+    check_spec(spec)
+    return spec
+
+
+def check_spec(spec: SweepSpec) -> None:
+    """Checks that need more than types: names, ranges, the methods' own configs, Retrain."""
+    from unlearning.data import DISK_SETS
+    from unlearning.methods import all_methods
+    from unlearning.trial import TrialConfig, load_trial_config
+
+    for key in ("method", "params", "seeds"):
+        if key in spec.base:
+            where = {"method": "methods", "params": "methods.<name>.space", "seeds": "seeds"}[key]
+            raise UserError(f"base.{key}: set this in `{where}`, not in base")
+    try:
+        base = load_trial_config(spec.base)
+    except UserError as e:
+        raise UserError(f"base.{e}") from None
+    if base.data.name in DISK_SETS and not base.data.download:
+        if base.data.root is None:
+            raise UserError(f"base.data.root: {base.data.name} needs a data root "
+                            f"(--set base.data.root=/path/to/{base.data.name})")
+        if not Path(base.data.root).expanduser().is_dir():
+            raise UserError(f"base.data.root: {base.data.root} is not a folder")
+    for i, s in enumerate(spec.seeds):
+        if isinstance(s, dict):
+            bad = set(s) - set(TrialConfig.model_fields["seeds"].annotation.model_fields)
+            if bad:
+                raise UserError(f"seeds.{i}.{sorted(bad)[0]}: unknown key")
+
+    known = all_methods()
+    for name, ms in spec.methods.items():
+        if name not in known:
+            raise UserError(f"methods.{name}: unknown method; known: {', '.join(known)}")
+        fields = known[name].Config.model_fields
+        for pname, dim in ms.space.items():
+            path = f"methods.{name}.space.{pname}"
+            if pname not in fields:
+                raise UserError(f"{path}: unknown parameter of {name}; known: {', '.join(fields)}")
+            _check_dim(path, dim)
+            for label, value in _dim_probe_values(dim):
+                try:
+                    known[name].Config(**{pname: value})
+                except ValidationError as e:
+                    msg = one_line(e).split(": ", 1)[-1]
+                    raise UserError(f"{path}{label}: {value!r} is not a valid {pname} ({msg})") from None
+
+    for kind, items in (("objectives", spec.objectives), ("constraints", spec.constraints)):
+        for i, item in enumerate(items):
+            if item.metric not in METRICS:
+                raise UserError(f"{kind}.{i}.metric: unknown metric {item.metric!r}; known: "
+                                f"{', '.join(METRICS)}")
+            if METRICS[item.metric] and not base.retrain:
+                raise UserError(f"{kind}.{i}.metric: {item.metric} needs Retrain but base.retrain is "
+                                f"false (set base.retrain: true or use a blind metric such as "
+                                f"forget_val_gap)")
+    for i, c in enumerate(spec.constraints):
+        if c.max is None and c.min is None:
+            raise UserError(f"constraints.{i}: give max and/or min")
+    if len({o.metric for o in spec.objectives}) != len(spec.objectives):
+        raise UserError("objectives: a metric appears twice")
+    if spec.sampler.name == "grid":
+        for name, ms in spec.methods.items():
+            for pname, dim in ms.space.items():
+                if dim.type in ("float", "log-float") and dim.step is None:
+                    raise UserError(f"methods.{name}.space.{pname}.step: the grid sampler needs a step "
+                                    f"(or categorical choices) for every float")
+    if spec.reference is not None:
+        p = REFERENCE_DIR / spec.reference.table
+        if not p.is_file():
+            raise UserError(f"reference.table: {spec.reference.table!r} is not in sweeps/reference/")
+    _check_sampler(spec)
+
+
+def _check_dim(path: str, d: Dim) -> None:
+    need = {"float": ("low", "high"), "log-float": ("low", "high"), "int": ("low", "high"),
+            "log-int": ("low", "high"), "categorical": ("choices",), "fixed": ()}[d.type]
+    allowed = set(need) | ({"step"} if d.type in ("float", "int", "log-int") else set()) | \
+        ({"value"} if d.type == "fixed" else set())
+    for key in ("low", "high", "step", "choices"):
+        if key in need and getattr(d, key) is None:
+            raise UserError(f"{path}.{key}: required for type {d.type}")
+        if key not in allowed and getattr(d, key) is not None:
+            raise UserError(f"{path}.{key}: not used by type {d.type}")
+    if d.type == "fixed" and "value" not in d.model_fields_set:
+        raise UserError(f"{path}.value: required for type fixed")
+    if d.type == "categorical":
+        if not d.choices:
+            raise UserError(f"{path}.choices: needs at least one choice")
+        if not all(c is None or isinstance(c, (bool, int, float, str)) for c in d.choices):
+            raise UserError(f"{path}.choices: choices must be scalars (null, bool, int, float, str)")
+    if d.low is None:
+        return
+    if d.type in ("int", "log-int"):
+        for key in ("low", "high", "step"):
+            v = getattr(d, key)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+                raise UserError(f"{path}.{key}: an int parameter needs integer bounds, got {v!r}")
+    for key in ("low", "high"):
+        if not math.isfinite(getattr(d, key)):
+            raise UserError(f"{path}.{key}: must be finite")
+    if d.low > d.high:
+        raise UserError(f"{path}.low: {d.low!r} is greater than high {d.high!r}")
+    if d.type.startswith("log-") and d.low <= 0:
+        raise UserError(f"{path}.low: a log scale needs low > 0, got {d.low!r}")
+    if d.step is not None and d.step <= 0:
+        raise UserError(f"{path}.step: must be > 0")
+
+
+def _dim_probe_values(d: Dim) -> list[tuple[str, Any]]:
+    if d.type == "fixed":
+        return [(".value", d.value)]
+    if d.type == "categorical":
+        return [(f".choices.{i}", c) for i, c in enumerate(d.choices)]
+    return [(".low", d.low), (".high", d.high)]
+
+
+def _check_sampler(spec: SweepSpec) -> None:
+    from sweeps.study import make_sampler
+
+    try:
+        make_sampler(spec)
+    except TypeError as e:
+        raise UserError(f"sampler.options: {e}") from None
+    except ValueError as e:
+        raise UserError(f"sampler: {e}") from None
+
+
+def grid_size(spec: SweepSpec) -> int:
+    from sweeps.space import grid_points
+
+    return len(grid_points(spec))
+
+
+__all__ = ["Constraint", "Dim", "METRICS", "Objective", "SweepSpec", "blind_metrics", "grid_size",
+           "load_spec", "preset_names", "read_spec_source", "set_path_any"]

@@ -1,0 +1,138 @@
+"""SweepSpec: valid specs load; every bad spec is ONE line naming its YAML path, exit 2, nothing written."""
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+import yaml
+
+from orchestrator.cli import main
+from sweeps.spec import load_spec, preset_names, read_spec_source
+from tests.sweep_util import small_spec
+from unlearning.errors import UserError
+
+
+def _with(path: str, value, raw=None):
+    raw = copy.deepcopy(raw or small_spec())
+    node, keys = raw, path.split(".")
+    for k in keys[:-1]:
+        node = node[int(k)] if isinstance(node, list) else node.setdefault(k, {})
+    if value is _DELETE:
+        del node[keys[-1]]
+    elif isinstance(node, list):
+        node[int(keys[-1])] = value
+    else:
+        node[keys[-1]] = value
+    return raw
+
+
+_DELETE = object()
+
+BAD = [
+    ("top-level unknown key", "n_trails", 3, "n_trails: unknown key"),
+    ("unknown key in a dimension", "methods.rl.space.lr.lowx", 0.1, "methods.rl.space.lr.lowx: unknown key"),
+    ("low > high", "methods.rl.space.lr.low", 0.5, "methods.rl.space.lr.low:"),
+    ("unknown dimension type", "methods.rl.space.lr.type", "uniform", "methods.rl.space.lr.type:"),
+    ("unknown method", "methods.nope", {"space": {}}, "methods.nope: unknown method"),
+    ("unknown parameter", "methods.rl.space.lrr", 0.1, "methods.rl.space.lrr: unknown parameter"),
+    ("value the method rejects", "methods.ft.space.lr.low", 0.0, "methods.ft.space.lr.low:"),
+    ("log scale with low <= 0", "methods.rl.space.lr", {"type": "log-float", "low": -1, "high": 1},
+     "methods.rl.space.lr.low:"),
+    ("int with float bounds", "methods.rl.space.epochs", {"type": "int", "low": 1.5, "high": 3},
+     "methods.rl.space.epochs.low:"),
+    ("unknown metric", "objectives.0.metric", "accuracy", "objectives.0.metric: unknown metric"),
+    ("bad direction", "objectives.1.direction", "up", "objectives.1.direction:"),
+    ("unknown sampler", "sampler.name", "cmaes", "sampler.name:"),
+    ("unknown base key", "base.data.nme", "digits", "base.data.nme: unknown key"),
+    ("method in base", "base.method", "ft", "base.method:"),
+    ("bad backend", "resources.backend", "slurm", "resources.backend:"),
+    ("bad wandb mode", "tracking.wandb.mode", "sometimes", "tracking.wandb.mode:"),
+    ("unknown seed key", "seeds", [{"split_seed": 1, "sead": 2}], "seeds.0.sead: unknown key"),
+    ("constraint with no bound", "constraints.0", {"metric": "utility_drop"}, "constraints.0:"),
+    ("no objectives", "objectives", [], "objectives:"),
+]
+
+
+@pytest.mark.parametrize("label, path, value, expected", BAD, ids=[b[0] for b in BAD])
+def test_bad_spec_is_one_line_naming_the_path_and_writes_nothing(label, path, value, expected, tmp_path,
+                                                                 monkeypatch, capsys):
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(_with(path, value)))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    code = main(["run", str(spec_file)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert expected in err, err
+    assert os.listdir(work) == []  # nothing written (no runs/ folder)
+
+
+def test_objective_needing_retrain_without_retrain_is_an_error(tmp_path, monkeypatch, capsys):
+    raw = small_spec()
+    raw["base"]["retrain"] = False
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(f), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "objectives.0.metric: forget_gap needs Retrain" in err
+    assert not (tmp_path / "out").exists()
+    # a blind objective is fine without Retrain, and the selection rule says so
+    raw["objectives"][0] = {"metric": "forget_val_gap"}
+    assert load_spec(raw).selection_rule == "blind"
+    assert load_spec(small_spec()).selection_rule == "oracle"
+
+
+def test_set_overrides_before_validation():
+    raw = small_spec()
+    spec = load_spec(raw, [("n_trials", 3), ("objectives.1.direction", "minimize"),
+                           ("methods.rl.space.lr.high", 0.05), ("resources.max_retries", 5)])
+    assert spec.n_trials == 3 and spec.directions == ["minimize", "minimize"]
+    assert spec.methods["rl"].space["lr"].high == 0.05 and spec.resources.max_retries == 5
+    with pytest.raises(UserError, match=r"^n_trials: "):
+        load_spec(raw, [("n_trials", 0)])
+
+
+def test_seeds_ints_set_unlearn_seed_mappings_set_any():
+    raw = small_spec(seeds=[0, 1, {"split_seed": 2, "train_seed": 3}])
+    raw["base"]["seeds"] = None
+    raw["base"].pop("seeds")
+    spec = load_spec(raw)
+    assert spec.seed_list() == [
+        {"split_seed": 0, "train_seed": 0, "unlearn_seed": 0},
+        {"split_seed": 0, "train_seed": 0, "unlearn_seed": 1},
+        {"split_seed": 2, "train_seed": 3, "unlearn_seed": 0}]
+
+
+def test_shorthand_dimensions_and_defaults():
+    raw = small_spec()
+    raw["methods"]["rl"]["space"]["epochs"] = 2  # bare value = fixed
+    raw["methods"]["rl"]["space"]["optimizer"] = ["sgd", "adam"]  # list = categorical
+    spec = load_spec(raw)
+    assert spec.methods["rl"].space["epochs"].type == "fixed"
+    assert spec.methods["rl"].space["optimizer"].type == "categorical"
+    assert spec.resources.max_retries == 2
+
+
+def test_presets_are_valid(tmp_path):
+    assert {"quickstart", "cifar10_random10", "cifar10_random50", "cifar10_classwise"} <= set(preset_names())
+    q = load_spec(read_spec_source("quickstart"))
+    assert set(q.methods) == {"eupmu", "ltu"} and len(q.objectives) == 2 and q.constraints
+    for name in ("cifar10_random10", "cifar10_random50", "cifar10_classwise"):
+        with pytest.raises(UserError, match=r"^base\.data\.root: "):
+            load_spec(read_spec_source(name))
+        spec = load_spec(read_spec_source(name), [("base.data.root", str(tmp_path))])
+        assert spec.base["model"] == "resnet18" and spec.reference is not None
+
+
+def test_grid_sampler_needs_steps_and_enumerates():
+    from sweeps.spec import grid_size
+
+    raw = small_spec(sampler={"name": "grid"})
+    with pytest.raises(UserError, match=r"^methods\.ft\.space\.lr\.step: "):
+        load_spec(raw)
+    raw["methods"] = {"ft": {"space": {"lr": [0.01, 0.02], "epochs": {"type": "int", "low": 1, "high": 3}}}}
+    assert grid_size(load_spec(raw)) == 6

@@ -1,0 +1,466 @@
+"""The Ray backend: trials on long-lived actors, across GPUs and nodes.
+
+    backend = RayBackend(fn, progress, address=None, cpus_per_trial=1, gpus_per_trial=0.25)
+
+Where Ray runs
+    address None (and no RAY_ADDRESS): an embedded Ray started here, dashboard on 127.0.0.1 only,
+    token authentication left as Ray sets it (on by default since 2.5x). "auto", "host:port",
+    "ray://host:port" or RAY_ADDRESS: an existing cluster. If this process already called
+    ray.init, that instance is used and left running at shutdown.
+
+Trial actors
+    A pool of actors, one per trial slot: as many as the cluster's nodes can hold at
+    `cpus_per_trial` CPUs and `gpus_per_trial` GPUs each (0.25 packs four on a GPU), capped by
+    `max_concurrent`. Each actor is one worker process that calls `fn` trial after trial, so what
+    the task function caches per process (data on the device, original/Retrain models) is reused.
+    A request that no node can meet is rejected before anything starts (ClusterConfigError, one
+    line), instead of a sweep that waits forever.
+
+Progress
+    `fn` gets an `on_epoch(row)` that pushes the row to a small inbox actor on the driver's node;
+    `wait` drains it and calls `progress(key, row)` here, while the trial runs.
+
+Faults
+    The actor's process killed, its node lost, Ray's memory monitor: Outcome(lost=why,
+    retryable=True), and the actor is replaced by a fresh one (which waits for resources if its node
+    is gone: `capacity()` counts ready actors only). The task function raising: Outcome(lost=...,
+    retryable=False); the actor stays. `cancel` kills the actor (ray.kill) and replaces it. A result
+    that reports running out of memory gets a fresh process afterwards (fragmented CUDA caches).
+
+The oracle cache
+    Trial workers read and write original/Retrain models under $UNLEARN_SWEEP_CACHE (file lock +
+    atomic rename, so concurrent workers train each model once). The driver's value is passed to
+    every actor through runtime_env env_vars: point it at a shared filesystem (NFS, Lustre, a
+    mounted bucket) and every node shares one cache. Without a shared path each node keeps its own.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+try:
+    import ray
+    from ray import exceptions as rex
+except ImportError as e:  # pragma: no cover - ray is a dependency, but keep the message clear
+    raise ImportError("the Ray backend needs ray: pip install 'ray[default]'") from e
+
+from cluster.backend import Handle, Outcome, ProgressFn, TaskFn
+
+log = logging.getLogger(__name__)
+
+# Environment variables handed to every trial actor (when set here). Secrets never are.
+FORWARDED_ENV = ("UNLEARN_SWEEP_CACHE",)
+_POLL_S = 0.2  # how often `wait` drains progress while nothing has finished
+_NODE_CHECK_S = 1.0  # how often idle actors are checked against the live node list
+_START_TIMEOUT_S = float(os.environ.get("UNLEARN_SWEEP_RAY_START_TIMEOUT", "120"))
+
+
+class ClusterConfigError(ValueError):
+    """The cluster cannot run this sweep as asked (resources, address). Message: one line."""
+
+
+# -- the remote side -----------------------------------------------------------------------------
+
+class _Inbox:
+    """Per-epoch rows from the actors, held until the driver drains them (one call per poll)."""
+
+    def __init__(self):
+        self.rows: list[tuple[str, int, dict]] = []
+
+    def put(self, key: str, attempt: int, row: dict) -> None:
+        self.rows.append((key, attempt, row))
+
+    def drain(self) -> list[tuple[str, int, dict]]:
+        rows, self.rows = self.rows, []
+        return rows
+
+
+class _TrialWorker:
+    """One trial slot: a process that runs the task function, trial after trial."""
+
+    def __init__(self, fn: TaskFn, inbox):
+        self.fn, self.inbox = fn, inbox
+
+    def where(self) -> dict[str, Any]:
+        ctx = ray.get_runtime_context()
+        return {"ip": ray.util.get_node_ip_address(), "node_id": ctx.get_node_id(), "pid": os.getpid(),
+                "gpus": ctx.get_accelerator_ids().get("GPU", [])}
+
+    def run(self, key: str, attempt: int, payload: dict[str, Any]) -> dict[str, Any]:
+        def on_epoch(row: dict) -> None:
+            try:  # blocking put: every row is in the inbox before the result is
+                ray.get(self.inbox.put.remote(key, attempt, row), timeout=30)
+            except Exception:  # progress is a view; never fail a trial over it
+                pass
+
+        return self.fn(payload, on_epoch=on_epoch)
+
+
+# -- the driver side -----------------------------------------------------------------------------
+
+@dataclass
+class _Slot:
+    actor: Any
+    ready_ref: Any  # resolves once the actor process is up (to `where()`)
+    ready: bool = False
+    node: str = ""
+    node_id: str = ""
+    pid: int = 0
+    running: Handle | None = None
+
+
+@dataclass
+class _Task:
+    handle: Handle
+    payload: dict[str, Any]
+    slot: _Slot | None = None
+    ref: Any = None
+    node: str = ""
+    started: float = field(default_factory=time.time)
+
+
+def node_label(ip: str, node_id: str) -> str:
+    """How a node is named in outcomes and progress: its IP plus a short id (several Ray nodes may
+    share one machine and so one IP)."""
+    return f"{ip}/{node_id[:8]}"
+
+
+def _fit(resources: dict[str, float], need: dict[str, float]) -> int:
+    """How many trials needing `need` one node with `resources` holds."""
+    n = min((math.floor(resources.get(k, 0.0) / v + 1e-9) for k, v in need.items() if v > 0),
+            default=0)
+    return max(n, 0)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+class RayBackend:
+    """Backend protocol on Ray (see the module docstring)."""
+
+    def __init__(self, fn: TaskFn, progress: ProgressFn | None = None, *, address: str | None = None,
+                 cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0,
+                 max_concurrent: int | None = None, env_vars: dict[str, str] | None = None,
+                 num_cpus: int | None = None, num_gpus: int | None = None,
+                 include_dashboard: bool | None = None, check_resources: bool = True,
+                 resources_per_trial: dict[str, float] | None = None):
+        if not cpus_per_trial > 0:
+            raise ClusterConfigError(f"cpus_per_trial must be > 0, got {cpus_per_trial}")
+        if gpus_per_trial < 0 or (gpus_per_trial > 1 and gpus_per_trial != int(gpus_per_trial)):
+            raise ClusterConfigError(
+                f"gpus_per_trial must be a fraction up to 1 or a whole number, got {gpus_per_trial}")
+        if max_concurrent is not None and max_concurrent < 1:
+            raise ClusterConfigError(f"max_concurrent must be >= 1, got {max_concurrent}")
+        self.fn, self.progress = fn, progress
+        self.cpus, self.gpus = float(cpus_per_trial), float(gpus_per_trial)
+        self.custom = {k: float(v) for k, v in (resources_per_trial or {}).items()}
+        self.need = {"CPU": self.cpus, "GPU": self.gpus, **self.custom}
+        self._tasks: dict[Handle, _Task] = {}
+        self._queued: deque[_Task] = deque()
+        self._done: dict[Handle, Outcome] = {}
+        self._slots: list[_Slot] = []
+        self._closed = False
+        self._last_node_check = 0.0
+        self._spawn_failures = 0
+        self._started_ray = self._connect(address, num_cpus, num_gpus, include_dashboard)
+        try:
+            size = self._pool_size(max_concurrent, check_resources)
+            env = dict(env_vars or {})
+            if not self._workers_inherit_env():
+                env = {**{k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}, **env}
+            self._actor_options: dict[str, Any] = {
+                "num_cpus": self.cpus, "num_gpus": self.gpus, "max_restarts": 0, "max_concurrency": 1}
+            if self.custom:
+                self._actor_options["resources"] = dict(self.custom)
+            if env:
+                self._actor_options["runtime_env"] = {"env_vars": {k: str(v) for k, v in env.items()}}
+            here = ray.get_runtime_context().get_node_id()
+            self._inbox = ray.remote(_Inbox).options(
+                num_cpus=0, max_restarts=-1, scheduling_strategy=ray.util.scheduling_strategies
+                .NodeAffinitySchedulingStrategy(node_id=here, soft=True)).remote()
+            self._worker_cls = ray.remote(_TrialWorker)
+            for _ in range(size):
+                self._slots.append(self._spawn())
+            self._await_start(size)
+        except BaseException:
+            self.shutdown()
+            raise
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _connect(address, num_cpus, num_gpus, include_dashboard) -> bool:
+        """Connect or start Ray; True when this backend called ray.init (and so shuts it down)."""
+        if ray.is_initialized():
+            return False
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        try:
+            if address is None:  # embedded: never attach to some other process's local cluster
+                if include_dashboard is None:
+                    include_dashboard = os.environ.get("UNLEARN_SWEEP_RAY_DASHBOARD", "1") != "0"
+                ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
+                         include_dashboard=include_dashboard, dashboard_host="127.0.0.1",
+                         log_to_driver=True, configure_logging=False)
+            else:
+                if num_cpus is not None or num_gpus is not None:
+                    raise ClusterConfigError("num_cpus/num_gpus only apply to an embedded Ray "
+                                             f"(address is {address!r})")
+                ray.init(address=address, log_to_driver=True, configure_logging=False)
+        except ClusterConfigError:
+            raise
+        except (ConnectionError, ValueError, RuntimeError, rex.RayError) as e:
+            where = "start a local Ray instance" if address is None else f"connect to Ray at {address!r}"
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ClusterConfigError(f"cannot {where}: {first}") from None
+        return True
+
+    def _workers_inherit_env(self) -> bool:
+        """True when this process started the only node: its workers inherit our environment, and a
+        runtime_env (seconds per actor start) is not needed to pass it on."""
+        node = getattr(ray._private.worker, "_global_node", None)
+        return bool(getattr(node, "head", False)) and len(self._alive_nodes()) == 1
+
+    def _alive_nodes(self) -> list[dict]:
+        return [n for n in ray.nodes() if n.get("Alive")]
+
+    def _pool_size(self, max_concurrent: int | None, check: bool) -> int:
+        nodes = self._alive_nodes()
+        total = sum(_fit(n.get("Resources", {}), self.need) for n in nodes)
+        if total == 0:
+            want = " and ".join(f"{_fmt(v)} {k}" for k, v in self.need.items() if v > 0)
+            best = max(nodes, key=lambda n: tuple(n["Resources"].get(k, 0) for k in
+                                                  ("GPU", "CPU", *self.custom)), default=None)
+            has = ("there are no live nodes" if best is None else
+                   f"the largest of {len(nodes)} node(s) has " + ", ".join(
+                       f"{_fmt(best['Resources'].get(k, 0))} {k}" for k, v in self.need.items() if v > 0))
+            if check:
+                raise ClusterConfigError(f"no Ray node can run a trial needing {want}: {has}")
+            total = 1  # an autoscaling cluster may add a node that fits; one actor waits for it
+        return min(total, max_concurrent) if max_concurrent else total
+
+    def _spawn(self) -> _Slot:
+        actor = self._worker_cls.options(**self._actor_options).remote(self.fn, self._inbox)
+        return _Slot(actor, actor.where.remote())
+
+    def _await_start(self, size: int) -> None:
+        """Block until every actor is up (or the start timeout); fail clearly if none can start."""
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self._reap_starting(block_s=_POLL_S)
+            if all(s.ready for s in self._slots):
+                return
+            if self._spawn_failures >= 2 * size and not any(s.ready for s in self._slots):
+                raise ClusterConfigError(f"trial workers fail to start: {self._last_spawn_error}")
+        if not any(s.ready for s in self._slots):
+            raise ClusterConfigError(f"no trial worker started within {_START_TIMEOUT_S:.0f} s "
+                                     "(are the cluster's resources taken by other jobs?)")
+        log.warning("%d of %d trial workers still waiting for resources",
+                    sum(not s.ready for s in self._slots), len(self._slots))
+
+    _last_spawn_error = ""
+
+    def _reap_starting(self, block_s: float = 0.0) -> None:
+        starting = {s.ready_ref: s for s in self._slots if not s.ready}
+        if not starting:
+            return
+        done, _ = ray.wait(list(starting), num_returns=len(starting), timeout=block_s)
+        for ref in done:
+            slot = starting[ref]
+            try:
+                info = ray.get(ref)
+            except Exception as e:  # could not start (its node died, the fn cannot be loaded there)
+                self._last_spawn_error = _reason(e)
+                self._spawn_failures += 1
+                self._replace(slot, kill=True)
+                continue
+            slot.ready, slot.pid, slot.node_id = True, info["pid"], info["node_id"]
+            slot.node = node_label(info["ip"], info["node_id"])
+            self._spawn_failures = 0
+
+    def _replace(self, slot: _Slot, kill: bool = True) -> None:
+        if kill:
+            try:
+                ray.kill(slot.actor, no_restart=True)
+            except Exception:
+                pass
+        if slot in self._slots:
+            self._slots.remove(slot)
+        if not self._closed and self._spawn_failures < 20:
+            self._slots.append(self._spawn())
+
+    def _check_nodes(self) -> None:
+        """Idle or starting actors on a node that died: replace now rather than fail a trial later."""
+        now = time.monotonic()
+        if now - self._last_node_check < _NODE_CHECK_S:
+            return
+        self._last_node_check = now
+        try:
+            alive = {n["NodeID"] for n in self._alive_nodes()}
+        except Exception:
+            return
+        for slot in list(self._slots):
+            if slot.ready and slot.running is None and slot.node_id not in alive:
+                self._replace(slot)
+
+    # -- the protocol ----------------------------------------------------------------------------
+
+    def capacity(self) -> int:
+        """Live trial actors (started and not known dead): how many trials can run at once now."""
+        if self._closed:
+            return 0
+        self._reap_starting()
+        return sum(s.ready for s in self._slots)
+
+    def submit(self, key: str, payload: dict[str, Any], attempt: int = 0) -> Handle:
+        if self._closed:
+            raise RuntimeError("RayBackend is shut down")
+        h = Handle(key, attempt)
+        task = _Task(h, payload)
+        self._tasks[h] = task
+        self._queued.append(task)
+        self._dispatch()
+        return h
+
+    def _dispatch(self) -> None:
+        self._reap_starting()
+        self._check_nodes()
+        idle = [s for s in self._slots if s.ready and s.running is None]
+        while self._queued and idle:
+            task, slot = self._queued.popleft(), idle.pop(0)
+            slot.running, task.slot, task.node = task.handle, slot, slot.node
+            task.started = time.time()
+            task.ref = slot.actor.run.remote(task.handle.key, task.handle.attempt, task.payload)
+
+    def wait(self, handles: list[Handle], timeout: float | None = None) -> list[Outcome]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        wanted = [h for h in handles if h in self._tasks or h in self._done]
+        if not wanted:
+            return []
+        while True:
+            self._dispatch()
+            out = [self._done.pop(h) for h in wanted if h in self._done]
+            refs = {self._tasks[h].ref: self._tasks[h] for h in wanted
+                    if h in self._tasks and self._tasks[h].ref is not None}
+            if out:
+                ready = ray.wait(list(refs), num_returns=len(refs), timeout=0)[0] if refs else []
+            elif refs:
+                left = _POLL_S if deadline is None else max(0.0, min(_POLL_S, deadline - time.monotonic()))
+                ready, _ = ray.wait(list(refs), num_returns=1, timeout=left)
+                if ready:  # collect everything else that is done too
+                    ready = ray.wait(list(refs), num_returns=len(refs), timeout=0)[0]
+            else:
+                ready = []  # everything queued here, waiting for an actor to start
+                time.sleep(_POLL_S if deadline is None else
+                           max(0.0, min(_POLL_S, deadline - time.monotonic())))
+            self._drain_progress()  # after the results: every row of a finished trial is in the inbox
+            out += [self._collect(refs[r]) for r in ready]
+            if out or (deadline is not None and time.monotonic() >= deadline):
+                return out
+
+    def _collect(self, task: _Task) -> Outcome:
+        h, slot = task.handle, task.slot
+        del self._tasks[h]
+        slot.running = None
+        try:
+            result = ray.get(task.ref)
+        except rex.RayTaskError as e:  # the task function raised: its own bug, the worker is fine
+            cause = e.cause if getattr(e, "cause", None) is not None else e
+            return Outcome(h, lost=f"{type(cause).__name__}: {_first_line(cause)}", retryable=False,
+                           node=task.node)
+        except rex.RayError as e:  # the worker or its node is gone (actor died, node lost, OOM kill)
+            self._replace(slot)
+            return Outcome(h, lost=_reason(e), retryable=True, node=task.node)
+        except Exception as e:  # the result itself cannot be read back here (deserialization)
+            return Outcome(h, lost=f"{type(e).__name__}: {_first_line(e)}", retryable=False,
+                           node=task.node)
+        if isinstance(result, dict) and "out of memory" in str(result.get("error") or "").lower():
+            self._replace(slot)  # a fresh process: the old one's allocator may be fragmented
+        return Outcome(h, result=result, node=task.node)
+
+    def _drain_progress(self) -> None:
+        try:
+            rows = ray.get(self._inbox.drain.remote(), timeout=10)
+        except Exception:
+            return
+        for key, attempt, row in rows:
+            if self.progress is not None and Handle(key, attempt) in self._tasks:
+                try:
+                    self.progress(key, row)
+                except Exception:  # a broken progress view never stops a sweep
+                    log.exception("progress callback failed")
+
+    def cancel(self, handle: Handle, reason: str = "cancelled") -> None:
+        task = self._tasks.pop(handle, None)
+        if task is None:
+            return
+        if task.slot is None:  # still queued here
+            self._queued.remove(task)
+        else:
+            task.slot.running = None
+            self._replace(task.slot)  # ray.kill stops the running trial; a fresh actor takes its slot
+        self._done[handle] = Outcome(handle, lost=reason, retryable=False, node=task.node)
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for slot in self._slots:
+            try:
+                ray.kill(slot.actor, no_restart=True)
+            except Exception:
+                pass
+        inbox = getattr(self, "_inbox", None)
+        if inbox is not None:
+            try:
+                ray.kill(inbox, no_restart=True)
+            except Exception:
+                pass
+        self._slots.clear()
+        self._tasks.clear()
+        self._queued.clear()
+        if self._started_ray and ray.is_initialized():
+            ray.shutdown()
+
+    def __enter__(self) -> "RayBackend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    # -- views -----------------------------------------------------------------------------------
+
+    def running_per_node(self) -> dict[str, int]:
+        """Trials running now, per node (`node_label`), for the runner's progress line."""
+        return dict(Counter(t.node for t in self._tasks.values() if t.slot is not None))
+
+    def workers(self) -> list[dict[str, Any]]:
+        """One row per trial actor: node, pid, ready, running key (for status views and tests)."""
+        return [{"node": s.node, "pid": s.pid, "ready": s.ready,
+                 "running": s.running.key if s.running else None} for s in self._slots]
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0]
+
+
+def _reason(e: BaseException) -> str:
+    """A one-line reason for a lost worker, naming the kind of fault."""
+    text = str(e)
+    if isinstance(e, rex.OutOfMemoryError):
+        kind = "worker killed by Ray's memory monitor"
+    elif isinstance(e, rex.NodeDiedError) or "node" in text.lower() and "died" in text.lower():
+        kind = "node lost"
+    elif isinstance(e, (rex.RayActorError, rex.WorkerCrashedError)):
+        kind = "worker died"
+    elif isinstance(e, rex.ObjectLostError):
+        kind = "result lost"
+    else:
+        kind = type(e).__name__
+    detail = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return f"{kind} ({type(e).__name__}: {detail[:200]})" if detail else kind

@@ -1,0 +1,225 @@
+"""Trackers: where people watch trials (W&B). Parquet is the record; a tracker is a view, so a tracker
+that fails warns once and the sweep goes on. The driver calls, for each trial:
+start -> log (per epoch, as rows arrive) -> finish; then close at the end of the sweep.
+
+    tracker = make_tracker({"wandb": {"mode": "offline"}}, sweep_name, out_dir)
+
+W&B: one run per trial, grouped by the sweep's name, config = the trial's parameters (and its whole
+TrialConfig under `trial`), per-epoch rows logged as they arrive, metrics in the summary at the end.
+Mode "offline" by default (runs land under `<out_dir>/wandb/`; `wandb sync` uploads them later),
+"online" when configured (needs WANDB_API_KEY or `wandb login`), "disabled" for a no-op. Nothing
+that looks like a secret (keys named *api_key*, *token*, *secret*, *password*, ..., or the value of
+WANDB_API_KEY anywhere) is logged: see `scrub`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Tracker(Protocol):
+    def start(self, key: str, number: int, params: dict[str, Any], config: dict[str, Any]) -> None: ...
+
+    def log(self, key: str, row: dict[str, Any]) -> None: ...
+
+    def finish(self, key: str, result: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NullTracker:
+    """Tracks nothing (W&B disabled)."""
+
+    def start(self, key, number, params, config): pass
+
+    def log(self, key, row): pass
+
+    def finish(self, key, result): pass
+
+    def close(self): pass
+
+
+# -- secrets -------------------------------------------------------------------------------------
+
+_SECRET_KEY = re.compile(r"(api[_-]?key|apikey|token|secret|passw(or)?d|credential|private[_-]?key|"
+                         r"access[_-]?key|auth)", re.IGNORECASE)
+REDACTED = "<redacted>"
+_SECRET_ENV = ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "RAY_AUTH_TOKEN", "HF_TOKEN",
+               "AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN")
+
+
+def _secret_values() -> list[str]:
+    return [v for k in _SECRET_ENV if len(v := os.environ.get(k, "")) >= 8]
+
+
+def scrub(obj: Any, _secrets: list[str] | None = None) -> Any:
+    """A copy of obj (dicts, lists, scalars) fit to log: values under secret-looking keys become
+    "<redacted>", and any secret from the environment inside a string is cut out."""
+    secrets = _secret_values() if _secrets is None else _secrets
+    if isinstance(obj, dict):
+        return {k: (REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) and v not in (None, "")
+                    else scrub(v, secrets)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(scrub(v, secrets) for v in obj)
+    if isinstance(obj, str):
+        for s in secrets:
+            obj = obj.replace(s, REDACTED)
+        return obj
+    return obj
+
+
+# -- W&B -----------------------------------------------------------------------------------------
+
+MODES = ("offline", "online", "disabled")
+_KEYS = {"mode", "project", "entity", "dir", "tags", "notes", "job_type"}
+
+
+def _scalars(row: dict[str, Any], prefix: str = "") -> dict[str, float | int | str | bool]:
+    """Loggable values of a (nested) row: numbers, bools and short strings, nested keys joined by /."""
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_scalars(v, f"{name}/"))
+        elif isinstance(v, bool) or isinstance(v, int) or (isinstance(v, str) and len(v) <= 500):
+            out[name] = v
+        elif isinstance(v, float):
+            out[name] = v if math.isfinite(v) else str(v)
+    return out
+
+
+class WandbTracker:
+    """One W&B run per trial, grouped by sweep. Any W&B failure: one warning, then a no-op."""
+
+    def __init__(self, sweep_name: str, *, mode: str = "offline", project: str = "unlearn-sweep",
+                 entity: str | None = None, dir: str | Path | None = None, tags: list[str] | None = None,
+                 notes: str | None = None, job_type: str = "trial"):
+        self.sweep, self.mode, self.project, self.entity = sweep_name, mode, project, entity
+        self.dir = Path(dir) if dir is not None else None
+        self.tags, self.notes, self.job_type = list(tags or []), notes, job_type
+        self._runs: dict[str, Any] = {}
+        self._broken = False
+        self._wandb = None
+        if mode not in MODES:
+            self._fail(f"unknown mode {mode!r} (expected one of {', '.join(MODES)})")
+            return
+        if mode == "disabled":
+            self._broken = True  # quietly off
+            return
+        try:
+            import wandb
+            self._wandb = wandb
+        except Exception as e:  # not installed, or broken
+            self._fail(f"cannot import wandb ({type(e).__name__}: {e})")
+            return
+        if self.dir is not None:
+            try:  # fail here, once, rather than inside every wandb.init
+                self.dir.mkdir(parents=True, exist_ok=True)
+                probe = self.dir / f".write-test-{os.getpid()}"
+                probe.write_text("")
+                probe.unlink()
+            except OSError as e:
+                self._fail(f"directory {self.dir} is not writable ({e.strerror or e})")
+
+    @property
+    def active(self) -> bool:
+        return not self._broken
+
+    def _fail(self, why: str) -> None:
+        """Warn once; every later call is a no-op. The sweep goes on (Parquet is the record)."""
+        if not self._broken:
+            msg = scrub(f"W&B tracking off for the rest of sweep {self.sweep!r}: {why}")
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            log.warning(msg)
+        self._broken = True
+        for run in list(self._runs.values()):
+            try:
+                run.finish(exit_code=1)
+            except Exception:
+                pass
+        self._runs.clear()
+
+    def _settings(self):
+        return self._wandb.Settings(
+            console="off", silent=True, save_code=False, disable_git=True, x_disable_stats=True,
+            x_disable_machine_info=True, x_save_requirements=False, disable_job_creation=True)
+
+    def start(self, key: str, number: int, params: dict[str, Any], config: dict[str, Any]) -> None:
+        if self._broken:
+            return
+        try:
+            if key in self._runs:  # a retry of the same trial: one run per trial, continue it
+                return
+            cfg = scrub({**params, "trial_number": number, "fingerprint": key, "trial": config})
+            self._runs[key] = self._wandb.init(
+                project=self.project, entity=self.entity, group=self.sweep, job_type=self.job_type,
+                name=f"{self.sweep}-{number}", tags=self.tags or None, notes=self.notes,
+                config=cfg, dir=str(self.dir) if self.dir else None, mode=self.mode,
+                reinit="create_new", settings=self._settings())
+        except Exception as e:
+            self._fail(f"wandb.init failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+
+    def log(self, key: str, row: dict[str, Any]) -> None:
+        run = None if self._broken else self._runs.get(key)
+        if run is None:
+            return
+        try:
+            run.log(scrub(_scalars(row)))
+        except Exception as e:
+            self._fail(f"logging failed ({type(e).__name__}: {e})")
+
+    def finish(self, key: str, result: dict[str, Any]) -> None:
+        run = None if self._broken else self._runs.pop(key, None)
+        if run is None:
+            return
+        try:
+            summary = dict(_scalars(result.get("metrics") or {}))
+            for k in ("state", "error", "runtime_s", "total_s", "device", "node", "method", "lost"):
+                if result.get(k) is not None:
+                    summary[k] = result[k]
+            for k, v in scrub(_scalars(summary)).items():
+                run.summary[k] = v
+            run.finish(exit_code=0 if result.get("state", "COMPLETE") == "COMPLETE" else 1)
+        except Exception as e:
+            self._fail(f"finishing a run failed ({type(e).__name__}: {e})")
+
+    def close(self) -> None:
+        for key in list(self._runs):  # trials that never finished (driver stopped, cancelled)
+            self.finish(key, {"state": "FAIL", "error": "sweep ended before the trial finished"})
+        if self._wandb is not None and not self._broken:
+            try:  # run.finish() returns before the offline files are flushed; this waits for them
+                self._wandb.teardown()
+            except Exception as e:
+                self._fail(f"teardown failed ({type(e).__name__}: {e})")
+
+
+def make_tracker(tracking_cfg: dict[str, Any] | None, sweep_name: str, out_dir: Path) -> Tracker:
+    """The tracker a sweep asks for. tracking_cfg: {"wandb": {"mode", "project", "entity", "dir",
+    "tags", "notes"}} (a missing mode means $WANDB_MODE, else "offline"); {"wandb": false}, mode
+    "disabled" or WANDB_MODE=disabled in the environment (tests, CI: a kill switch over the spec)
+    -> NullTracker. `dir` defaults to out_dir (runs go to <out_dir>/wandb/)."""
+    cfg = (tracking_cfg or {}).get("wandb", {})
+    if cfg is False or cfg is None:
+        return NullTracker()
+    if cfg is True:
+        cfg = {}
+    if not isinstance(cfg, dict):
+        warnings.warn(f"tracking.wandb should be a mapping, got {type(cfg).__name__}; W&B off",
+                      RuntimeWarning, stacklevel=2)
+        return NullTracker()
+    unknown = set(cfg) - _KEYS
+    if unknown:
+        warnings.warn(f"tracking.wandb: ignoring unknown key(s) {', '.join(sorted(unknown))}",
+                      RuntimeWarning, stacklevel=2)
+    mode = cfg.get("mode") or os.environ.get("WANDB_MODE") or "offline"
+    if mode == "disabled" or os.environ.get("WANDB_MODE") == "disabled":  # the env is a kill switch
+        return NullTracker()
+    kwargs = {k: cfg[k] for k in ("project", "entity", "tags", "notes", "job_type") if cfg.get(k)}
+    return WandbTracker(sweep_name, mode=mode, dir=cfg.get("dir") or Path(out_dir), **kwargs)

@@ -1,0 +1,43 @@
+"""Tiny task functions for backend tests, importable by Ray workers (`tests.tasks.task`).
+
+A payload names what to do: {"op": "echo" | "sleep" | "raise" | "die" | "epochs" | "pid", ...}."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+
+def task(payload: dict, on_epoch=None) -> dict:
+    op = payload.get("op", "echo")
+    if op == "echo":
+        return {"echo": payload.get("value"), "pid": os.getpid()}
+    if op == "sleep":
+        t0 = time.time()
+        time.sleep(float(payload.get("seconds", 0.5)))
+        return {"start": t0, "end": time.time(), "pid": os.getpid(), "host": socket.gethostname(),
+                "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "key": payload.get("key")}
+    if op == "raise":
+        raise ValueError(payload.get("message", "boom"))
+    if op == "die":
+        os._exit(int(payload.get("code", 1)))
+    if op == "epochs":
+        for epoch in range(int(payload.get("n", 3))):
+            if on_epoch is not None:
+                on_epoch({"epoch": epoch, "loss": 1.0 / (epoch + 1)})
+            time.sleep(float(payload.get("seconds", 0.0)))
+        return {"epochs": int(payload.get("n", 3))}
+    if op == "pid":
+        return {"pid": os.getpid()}
+    if op == "oom":  # what unlearning.trial returns when CUDA runs out of memory
+        return {"state": "FAIL", "error": "out of memory: CUDA out of memory", "pid": os.getpid()}
+    raise KeyError(f"unknown op {op!r}")
+
+
+def slow_fake_task(payload: dict, on_epoch=None) -> dict:
+    """tests.sweep_util.fake_task after a pause: long enough for a node to be removed under it."""
+    from tests.sweep_util import fake_task
+
+    time.sleep(1.5)
+    return fake_task(payload, on_epoch)

@@ -125,6 +125,8 @@ def _sweep_sets(args) -> list[tuple[str, Any]]:
     sets = parse_sets(args.set)
     if getattr(args, "backend", None):
         sets.append(("resources.backend", args.backend))
+    if getattr(args, "address", None):
+        sets.append(("resources.address", args.address))
     return sets
 
 
@@ -233,12 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("spec", metavar="SPEC|PRESET")
     r.add_argument("--out", help="the run directory (default runs/<name>)")
     r.add_argument("--backend", choices=["inline", "ray"], help="override resources.backend")
+    r.add_argument("--address", help="an existing Ray cluster: auto, host:port or ray://host:port "
+                    "(default: RAY_ADDRESS, else an embedded local Ray)")
     r.add_argument("--set", **setf)
     r.set_defaults(func=cmd_run)
 
     rs = sub.add_parser("resume", help="continue a sweep (after a crash, Ctrl-C, or with more trials)")
     rs.add_argument("dir", metavar="DIR")
     rs.add_argument("--backend", choices=["inline", "ray"], help="override resources.backend")
+    rs.add_argument("--address", help="an existing Ray cluster: auto, host:port or ray://host:port "
+                    "(default: RAY_ADDRESS, else an embedded local Ray)")
     rs.add_argument("--set", **setf)
     rs.set_defaults(func=cmd_resume)
 

@@ -24,6 +24,7 @@ import yaml
 from optuna.trial import TrialState
 
 from cluster.backend import Backend, Handle, Outcome
+from orchestrator.tracking import scrub
 from sweeps import results as R
 from sweeps.space import suggest
 from sweeps.spec import SweepSpec
@@ -45,11 +46,14 @@ def make_backend(resources, fn: Callable[..., dict], progress=None) -> Backend:
 
         return InlineBackend(fn, progress)
     try:
-        from cluster.ray_backend import RayBackend
+        from cluster.ray_backend import ClusterConfigError, RayBackend
     except ImportError as e:
         raise UserError(f"resources.backend: ray is not usable here ({e}); use --backend inline") from None
-    return RayBackend(fn, progress, address=resources.address, cpus_per_trial=resources.cpus_per_trial,
-                      gpus_per_trial=resources.gpus_per_trial, max_concurrent=resources.max_concurrent)
+    try:
+        return RayBackend(fn, progress, address=resources.address, cpus_per_trial=resources.cpus_per_trial,
+                          gpus_per_trial=resources.gpus_per_trial, max_concurrent=resources.max_concurrent)
+    except ClusterConfigError as e:  # a request no node can meet, an unreachable address: exit 2
+        raise UserError(f"resources: {e}") from None
 
 
 @dataclass
@@ -122,7 +126,7 @@ class Driver:
         except ValueError:  # not the main thread
             old_term = None
         try:
-            (self.run_dir / "spec.yaml").write_text(yaml.safe_dump(self.spec.dump(), sort_keys=False))
+            (self.run_dir / "spec.yaml").write_text(yaml.safe_dump(scrub(self.spec.dump()), sort_keys=False))
             self.study = open_study(self.spec, self.run_dir)
             fixed = reconcile(self.study)
             if fixed:
@@ -275,9 +279,10 @@ class Driver:
     def _land(self, run: Run, result: dict[str, Any] | None, error: str | None = None, node: str = ""
               ) -> None:
         """Parquet first (history, then the trial row), then the tracker, then maybe tell."""
-        row = R.trial_row(spec=self.spec, number=run.trial.number, fp=run.fp, config=run.config,
-                          seed_index=run.seed_index, result=result, error=error, attempt=run.attempt,
-                          node=node, started_at=run.started_at, ended_at=R.now_iso())
+        row = scrub(R.trial_row(spec=self.spec, number=run.trial.number, fp=run.fp, config=run.config,
+                                seed_index=run.seed_index, result=result, error=error,
+                                attempt=run.attempt, node=node, started_at=run.started_at,
+                                ended_at=R.now_iso()))  # no secret reaches the record
         if not run.fp.startswith("invalid-"):
             R.write_trial(self.run_dir, row, R.history_rows(self.spec, run.trial.number, run.fp,
                                                              run.config.get("method", ""), result),
@@ -333,8 +338,13 @@ class Driver:
         if self.best is not None:
             v = self.best[0] if o.direction == "minimize" else -self.best[0]
             best = f"best {o.metric} {v:.3f} (trial {self.best[1]})"
+        per_node = ""
+        if hasattr(self.backend, "running_per_node"):
+            counts = self.backend.running_per_node()
+            if counts:
+                per_node = " | per node: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
         self.say(f"{self.counted}/{self.spec.n_trials} trials: {self.done} done, "
-                 f"{len(self.inflight)} running, {self.failed} failed, {best}")
+                 f"{len(self.inflight)} running, {self.failed} failed, {best}{per_node}")
 
     # -- Ctrl-C ----------------------------------------------------------------------------------
     def _interrupt(self) -> None:

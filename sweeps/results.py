@@ -117,7 +117,7 @@ def trial_row(*, spec: SweepSpec, number: int, fp: str, config: dict[str, Any], 
         "model": config.get("model"), "config_json": json.dumps(config, sort_keys=True),
         "runtime_s": r.get("runtime_s"), "total_s": r.get("total_s"), "device": r.get("device"),
         "device_name": r.get("device_name"), "gpu_fraction": spec.resources.gpus_per_trial,
-        "node": r.get("node") or node, "peak_mem_bytes": r.get("peak_mem_bytes"),
+        "node": node or r.get("node"), "peak_mem_bytes": r.get("peak_mem_bytes"),
         "code_version": r.get("code_version"), "started_at": _ts(r.get("started_at") or started_at),
         "ended_at": _ts(r.get("ended_at") or ended_at), "selection_rule": spec.selection_rule,
     }

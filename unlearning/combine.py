@@ -1,0 +1,215 @@
+"""Gradient combiners: how a forget (unlearning) objective l_u and a retain objective l_r become the
+one gradient the optimizer applies. Shared by EUPMU, UNGrad and LTU.
+
+    combiner.backward(params, l_u, l_r) -> logs     writes p.grad for every p in params
+    combiner.after_step(l_r, l_r_after, lr) -> logs  optional: react to the optimizer step
+
+Four strategies:
+  linear  w_u * l_u + w_r * l_r, one backward pass.
+  pcgrad  both gradients (two passes); when they conflict (<g_u, g_r> < 0) remove the conflict by
+          projection (PCGrad, Yu et al. 2020, arXiv 2001.06782): mode none | one_sided (only g_u is
+          projected off g_r) | symmetric (each is projected off the other's original).
+  ungrad  explicit unilateral surgery (EUPMU paper, arXiv 2510.22124): two passes,
+          lambda* = max(0, (-<g_r, g_u> - eps) / ||g_r||^2), d = g_u + lambda* g_r, so <g_r, d> >= -eps.
+  eupmu   implicit surgery: ONE pass on the Lagrangian l_u + lambda * l_r; after the optimizer step the
+          multiplier follows the observed change of the retain loss (a dual step, see `EUPMU`).
+
+Gradients of the two objectives are flattened into one vector each (the per-tensor results are freed
+as soon as they are copied), and the combined vector is handed back to the parameters as views, so the
+peak is about three parameter-sized vectors. Nothing here reads a value back to the host: logs are 0-d
+tensors that the loop converts once, at the end.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+Tensor = torch.Tensor
+_TINY = 1e-12
+
+
+# -- flat-gradient helpers ---------------------------------------------------------------------------
+
+def flat_grad(loss: Tensor, params: list[Tensor], retain_graph: bool = False) -> Tensor:
+    """d loss / d params as one flat float32 vector (zeros where a parameter is unused)."""
+    gs = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float()
+                      for g, p in zip(gs, params)])
+
+
+def write_grad(params: list[Tensor], flat: Tensor) -> None:
+    """Hand a flat gradient back to the parameters (views of `flat`, cast to each parameter's dtype)."""
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset:offset + n].view_as(p).to(p.dtype)
+        offset += n
+
+
+def cosine(a: Tensor, b: Tensor) -> Tensor:
+    return (a @ b) / (a.norm() * b.norm()).clamp_min(_TINY)
+
+
+def project_conflict(g_u: Tensor, g_r: Tensor, mode: str) -> tuple[Tensor, Tensor]:
+    """PCGrad-style harmonisation. Where <g_u, g_r> < 0: one_sided replaces g_u by its projection
+    off g_r; symmetric also replaces g_r by its projection off the ORIGINAL g_u. No branch on the
+    host: the correction is multiplied by the (0-d) conflict indicator."""
+    if mode == "none":
+        return g_u, g_r
+    dot = g_u @ g_r
+    conflict = (dot < 0).to(g_u.dtype)
+    new_u = g_u - conflict * dot / (g_r @ g_r).clamp_min(_TINY) * g_r
+    new_r = g_r - conflict * dot / (g_u @ g_u).clamp_min(_TINY) * g_u if mode == "symmetric" else g_r
+    return new_u, new_r
+
+
+def ungrad_direction(g_u: Tensor, g_r: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """Explicit unilateral surgery: (d, lambda*) with d = g_u + lambda* g_r the direction closest to
+    g_u with <g_r, d> >= -eps. lambda* = 0 (d = g_u) when that already holds; also 0 if g_r = 0."""
+    nr2 = g_r @ g_r
+    lam = ((-(g_u @ g_r) - eps) / nr2.clamp_min(_TINY)).clamp_min(0.0)
+    lam = torch.where(nr2 > 0, lam, torch.zeros_like(lam))
+    return g_u + lam * g_r, lam
+
+
+# -- combiners ---------------------------------------------------------------------------------------
+
+class Combiner:
+    """Writes the combined gradient of (l_u, l_r) into .grad. `passes`: backward passes per call."""
+
+    passes: int = 1
+
+    def backward(self, params: list[Tensor], l_u: Tensor, l_r: Tensor) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def after_step(self, l_r: Tensor, l_r_after: Tensor | None, lr: float,
+                   valid: Tensor | None = None) -> dict[str, Tensor]:
+        """Called after the optimizer step (only EUPMU uses it)."""
+        return {}
+
+
+class Linear(Combiner):
+    def __init__(self, w_u: float = 1.0, w_r: float = 1.0):
+        self.w_u, self.w_r = w_u, w_r
+
+    def backward(self, params, l_u, l_r):
+        (self.w_u * l_u + self.w_r * l_r).backward()
+        return {}
+
+
+class PCGrad(Combiner):
+    """Two passes; d = w_u * g_u' + w_r * g_r' after harmonisation. Logs the cosine between the forget
+    and retain components before and after (after >= 0 whenever the mode is not none)."""
+
+    passes = 2
+
+    def __init__(self, mode: Literal["none", "one_sided", "symmetric"] = "symmetric",
+                 w_u: float = 1.0, w_r: float = 1.0):
+        self.mode, self.w_u, self.w_r = mode, w_u, w_r
+
+    def backward(self, params, l_u, l_r):
+        g_u = flat_grad(l_u, params, retain_graph=True)
+        g_r = flat_grad(l_r, params)
+        h_u, h_r = project_conflict(g_u, g_r, self.mode)
+        write_grad(params, self.w_u * h_u + self.w_r * h_r)
+        return {"cos_before": cosine(g_u, g_r).detach(), "cos_after": cosine(h_u, h_r).detach()}
+
+
+class UNGrad(Combiner):
+    """Two passes; d = g_u + lambda* g_r (retain loss enters only through the constraint)."""
+
+    passes = 2
+
+    def __init__(self, eps: float = 0.0):
+        self.eps = eps
+
+    def backward(self, params, l_u, l_r):
+        g_u = flat_grad(l_u, params, retain_graph=True)
+        g_r = flat_grad(l_r, params)
+        d, lam = ungrad_direction(g_u, g_r, self.eps)
+        write_grad(params, d)
+        return {"lambda": lam.detach(), "cos_before": cosine(g_u, g_r).detach(),
+                "cos_after": cosine(d, g_r).detach(), "dot_after": (g_r @ d).detach()}
+
+
+class EUPMU(Combiner):
+    """Implicit surgery: one backward pass on  a_u * l_u + a_r * l_r  with (a_u, a_r) = (1, lambda),
+    or (1/(1+lambda), lambda/(1+lambda)) when `normalise` (the authors' EUPMU-fast weighting). The
+    caller passes l_u and l_r already transformed by phi (identity or log).
+
+    Logs `lambda` (the multiplier this step used) and, after the step, `lambda_next`, the retain loss
+    before/after and `delta`.
+
+    Dual step after the optimizer step, from the retain loss at theta_t (l_r) and at theta_{t+1}:
+        delta = (l_r - l_r_after) / (lr if per_lr else 1) + eps
+        sgd:  lambda <- max(0, lambda - dual_lr * delta)                (the paper)
+        adam: Adam (weight decay 0.01) on lambda with gradient delta, then max(0, .)   (authors' code)
+    l_r_after None = previous-batch estimate (EUPMU-fast): l_r_after is this call's l_r and l_r is the
+    one remembered from the previous call (the first call only remembers). `valid` (0-d bool) skips
+    the update when false (a batch without retain samples), without a host sync.
+    """
+
+    def __init__(self, eps: float, dual_lr: float, lambda_init: float = 1.0,
+                 dual_opt: Literal["sgd", "adam"] = "sgd", per_lr: bool = True,
+                 normalise: bool = False, betas: tuple[float, float] = (0.9, 0.999),
+                 weight_decay: float = 0.01):
+        self.eps, self.dual_lr, self.dual_opt, self.per_lr = eps, dual_lr, dual_opt, per_lr
+        self.normalise, self.betas, self.wd = normalise, betas, weight_decay
+        self.lam: Tensor | None = None
+        self.lambda_init = float(lambda_init)
+        self.prev: Tensor | None = None
+        self.prev_valid: Tensor | None = None
+
+    def _init(self, like: Tensor) -> None:
+        if self.lam is None:
+            z = torch.zeros((), dtype=torch.float32, device=like.device)
+            self.lam, self.m, self.v, self.t = z + self.lambda_init, z.clone(), z.clone(), z.clone()
+
+    def weights(self) -> tuple[Tensor, Tensor]:
+        lam = self.lam.clamp_min(0.0)
+        return (1 / (1 + lam), lam / (1 + lam)) if self.normalise else (torch.ones_like(lam), lam)
+
+    def backward(self, params, l_u, l_r):
+        self._init(l_r)
+        a_u, a_r = self.weights()
+        (a_u * l_u + a_r * l_r).backward()
+        return {"lambda": self.lam.clone()}
+
+    def after_step(self, l_r, l_r_after, lr, valid=None):
+        self._init(l_r)
+        l_r = l_r.detach().float()
+        ok = torch.ones((), dtype=torch.bool, device=l_r.device) if valid is None else valid
+        if l_r_after is None:  # previous-batch estimate
+            before, after = self.prev, l_r
+            self.prev, prev_ok, self.prev_valid = l_r, self.prev_valid, ok
+            if before is None:
+                return {"lambda_next": self.lam.clone()}
+            ok = ok & prev_ok
+        else:
+            before, after = l_r, l_r_after.detach().float()
+        delta = (before - after) / (lr if self.per_lr else 1.0) + self.eps
+        delta = torch.where(ok, delta, torch.zeros_like(delta))
+        if self.dual_opt == "sgd":
+            new = self.lam - self.dual_lr * delta
+        else:  # Adam with L2 weight decay (torch.optim.Adam semantics), written out for a 0-d tensor
+            b1, b2 = self.betas
+            g = delta + self.wd * self.lam
+            t = self.t + 1
+            m, v = b1 * self.m + (1 - b1) * g, b2 * self.v + (1 - b2) * g * g
+            new = self.lam - self.dual_lr * (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + 1e-8)
+            self.m, self.v, self.t = (torch.where(ok, a, b) for a, b in ((m, self.m), (v, self.v), (t, self.t)))
+        self.lam = torch.where(ok, new.clamp_min(0.0), self.lam)
+        return {"lambda_next": self.lam.clone(), "l_r_before": before, "l_r_after": after, "delta": delta}
+
+
+def make_combiner(kind: str, **kw) -> Combiner:
+    return {"linear": Linear, "pcgrad": PCGrad, "ungrad": UNGrad, "eupmu": EUPMU}[kind](**kw)
+
+
+def forward_keeping_stats(model: torch.nn.Module, x: Tensor) -> Tensor:
+    """A forward pass in the model's current mode that leaves BatchNorm running statistics untouched
+    (they are updated on throw-away copies): for extra measurement passes such as EUPMU's post-step
+    retain loss, which must see the same batch statistics as the step but must not count twice."""
+    bufs = {k: b.clone() for k, b in model.named_buffers()}
+    return torch.func.functional_call(model, bufs, (x,), strict=False)

@@ -155,9 +155,14 @@ def evaluate(model, ds: Dataset, split: Split, cfg: EvalConfig, amp: bool = Fals
 
 # -- the trial -----------------------------------------------------------------------------------
 
-def run_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None) -> TrialResult:
+def run_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None, *,
+              method_data: Callable[..., MethodData] = MethodData) -> TrialResult:
     """Run one trial. Raises UserError for bad input discovered while loading (missing data root,
-    forget class out of range); every failure after that is a FAIL result with the reason."""
+    forget class out of range); every failure after that is a FAIL result with the reason.
+
+    `method_data` builds the method's data door (called as MethodData is); the default is the
+    device-resident one. bench/trial_throughput.py passes a CPU-DataLoader door to measure the
+    reference codebases' way with the same method and the same loop."""
     started, t_all = datetime.now(timezone.utc).isoformat(), time.perf_counter()
     method_cls = get_method(cfg.method)
     mcfg = cfg.method_config()
@@ -185,8 +190,8 @@ def run_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None) 
             model = copy.deepcopy(original.model).train()
             gen = torch.Generator(device=device).manual_seed(cfg.seeds.unlearn_seed)
             torch.manual_seed(cfg.seeds.unlearn_seed)
-            view = MethodData(ds, split.forget, split.retain, val=split.val, gen=gen,
-                              augment=getattr(mcfg, "augment", True))
+            view = method_data(ds, split.forget, split.retain, val=split.val, gen=gen,
+                               augment=getattr(mcfg, "augment", True))
             method = method_cls(mcfg, Context(view, frozen_copy(original.model), device, gen, autocast))
             t0 = time.perf_counter()
             history, step_history = run_loop(model, method, on_epoch=on_epoch)
@@ -196,9 +201,9 @@ def run_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None) 
             seen = view.retain_examples_seen(split.retain)
         model.eval()
         metrics = evaluate(model, ds, split, cfg.eval, amp)
-        reference = {"original": evaluate(original.model, ds, split, cfg.eval, amp)}
+        reference = {"original": _reference_metrics(cfg, "original", original, ds, split, amp)}
         if retrained is not None:
-            reference["retrain"] = evaluate(retrained.model, ds, split, cfg.eval, amp)
+            reference["retrain"] = _reference_metrics(cfg, "retrain", retrained, ds, split, amp)
         metrics.update(derived(metrics, reference), runtime_s=runtime, retain_examples_seen=float(seen))
         state, error = "COMPLETE", None
     except TrialFailed as e:
@@ -216,6 +221,25 @@ def run_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None) 
     return TrialResult(state=state, error=error, metrics=metrics, reference=reference, history=history,
                        step_history=step_history, runtime_s=runtime, total_s=time.perf_counter() - t_all,
                        peak_mem_bytes=peak, ended_at=datetime.now(timezone.utc).isoformat(), **base)
+
+
+_REFERENCE_METRICS: dict[str, dict[str, float]] = {}  # per process, see _reference_metrics
+
+
+def _reference_metrics(cfg: TrialConfig, kind: str, trained, ds: Dataset, split: Split, amp: bool
+                       ) -> dict[str, float]:
+    """`evaluate` of the original or Retrain model, memoised per process: a long-lived worker pays
+    their evaluation and MIA SVCs once, not every trial. The key holds everything the numbers depend
+    on except the method (data, split, model, recipe, seeds, eval, precision, device, cache) plus the
+    stored training runtime, which tells one training of the oracle from another."""
+    key = repr((kind, cfg.data, cfg.split, cfg.model, cfg.train, cfg.seeds.split_seed,
+                cfg.seeds.train_seed, cfg.eval, amp, str(ds.device),
+                str(cfg.cache_dir or default_cache_dir()), trained.runtime_s))
+    if key not in _REFERENCE_METRICS:
+        if len(_REFERENCE_METRICS) >= 64:
+            _REFERENCE_METRICS.clear()
+        _REFERENCE_METRICS[key] = evaluate(trained.model, ds, split, cfg.eval, amp)
+    return dict(_REFERENCE_METRICS[key])
 
 
 def derived(metrics: dict[str, float], reference: dict[str, dict[str, float]]) -> dict[str, float]:

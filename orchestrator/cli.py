@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from unlearning.config import set_path
+from unlearning.config import read_yaml, set_path
 from unlearning.errors import UserError
 
 EXIT_USAGE = 2
@@ -31,19 +31,6 @@ def parse_sets(pairs: list[str]) -> list[tuple[str, Any]]:
             raise UserError(f"--set expects field=value, got {pair!r}")
         out.append((key.strip(), parse_value(value)))
     return out
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: no such file")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{p}: expected a mapping at the top level")
-    return data
 
 
 # -- trial ---------------------------------------------------------------------------------------
@@ -234,19 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a sweep from a spec file or a preset (see `presets`)")
     r.add_argument("spec", metavar="SPEC|PRESET")
     r.add_argument("--out", help="the run directory (default runs/<name>)")
-    r.add_argument("--backend", choices=["inline", "ray"], help="override resources.backend")
-    r.add_argument("--address", help="an existing Ray cluster: auto, host:port or ray://host:port "
-                    "(default: RAY_ADDRESS, else an embedded local Ray)")
-    r.add_argument("--set", **setf)
     r.set_defaults(func=cmd_run)
-
     rs = sub.add_parser("resume", help="continue a sweep (after a crash, Ctrl-C, or with more trials)")
     rs.add_argument("dir", metavar="DIR")
-    rs.add_argument("--backend", choices=["inline", "ray"], help="override resources.backend")
-    rs.add_argument("--address", help="an existing Ray cluster: auto, host:port or ray://host:port "
-                    "(default: RAY_ADDRESS, else an embedded local Ray)")
-    rs.add_argument("--set", **setf)
     rs.set_defaults(func=cmd_resume)
+    for p in (r, rs):
+        p.add_argument("--backend", choices=["inline", "ray"], help="override resources.backend")
+        p.add_argument("--address", help="an existing Ray cluster: auto, host:port or ray://host:port "
+                       "(default: RAY_ADDRESS, else an embedded local Ray)")
+        p.add_argument("--set", **setf)
 
     st = sub.add_parser("status", help="trial counts and the current Pareto front of a sweep")
     st.add_argument("dir", metavar="DIR")

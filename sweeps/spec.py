@@ -24,10 +24,9 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from unlearning.config import StrictModel, one_line
+from unlearning.config import StrictModel, one_line, read_yaml
 from unlearning.errors import UserError
 
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -222,13 +221,7 @@ def read_spec_source(source: str | Path) -> dict[str, Any]:
             p = PRESETS_DIR / f"{source}.yaml"
         else:
             raise UserError(f"{source}: no such file or preset (presets: {', '.join(preset_names())})")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{p}: expected a mapping at the top level")
-    return raw
+    return read_yaml(p)
 
 
 def load_spec(raw: dict[str, Any], sets: list[tuple[str, Any]] = ()) -> SweepSpec:

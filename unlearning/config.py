@@ -1,8 +1,10 @@
 """The base of every config: strict pydantic models whose errors read as one line naming the key."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 
@@ -35,3 +37,19 @@ def set_path(tree: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     else:
         out[head] = value
     return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file holding a mapping; any problem is one UserError line naming the file."""
+    from unlearning.errors import UserError
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such file")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: expected a mapping at the top level")
+    return data

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import optuna
 import pytest
 import pyarrow.parquet as pq
@@ -39,6 +40,12 @@ def test_quickstart_shrunk_prints_front_and_writes_everything(tmp_path, capsys):
     assert "Pareto front (" in out.out and f"report: {out_dir / 'report' / 'report.md'}" in out.out
     t = read_results(out_dir)
     assert t.num_rows == 2 and set(t.column("method").to_pylist()) <= {"eupmu", "ltu"}
+    # the record as other tools read it: raw Parquet files, with pyarrow and with DuckDB
+    files = sorted((out_dir / "trials").glob("*.parquet"))
+    assert sum(pq.read_table(f).num_rows for f in files) == 2
+    n, states = duckdb.sql(f"select count(*), list(distinct state) from "
+                           f"read_parquet('{out_dir}/trials/*.parquet')").fetchone()
+    assert n == 2 and states == ["COMPLETE"]
     for name in ("report.md", "front.png", "front.html", "history.png", "table.csv"):
         assert (out_dir / "report" / name).is_file()
     assert main(["status", str(out_dir)]) == 0

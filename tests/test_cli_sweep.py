@@ -43,8 +43,8 @@ def test_quickstart_shrunk_prints_front_and_writes_everything(tmp_path, capsys):
     # the record as other tools read it: raw Parquet files, with pyarrow and with DuckDB
     files = sorted((out_dir / "trials").glob("*.parquet"))
     assert sum(pq.read_table(f).num_rows for f in files) == 2
-    n, states = duckdb.sql(f"select count(*), list(distinct state) from "
-                           f"read_parquet('{out_dir}/trials/*.parquet')").fetchone()
+    [(n, states)] = duckdb.sql(f"select count(*), list(distinct state) from "
+                               f"read_parquet('{out_dir}/trials/*.parquet')").fetchall()
     assert n == 2 and states == ["COMPLETE"]
     for name in ("report.md", "front.png", "front.html", "history.png", "table.csv"):
         assert (out_dir / "report" / name).is_file()

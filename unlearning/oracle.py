@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import fcntl
+import functools
 import hashlib
 import inspect
 import json
@@ -42,8 +43,10 @@ class TrainRecipe(MethodConfig):
     schedule: str = "cosine"
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """Hash of the source that determines trained weights: a change there invalidates the cache."""
+    """Hash of the source that determines trained weights: a change there invalidates the cache.
+    Computed once per process: the code a process runs is the code it imported."""
     h = hashlib.sha256()
     for mod in (data_mod, loop_mod, models_mod, get_method("ft")):
         h.update(inspect.getsource(mod).encode())

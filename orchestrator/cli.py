@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -165,11 +167,14 @@ def cmd_status(args) -> int:
     except KeyError:
         states = {}
     lock = DriverLock(run_dir).path
-    pid = lock.read_text().split("@")[0] if lock.is_file() else ""
-    live = pid.isdigit() and _alive(int(pid))
+    pid, _, host = (lock.read_text().strip() if lock.is_file() else "").partition("@")
+    if host and host != socket.gethostname():  # cannot check a process on another host
+        driver = f"; lock held by pid {pid} on {host}"
+    else:
+        live = pid.isdigit() and _alive(int(pid))
+        driver = f"; driver running (pid {pid})" if live else "; no driver running"
     print(f"sweep {spec.name} in {run_dir}: n_trials {spec.n_trials}, study "
-          + (", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "empty")
-          + (f"; driver running (pid {pid})" if live else "; no driver running"))
+          + (", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "empty") + driver)
     print(summary_text(analyze(run_dir, spec)))
     return 0
 
@@ -254,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("unlearn-sweep: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `unlearn-sweep methods | head`: the reader left, not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep the exit-time flush quiet
+        return 0
 
 
 if __name__ == "__main__":

@@ -126,8 +126,9 @@ class Driver:
         except ValueError:  # not the main thread
             old_term = None
         try:
-            (self.run_dir / "spec.yaml").write_text(yaml.safe_dump(scrub(self.spec.dump()), sort_keys=False))
+            # the study first: if it refuses the spec (directions, storage), spec.yaml stays as it was
             self.study = open_study(self.spec, self.run_dir)
+            (self.run_dir / "spec.yaml").write_text(yaml.safe_dump(scrub(self.spec.dump()), sort_keys=False))
             fixed = reconcile(self.study)
             if fixed:
                 self.say(f"resume: {len(fixed)} trial(s) left RUNNING by a dead driver re-enqueued "
@@ -356,9 +357,9 @@ class Driver:
                 self.backend.cancel(h, "interrupted")
             except Exception:  # noqa: BLE001
                 pass
-            row = R.trial_row(spec=self.spec, number=run.trial.number, fp=run.fp, config=run.config,
-                              seed_index=run.seed_index, result=None, error="interrupted",
-                              attempt=run.attempt, started_at=run.started_at, ended_at=R.now_iso())
+            row = scrub(R.trial_row(spec=self.spec, number=run.trial.number, fp=run.fp, config=run.config,
+                                    seed_index=run.seed_index, result=None, error="interrupted",
+                                    attempt=run.attempt, started_at=run.started_at, ended_at=R.now_iso()))
             R.write_trial(self.run_dir, row, [], self.schema)
         self.inflight.clear()
         for ot in list(self.open.values()):

@@ -175,9 +175,9 @@ class SweepSpec(StrictModel):
         return "oracle" if any(METRICS[m] for m in used) else "blind"
 
     def seed_list(self) -> list[dict[str, int]]:
-        """Each seed entry as a full Seeds dict: an int sets unlearn_seed; split/train seeds not given
-        come from base.seeds."""
-        base = {"split_seed": 0, "train_seed": 0, "unlearn_seed": 0, **self.base.get("seeds", {})}
+        """Each seed entry as a full Seeds dict: an int sets unlearn_seed; seeds a mapping does not
+        give are 0 (`base` may not hold seeds: check_spec refuses it)."""
+        base = {"split_seed": 0, "train_seed": 0, "unlearn_seed": 0}
         return [{**base, "unlearn_seed": s} if isinstance(s, int) else {**base, **s} for s in self.seeds]
 
     def trial_config(self, method: str, params: dict[str, Any], seeds: dict[str, int]) -> dict[str, Any]:
@@ -192,20 +192,21 @@ class SweepSpec(StrictModel):
 
 # -- loading -------------------------------------------------------------------------------------
 
-def set_path_any(tree: Any, path: str, value: Any) -> Any:
+def set_path_any(tree: Any, path: str, value: Any, _full: str | None = None) -> Any:
     """Copy of a nested dict/list with `a.b.0.c` set to value (dicts created on the way)."""
+    full = path if _full is None else _full
     head, _, rest = path.partition(".")
     if isinstance(tree, list):
         try:
             i = int(head)
             tree[i]
         except (ValueError, IndexError):
-            raise UserError(f"--set {path}: {head!r} is not an index of a list of {len(tree)}") from None
+            raise UserError(f"--set {full}: {head!r} is not an index of a list of {len(tree)}") from None
         out = list(tree)
-        out[i] = set_path_any(out[i], rest, value) if rest else value
+        out[i] = set_path_any(out[i], rest, value, full) if rest else value
         return out
     out = dict(tree) if isinstance(tree, dict) else {}
-    out[head] = set_path_any(out.get(head), rest, value) if rest else value
+    out[head] = set_path_any(out.get(head), rest, value, full) if rest else value
     return out
 
 
@@ -299,6 +300,13 @@ def check_spec(spec: SweepSpec) -> None:
                 if dim.type in ("float", "log-float") and dim.step is None:
                     raise UserError(f"methods.{name}.space.{pname}.step: the grid sampler needs a step "
                                     f"(or categorical choices) for every float")
+    if spec.storage is not None:
+        from sqlalchemy.engine import make_url
+
+        try:  # parses the URL and loads its dialect; connects to nothing
+            make_url(spec.storage).get_dialect()
+        except Exception as e:  # noqa: BLE001 - ArgumentError, NoSuchModuleError, ...
+            raise UserError(f"storage: not a usable RDB URL ({str(e).splitlines()[0]})") from None
     if spec.reference is not None:
         p = REFERENCE_DIR / spec.reference.table
         if not p.is_file():

@@ -70,8 +70,14 @@ def open_study(spec: SweepSpec, run_dir: Path) -> optuna.Study:
     """Create or load the study; check it matches the spec's directions; enqueue a grid once."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = [o.direction for o in spec.objectives]
-    study = optuna.create_study(study_name=spec.name, storage=storage_for(spec, run_dir),
-                                sampler=make_sampler(spec), directions=directions, load_if_exists=True)
+    try:
+        study = optuna.create_study(study_name=spec.name, storage=storage_for(spec, run_dir),
+                                    sampler=make_sampler(spec), directions=directions, load_if_exists=True)
+    except Exception as e:  # noqa: BLE001 - an unreachable database, a missing driver, ...
+        if not spec.storage:
+            raise
+        first = (str(e).strip() or "no message").splitlines()[0]
+        raise UserError(f"storage: cannot open the study ({type(e).__name__}: {first})") from None
     have = [d.name.lower() for d in study.directions]
     if have != directions:
         raise UserError(f"objectives: the study {spec.name!r} in {run_dir} was created with directions "

@@ -6,7 +6,7 @@ import pytest
 from optuna._hypervolume import compute_hypervolume
 
 from orchestrator.runner import run_sweep
-from sweeps.analysis import analyze, hypervolume, pareto_mask, read_reference, write_report
+from sweeps.analysis import hypervolume, pareto_mask, read_reference, write_report
 from sweeps.spec import load_spec
 from tests.sweep_util import fake_task, small_spec
 

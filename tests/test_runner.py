@@ -12,6 +12,7 @@ from sweeps.results import read_results
 from sweeps.spec import load_spec
 from sweeps.study import storage_for
 from tests.sweep_util import ScriptedBackend, fake_task, small_spec
+from unlearning.errors import UserError
 
 
 def _study(spec, run_dir):
@@ -159,3 +160,14 @@ def test_make_backend_inline():
     spec = load_spec(small_spec())
     be = make_backend(spec.resources, fake_task)
     assert isinstance(be, InlineBackend) and be.capacity() == 1
+
+
+def test_a_spec_the_study_refuses_leaves_spec_yaml_as_it_was(tmp_path):
+    spec = load_spec(small_spec(n_trials=2))
+    run_sweep(spec, tmp_path, fn=fake_task, log=None)
+    before = (tmp_path / "spec.yaml").read_text()
+    raw = small_spec(n_trials=2)
+    raw["objectives"][1]["direction"] = "minimize"
+    with pytest.raises(UserError, match="^objectives: the study"):
+        run_sweep(load_spec(raw), tmp_path, fn=fake_task, log=None)
+    assert (tmp_path / "spec.yaml").read_text() == before

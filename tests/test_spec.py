@@ -51,6 +51,9 @@ BAD = [
     ("unknown seed key", "seeds", [{"split_seed": 1, "sead": 2}], "seeds.0.sead: unknown key"),
     ("constraint with no bound", "constraints.0", {"metric": "utility_drop"}, "constraints.0:"),
     ("no objectives", "objectives", [], "objectives:"),
+    ("seeds in base", "base.seeds", {"split_seed": 1}, "base.seeds:"),
+    ("bad device", "base.device", "bogus", "base.device: 'bogus' is not a device"),
+    ("unusable storage URL", "storage", "bogus://x", "storage: not a usable RDB URL"),
 ]
 
 
@@ -136,3 +139,8 @@ def test_grid_sampler_needs_steps_and_enumerates():
         load_spec(raw)
     raw["methods"] = {"ft": {"space": {"lr": [0.01, 0.02], "epochs": {"type": "int", "low": 1, "high": 3}}}}
     assert grid_size(load_spec(raw)) == 6
+
+
+def test_set_into_a_list_names_the_whole_path():
+    with pytest.raises(UserError, match=r"^--set seeds\.5: '5' is not an index of a list of 1$"):
+        load_spec(small_spec(), [("seeds.5", 1)])

@@ -106,3 +106,9 @@ def test_driver_lock_refuses_a_second_live_driver(tmp_path):
         DriverLock(tmp_path).acquire()
     (tmp_path / "driver.lock").write_text(f"999999999@{socket.gethostname()}")  # dead: taken over
     DriverLock(tmp_path).acquire()
+
+
+def test_rdb_storage_that_cannot_be_opened_is_one_user_error(tmp_path):
+    spec = load_spec(small_spec(storage=f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 's.db'}"))
+    with pytest.raises(UserError, match="^storage: cannot open the study"):
+        open_study(spec, tmp_path)

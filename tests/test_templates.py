@@ -4,14 +4,12 @@ token authentication on."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 T = Path(__file__).resolve().parents[1] / "cluster" / "templates"

@@ -22,6 +22,8 @@ from unlearning.trial import TrialConfig, load_trial_config, run_trial, run_tria
     ({"params": {"lrr": 0.1}}, "params.lrr: unknown key"),
     ({"method": "ga", "params": {"lr": -1}}, "params.lr"),
     ({"split": {"forget_fraction": 0}}, "split.forget_fraction"),
+    ({"device": "bogus"}, "device: 'bogus' is not a device"),
+    ({"train": {"schedule": "cosin"}}, "train.schedule"),
 ])
 def test_bad_configs_are_one_line_user_errors(raw, needle):
     with pytest.raises(UserError) as e:

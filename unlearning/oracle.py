@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -40,7 +40,7 @@ class TrainRecipe(MethodConfig):
     epochs: int = 30
     lr: float = 0.05
     batch_size: int = 128
-    schedule: str = "cosine"
+    schedule: Literal["constant", "cosine", "step"] = "cosine"
 
 
 @functools.lru_cache(maxsize=1)
@@ -123,11 +123,15 @@ def cached_train(cache_dir: Path, key_parts: dict[str, Any], ds: Dataset, idx: t
 
 
 def get_oracles(ds: Dataset, split: Split, *, model_name: str, recipe: TrainRecipe, train_seed: int,
-                device: torch.device, autocast, cache_dir: Path, retrain: bool = True
-                ) -> tuple[Trained, Trained | None]:
-    """(original, retrain or None). Both cached; the original does not depend on the split."""
+                device: torch.device, autocast, cache_dir: Path, retrain: bool = True,
+                precision: str = "fp32") -> tuple[Trained, Trained | None]:
+    """(original, retrain or None). Both cached; the original does not depend on the split.
+    `precision` is the one training actually used (bf16 only on CUDA): bf16 oracles get their own
+    keys, fp32 keys stay as they were."""
     base = {"data": ds.content_hash(), "model": model_name, "recipe": recipe.model_dump(),
             "seed": train_seed, "code": code_version()}
+    if precision != "fp32":
+        base["precision"] = precision
     all_idx = torch.arange(len(ds.y_train))
     original = cached_train(cache_dir, {**base, "kind": "original"}, ds, all_idx, model_name, recipe,
                             train_seed, device, autocast)

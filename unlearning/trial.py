@@ -20,7 +20,6 @@ from typing import Any, Callable, Literal
 import torch
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from unlearning import __version__
 from unlearning import metrics as M
 from unlearning.config import StrictModel, one_line
 from unlearning.data import DataConfig, Dataset, load_dataset
@@ -69,6 +68,12 @@ class TrialConfig(StrictModel):
         cls = get_method(self.method)
         if self.model not in MODELS:
             raise UserError(f"unknown model {self.model!r}; known: {', '.join(sorted(MODELS))}")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except (RuntimeError, ValueError):
+                raise UserError(f"device: {self.device!r} is not a device (auto, cpu, cuda or cuda:N)"
+                                ) from None
         try:
             cls.Config(**self.params)
         except ValidationError as e:
@@ -181,7 +186,8 @@ def run_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None, 
         original, retrained = get_oracles(
             ds, split, model_name=cfg.model, recipe=cfg.train, train_seed=cfg.seeds.train_seed,
             device=device, autocast=autocast, cache_dir=Path(cfg.cache_dir or default_cache_dir()),
-            retrain=cfg.retrain or getattr(method_cls, "from_oracle", False))
+            retrain=cfg.retrain or getattr(method_cls, "from_oracle", False),
+            precision=cfg.precision if device.type == "cuda" else "fp32")
         step_history: list[dict] = []
         if getattr(method_cls, "from_oracle", False):
             model, runtime, history, seen = retrained.model, retrained.runtime_s, retrained.history, \

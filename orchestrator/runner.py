@@ -10,6 +10,8 @@ are reused, not run again.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import signal
 import sys
@@ -214,12 +216,15 @@ class Driver:
             raw = self.spec.trial_config(method, params, seeds)
             try:
                 fp, cfg = fingerprint(raw)
-            except UserError as e:  # a sampled combination the method's config rejects
-                fp, cfg, invalid[i] = f"invalid-{trial.number}-{i}", raw, f"invalid configuration: {e}"
+            except UserError as e:  # a sampled combination the method's config rejects: a FAIL row,
+                # content-addressed so the same rejected configuration is recorded once
+                digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode())
+                fp, cfg, invalid[i] = f"invalid-{digest.hexdigest()[:12]}", raw, \
+                    f"invalid configuration: {e}"
             ot.runs.append(Run(ot, i, fp, cfg))
         trial.set_user_attr("fingerprints", [r.fp for r in ot.runs])
         for run in ot.runs:
-            if run.seed_index in invalid:
+            if run.seed_index in invalid and run.fp not in self.known:
                 self._land(run, None, error=invalid[run.seed_index])
                 continue
             if run.fp in self.known:
@@ -284,11 +289,10 @@ class Driver:
                                 seed_index=run.seed_index, result=result, error=error,
                                 attempt=run.attempt, node=node, started_at=run.started_at,
                                 ended_at=R.now_iso()))  # no secret reaches the record
-        if not run.fp.startswith("invalid-"):
-            R.write_trial(self.run_dir, row, R.history_rows(self.spec, run.trial.number, run.fp,
-                                                             run.config.get("method", ""), result),
-                          self.schema)
-            self.known.add(run.fp)
+        R.write_trial(self.run_dir, row, R.history_rows(self.spec, run.trial.number, run.fp,
+                                                         run.config.get("method", ""), result),
+                      self.schema)
+        self.known.add(run.fp)
         self._track("finish", run.fp, result if result is not None else {"state": "FAIL", "error": error})
         self._accept(run, row)
         for f in self.followers.pop(run.fp, []):

@@ -12,7 +12,10 @@ from sweeps.results import read_results
 from sweeps.spec import load_spec
 from sweeps.study import storage_for
 from tests.sweep_util import ScriptedBackend, fake_task, small_spec
+from pydantic import model_validator
+
 from unlearning.errors import UserError
+from unlearning.methods import Method, MethodConfig, register
 
 
 def _study(spec, run_dir):
@@ -171,3 +174,43 @@ def test_a_spec_the_study_refuses_leaves_spec_yaml_as_it_was(tmp_path):
     with pytest.raises(UserError, match="^objectives: the study"):
         run_sweep(load_spec(raw), tmp_path, fn=fake_task, log=None)
     assert (tmp_path / "spec.yaml").read_text() == before
+
+
+
+class _PairConfig(MethodConfig):
+    low: float = 0.0
+    high: float = 1.0
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.low >= self.high:
+            raise ValueError("low must be below high")
+        return self
+
+
+@register
+class _Pair(Method):
+    """A test method whose parameters are valid one by one but not in every combination."""
+
+    name = "_test_pair"
+    Config = _PairConfig
+
+
+def test_sampled_configurations_the_method_rejects_are_fail_rows(tmp_path):
+    """Failures are data: a sampled combination the method's config refuses lands in Parquet as FAIL
+    with the reason, and Optuna is told FAIL; valid ones run as usual."""
+    raw = small_spec(n_trials=8, sampler={"name": "random", "seed": 0})
+    raw["methods"] = {"_test_pair": {"space": {"low": {"type": "float", "low": 0.0, "high": 0.9},
+                                               "high": {"type": "float", "low": 0.1, "high": 1.0}}}}
+    spec = load_spec(raw)
+    run_sweep(spec, tmp_path, fn=fake_task, log=None)
+    df = read_results(tmp_path).to_pandas()
+    _no_dupes(tmp_path)
+    trials = _study(spec, tmp_path).trials
+    bad = [t for t in trials if t.params["_test_pair.low"] >= t.params["_test_pair.high"]]
+    assert 0 < len(bad) < len(trials)
+    assert all(t.state == TrialState.FAIL for t in bad)
+    rows = df[df["trial_number"].isin([t.number for t in bad])]
+    assert len(rows) == len(bad) and (rows["state"] == "FAIL").all()
+    assert rows["error"].str.contains("invalid configuration").all()
+    assert (df[~df["trial_number"].isin([t.number for t in bad])]["state"] == "COMPLETE").all()

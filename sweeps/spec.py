@@ -41,7 +41,6 @@ METRICS: dict[str, bool] = {
     "forget_val_gap": False,
     "avg_gap": True, "forget_gap": True,
 }
-DIM_TYPES = ("float", "log-float", "int", "log-int", "categorical", "fixed")
 
 
 def blind_metrics(m: dict[str, float]) -> dict[str, float]:

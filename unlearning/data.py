@@ -24,7 +24,6 @@ from unlearning.config import StrictModel
 from unlearning.errors import DataError
 
 DISK_SETS = ("cifar10", "cifar100", "svhn", "tinyimagenet")
-DATASETS = ("digits", "synthetic", *DISK_SETS)
 
 
 class DataConfig(StrictModel):

@@ -211,22 +211,19 @@ def run_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None, 
         if retrained is not None:
             reference["retrain"] = _reference_metrics(cfg, "retrain", retrained, ds, split, amp)
         metrics.update(derived(metrics, reference), runtime_s=runtime, retain_examples_seen=float(seen))
-        state, error = "COMPLETE", None
+        done = dict(state="COMPLETE", metrics=metrics, reference=reference, history=history,
+                    step_history=step_history, runtime_s=runtime)
     except TrialFailed as e:
-        state, error, metrics, reference, history, step_history, runtime = \
-            "FAIL", str(e), {}, {}, [], [], float("nan")
+        done = dict(state="FAIL", error=str(e))
     except torch.OutOfMemoryError as e:
-        state, error, metrics, reference, history, step_history, runtime = \
-            "FAIL", f"out of memory: {str(e).splitlines()[0]}", {}, {}, [], [], float("nan")
+        done = dict(state="FAIL", error=f"out of memory: {str(e).splitlines()[0]}")
     except Exception as e:  # a bug or a broken environment: still data, with the traceback's tail
         tb = traceback.format_exc().strip().splitlines()
-        state, error, metrics, reference, history, step_history, runtime = \
-            "FAIL", f"{type(e).__name__}: {e} [{tb[-3].strip() if len(tb) > 2 else ''}]", {}, {}, [], [], \
-            float("nan")
+        where = tb[-3].strip() if len(tb) > 2 else ""
+        done = dict(state="FAIL", error=f"{type(e).__name__}: {e} [{where}]")
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-    return TrialResult(state=state, error=error, metrics=metrics, reference=reference, history=history,
-                       step_history=step_history, runtime_s=runtime, total_s=time.perf_counter() - t_all,
-                       peak_mem_bytes=peak, ended_at=datetime.now(timezone.utc).isoformat(), **base)
+    return TrialResult(**done, total_s=time.perf_counter() - t_all, peak_mem_bytes=peak,
+                       ended_at=datetime.now(timezone.utc).isoformat(), **base)
 
 
 _REFERENCE_METRICS: dict[str, dict[str, float]] = {}  # per process, see _reference_metrics

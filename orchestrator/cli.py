@@ -101,13 +101,24 @@ def cmd_methods(args) -> int:
 
 # -- sweeps --------------------------------------------------------------------------------------
 
-def _spec_from_dir(run_dir: Path, sets: list[tuple[str, Any]]):
+def resolve_run_dir(arg: str) -> Path:
+    """A run directory given as a path, or by its sweep name (`quickstart` -> runs/quickstart)."""
+    p = Path(arg).expanduser()
+    if (p / "spec.yaml").is_file() or p.is_dir() or "/" in arg:
+        return p
+    named = Path("runs") / arg
+    return named if named.is_dir() else p
+
+
+def _spec_from_dir(run_dir: Path, sets: list[tuple[str, Any]], *, read_only: bool = False):
+    """The spec a run directory holds. `read_only` verbs (status, analyze, export, compare) skip
+    the checks that need the data set: a run directory copied to a laptop still analyzes."""
     from sweeps.spec import load_spec
 
     path = run_dir / "spec.yaml"
     if not path.is_file():
         raise UserError(f"{run_dir}: not a sweep directory (no spec.yaml)")
-    return load_spec(read_yaml(path), sets)
+    return load_spec(read_yaml(path), sets, check_data=not read_only)
 
 
 def _sweep_sets(args) -> list[tuple[str, Any]]:
@@ -145,7 +156,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    run_dir = Path(args.dir)
+    run_dir = resolve_run_dir(args.dir)
     return _run_and_report(_spec_from_dir(run_dir, _sweep_sets(args)), run_dir)
 
 
@@ -155,8 +166,8 @@ def cmd_status(args) -> int:
     from sweeps.analysis import analyze, summary_text
     from sweeps.study import REQUEUED, DriverLock, _alive, storage_for
 
-    run_dir = Path(args.dir)
-    spec = _spec_from_dir(run_dir, [])
+    run_dir = resolve_run_dir(args.dir)
+    spec = _spec_from_dir(run_dir, [], read_only=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.load_study(study_name=spec.name, storage=storage_for(spec, run_dir))
@@ -182,8 +193,8 @@ def cmd_status(args) -> int:
 def cmd_analyze(args) -> int:
     from sweeps.analysis import summary_text, write_report
 
-    run_dir = Path(args.dir)
-    spec = _spec_from_dir(run_dir, [])
+    run_dir = resolve_run_dir(args.dir)
+    spec = _spec_from_dir(run_dir, [], read_only=True)
     analysis, report = write_report(run_dir, spec)
     print(summary_text(analysis))
     print(f"report: {report}")

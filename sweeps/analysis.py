@@ -140,6 +140,28 @@ def analyze(run_dir: str | Path, spec: SweepSpec) -> Analysis:
     return Analysis(spec, runs, configs, front, hv, ref_point, best, field_table(runs, best))
 
 
+def top_configs(a: Analysis, k: int) -> pd.DataFrame:
+    """The top `k` feasible, complete configurations by the sweep's own objectives (so by its
+    selection rule, blind or oracle): ranked by Pareto layer (the front is layer 0; peel it off and
+    the next front is layer 1, ...), ties broken by the objectives in order. `replicate` and `audit`
+    take their configurations from here. Column `rank` (0-based) and `layer` are added."""
+    feas = a.configs[a.configs["feasible"] & (a.configs["state"] == "COMPLETE")] if len(a.configs) \
+        else a.configs
+    if feas.empty or k <= 0:
+        return feas.assign(rank=pd.Series(dtype=int), layer=pd.Series(dtype=int)).head(0)
+    objs = _obj_matrix(feas, a.spec)
+    objs = np.where(np.isfinite(objs), objs, np.inf)
+    layer = np.full(len(feas), -1)
+    left, depth = np.arange(len(feas)), 0
+    while len(left):
+        mask = pareto_mask(objs[left])
+        layer[left[mask]] = depth
+        left, depth = left[~mask], depth + 1
+    ranked = _sort_objectives(feas.assign(layer=layer), a.spec)
+    ranked = ranked.sort_values("layer", kind="stable").head(k)
+    return ranked.assign(rank=np.arange(len(ranked))).reset_index(drop=True)
+
+
 def _sort_objectives(df: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     if df.empty:
         return df

@@ -42,6 +42,7 @@ BASE_FIELDS = [
     pa.field("gpu_fraction", pa.float64()), pa.field("node", pa.string()),
     pa.field("peak_mem_bytes", pa.int64()), pa.field("code_version", pa.string()),
     pa.field("started_at", TS), pa.field("ended_at", TS), pa.field("selection_rule", pa.string()),
+    pa.field("phase", pa.string()),  # search (sampled by Optuna) | replicate (a top config on more seeds)
 ]
 BASE_SCHEMA = pa.schema(BASE_FIELDS)
 
@@ -97,7 +98,8 @@ def now_iso() -> str:
 
 def trial_row(*, spec: SweepSpec, number: int, fp: str, config: dict[str, Any], seed_index: int,
               result: dict[str, Any] | None, error: str | None = None, attempt: int = 0,
-              node: str = "", started_at: str = "", ended_at: str = "") -> dict[str, Any]:
+              node: str = "", started_at: str = "", ended_at: str = "", phase: str = "search"
+              ) -> dict[str, Any]:
     """One Parquet row from a TrialResult dict (or from None when the worker never returned one)."""
     r = result or {}
     state = r.get("state", "FAIL")
@@ -120,6 +122,7 @@ def trial_row(*, spec: SweepSpec, number: int, fp: str, config: dict[str, Any], 
         "node": node or r.get("node"), "peak_mem_bytes": r.get("peak_mem_bytes"),
         "code_version": r.get("code_version"), "started_at": _ts(r.get("started_at") or started_at),
         "ended_at": _ts(r.get("ended_at") or ended_at), "selection_rule": spec.selection_rule,
+        "phase": phase,
     }
     for m in METRIC_COLUMNS:
         row[m] = metrics.get(m)

@@ -150,6 +150,11 @@ class SweepSpec(StrictModel):
     sampler: SamplerSpec = SamplerSpec()
     n_trials: int = Field(20, ge=1)
     seeds: list[int | dict[str, int]] = Field(default_factory=lambda: [0], min_length=1)
+    # which seeds an int entry of `seeds` (and of `replicate.seeds`) sets: [unlearn] keeps one
+    # original/Retrain pair for every seed; [train, unlearn] gives each seed its own (the field's
+    # protocol when results are reported as mean +- std over seeds)
+    seed_axes: list[Literal["split", "train", "unlearn"]] = Field(default_factory=lambda: ["unlearn"],
+                                                                   min_length=1)
     resources: Resources = Resources()
     tracking: TrackingSpec = TrackingSpec()
     storage: str | None = None  # an RDB URL for a shared study; default runs/<name>/study.journal
@@ -173,11 +178,13 @@ class SweepSpec(StrictModel):
         used = [o.metric for o in self.objectives] + [c.metric for c in self.constraints]
         return "oracle" if any(METRICS[m] for m in used) else "blind"
 
-    def seed_list(self) -> list[dict[str, int]]:
-        """Each seed entry as a full Seeds dict: an int sets unlearn_seed; seeds a mapping does not
-        give are 0 (`base` may not hold seeds: check_spec refuses it)."""
+    def seed_list(self, seeds: list[int | dict[str, int]] | None = None) -> list[dict[str, int]]:
+        """Each seed entry (of `seeds`, or of the list given) as a full Seeds dict: an int sets the
+        seeds named by `seed_axes` (unlearn_seed by default); seeds a mapping does not give are 0
+        (`base` may not hold seeds: check_spec refuses it)."""
         base = {"split_seed": 0, "train_seed": 0, "unlearn_seed": 0}
-        return [{**base, "unlearn_seed": s} if isinstance(s, int) else {**base, **s} for s in self.seeds]
+        return [{**base, **{f"{a}_seed": s for a in self.seed_axes}} if isinstance(s, int)
+                else {**base, **s} for s in (self.seeds if seeds is None else seeds)]
 
     def trial_config(self, method: str, params: dict[str, Any], seeds: dict[str, int]) -> dict[str, Any]:
         """The TrialConfig dict of one run: base + method + params + seeds."""
@@ -224,19 +231,22 @@ def read_spec_source(source: str | Path) -> dict[str, Any]:
     return read_yaml(p)
 
 
-def load_spec(raw: dict[str, Any], sets: list[tuple[str, Any]] = ()) -> SweepSpec:
-    """Apply `--set` overrides, then validate. Raises UserError (one line, with the YAML path)."""
+def load_spec(raw: dict[str, Any], sets: list[tuple[str, Any]] = (), *, check_data: bool = True
+              ) -> SweepSpec:
+    """Apply `--set` overrides, then validate. Raises UserError (one line, with the YAML path).
+    `check_data=False` skips what only a machine that runs trials has (the data root): read-only
+    verbs (status, analyze, export, compare) work on a run directory copied anywhere."""
     for key, value in sets:
         raw = set_path_any(raw, key, value)
     try:
         spec = SweepSpec(**raw)
     except ValidationError as e:
         raise UserError(one_line(e)) from None
-    check_spec(spec)
+    check_spec(spec, check_data=check_data)
     return spec
 
 
-def check_spec(spec: SweepSpec) -> None:
+def check_spec(spec: SweepSpec, *, check_data: bool = True) -> None:
     """Checks that need more than types: names, ranges, the methods' own configs, Retrain."""
     from unlearning.data import DISK_SETS
     from unlearning.methods import all_methods
@@ -250,7 +260,7 @@ def check_spec(spec: SweepSpec) -> None:
         base = load_trial_config(spec.base)
     except UserError as e:
         raise UserError(f"base.{e}") from None
-    if base.data.name in DISK_SETS and not base.data.download:
+    if check_data and base.data.name in DISK_SETS and not base.data.download:
         if base.data.root is None:
             raise UserError(f"base.data.root: {base.data.name} needs a data root "
                             f"(--set base.data.root=/path/to/{base.data.name})")

@@ -58,3 +58,20 @@ def test_paper_preset_report_puts_the_papers_numbers_beside_ours(tmp_path):
     assert "5.24 ± 0.69" in text  # the paper's Retrain UA
     assert (tmp_path / "report" / "beside_paper.csv").is_file()
     assert len(read_reference("sparse_table1_cifar10_resnet18_dense.csv", "classwise")) == 5
+
+
+def test_top_configs_rank_by_pareto_layer_then_objectives(tmp_path):
+    from sweeps.analysis import analyze, pareto_mask, top_configs
+
+    spec = load_spec(small_spec(n_trials=10, sampler={"name": "random", "seed": 1}))
+    run_sweep(spec, tmp_path, fn=fake_task, log=None)
+    a = analyze(tmp_path, spec)
+    top = top_configs(a, 4)
+    assert len(top) == min(4, int(a.configs["feasible"].sum())) and list(top["rank"]) == list(range(len(top)))
+    assert top["feasible"].all() and (top["layer"].diff().dropna() >= 0).all()
+    # layer 0 is exactly the front
+    front = set(a.front["trial_number"])
+    assert set(top.loc[top["layer"] == 0, "trial_number"]) <= front
+    if len(top) > len(front):
+        assert set(top["trial_number"][: len(front)]) == front
+    assert top_configs(a, 0).empty

@@ -158,7 +158,11 @@ def top_configs(a: Analysis, k: int) -> pd.DataFrame:
         layer[left[mask]] = depth
         left, depth = left[~mask], depth + 1
     ranked = _sort_objectives(feas.assign(layer=layer), a.spec)
-    ranked = ranked.sort_values("layer", kind="stable").head(k)
+    if a.spec.select is not None:
+        ranked = ranked.sort_values(a.spec.select.metric, ascending=a.spec.select.direction == "minimize",
+                                    kind="stable", na_position="last").head(k)
+    else:
+        ranked = ranked.sort_values("layer", kind="stable").head(k)
     return ranked.assign(rank=np.arange(len(ranked))).reset_index(drop=True)
 
 

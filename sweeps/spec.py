@@ -159,6 +159,10 @@ class SweepSpec(StrictModel):
     tracking: TrackingSpec = TrackingSpec()
     storage: str | None = None  # an RDB URL for a shared study; default runs/<name>/study.journal
     reference: ReferenceSpec | None = None
+    # how "the best" configurations are picked (replicate --top K, audit --top K, best per method):
+    # null = Pareto layer, then the objectives in order; or one metric, e.g. DeepUnlearn's
+    # {metric: du_norm, direction: minimize} (the smallest norm of its four objective terms)
+    select: Objective | None = None
 
     @field_validator("methods")
     @classmethod
@@ -175,7 +179,8 @@ class SweepSpec(StrictModel):
     @property
     def selection_rule(self) -> str:
         """'oracle' when an objective or constraint peeks at Retrain, else 'blind'."""
-        used = [o.metric for o in self.objectives] + [c.metric for c in self.constraints]
+        used = [o.metric for o in self.objectives] + [c.metric for c in self.constraints] + \
+            ([self.select.metric] if self.select else [])
         return "oracle" if any(METRICS[m] for m in used) else "blind"
 
     def seed_list(self, seeds: list[int | dict[str, int]] | None = None) -> list[dict[str, int]]:
@@ -289,7 +294,8 @@ def check_spec(spec: SweepSpec, *, check_data: bool = True) -> None:
                     msg = one_line(e).split(": ", 1)[-1]
                     raise UserError(f"{path}{label}: {value!r} is not a valid {pname} ({msg})") from None
 
-    for kind, items in (("objectives", spec.objectives), ("constraints", spec.constraints)):
+    for kind, items in (("objectives", spec.objectives), ("constraints", spec.constraints),
+                        ("select", [spec.select] if spec.select else [])):
         for i, item in enumerate(items):
             if item.metric not in METRICS:
                 raise UserError(f"{kind}.{i}.metric: unknown metric {item.metric!r}; known: "

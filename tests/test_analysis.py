@@ -75,3 +75,15 @@ def test_top_configs_rank_by_pareto_layer_then_objectives(tmp_path):
     if len(top) > len(front):
         assert set(top["trial_number"][: len(front)]) == front
     assert top_configs(a, 0).empty
+
+
+def test_top_configs_by_a_select_metric(tmp_path):
+    from sweeps.analysis import analyze, top_configs
+
+    spec = load_spec(small_spec(n_trials=8, sampler={"name": "random", "seed": 2},
+                                select={"metric": "avg_gap", "direction": "minimize"}))
+    run_sweep(spec, tmp_path, fn=fake_task, log=None)
+    a = analyze(tmp_path, spec)
+    top = top_configs(a, 3)
+    feas = a.configs[a.configs["feasible"]].sort_values("avg_gap")
+    assert list(top["trial_number"]) == list(feas["trial_number"][:3])

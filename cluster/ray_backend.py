@@ -35,9 +35,11 @@ The oracle cache
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import socket
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -204,14 +206,17 @@ class RayBackend:
             if address is None:  # embedded: never attach to some other process's local cluster
                 if include_dashboard is None:
                     include_dashboard = os.environ.get("UNLEARN_SWEEP_RAY_DASHBOARD", "1") != "0"
-                ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
-                         include_dashboard=include_dashboard, dashboard_host="127.0.0.1",
-                         log_to_driver=True, configure_logging=False)
+                with _loopback_only(), _without_secrets():
+                    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
+                             include_dashboard=include_dashboard, dashboard_host="127.0.0.1",
+                             log_to_driver=True, configure_logging=False)
             else:
                 if num_cpus is not None or num_gpus is not None:
                     raise ClusterConfigError("num_cpus/num_gpus only apply to an embedded Ray "
                                              f"(address is {address!r})")
-                ray.init(address=address, log_to_driver=True, configure_logging=False)
+                _check_reachable(address)
+                with _stderr_kept_on_success():  # not Ray's retry lines when it fails
+                    ray.init(address=address, log_to_driver=True, configure_logging=False)
         except ClusterConfigError:
             raise
         except (ConnectionError, ValueError, RuntimeError, rex.RayError) as e:
@@ -443,6 +448,81 @@ class RayBackend:
         """One row per trial actor: node, pid, ready, running key (for status views and tests)."""
         return [{"node": s.node, "pid": s.pid, "ready": s.ready,
                  "running": s.running.key if s.running else None} for s in self._slots]
+
+
+@contextlib.contextmanager
+def _loopback_only():
+    """Start the embedded Ray with every server on 127.0.0.1 (GCS, raylet, object manager, workers,
+    agents, metrics): Ray binds to the node's IP, which it takes to be loopback when its "cluster"
+    support is off (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read by the processes it starts and, here,
+    by ray_constants). Restored afterwards, so a later connection to a real cluster is unaffected.
+    Token authentication is left as Ray sets it (on)."""
+    from ray._private import ray_constants
+
+    old_env, old_flag = os.environ.get(_CLUSTER_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_CLUSTER_ENV], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old_flag
+        if old_env is None:
+            os.environ.pop(_CLUSTER_ENV, None)
+        else:
+            os.environ[_CLUSTER_ENV] = old_env
+
+
+_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# credentials the trial workers never need (the tracker runs in the driver); Ray's own stay
+_WORKER_SECRETS = ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_ACCESS_TOKEN")
+
+
+@contextlib.contextmanager
+def _without_secrets():
+    """Hide W&B credentials while the embedded Ray starts: its processes, and the workers they
+    start, inherit the environment of that moment. The driver gets them back afterwards."""
+    saved = {k: os.environ.pop(k) for k in _WORKER_SECRETS if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _stderr_kept_on_success():
+    """Hold back what native code writes to stderr meanwhile: shown if the block succeeds, dropped
+    if it raises (the caller then says what went wrong in one line)."""
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as buf:
+        os.dup2(buf.fileno(), 2)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if ok:
+                buf.seek(0)
+                sys.stderr.write(buf.read().decode(errors="replace"))
+
+
+def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Refuse an address nothing answers at within `timeout_s` (ray.init itself retries for
+    minutes). "auto" and addresses without a port are left to ray.init, which fails fast for them."""
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise ClusterConfigError(f"cannot connect to Ray at {address!r}: nothing answers at "
+                                 f"{host}:{port} ({e.strerror or type(e).__name__})") from None
 
 
 def _first_line(e: BaseException) -> str:

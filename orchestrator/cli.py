@@ -11,16 +11,16 @@ from typing import Any
 
 import yaml
 
-from unlearning.config import read_yaml, set_path
+from unlearning.config import load_yaml_text, read_yaml, set_path
 from unlearning.errors import UserError
 
 EXIT_USAGE = 2
 
 
 def parse_value(text: str) -> Any:
-    """`--set` values are YAML scalars or lists: 0.1, true, [1, 2], cosine."""
+    """`--set` values are YAML scalars or lists: 0.1, true, [1, 2], cosine (no aliases)."""
     try:
-        return yaml.safe_load(text)
+        return load_yaml_text(text)
     except yaml.YAMLError:
         return text
 

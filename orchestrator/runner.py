@@ -5,35 +5,59 @@ An Optuna trial is one sampled configuration; it runs once per seed of the spec 
 fingerprint, one Parquet file). The trial is told when all its runs have landed: the objectives are
 the means over seeds, the constraints (told with `trial.set_constraint`) too; any failed run fails
 the trial. Parquet is always written before Optuna is told, so a driver killed at any instant loses
-nothing that `resume` cannot rebuild: RUNNING trials are re-enqueued and runs already in Parquet
-are reused, not run again.
+nothing that `resume` cannot rebuild.
+
+Start-up, in the order that lets a refusal leave nothing behind:
+  lock the run directory -> repair the record (torn journal tail, unreadable Parquet files) ->
+  start the backend -> probe it (a worker loads the data, builds the split and the model) ->
+  only then open the study and write spec.yaml and run.json -> reconcile the study with the record.
+
+Stopping: SIGINT, SIGTERM and SIGHUP take one path on every backend (handlers installed after Ray
+started, which installs its own): running runs are cancelled and recorded "interrupted", their
+trials re-enqueued, the backend (and an embedded Ray with its agents) shut down, the lock released;
+the CLI exits 128 + the signal number. A failure budget (`max_failures`, `fail_fast`) stops a sweep
+whose trials keep failing, with a non-zero exit.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+import re
+import shutil
 import signal
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
 import optuna
-import yaml
 from optuna.trial import TrialState
 
 from cluster.backend import Backend, Handle, Outcome
-from orchestrator.tracking import scrub
 from sweeps import results as R
 from sweeps.space import suggest
 from sweeps.spec import SweepSpec
-from sweeps.study import DriverLock, counted, fingerprint, open_study, reconcile, requeue
-from unlearning.errors import UserError
+from sweeps.study import (DUPLICATE, DriverLock, counted, fingerprint, make_sampler, new_run_identity,
+                          open_study, reconcile, repair_journal, requeue, run_identity, sampled_before)
+from unlearning.config import dump_yaml
+from unlearning.errors import Aborted, UserError
+from unlearning.redact import scrub, scrub_text
 
-TRANSIENT = ("lost:", "timed out", "interrupted")  # failures a later run may not repeat
+TRANSIENT = ("lost:", "interrupted")  # failures a later run may not repeat: rerun, never reused
+EXHAUSTED_AFTER = 50  # proposals in a row that were all recorded before: the space holds no more
+SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+MIN_FREE_BYTES = 16 << 20
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal ended the sweep; the CLI exits 128 + signum."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def make_backend(resources, fn: Callable[..., dict], progress=None) -> Backend:
@@ -45,7 +69,11 @@ def make_backend(resources, fn: Callable[..., dict], progress=None) -> Backend:
 
         # trials run in this process: honour cpus_per_trial (oversubscribed threads are far slower)
         torch.set_num_threads(max(1, int(resources.cpus_per_trial)))
-
+        if resources.gpus_per_trial > 0 and not torch.cuda.is_available():
+            raise UserError(f"resources.gpus_per_trial: {resources.gpus_per_trial:g} GPU per trial asked, "
+                            "but the inline backend runs here and this machine has no CUDA device")
+        if resources.gpus_per_trial > 1:
+            raise UserError("resources.gpus_per_trial: the inline backend runs one trial on one device")
         return InlineBackend(fn, progress)
     try:
         from cluster.ray_backend import ClusterConfigError, RayBackend
@@ -79,6 +107,7 @@ class OpenTrial:
     params: dict[str, Any]
     runs: list[Run] = field(default_factory=list)
     rows: dict[int, dict[str, Any]] = field(default_factory=dict)
+    duplicate_of: int | None = None  # a configuration already recorded: told, not counted
 
     @property
     def number(self) -> int:
@@ -87,22 +116,31 @@ class OpenTrial:
 
 class Driver:
     def __init__(self, spec: SweepSpec, run_dir: Path, *, backend: Backend | None = None,
-                 tracker=None, fn: Callable[..., dict] | None = None, log: TextIO | None = sys.stderr):
+                 tracker=None, fn: Callable[..., dict] | None = None, log: TextIO | None = sys.stderr,
+                 force: bool = False, attach: str | None = None):
         self.spec, self.run_dir, self.log_to = spec, Path(run_dir), log
         self._backend, self._tracker, self._fn = backend, tracker, fn
+        self.force, self.attach = force, attach
         self.schema = R.trial_schema(spec)
         self.inflight: dict[Handle, Run] = {}
         self.queue: deque[Run] = deque()
         self.open: dict[int, OpenTrial] = {}
         self.followers: dict[str, list[Run]] = {}  # fp -> runs waiting on the same fp in flight
-        self.done = self.failed = self.reused = self.retried = 0
+        self.done = self.failed = self.reused = self.retried = self.duplicates = 0
         self.best: tuple[float, int] | None = None
-        self._tracker_warned = False
+        self.failures: Counter[str] = Counter()  # reason -> trials of this driver that failed so
+        self.told_here: list[str | None] = []  # this driver's told trials: None or the failure reason
+        self.stopped: str | None = None  # why the sweep ended before n_trials
+        self.stop_failed = False  # ... and whether that is a failure (budget) or not (space exhausted)
+        self._signal: int | None = None
+        self._interruptible = False
+        self._since_compact = 0
+        self._dup_streak = 0
 
     # -- helpers ---------------------------------------------------------------------------------
     def say(self, msg: str) -> None:
         if self.log_to is not None:
-            print(f"[{self.spec.name}] {msg}", file=self.log_to, flush=True)
+            print(scrub_text(f"[{self.spec.name}] {msg}"), file=self.log_to, flush=True)
 
     def _track(self, hook: str, *args) -> None:
         """A tracker is a view: if it fails, warn once and go on."""
@@ -113,85 +151,227 @@ class Driver:
                 self._tracker_warned = True
                 self.say(f"warning: tracker {hook} failed ({type(e).__name__}: {e}); the sweep goes on")
 
+    _tracker_warned = False
+
     def _progress(self, key: str, row: dict[str, Any]) -> None:
         self._track("log", key, row)
 
-    # -- the loop --------------------------------------------------------------------------------
+    # -- signals ---------------------------------------------------------------------------------
+    def _on_signal(self, signum, frame) -> None:
+        first = self._signal is None
+        self._signal = signum
+        if first and self._interruptible:  # an in-process trial: stop it where it is
+            raise Interrupted(signum)
+
+    def _install_signals(self) -> dict[int, Any]:
+        old = {}
+        for s in SIGNALS:
+            try:
+                old[s] = signal.signal(s, self._on_signal)
+            except ValueError:  # not the main thread: the caller handles interruption
+                return old
+        return old
+
+    def _check_signal(self) -> None:
+        if self._signal is not None:
+            raise Interrupted(self._signal)
+
+    # -- the run ---------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         t_start = time.perf_counter()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        lock = DriverLock(self.run_dir)
-        lock.acquire()
-        old_term = signal.getsignal(signal.SIGTERM)
+        created = not self.run_dir.exists()
+        lock = self._lock()
+        old_handlers = self._install_signals()
+        self.backend = None
+        self.tracker = None
+        started = False
         try:
-            signal.signal(signal.SIGTERM, _raise_interrupt)
-        except ValueError:  # not the main thread
-            old_term = None
-        try:
-            # the study first: if it refuses the spec (directions, storage), spec.yaml stays as it was
-            self.study = open_study(self.spec, self.run_dir)
-            (self.run_dir / "spec.yaml").write_text(yaml.safe_dump(scrub(self.spec.dump()), sort_keys=False))
-            fixed = reconcile(self.study)
-            if fixed:
-                self.say(f"resume: {len(fixed)} trial(s) left RUNNING by a dead driver re-enqueued "
-                         f"({', '.join(map(str, fixed))})")
-            self.counted = counted(self.study)
-            self.known = R.known_fingerprints(self.run_dir)
-            if self._backend is None:
-                from unlearning.trial import run_trial_payload
-
-                self._backend = make_backend(self.spec.resources, self._fn or run_trial_payload,
-                                             self._progress)
-            self.backend = self._backend
-            if self._tracker is None:
-                from orchestrator.tracking import make_tracker
-
-                try:
-                    self._tracker = make_tracker(self.spec.tracking.model_dump(), self.spec.name, self.run_dir)
-                except UserError:
-                    raise
-                except Exception as e:  # noqa: BLE001
-                    from orchestrator.tracking import NullTracker
-
-                    self.say(f"warning: tracker unavailable ({type(e).__name__}: {e}); Parquet only")
-                    self._tracker = NullTracker()
-            self.tracker = self._tracker
+            self._repair_record()
+            self.backend = self._start_backend()
+            self._install_signals()  # again: ray.init replaced the SIGTERM handler
+            self._check_signal()
+            self._probe()
+            self._open_study()
+            started = True
+            self._reconcile()
+            self._make_tracker()
             try:
                 self._loop()
-            except KeyboardInterrupt:
-                self._interrupt()
+            except KeyboardInterrupt as e:
+                self._interrupt("interrupted")
+                if not isinstance(e, Interrupted) and self._signal is not None:
+                    raise Interrupted(self._signal) from None
                 raise
-            finally:
-                self.backend.shutdown()
-                self._track("close")
+            except OSError as e:  # the record cannot be written (disk full, read-only): stop cleanly
+                self._interrupt("interrupted")
+                raise Aborted(f"{self.run_dir}: cannot write the record ({e.strerror or e}); runs "
+                              "recorded so far are intact, `resume` continues once it is fixed") from None
+            if self.stopped:
+                self._interrupt("stopped")
+        except BaseException:
+            if not started and created:  # a refusal leaves nothing behind
+                lock.release()
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
         finally:
-            if old_term is not None:
-                signal.signal(signal.SIGTERM, old_term)
+            if self.backend is not None:
+                self.backend.shutdown()
+            if self.tracker is not None:
+                self._track("close")
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+            if started:
+                self._compact(quiet=True)
             lock.release()
         wall = time.perf_counter() - t_start
         self.say(f"finished: {self.done} trial(s) done, {self.failed} failed, {self.reused} run(s) "
                  f"reused from Parquet, {self.retried} retried, {wall:.1f}s")
         return {"done": self.done, "failed": self.failed, "reused": self.reused, "retried": self.retried,
-                "wall_s": wall, "run_dir": str(self.run_dir)}
+                "duplicates": self.duplicates, "wall_s": wall, "run_dir": str(self.run_dir),
+                "stopped": self.stopped, "stop_failed": self.stop_failed, "failures": dict(self.failures)}
 
+    def _lock(self) -> DriverLock:
+        """Create the run directory if needed and take its lock; the ways that can fail are one line."""
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            lock = DriverLock(self.run_dir)
+            lock.acquire(force=self.force)
+        except UserError:
+            raise
+        except OSError as e:
+            raise UserError(f"{self.run_dir}: cannot be used as a run directory "
+                            f"({e.strerror or e})") from None
+        free = shutil.disk_usage(self.run_dir).free
+        if free < MIN_FREE_BYTES:
+            lock.release()
+            raise UserError(f"{self.run_dir}: only {free / 2**20:.1f} MiB free on its file system; the "
+                            f"record needs room (at least {MIN_FREE_BYTES >> 20} MiB)")
+        return lock
+
+    def _repair_record(self) -> None:
+        """Before anything is appended: cut a torn journal tail, set unreadable Parquet aside."""
+        if not self.spec.storage:
+            try:
+                note = repair_journal(self.run_dir / "study.journal")
+            except OSError as e:
+                raise UserError(f"{self.run_dir}/study.journal: cannot be repaired ({e.strerror or e})"
+                                ) from None
+            if note:
+                self.say(f"record: {note}")
+        for sub, schema in (("trials", R.BASE_SCHEMA), ("history", R.HISTORY_SCHEMA)):
+            for note in R.quarantine(self.run_dir, R.scan(self.run_dir / sub, schema).damaged):
+                self.say(f"record: {note}")
+        self._compact(quiet=True)
+        self.states = R.record_states(self.run_dir)
+
+    def _compact(self, quiet: bool = False) -> None:
+        try:
+            R.compact(self.run_dir)
+        except OSError as e:  # a full disk: the one-run files stay, which is fine
+            if not quiet:
+                self.say(f"warning: compacting the record failed ({e.strerror or e}); it stays as it is")
+        self._since_compact = 0
+
+    def _start_backend(self) -> Backend:
+        if self._backend is not None:
+            return self._backend
+        from unlearning.trial import run_task
+
+        return make_backend(self.spec.resources, self._fn or run_task, self._progress)
+
+    def _probe(self) -> None:
+        """A worker of the backend loads the data, draws the split and builds the model of the
+        base config, so a missing or unreadable data set, an absent device or a forget class out of
+        range is one line (exit 2) before the record is touched."""
+        if self._fn is not None or self._backend is not None:  # a custom task function knows no probe
+            return
+        method = next(iter(self.spec.methods))
+        payload = {"task": "probe", "config": self.spec.trial_config(method, {}, self.spec.seed_list()[0])}
+        h = self.backend.submit("probe", payload)
+        deadline = time.monotonic() + 600
+        while True:
+            self._interruptible = True
+            try:
+                got = self.backend.wait([h], timeout=1.0)
+            finally:
+                self._interruptible = False
+            self._check_signal()
+            if got or time.monotonic() > deadline:
+                break
+        o = got[0] if got else None
+        if o is None or o.result is None:
+            why = "no answer within 600 s" if o is None else o.lost
+            raise UserError(f"resources: a trial worker could not check the base config ({why})")
+        if not o.result.get("ok"):
+            raise UserError(f"base: {o.result.get('error')}")
+
+    def _open_study(self) -> None:
+        ident = run_identity(self.run_dir)
+        fresh = ident is None
+        if fresh:
+            ident = new_run_identity(self.spec, self.attach)
+        must_exist = None
+        if self.spec.storage and fresh:
+            must_exist = bool(self.attach)
+        self.study = open_study(self.spec, self.run_dir, ident["study_name"], must_exist=must_exist)
+        self.run_id = ident["run_id"]
+        if fresh:
+            (self.run_dir / "run.json").write_text(json.dumps(ident, indent=1))
+        (self.run_dir / "spec.yaml").write_text(dump_yaml(scrub(self.spec.dump())))
+
+    def _reconcile(self) -> None:
+        def missing(fps: list[str]) -> bool:
+            return any(fp not in self.states for fp in fps)
+
+        def rerun(error: str) -> bool:
+            return re.sub(r"^seed \d+: ", "", error).startswith(TRANSIENT)
+
+        for why, numbers in reconcile(self.study, missing=missing, rerun=rerun).items():
+            self.say(f"resume: {len(numbers)} trial(s) {why} re-enqueued ({', '.join(map(str, numbers))})")
+        self.counted = counted(self.study)
+        self.sampled = sampled_before(self.study)
+        self.told_configs: dict[tuple[str, ...], int] = {}
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+            fps = t.user_attrs.get("fingerprints")
+            if fps and "requeued" not in t.user_attrs:
+                self.told_configs.setdefault(tuple(fps), t.number)
+
+    def _make_tracker(self) -> None:
+        if self._tracker is None:
+            from orchestrator.tracking import NullTracker, make_tracker
+
+            try:
+                self._tracker = make_tracker(self.spec.tracking.model_dump(), self.run_id, self.run_dir,
+                                             warn=self.say)
+            except UserError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                self.say(f"warning: tracker unavailable ({type(e).__name__}: {e}); Parquet only")
+                self._tracker = NullTracker()
+        self.tracker = self._tracker
+
+    # -- the loop --------------------------------------------------------------------------------
     def _capacity(self) -> int:
         cap = self.backend.capacity()
         m = self.spec.resources.max_concurrent
         return max(1, min(cap, m) if m else cap)
 
+    def _more_to_ask(self) -> bool:
+        return not self.stopped and self.counted + len(self.open) < self.spec.n_trials
+
     def _loop(self) -> None:
-        n_trials = self.spec.n_trials
         while True:
+            self._check_signal()
             cap = self._capacity()
             while len(self.inflight) < cap:
                 if self.queue:
                     self._submit(self.queue.popleft())
-                elif self.counted + len(self.open) < n_trials:
+                elif self._more_to_ask():
                     self._ask()
                 else:
                     break
             if not self.inflight:  # nothing queued or open either: every open trial has a run in flight
-                if self.counted >= n_trials:
+                if not self._more_to_ask() and not self.queue:
                     break
                 continue
             for o in self.backend.wait(list(self.inflight), timeout=self._poll()):
@@ -207,7 +387,11 @@ class Driver:
         return max(0.01, min(1.0, left))
 
     def _ask(self) -> None:
+        # a fresh sampler per configuration, seeded by how many were sampled before: a restarted
+        # driver proposes what an uninterrupted one would have, not the first configurations again
+        self.study.sampler = make_sampler(self.spec, self.sampled)
         trial = self.study.ask()
+        self.sampled += 1
         method, params = suggest(trial, self.spec)
         ot = OpenTrial(trial, method, params)
         self.open[trial.number] = ot
@@ -223,17 +407,22 @@ class Driver:
                     f"invalid configuration: {e}"
             ot.runs.append(Run(ot, i, fp, cfg))
         trial.set_user_attr("fingerprints", [r.fp for r in ot.runs])
+        key = tuple(r.fp for r in ot.runs)
+        if key in self.told_configs:  # the sampler proposed a configuration already on record
+            ot.duplicate_of = self.told_configs[key]
+            trial.set_user_attr(DUPLICATE, ot.duplicate_of)
         for run in ot.runs:
-            if run.seed_index in invalid and run.fp not in self.known:
+            if run.seed_index in invalid and run.fp not in self.states:
                 self._land(run, None, error=invalid[run.seed_index])
                 continue
-            if run.fp in self.known:
-                row = R.read_row(self.run_dir, run.fp)
-                if row is not None and (row["state"] == "COMPLETE" or
-                                        not str(row.get("error") or "").startswith(TRANSIENT)):
-                    self.reused += 1
-                    self._accept(run, row)
-                    continue
+            if run.fp in self.states:
+                state, error = self.states[run.fp]
+                if state == "COMPLETE" or not error.startswith(TRANSIENT):
+                    row = R.read_row(self.run_dir, run.fp)
+                    if row is not None:
+                        self.reused += 1
+                        self._accept(run, row)
+                        continue
             if any(r.fp == run.fp for r in self.inflight.values()) or \
                     any(r.fp == run.fp for r in self.queue):
                 self.followers.setdefault(run.fp, []).append(run)
@@ -243,9 +432,13 @@ class Driver:
     def _submit(self, run: Run) -> None:
         run.t0, run.started_at = time.perf_counter(), R.now_iso()
         if run.attempt == 0:
-            self._track("start", run.fp, run.trial.number, {"method": run.trial.method, **run.trial.params},
-                        run.config)
-        h = self.backend.submit(run.fp, run.config, attempt=run.attempt)
+            self._track("start", run.fp, run.trial.number, {"method": run.trial.method, **run.trial.params,
+                                                             "seed_index": run.seed_index}, run.config)
+        self._interruptible = True  # the inline backend runs the trial right here
+        try:
+            h = self.backend.submit(run.fp, run.config, attempt=run.attempt)
+        finally:
+            self._interruptible = False
         self.inflight[h] = run
 
     def _outcome(self, o: Outcome) -> None:
@@ -282,17 +475,24 @@ class Driver:
                 self.backend.cancel(h, run.cancelled)
 
     # -- landing results -------------------------------------------------------------------------
+    def _row(self, run: Run, result: dict[str, Any] | None, error: str | None, node: str = "") -> dict:
+        return scrub(R.trial_row(spec=self.spec, number=run.trial.number, fp=run.fp, config=run.config,
+                                 seed_index=run.seed_index, result=result, error=error,
+                                 attempt=run.attempt, node=node, started_at=run.started_at,
+                                 ended_at=R.now_iso(), seeds_in_trial=len(run.trial.runs),
+                                 run_id=self.run_id))
+
     def _land(self, run: Run, result: dict[str, Any] | None, error: str | None = None, node: str = ""
               ) -> None:
         """Parquet first (history, then the trial row), then the tracker, then maybe tell."""
-        row = scrub(R.trial_row(spec=self.spec, number=run.trial.number, fp=run.fp, config=run.config,
-                                seed_index=run.seed_index, result=result, error=error,
-                                attempt=run.attempt, node=node, started_at=run.started_at,
-                                ended_at=R.now_iso()))  # no secret reaches the record
+        row = self._row(run, result, error, node)  # no secret reaches the record
         R.write_trial(self.run_dir, row, R.history_rows(self.spec, run.trial.number, run.fp,
                                                          run.config.get("method", ""), result),
                       self.schema)
-        self.known.add(run.fp)
+        self.states[run.fp] = (row["state"], row.get("error") or "")
+        self._since_compact += 1
+        if self._since_compact >= R.COMPACT_EVERY:
+            self._compact()
         self._track("finish", run.fp, result if result is not None else {"state": "FAIL", "error": error})
         self._accept(run, row)
         for f in self.followers.pop(run.fp, []):
@@ -302,7 +502,7 @@ class Driver:
     def _accept(self, run: Run, row: dict[str, Any]) -> None:
         ot = run.trial
         ot.rows[run.seed_index] = row
-        if len(ot.rows) == len(ot.runs) == len(self.spec.seeds):
+        if len(ot.rows) == len(ot.runs) and ot.number in self.open:
             self._tell(ot)
 
     def _tell(self, ot: OpenTrial) -> None:
@@ -320,7 +520,6 @@ class Driver:
         if values is None:
             ot.trial.set_user_attr("error", (error or "")[:2000])
             self.study.tell(ot.trial, state=TrialState.FAIL)
-            self.failed += 1
         else:
             feasible = True
             for c in self.spec.constraints:
@@ -329,13 +528,46 @@ class Driver:
                     ot.trial.set_constraint(key, v)
                     feasible &= v <= 0
             self.study.tell(ot.trial, values)
-            self.done += 1
-            if feasible:
+            if feasible and ot.duplicate_of is None:
                 v0 = values[0] if self.spec.objectives[0].direction == "minimize" else -values[0]
                 if self.best is None or v0 < self.best[0]:
                     self.best = (v0, ot.number)
+        if ot.duplicate_of is not None:
+            self.duplicates += 1
+            self._dup_streak += 1
+            if self._dup_streak >= EXHAUSTED_AFTER and not self.stopped:
+                self.stopped, self.stop_failed = (
+                    f"the search space holds no new configuration: the last {EXHAUSTED_AFTER} proposals "
+                    f"were all on record already ({len(self.told_configs)} distinct)"), False
+                self.say(f"stopping: {self.stopped}")
+            return
+        self._dup_streak = 0
+        self.told_configs.setdefault(tuple(r.fp for r in ot.runs), ot.number)
         self.counted += 1
+        if values is None:
+            self.failed += 1
+            self.failures[R.reason_key(re.sub(r"^seed \d+: ", "", error or ""))] += 1
+        else:
+            self.done += 1
+        self.told_here.append(None if values is not None else
+                              R.reason_key(re.sub(r"^seed \d+: ", "", error or "")))
+        self._budget()
         self._progress_line()
+
+    def _budget(self) -> None:
+        """Stop a sweep whose trials keep failing: `max_failures` failed trials in this driver, or
+        its first `fail_fast` trials all failed for the same reason."""
+        if self.stopped:
+            return
+        mf, ff = self.spec.max_failures, self.spec.fail_fast
+        if mf is not None and self.failed >= mf:
+            self.stopped = f"{self.failed} trial(s) failed, the budget max_failures is {mf}"
+        elif ff and len(self.told_here) == ff and all(self.told_here) and len(set(self.told_here)) == 1:
+            self.stopped = (f"the first {ff} trial(s) all failed for the same reason: {self.told_here[0]}"
+                            " (fail_fast; set fail_fast: 0 to go on regardless)")
+        if self.stopped:
+            self.stop_failed = True
+            self.say(f"stopping: {self.stopped}")
 
     def _progress_line(self) -> None:
         o = self.spec.objectives[0]
@@ -351,23 +583,29 @@ class Driver:
         self.say(f"{self.counted}/{self.spec.n_trials} trials: {self.done} done, "
                  f"{len(self.inflight)} running, {self.failed} failed, {best}{per_node}")
 
-    # -- Ctrl-C ----------------------------------------------------------------------------------
-    def _interrupt(self) -> None:
-        """Cancel what runs, record it (FAIL, 'interrupted'), re-enqueue the open trials' parameters
-        and close them as FAIL, so the study holds no RUNNING trial and `resume` redoes them."""
-        self.say(f"interrupted: cancelling {len(self.inflight)} running trial(s)")
+    # -- stopping early --------------------------------------------------------------------------
+    def _interrupt(self, reason: str) -> None:
+        """Cancel what runs, record it (FAIL, `reason`), re-enqueue the open trials' parameters and
+        close them, so the study holds no RUNNING trial and `resume` redoes them. Best effort on
+        every step: this also runs when the disk is full."""
+        if self.inflight:
+            self.say(f"{reason}: cancelling {len(self.inflight)} running run(s)")
         for h, run in list(self.inflight.items()):
             try:
-                self.backend.cancel(h, "interrupted")
+                self.backend.cancel(h, reason)
             except Exception:  # noqa: BLE001
                 pass
-            row = scrub(R.trial_row(spec=self.spec, number=run.trial.number, fp=run.fp, config=run.config,
-                                    seed_index=run.seed_index, result=None, error="interrupted",
-                                    attempt=run.attempt, started_at=run.started_at, ended_at=R.now_iso()))
-            R.write_trial(self.run_dir, row, [], self.schema)
+            try:
+                R.write_trial(self.run_dir, self._row(run, None, "interrupted"), [], self.schema)
+            except OSError:
+                pass
         self.inflight.clear()
+        self.queue.clear()
         for ot in list(self.open.values()):
-            requeue(self.study, ot.trial._trial_id, ot.number, ot.trial.params, reason="interrupted")
+            try:
+                requeue(self.study, ot.trial._trial_id, ot.number, ot.trial.params, reason=reason)
+            except Exception:  # noqa: BLE001 - a full disk: the next resume reconciles RUNNING trials
+                pass
         self.open.clear()
 
 
@@ -376,10 +614,6 @@ def _mean(rows: list[dict[str, Any]], metric: str) -> float:
     if any(v is None for v in vals):
         return float("nan")
     return float(sum(vals) / len(vals))
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def run_sweep(spec: SweepSpec, run_dir: str | Path, **kw) -> dict[str, Any]:

@@ -46,33 +46,9 @@ class NullTracker:
     def close(self): pass
 
 
-# -- secrets -------------------------------------------------------------------------------------
+# -- secrets: one scrubber for everything (unlearning/redact.py) --------------------------------
 
-_SECRET_KEY = re.compile(r"(api[_-]?key|apikey|token|secret|passw(or)?d|credential|private[_-]?key|"
-                         r"access[_-]?key|auth)", re.IGNORECASE)
-REDACTED = "<redacted>"
-_SECRET_ENV = ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "RAY_AUTH_TOKEN", "HF_TOKEN",
-               "AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN")
-
-
-def _secret_values() -> list[str]:
-    return [v for k in _SECRET_ENV if len(v := os.environ.get(k, "")) >= 8]
-
-
-def scrub(obj: Any, _secrets: list[str] | None = None) -> Any:
-    """A copy of obj (dicts, lists, scalars) fit to log: values under secret-looking keys become
-    "<redacted>", and any secret from the environment inside a string is cut out."""
-    secrets = _secret_values() if _secrets is None else _secrets
-    if isinstance(obj, dict):
-        return {k: (REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) and v not in (None, "")
-                    else scrub(v, secrets)) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(scrub(v, secrets) for v in obj)
-    if isinstance(obj, str):
-        for s in secrets:
-            obj = obj.replace(s, REDACTED)
-        return obj
-    return obj
+from unlearning.redact import REDACTED, scrub, scrub_text  # noqa: E402,F401 - re-exported
 
 
 # -- W&B -----------------------------------------------------------------------------------------
@@ -100,15 +76,17 @@ class WandbTracker:
 
     def __init__(self, sweep_name: str, *, mode: str = "offline", project: str = "unlearn-sweep",
                  entity: str | None = None, dir: str | Path | None = None, tags: list[str] | None = None,
-                 notes: str | None = None, job_type: str = "trial"):
+                 notes: str | None = None, job_type: str = "trial", warn=None,
+                 mode_from: str = "tracking.wandb.mode", dir_from: str = "tracking.wandb.dir"):
         self.sweep, self.mode, self.project, self.entity = sweep_name, mode, project, entity
         self.dir = Path(dir) if dir is not None else None
-        self.tags, self.notes, self.job_type = list(tags or []), notes, job_type
+        self.tags, self.notes, self.job_type = scrub(list(tags or [])), scrub(notes), job_type
+        self._warn = warn  # None: warnings.warn (a driver passes its own log line)
         self._runs: dict[str, Any] = {}
         self._broken = False
         self._wandb = None
         if mode not in MODES:
-            self._fail(f"unknown mode {mode!r} (expected one of {', '.join(MODES)})")
+            self._fail(f"{mode_from}: unknown mode {mode!r} (expected one of {', '.join(MODES)})")
             return
         if mode == "disabled":
             self._broken = True  # quietly off
@@ -126,7 +104,7 @@ class WandbTracker:
                 probe.write_text("")
                 probe.unlink()
             except OSError as e:
-                self._fail(f"directory {self.dir} is not writable ({e.strerror or e})")
+                self._fail(f"{dir_from}: {self.dir} is not writable ({e.strerror or e})")
 
     @property
     def active(self) -> bool:
@@ -134,10 +112,12 @@ class WandbTracker:
 
     def _fail(self, why: str) -> None:
         """Warn once; every later call is a no-op. The sweep goes on (Parquet is the record)."""
-        if not self._broken:
+        if not self._broken:  # one line, on one channel
             msg = scrub(f"W&B tracking off for the rest of sweep {self.sweep!r}: {why}")
-            warnings.warn(msg, RuntimeWarning, stacklevel=3)
-            log.warning(msg)
+            if self._warn is not None:
+                self._warn(f"warning: {msg}")
+            else:
+                warnings.warn(msg, RuntimeWarning, stacklevel=3)
         self._broken = True
         for run in list(self._runs.values()):
             try:
@@ -200,7 +180,8 @@ class WandbTracker:
                 self._fail(f"teardown failed ({type(e).__name__}: {e})")
 
 
-def make_tracker(tracking_cfg: dict[str, Any] | None, sweep_name: str, out_dir: Path) -> Tracker:
+def make_tracker(tracking_cfg: dict[str, Any] | None, sweep_name: str, out_dir: Path, warn=None
+                 ) -> Tracker:
     """The tracker a sweep asks for. tracking_cfg: {"wandb": {"mode", "project", "entity", "dir",
     "tags", "notes"}} (a missing mode means $WANDB_MODE, else "offline"); {"wandb": false}, mode
     "disabled" or WANDB_MODE=disabled in the environment (tests, CI: a kill switch over the spec)
@@ -218,8 +199,12 @@ def make_tracker(tracking_cfg: dict[str, Any] | None, sweep_name: str, out_dir: 
     if unknown:
         warnings.warn(f"tracking.wandb: ignoring unknown key(s) {', '.join(sorted(unknown))}",
                       RuntimeWarning, stacklevel=2)
-    mode = cfg.get("mode") or os.environ.get("WANDB_MODE") or "offline"
+    mode, mode_from = cfg.get("mode"), "tracking.wandb.mode"
+    if not mode:
+        mode, mode_from = os.environ.get("WANDB_MODE") or "offline", "$WANDB_MODE"
     if mode == "disabled" or os.environ.get("WANDB_MODE") == "disabled":  # the env is a kill switch
         return NullTracker()
     kwargs = {k: cfg[k] for k in ("project", "entity", "tags", "notes", "job_type") if cfg.get(k)}
-    return WandbTracker(sweep_name, mode=mode, dir=cfg.get("dir") or Path(out_dir), **kwargs)
+    return WandbTracker(sweep_name, mode=mode, dir=cfg.get("dir") or Path(out_dir), warn=warn,
+                        mode_from=mode_from, dir_from="tracking.wandb.dir" if cfg.get("dir") else
+                        "the run directory's wandb/", **kwargs)

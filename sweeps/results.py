@@ -12,6 +12,7 @@ import json
 import os
 import types
 import typing
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ BASE_FIELDS = [
     pa.field("peak_mem_bytes", pa.int64()), pa.field("code_version", pa.string()),
     pa.field("started_at", TS), pa.field("ended_at", TS), pa.field("selection_rule", pa.string()),
     pa.field("phase", pa.string()),  # search (sampled by Optuna) | replicate (a top config on more seeds)
+    pa.field("seeds_in_trial", pa.int32()),  # how many runs its trial has: complete when all landed
+    pa.field("run_id", pa.string()),  # the run directory's identity (run.json)
 ]
 BASE_SCHEMA = pa.schema(BASE_FIELDS)
 
@@ -79,8 +82,9 @@ def param_fields(spec: SweepSpec) -> list[pa.Field]:
 
 
 def trial_schema(spec: SweepSpec) -> pa.Schema:
-    meta = {b"unlearn_sweep.spec": json.dumps(spec.dump()).encode()}
-    return pa.schema(BASE_FIELDS + param_fields(spec), metadata=meta)
+    """The columns of a sweep's trial files. No spec in the footer: it lives once in spec.yaml (a
+    footer copy cost 24 KB per one-row file and carried its free text everywhere)."""
+    return pa.schema(BASE_FIELDS + param_fields(spec))
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -98,8 +102,8 @@ def now_iso() -> str:
 
 def trial_row(*, spec: SweepSpec, number: int, fp: str, config: dict[str, Any], seed_index: int,
               result: dict[str, Any] | None, error: str | None = None, attempt: int = 0,
-              node: str = "", started_at: str = "", ended_at: str = "", phase: str = "search"
-              ) -> dict[str, Any]:
+              node: str = "", started_at: str = "", ended_at: str = "", phase: str = "search",
+              seeds_in_trial: int | None = None, run_id: str | None = None) -> dict[str, Any]:
     """One Parquet row from a TrialResult dict (or from None when the worker never returned one)."""
     r = result or {}
     state = r.get("state", "FAIL")
@@ -122,7 +126,7 @@ def trial_row(*, spec: SweepSpec, number: int, fp: str, config: dict[str, Any], 
         "node": node or r.get("node"), "peak_mem_bytes": r.get("peak_mem_bytes"),
         "code_version": r.get("code_version"), "started_at": _ts(r.get("started_at") or started_at),
         "ended_at": _ts(r.get("ended_at") or ended_at), "selection_rule": spec.selection_rule,
-        "phase": phase,
+        "phase": phase, "seeds_in_trial": seeds_in_trial, "run_id": run_id,
     }
     for m in METRIC_COLUMNS:
         row[m] = metrics.get(m)
@@ -154,13 +158,28 @@ def _num(v):
 
 
 # -- writing and reading -------------------------------------------------------------------------
+#
+# Layout: trials/<fingerprint>.parquet holds one run each (written as it lands: a crash loses at
+# most the run in flight); trials/compacted.parquet holds many, merged from the one-run files by
+# `compact` (at the end of a sweep, every COMPACT_EVERY runs, on `analyze`), which keeps a large
+# record fast to read. A one-run file wins over the compacted copy of the same fingerprint (it is
+# newer: compaction deletes the files it merged). history/ is laid out the same way.
+
+COMPACTED = "compacted.parquet"
+COMPACT_EVERY = 256
+
 
 def write_atomic(table: pa.Table, path: Path) -> None:
-    """Write under a hidden temp name in the same folder, then rename over the final name."""
+    """Write under a hidden temp name in the same folder, then rename over the final name. On
+    failure (disk full, read-only) the temp file is removed and the error raised: never a torn file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_trial(run_dir: Path, row: dict[str, Any], history: list[dict[str, Any]],
@@ -177,35 +196,149 @@ def write_trial(run_dir: Path, row: dict[str, Any], history: list[dict[str, Any]
 
 
 def _files(folder: Path) -> list[Path]:
+    """The one-run files of a folder (temp files, hidden files and the compacted file excluded)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix == ".parquet" and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if p.suffix == ".parquet" and not p.name.startswith(".")
+                  and p.name != COMPACTED)
 
 
-def _read_dir(folder: Path, empty: pa.Schema) -> pa.Table:
-    tables = [pq.read_table(p) for p in _files(folder)]
+@dataclass
+class Scan:
+    """A folder of the record as read: the rows (deduplicated by fingerprint), the files they came
+    from, and one line per file that could not be read (torn, truncated, not Parquet)."""
+
+    table: pa.Table
+    files: list[Path] = field(default_factory=list)
+    damaged: list[tuple[Path, str]] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        return [f"{p.parent.name}/{p.name}: unreadable ({why}); `resume` sets it aside and reruns its "
+                "trial" for p, why in self.damaged]
+
+
+def _read_one(path: Path) -> pa.Table:
+    return pq.read_table(path).replace_schema_metadata(None)
+
+
+def scan(folder: Path, empty: pa.Schema, key: str = "fingerprint") -> Scan:
+    """Read the compacted file and the one-run files of `folder`; a file that cannot be read is
+    reported, never raised. A one-run file's rows replace the compacted rows of its fingerprint."""
+    compacted, singles, damaged, files = None, [], [], []
+    paths = ([folder / COMPACTED] if (folder / COMPACTED).is_file() else []) + _files(folder)
+    for p in paths:
+        try:
+            t = _read_one(p)
+        except Exception as e:  # noqa: BLE001 - ArrowInvalid, OSError: torn, truncated, garbage
+            damaged.append((p, " ".join(f"{type(e).__name__}: {e}".split())[:160]))
+            continue
+        files.append(p)
+        if p.name == COMPACTED:
+            compacted = t
+        else:
+            singles.append(t)
+    if compacted is not None and singles:
+        fresh = pa.array(sorted({k for t in singles for k in t.column(key).to_pylist()}), pa.string())
+        compacted = compacted.filter(pa.compute.invert(pa.compute.is_in(compacted.column(key), fresh)))
+    tables = ([compacted] if compacted is not None else []) + singles
     if not tables:
-        return empty.empty_table()
-    return pa.concat_tables(tables, promote_options="permissive").replace_schema_metadata(None)
+        return Scan(empty.empty_table(), files, damaged)
+    return Scan(pa.concat_tables(tables, promote_options="permissive"), files, damaged)
 
 
 def read_results(run_dir: str | Path) -> pa.Table:
-    """Every trial row of a run directory (or of a trials/ folder) as one Table; temp files ignored."""
+    """Every trial row of a run directory (or of a trials/ folder) as one Table; temp files and
+    unreadable files left out (`scan` reports them)."""
     d = Path(run_dir)
-    return _read_dir(d / "trials" if (d / "trials").is_dir() else d, BASE_SCHEMA)
+    return scan(d / "trials" if (d / "trials").is_dir() else d, BASE_SCHEMA).table
 
 
 def read_history(run_dir: str | Path) -> pa.Table:
-    return _read_dir(Path(run_dir) / "history", HISTORY_SCHEMA)
+    return scan(Path(run_dir) / "history", HISTORY_SCHEMA).table
+
+
+def quarantine(run_dir: Path, damaged: list[tuple[Path, str]]) -> list[str]:
+    """Move unreadable record files to run_dir/quarantine/<folder>/ (never deleted: someone may
+    want to look), returning one notice line each. Their runs are then missing, and rerun."""
+    notes = []
+    for p, why in damaged:
+        dest = run_dir / "quarantine" / p.parent.name / p.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(p, dest)
+        notes.append(f"{p.parent.name}/{p.name} is unreadable ({why}); moved to "
+                     f"quarantine/{p.parent.name}/, its run will be redone")
+    return notes
+
+
+def compact(run_dir: Path) -> int:
+    """Merge the one-run files of trials/ and history/ into their compacted files (atomically), then
+    delete the merged files. Only the holder of the driver lock may call it (a driver writing
+    one-run files meanwhile would lose them). Damaged files are left for `quarantine`. Returns the
+    number of one-run files merged."""
+    merged = 0
+    for sub, schema in (("trials", BASE_SCHEMA), ("history", HISTORY_SCHEMA)):
+        folder = run_dir / sub
+        got = scan(folder, schema)
+        singles = [p for p in got.files if p.name != COMPACTED]
+        if not singles:
+            continue
+        write_atomic(got.table, folder / COMPACTED)
+        for p in singles:
+            p.unlink(missing_ok=True)
+        merged += len(singles)
+    return merged
+
+
+def record_states(run_dir: Path) -> dict[str, tuple[str, str]]:
+    """fingerprint -> (state, error) of every recorded run: what the driver needs to decide whether
+    a proposed run is already done, read from three columns only (fast on a large record)."""
+    out: dict[str, tuple[str, str]] = {}
+    folder = run_dir / "trials"
+    for p in ([folder / COMPACTED] if (folder / COMPACTED).is_file() else []) + _files(folder):
+        try:
+            t = pq.read_table(p, columns=["fingerprint", "state", "error"])
+        except Exception:  # noqa: BLE001 - damaged: the driver quarantines it first
+            continue
+        for fp, st, err in zip(*(t.column(c).to_pylist() for c in ("fingerprint", "state", "error"))):
+            out[fp] = (st, err or "")
+    return out
 
 
 def read_row(run_dir: Path, fp: str) -> dict[str, Any] | None:
+    """One run's row: its one-run file, else its row in the compacted file."""
     p = run_dir / "trials" / f"{fp}.parquet"
-    if not p.is_file():
+    try:
+        if p.is_file():
+            rows = _read_one(p).to_pylist()
+            return rows[0] if rows else None
+        c = run_dir / "trials" / COMPACTED
+        if c.is_file():
+            t = pq.read_table(c, filters=[("fingerprint", "=", fp)])
+            rows = t.to_pylist()
+            return rows[-1] if rows else None
+    except Exception:  # noqa: BLE001 - a damaged file reads as missing; the run is redone
         return None
-    rows = pq.read_table(p).to_pylist()
-    return rows[0] if rows else None
+    return None
 
 
-def known_fingerprints(run_dir: Path) -> set[str]:
-    return {p.stem for p in _files(run_dir / "trials")}
+def failure_reasons(table: pa.Table, top: int = 5) -> list[tuple[str, int]]:
+    """The most common reasons among FAIL rows, numbers and paths blurred so that the same cause
+    on different runs counts as one: [(reason, count)]."""
+    if table.num_rows == 0 or "state" not in table.column_names:
+        return []
+    counts: dict[str, int] = {}
+    for st, err in zip(table.column("state").to_pylist(), table.column("error").to_pylist()):
+        if st != "COMPLETE":
+            key = reason_key(err or "no reason recorded")
+            counts[key] = counts.get(key, 0) + 1
+    return sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+
+
+def reason_key(error: str) -> str:
+    """An error message with its run-specific parts (numbers, hex ids) blurred, cut to one line."""
+    import re
+
+    text = " ".join(str(error).split())
+    text = re.sub(r"\b[0-9a-f]{12,}\b", "…", text)
+    text = re.sub(r"\d+(\.\d+)?(e-?\d+)?", "#", text)
+    return text[:200]

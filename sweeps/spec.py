@@ -149,6 +149,10 @@ class SweepSpec(StrictModel):
     constraints: list[Constraint] = Field(default_factory=list)
     sampler: SamplerSpec = SamplerSpec()
     n_trials: int = Field(20, ge=1)
+    # the failure budget: stop (non-zero exit) after this many failed trials (null: no limit), or
+    # when the first `fail_fast` trials all fail for the same reason (0: never)
+    max_failures: int | None = Field(None, ge=1)
+    fail_fast: int = Field(3, ge=0)
     seeds: list[int | dict[str, int]] = Field(default_factory=lambda: [0], min_length=1)
     # which seeds an int entry of `seeds` (and of `replicate.seeds`) sets: [unlearn] keeps one
     # original/Retrain pair for every seed; [train, unlearn] gives each seed its own (the field's

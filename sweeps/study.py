@@ -7,16 +7,19 @@ lock file (driver.lock, pid@host) refuses a second live driver on the same run d
 """
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import inspect
 import json
 import os
+import secrets
 import socket
 import sys
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 from optuna.storages import JournalStorage
@@ -30,16 +33,24 @@ from unlearning.errors import UserError
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 REQUEUED = "requeued"  # user attr on a trial whose parameters were enqueued again (dead driver, Ctrl-C)
+DUPLICATE = "duplicate_of"  # user attr on a trial that proposed an already recorded configuration
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 
 
-def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+def make_sampler(spec: SweepSpec, index: int | None = None) -> optuna.samplers.BaseSampler:
+    """The spec's sampler. `index` = how many configurations the sweep has sampled before this one:
+    the driver builds a fresh sampler for every ask, seeded from (sampler.seed, index), so what the
+    i-th configuration is depends only on the seed and the history, never on whether the driver was
+    restarted in between (a resumed sweep continues the search instead of replaying it)."""
+    seed = spec.sampler.seed
+    if seed is not None and index is not None:
+        seed = int.from_bytes(hashlib.sha256(f"{seed}/{index}".encode()).digest()[:4], "little")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _make_sampler(spec)
+        return _make_sampler(spec, seed)
 
 
-def _make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+def _make_sampler(spec: SweepSpec, seed: int | None) -> optuna.samplers.BaseSampler:
     s, n_obj = spec.sampler, len(spec.objectives)
     opts = dict(s.options)
     S = optuna.samplers
@@ -47,17 +58,90 @@ def _make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
         opts.setdefault("multivariate", True)
         opts.setdefault("group", True)  # conditional spaces: one group per method
         opts.setdefault("n_startup_trials", min(10, max(2, spec.n_trials // 3)))
-        return S.TPESampler(seed=s.seed, **opts)
+        return S.TPESampler(seed=seed, **opts)
     if s.name == "nsga2":
-        return S.NSGAIISampler(seed=s.seed, **opts)
+        return S.NSGAIISampler(seed=seed, **opts)
     if s.name == "nsga3":
         if n_obj < 2:
             raise ValueError("nsga3 needs two or more objectives")
-        return S.NSGAIIISampler(seed=s.seed, **opts)
+        return S.NSGAIIISampler(seed=seed, **opts)
     if s.name == "gp":
-        return S.GPSampler(seed=s.seed, **opts)
+        return S.GPSampler(seed=seed, **opts)
     # random, and grid (whose points are enqueued once when the study is created)
-    return S.RandomSampler(seed=s.seed, **opts)
+    return S.RandomSampler(seed=seed, **opts)
+
+
+def sampled_before(study: optuna.Study) -> int:
+    """How many configurations the sweep has sampled so far, the way `make_sampler` counts them:
+    every trial except those re-enqueued (their replay takes their place) and those still waiting."""
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if REQUEUED not in t.user_attrs and t.state != TrialState.WAITING)
+
+
+# -- the journal, checked before anything is appended --------------------------------------------
+
+def _whole_record(line: bytes) -> bool:
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(rec, dict) and isinstance(rec.get("op_code"), int)
+
+
+def journal_damage(path: Path) -> tuple[list[bytes], int, bool]:
+    """(whole records, lines that are not whole records, torn tail?) of a journal file."""
+    data = path.read_bytes() if path.is_file() else b""
+    torn = bool(data) and not data.endswith(b"\n")
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    good = [ln for ln in lines if _whole_record(ln)]
+    return good, len(lines) - len(good), torn
+
+
+def repair_journal(path: Path) -> str | None:
+    """Cut a damaged journal (a torn last line, garbage) back to its whole records, keeping a copy
+    of the damaged file beside it. Returns a one-line notice, or None when it was whole. Must run
+    before Optuna appends anything: appending onto a torn line tears the next record too."""
+    good, bad, _ = journal_damage(path)
+    if not bad:
+        return None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    backup = path.with_name(f"{path.name}.damaged-{stamp}")
+    os.replace(path, backup)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(b"".join(ln + b"\n" for ln in good))
+    os.replace(tmp, path)
+    return (f"{path.name}: {bad} line(s) that are not whole records removed, {len(good)} kept "
+            f"(the damaged file is kept as {backup.name})")
+
+
+def load_study_readonly(spec: SweepSpec, run_dir: Path) -> tuple[optuna.Study | None, str | None]:
+    """The study of a run directory for reading only (status): nothing is written to the run
+    directory, a damaged journal is read from a cleaned copy. (study or None, one-line notice)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    notice, storage = None, spec.storage
+    if not spec.storage:
+        path = run_dir / "study.journal"
+        if not path.is_file():
+            return None, None
+        good, bad, _ = journal_damage(path)
+        if bad:
+            notice = (f"study.journal: {bad} line(s) are not whole records (a torn write?); "
+                      "`resume` repairs it, keeping a copy")
+            import tempfile
+
+            tmp = Path(tempfile.mkdtemp(prefix="unlearn-sweep-journal-")) / "study.journal"
+            tmp.write_bytes(b"".join(ln + b"\n" for ln in good))
+            storage = JournalStorage(JournalFileBackend(str(tmp)))
+        else:
+            storage = JournalStorage(JournalFileBackend(str(path)))
+    try:
+        return optuna.load_study(study_name=study_name(spec, run_dir), storage=storage), notice
+    except KeyError:
+        return None, notice
+    except Exception as e:  # noqa: BLE001 - an unreachable database
+        return None, f"storage: cannot open the study ({type(e).__name__}: {str(e).splitlines()[0]})"
 
 
 def storage_for(spec: SweepSpec, run_dir: Path):
@@ -66,13 +150,54 @@ def storage_for(spec: SweepSpec, run_dir: Path):
     return JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
 
 
-def open_study(spec: SweepSpec, run_dir: Path) -> optuna.Study:
-    """Create or load the study; check it matches the spec's directions; enqueue a grid once."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    directions = [o.direction for o in spec.objectives]
+RUN_FILE = "run.json"  # the run's identity: {"run_id", "created", "study_name"}
+
+
+def run_identity(run_dir: Path) -> dict[str, Any] | None:
+    """What run.json says (None for a run directory not yet started, or one from before run ids)."""
     try:
-        study = optuna.create_study(study_name=spec.name, storage=storage_for(spec, run_dir),
-                                    sampler=make_sampler(spec), directions=directions, load_if_exists=True)
+        d = json.loads((run_dir / RUN_FILE).read_text())
+        return d if isinstance(d, dict) and "run_id" in d else None
+    except (OSError, ValueError):
+        return None
+
+
+def new_run_identity(spec: SweepSpec, attach: str | None = None) -> dict[str, Any]:
+    """A fresh id for a new run directory. In a shared storage the study is named by the id, so two
+    sweeps of the same name never attach to each other by accident; `attach` names an existing
+    study to join on purpose."""
+    run_id = f"{spec.name}-{secrets.token_hex(4)}"
+    name = attach or (run_id if spec.storage else spec.name)
+    return {"run_id": run_id, "study_name": name,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def study_name(spec: SweepSpec, run_dir: Path) -> str:
+    ident = run_identity(run_dir)
+    return ident["study_name"] if ident and ident.get("study_name") else spec.name
+
+
+def open_study(spec: SweepSpec, run_dir: Path, name: str | None = None, *,
+               must_exist: bool | None = None) -> optuna.Study:
+    """Create or load the study; check it matches the spec's directions; enqueue a grid once.
+    `must_exist` True refuses to create one (attaching), False refuses an existing one (a new run
+    in a shared storage), None takes either."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = name or study_name(spec, run_dir)
+    directions = [o.direction for o in spec.objectives]
+    storage = storage_for(spec, run_dir)
+    try:
+        if must_exist is not None:
+            exists = name in {st.study_name for st in optuna.get_all_study_summaries(storage)}
+            if must_exist and not exists:
+                raise UserError(f"storage: there is no study {name!r} to attach to")
+            if not must_exist and exists:
+                raise UserError(f"storage: a study named {name!r} already exists there; attach to it on "
+                                "purpose with --attach")
+        study = optuna.create_study(study_name=name, storage=storage, sampler=make_sampler(spec, 0),
+                                    directions=directions, load_if_exists=True)
+    except UserError:
+        raise
     except Exception as e:  # noqa: BLE001 - an unreachable database, a missing driver, ...
         if not spec.storage:
             raise
@@ -80,7 +205,7 @@ def open_study(spec: SweepSpec, run_dir: Path) -> optuna.Study:
         raise UserError(f"storage: cannot open the study ({type(e).__name__}: {first})") from None
     have = [d.name.lower() for d in study.directions]
     if have != directions:
-        raise UserError(f"objectives: the study {spec.name!r} in {run_dir} was created with directions "
+        raise UserError(f"objectives: the study {name!r} in {run_dir} was created with directions "
                         f"{have}, the spec asks {directions}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -94,18 +219,34 @@ def open_study(spec: SweepSpec, run_dir: Path) -> optuna.Study:
     return study
 
 
-def reconcile(study: optuna.Study) -> list[int]:
-    """Trials left RUNNING by a driver that died: mark them FAIL and enqueue their parameters again
-    (so the sampler's plan is kept and nothing is lost). Returns the reconciled trial numbers."""
-    out = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        requeue(study, t._trial_id, t.number, t.params, reason="driver died")
-        out.append(t.number)
+def reconcile(study: optuna.Study, *, missing: Callable[[list[str]], bool] = lambda fps: False,
+              rerun: Callable[[str], bool] = lambda error: False) -> dict[str, list[int]]:
+    """Bring the study in line with the record before a driver continues it. Re-enqueued (their
+    parameters asked again, the old trial not counted towards n_trials):
+      - trials left RUNNING by a driver that died;
+      - finished trials whose runs `missing(fingerprints)` says are not (all) in Parquet;
+      - failed trials whose error `rerun(error)` calls transient (a lost worker).
+    Returns {reason: trial numbers}."""
+    out: dict[str, list[int]] = {}
+    for t in study.get_trials(deepcopy=False):
+        if REQUEUED in t.user_attrs or t.state == TrialState.WAITING:
+            continue
+        if t.state == TrialState.RUNNING:
+            why = "left RUNNING by a driver that died"
+        elif t.state in FINISHED and "method" in t.params and missing(t.user_attrs.get("fingerprints", [])):
+            why = "in the journal but missing from Parquet"
+        elif t.state == TrialState.FAIL and rerun(str(t.user_attrs.get("error", ""))):
+            why = "failed for a transient reason"
+        else:
+            continue
+        requeue(study, t._trial_id, t.number, t.params, reason=why)
+        out.setdefault(why, []).append(t.number)
     return out
 
 
 def requeue(study: optuna.Study, trial_id: int, number: int, params: dict[str, Any], reason: str) -> None:
-    """Enqueue a RUNNING trial's parameters again, then mark it FAIL (not counted towards n_trials)."""
+    """Enqueue a trial's parameters again, then mark it (FAIL if it was still running) as not
+    counted towards n_trials."""
     if "method" in params:  # a trial killed before it was sampled has nothing to repeat
         study.enqueue_trial(dict(params), user_attrs={"requeued_from": number})
     study._storage.set_trial_user_attr(trial_id, REQUEUED, reason)
@@ -113,9 +254,9 @@ def requeue(study: optuna.Study, trial_id: int, number: int, params: dict[str, A
 
 
 def counted(study: optuna.Study) -> int:
-    """Finished trials that count towards n_trials (re-enqueued ones do not)."""
+    """Finished trials that count towards n_trials (re-enqueued ones and duplicates do not)."""
     return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED)
-               if REQUEUED not in t.user_attrs)
+               if REQUEUED not in t.user_attrs and DUPLICATE not in t.user_attrs)
 
 
 # -- fingerprints --------------------------------------------------------------------------------
@@ -153,27 +294,111 @@ def fingerprint(trial_config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 # -- one driver per run directory ----------------------------------------------------------------
 
 class DriverLock:
-    """runs/<name>/driver.lock holding pid@host; a live driver on this host refuses a second one."""
+    """runs/<name>/driver.lock: one live driver per run directory.
+
+    Taken with flock on the file, so the check and the claim are one step and the kernel releases it
+    when its holder dies, even by SIGKILL. The file names its owner (pid, host, a random token): on
+    a shared file system whose flock does not reach across hosts, a lock written on another host is
+    refused (this host cannot tell whether that driver lives) unless `force`; on this host a lock
+    whose flock is free is stale. `release` removes the file only if it is still ours."""
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / "driver.lock"
+        self.fd: int | None = None
+        self.token = secrets.token_hex(8)
 
-    def acquire(self) -> None:
-        me = f"{os.getpid()}@{socket.gethostname()}"
-        if self.path.exists():
-            pid, _, host = self.path.read_text().strip().partition("@")
-            if host == socket.gethostname() and pid.isdigit() and _alive(int(pid)) \
-                    and int(pid) != os.getpid():
-                raise UserError(f"{self.path.parent}: a driver (pid {pid}) is already running this sweep")
-        tmp = self.path.with_name(f".driver.lock.{os.getpid()}")
-        tmp.write_text(me)
-        os.replace(tmp, self.path)
+    def owner(self) -> dict[str, Any] | None:
+        """Who the file names (None: no lock, or not readable as one)."""
+        try:
+            return _parse_owner(self.path.read_text())
+        except OSError:
+            return None
+
+    def acquire(self, force: bool = False) -> None:
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "token": self.token,
+              "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        for _ in range(10):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = _parse_owner(_read_fd(fd)) or {}
+                os.close(fd)
+                raise UserError(f"{self.path.parent}: a driver (pid {owner.get('pid', '?')} on "
+                                f"{owner.get('host', '?')}) is already running this sweep") from None
+            except OSError:  # a file system without flock: fall back to create-exclusive
+                os.close(fd)
+                return self._acquire_excl(me, force)
+            try:  # the file we locked may have been removed by an owner releasing it: lock anew
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            owner = _parse_owner(_read_fd(fd))
+            if owner and owner.get("host") != me["host"] and not force:
+                os.close(fd)
+                raise UserError(f"{self.path.parent}: driver.lock names pid {owner.get('pid')} on host "
+                                f"{owner.get('host')} (since {owner.get('started', '?')}), which this "
+                                "host cannot check; if that driver is gone, run again with --force")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(me).encode(), 0)
+            os.fsync(fd)
+            self.fd = fd
+            return
+        raise UserError(f"{self.path}: could not take the lock (it kept changing under us)")
+
+    def _acquire_excl(self, me: dict[str, Any], force: bool) -> None:
+        for _ in range(10):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                owner = self.owner() or {}
+                mine = owner.get("host") == me["host"]
+                pid = owner.get("pid")
+                if (mine and isinstance(pid, int) and _alive(pid)) or (not mine and owner and not force):
+                    raise UserError(f"{self.path.parent}: a driver (pid {pid} on {owner.get('host')}) "
+                                    "holds driver.lock" + ("" if mine else "; if it is gone, use --force")
+                                    ) from None
+                self.path.unlink(missing_ok=True)  # stale; whoever re-creates it first wins
+                continue
+            os.write(fd, json.dumps(me).encode())
+            os.fsync(fd)
+            self.fd = fd
+            return
+        raise UserError(f"{self.path}: could not take the lock")
 
     def release(self) -> None:
+        """Remove the lock if it is still ours (never another driver's), then let go of it."""
+        if self.fd is None:
+            return
         try:
-            self.path.unlink()
-        except FileNotFoundError:
+            owner = self.owner()
+            if owner and owner.get("token") == self.token and \
+                    os.fstat(self.fd).st_ino == os.stat(self.path).st_ino:
+                self.path.unlink()
+        except OSError:
             pass
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _read_fd(fd: int) -> str:
+    return os.pread(fd, 4096, 0).decode(errors="replace")
+
+
+def _parse_owner(text: str) -> dict[str, Any] | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        d = json.loads(text)
+        return d if isinstance(d, dict) else None
+    except json.JSONDecodeError:  # the format before JSON: pid@host
+        pid, _, host = text.partition("@")
+        return {"pid": int(pid), "host": host} if pid.isdigit() and host else None
 
 
 def _alive(pid: int) -> bool:

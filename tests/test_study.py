@@ -59,7 +59,7 @@ def test_journal_resume_reconciles_running_trials(tmp_path):
 
     study = open_study(spec, tmp_path)
     assert [t.number for t in study.get_trials(states=(TrialState.RUNNING,))] == [orphan.number]
-    assert reconcile(study) == [orphan.number]
+    assert reconcile(study) == {"left RUNNING by a driver that died": [orphan.number]}
     trials = study.get_trials()
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert trials[orphan.number].state == TrialState.FAIL and REQUEUED in trials[orphan.number].user_attrs
@@ -97,15 +97,143 @@ def test_rdb_storage_url(tmp_path):
     assert optuna.load_study(study_name="t", storage=spec.storage).trials[0].state == TrialState.COMPLETE
 
 
-def test_driver_lock_refuses_a_second_live_driver(tmp_path):
-    import os
-    import socket
+def _hold_lock(run_dir, ready, release):
+    lock = DriverLock(run_dir)
+    lock.acquire()
+    ready.set()
+    release.wait(30)
+    lock.release()
 
-    (tmp_path / "driver.lock").write_text(f"{os.getppid()}@{socket.gethostname()}")
-    with pytest.raises(UserError, match="already running"):
+
+def test_driver_lock_refuses_a_live_driver_and_takes_over_a_dead_ones(tmp_path):
+    import multiprocessing as mp
+    import os
+    import signal
+
+    ctx = mp.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(tmp_path, ready, release))
+    holder.start()
+    assert ready.wait(10)
+    with pytest.raises(UserError, match=rf"a driver \(pid {holder.pid} on .*\) is already running"):
         DriverLock(tmp_path).acquire()
-    (tmp_path / "driver.lock").write_text(f"999999999@{socket.gethostname()}")  # dead: taken over
-    DriverLock(tmp_path).acquire()
+    os.kill(holder.pid, signal.SIGKILL)  # dies holding it: the kernel lets go, the file stays
+    holder.join()
+    assert (tmp_path / "driver.lock").exists()
+    lock = DriverLock(tmp_path)
+    lock.acquire()  # stale: taken over
+    assert lock.owner()["pid"] == os.getpid()
+    lock.release()
+    assert not (tmp_path / "driver.lock").exists()
+
+
+def test_driver_lock_from_another_host_is_refused_unless_forced(tmp_path):
+    import json
+
+    (tmp_path / "driver.lock").write_text(json.dumps({"pid": 4242, "host": "node-b", "token": "x",
+                                                      "started": "2026-12-01T03:00:00+00:00"}))
+    with pytest.raises(UserError, match="names pid 4242 on host node-b .* --force"):
+        DriverLock(tmp_path).acquire()
+    lock = DriverLock(tmp_path)
+    lock.acquire(force=True)
+    lock.release()
+
+
+def test_release_never_removes_a_lock_another_driver_owns(tmp_path):
+    import json
+
+    lock = DriverLock(tmp_path)
+    lock.acquire()
+    theirs = json.dumps({"pid": 1, "host": "elsewhere", "token": "theirs"})
+    (tmp_path / "driver.lock").write_text(theirs)  # e.g. someone forced it meanwhile
+    lock.release()
+    assert (tmp_path / "driver.lock").read_text() == theirs
+
+
+def _race(run_dir, barrier, results):
+    import time
+
+    lock = DriverLock(run_dir)
+    barrier.wait()
+    try:
+        lock.acquire()
+        results.put("got")
+        time.sleep(0.3)  # hold it while the other one tries
+        lock.release()
+    except UserError:
+        results.put("refused")
+
+
+def test_two_drivers_starting_at_the_same_instant_exactly_one_gets_the_lock(tmp_path):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    for i in range(20):
+        d = tmp_path / str(i)
+        d.mkdir()
+        barrier, results = ctx.Barrier(2), ctx.Queue()
+        ps = [ctx.Process(target=_race, args=(d, barrier, results)) for _ in range(2)]
+        for p in ps:
+            p.start()
+        for p in ps:
+            p.join(10)
+        assert sorted(results.get(timeout=5) for _ in ps) == ["got", "refused"], i
+
+
+def test_torn_and_garbage_journal_tails_are_cut_back_to_whole_records(tmp_path):
+    from sweeps.study import journal_damage, load_study_readonly, repair_journal
+
+    spec = load_spec(small_spec())
+    study = open_study(spec, tmp_path)
+    for v in (1.0, 2.0):
+        t = study.ask()
+        suggest(t, spec)
+        study.tell(t, [v, 90.0])
+    path = tmp_path / "study.journal"
+    whole = path.read_bytes()
+    assert repair_journal(path) is None  # whole: untouched
+    for damage in (b'{"op_code": 5, "worker', b"\x00garbage\n", b"not json at all\n{\"op"):
+        path.write_bytes(whole + damage)
+        # status reads it without touching it
+        ro, notice = load_study_readonly(spec, tmp_path)
+        assert len(ro.trials) == 2 and "not whole records" in notice
+        assert path.read_bytes() == whole + damage
+        note = repair_journal(path)
+        assert "removed" in note and path.read_bytes() == whole
+        assert journal_damage(path)[1] == 0
+        study = open_study(spec, tmp_path)  # appending after the repair keeps the journal whole
+        t = study.ask()
+        suggest(t, spec)
+        study.tell(t, [3.0, 90.0])
+        assert len(open_study(spec, tmp_path).trials) == 3
+        path.write_bytes(whole)
+    assert len(list(tmp_path.glob("study.journal.damaged-*"))) >= 1
+
+
+def test_sampler_seeded_by_index_proposes_the_same_whatever_the_restarts(tmp_path):
+    """The i-th configuration is a function of (seed, i, history): asking with fresh samplers
+    (a driver restarted before every trial) gives what one long-lived driver gives."""
+    from sweeps.study import make_sampler
+
+    spec = load_spec(small_spec(n_trials=12))
+
+    def sweep(run_dir, restart):
+        study = open_study(spec, run_dir)
+        out = []
+        for i in range(12):
+            if restart:
+                study = open_study(spec, run_dir)
+            study.sampler = make_sampler(spec, i)
+            t = study.ask()
+            method, params = suggest(t, spec)
+            study.tell(t, [params["lr"] * 100, 90 - params["lr"]])
+            out.append((method, params["lr"]))
+        return out
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = sweep(tmp_path / "a", False), sweep(tmp_path / "b", True)
+    assert a == b and len(set(a)) == 12
 
 
 def test_rdb_storage_that_cannot_be_opened_is_one_user_error(tmp_path):

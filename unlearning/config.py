@@ -9,9 +9,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 class StrictModel(BaseModel):
-    """Unknown keys are errors; values are validated on assignment too; instances are immutable."""
+    """Unknown keys are errors; values are validated on assignment too; instances are immutable;
+    floats must be finite (a NaN learning rate or an infinite bound is refused where it is written,
+    not discovered when every trial fails)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 def one_line(err: ValidationError, prefix: str = "") -> str:
@@ -39,15 +41,55 @@ def set_path(tree: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return out
 
 
+MAX_YAML_BYTES = 1 << 20  # a spec or trial config is a few KB; anything this large is a mistake
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """safe_load without anchors and aliases: an alias bomb (a billion laughs, nested anywhere) is
+    refused at the first alias instead of expanding in memory. Specs never need them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.YAMLError(f"aliases (*name) are not allowed (line {mark.line + 1})")
+        event = self.peek_event()
+        if getattr(event, "anchor", None):
+            raise yaml.YAMLError(f"anchors (&{event.anchor}) are not allowed "
+                                 f"(line {event.start_mark.line + 1})")
+        return super().compose_node(parent, index)
+
+
+def load_yaml_text(text: str):
+    """yaml.safe_load, refusing anchors/aliases (YAMLError). The one YAML reader of the project."""
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    def ignore_aliases(self, data):  # what we write must be readable by our own reader
+        return True
+
+
+def dump_yaml(obj: Any) -> str:
+    return yaml.dump(obj, Dumper=_NoAliasDumper, sort_keys=False)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML file holding a mapping; any problem is one UserError line naming the file."""
+    """A YAML file holding a mapping; any problem is one UserError line naming the file. Files over
+    MAX_YAML_BYTES and YAML aliases are refused before anything is built from them."""
     from unlearning.errors import UserError
 
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: no such file")
     try:
-        data = yaml.safe_load(p.read_text())
+        size = p.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise UserError(f"{p}: {size:,} bytes is too large for a spec (limit {MAX_YAML_BYTES:,})")
+        data = load_yaml_text(p.read_text())
+    except UnicodeDecodeError:
+        raise UserError(f"{p}: not a text file") from None
+    except OSError as e:
+        raise UserError(f"{p}: cannot read ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         raise UserError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):

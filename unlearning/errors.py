@@ -12,3 +12,8 @@ class DataError(UserError):
 class TrialFailed(Exception):
     """A trial that started but cannot finish (NaN loss, out of memory): recorded as FAIL, not raised
     to the user."""
+
+
+class Aborted(Exception):
+    """A run stopped for a reason outside its input (the disk filled up, the run directory became
+    read-only). Message: one line; the CLI exits 1. What was recorded before stays whole."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -62,12 +63,34 @@ def _check(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, where: Pat
 
 
 # ---------------------------------------------------------------- CIFAR (python pickles)
+# What a CIFAR batch holds: a dict of bytes keys, lists of ints and bytes, and numpy arrays, which
+# pickle rebuilds through exactly these callables. Any other global (os.system, builtins.eval, a
+# class with a __reduce__) is refused before it is looked up, so a crafted file runs nothing.
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"), ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"),
+}
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"refused {module}.{name}: a data batch holds only "
+                                         "dicts, lists, bytes, numbers and numpy arrays")
+        with warnings.catch_warnings():  # numpy 2 keeps numpy.core (named by old files) as a shim
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return super().find_class("copyreg" if module == "copy_reg" else module, name)
+
+
 def _pickle(name: str, path: Path) -> dict:
     if not path.is_file():
         raise DataError(f"{name}: missing file {path}")
     try:
-        with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")  # the files were written by Python 2: bytes keys
+        with open(path, "rb") as f:  # written by Python 2: bytes keys
+            d = _DataOnlyUnpickler(f, encoding="bytes").load()
+    except pickle.UnpicklingError as e:
+        raise DataError(f"{name}: {path} is not a plain data batch ({e}); nothing in it was run") from None
     except Exception as e:
         raise DataError(f"{name}: cannot unpickle {path} ({_line(e)})") from e
     if not isinstance(d, dict):
@@ -217,7 +240,7 @@ def _tiny(root: Path) -> Raw:
     arrays = None
     if (d / CACHE).is_file():
         try:
-            with np.load(d / CACHE) as z:
+            with np.load(d / CACHE, allow_pickle=False) as z:  # a cache file never runs code
                 arrays = {k: z[k] for k in z.files}
             if list(arrays["wnids"]) != wnids:  # wnids.txt changed: the cache is stale
                 arrays = None

@@ -206,6 +206,9 @@ class RayBackend:
             if address is None:  # embedded: never attach to some other process's local cluster
                 if include_dashboard is None:
                     include_dashboard = os.environ.get("UNLEARN_SWEEP_RAY_DASHBOARD", "1") != "0"
+                # token auth stays on (Ray's default); its notice saying so is not the user's business
+                logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+                    logging.ERROR)
                 with _loopback_only(), _without_secrets():
                     ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
                              include_dashboard=include_dashboard, dashboard_host="127.0.0.1",

@@ -12,7 +12,8 @@ from typing import Any
 import yaml
 
 from unlearning.config import load_yaml_text, read_yaml, set_path
-from unlearning.errors import UserError
+from unlearning.errors import Aborted, UserError
+from unlearning.redact import scrub_text
 
 EXIT_USAGE = 2
 
@@ -130,72 +131,121 @@ def _sweep_sets(args) -> list[tuple[str, Any]]:
     return sets
 
 
-def _run_and_report(spec, run_dir: Path) -> int:
+EXIT_FAILED = 1  # the sweep ran but stopped on its failure budget, or no trial completed
+
+
+def _run_and_report(spec, run_dir: Path, args) -> int:
     from orchestrator.runner import run_sweep
     from sweeps.analysis import summary_text, write_report
+    from sweeps.results import failure_reasons, read_results
 
-    summary = run_sweep(spec, run_dir)
+    summary = run_sweep(spec, run_dir, force=getattr(args, "force", False),
+                        attach=getattr(args, "attach", None))
     analysis, report = write_report(run_dir, spec)
     print(summary_text(analysis))
+    reasons = failure_reasons(read_results(run_dir))
+    if reasons:
+        print("failures on record (reason: runs):")
+        for reason, n in reasons:
+            print(f"  {n:>5}  {reason}")
     print(f"report: {report}")
     print(f"record: {run_dir / 'trials'} ({summary['done']} trial(s) done, {summary['failed']} failed, "
           f"{summary['wall_s']:.1f}s)")
+    if summary["stopped"] and summary["stop_failed"]:
+        print(f"unlearn-sweep: the sweep stopped early: {summary['stopped']}", file=sys.stderr)
+        return EXIT_FAILED
+    if summary["failed"] and not summary["done"] and not analysis_has_complete(analysis):
+        print("unlearn-sweep: no trial completed; the reasons are above", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
+def analysis_has_complete(analysis) -> bool:
+    c = analysis.configs
+    return bool(len(c)) and bool((c["state"] == "COMPLETE").any())
+
+
 def cmd_run(args) -> int:
-    from sweeps.spec import load_spec, read_spec_source
+    from sweeps.spec import load_spec, read_spec_source, spec_conflict
 
     spec = load_spec(read_spec_source(args.spec), _sweep_sets(args))
-    run_dir = Path(args.out) if args.out else Path("runs") / spec.name
+    run_dir = Path(args.out).expanduser() if args.out else Path("runs") / spec.name
     old = run_dir / "spec.yaml"
-    if old.is_file() and yaml.safe_load(old.read_text()) != spec.dump():
-        raise UserError(f"{run_dir} already holds a sweep with a different spec; continue it with "
-                        f"`unlearn-sweep resume {run_dir}` or choose another --out")
-    return _run_and_report(spec, run_dir)
+    if old.is_file():
+        try:  # re-validated, so fields added since it was written compare by their defaults
+            before = load_spec(read_yaml(old), check_data=False).dump()
+        except UserError as e:
+            raise UserError(f"{old} no longer loads ({e}); resume it by hand or choose another --out"
+                            ) from None
+        conflict = spec_conflict(before, spec.dump())
+        if conflict:  # n_trials, seeds, resources ... may change: that extends the same sweep
+            raise UserError(f"{run_dir} already holds sweep {spec.name!r} with a different {conflict}; "
+                            f"continue it with `unlearn-sweep resume {run_dir}` or choose another --out")
+    return _run_and_report(spec, run_dir, args)
 
 
 def cmd_resume(args) -> int:
     run_dir = resolve_run_dir(args.dir)
-    return _run_and_report(_spec_from_dir(run_dir, _sweep_sets(args)), run_dir)
+    return _run_and_report(_spec_from_dir(run_dir, _sweep_sets(args)), run_dir, args)
+
+
+def _driver_state(run_dir: Path) -> str:
+    from sweeps.study import DriverLock, _alive
+
+    owner = DriverLock(run_dir).owner()
+    if not owner:
+        return "no driver running"
+    pid, host = owner.get("pid"), owner.get("host")
+    if host != socket.gethostname():  # a process on another host cannot be checked from here
+        return f"lock held by pid {pid} on {host} since {owner.get('started', '?')} (not checkable here)"
+    if isinstance(pid, int) and _alive(pid):
+        return f"driver running (pid {pid}, since {owner.get('started', '?')})"
+    return f"no driver running (a stale lock of pid {pid} is left; the next run takes it over)"
 
 
 def cmd_status(args) -> int:
-    import optuna
-
     from sweeps.analysis import analyze, summary_text
-    from sweeps.study import REQUEUED, DriverLock, _alive, storage_for
+    from sweeps.study import REQUEUED, record_problems
 
     run_dir = resolve_run_dir(args.dir)
     spec = _spec_from_dir(run_dir, [], read_only=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.load_study(study_name=spec.name, storage=storage_for(spec, run_dir))
-        states: dict[str, int] = {}
-        for t in study.get_trials(deepcopy=False):
-            name = t.state.name + (" (re-enqueued)" if REQUEUED in t.user_attrs else "")
-            states[name] = states.get(name, 0) + 1
-    except KeyError:
-        states = {}
-    lock = DriverLock(run_dir).path
-    pid, _, host = (lock.read_text().strip() if lock.is_file() else "").partition("@")
-    if host and host != socket.gethostname():  # cannot check a process on another host
-        driver = f"; lock held by pid {pid} on {host}"
-    else:
-        live = pid.isdigit() and _alive(int(pid))
-        driver = f"; driver running (pid {pid})" if live else "; no driver running"
+    study, problems = record_problems(spec, run_dir)
+    states: dict[str, int] = {}
+    for t in (study.get_trials(deepcopy=False) if study is not None else []):
+        name = t.state.name + (" (re-enqueued)" if REQUEUED in t.user_attrs else "")
+        states[name] = states.get(name, 0) + 1
     print(f"sweep {spec.name} in {run_dir}: n_trials {spec.n_trials}, study "
-          + (", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "empty") + driver)
+          + (", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "empty")
+          + f"; {_driver_state(run_dir)}")
+    for line in problems:
+        print(f"record: {line}")
     print(summary_text(analyze(run_dir, spec)))
     return 0
 
 
 def cmd_analyze(args) -> int:
+    from sweeps import results as R
     from sweeps.analysis import summary_text, write_report
+    from sweeps.study import DriverLock, record_problems
 
     run_dir = resolve_run_dir(args.dir)
     spec = _spec_from_dir(run_dir, [], read_only=True)
-    analysis, report = write_report(run_dir, spec)
+    _, problems = record_problems(spec, run_dir)
+    for line in problems:
+        print(f"record: {line}", file=sys.stderr)
+    lock = DriverLock(run_dir)
+    try:  # compact a large record while no driver writes to it; skipped when one does
+        lock.acquire()
+        try:
+            R.compact(run_dir)
+        finally:
+            lock.release()
+    except (UserError, OSError):
+        pass
+    try:
+        analysis, report = write_report(run_dir, spec)
+    except OSError as e:
+        raise UserError(f"{run_dir}/report: cannot write the report ({e.strerror or e})") from None
     print(summary_text(analysis))
     print(f"report: {report}")
     return 0
@@ -205,16 +255,25 @@ def cmd_presets(args) -> int:
     from sweeps.spec import PRESETS_DIR, preset_names
 
     for name in preset_names():
-        raw = yaml.safe_load((PRESETS_DIR / f"{name}.yaml").read_text()) or {}
+        raw = read_yaml(PRESETS_DIR / f"{name}.yaml")
         print(f"{name}: {str(raw.get('description', '')).strip().splitlines()[0] if raw.get('description') else ''}")
     return 0
 
 
 # -- entry ---------------------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with bad usage as one line (not the usage block plus a line) and exit code 2."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)",
+              file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="unlearn-sweep", description=__doc__)
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap = _Parser(prog="unlearn-sweep", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("trial", help="run one unlearning trial")
     t.add_argument("--config", help="a YAML file holding a TrialConfig")
@@ -242,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("dir", metavar="DIR")
     rs.set_defaults(func=cmd_resume)
     for p in (r, rs):
+        p.add_argument("--force", action="store_true",
+                       help="take over a driver.lock written on another host (only if that driver is gone)")
+        p.add_argument("--attach", metavar="STUDY",
+                       help="join an existing study of that name in the spec's shared storage on purpose")
         p.add_argument("--backend", choices=["inline", "ray"], help="override resources.backend")
         p.add_argument("--address", help="an existing Ray cluster: auto, host:port or ray://host:port "
                        "(default: RAY_ADDRESS, else an embedded local Ray)")
@@ -261,15 +324,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done; 1 the sweep failed (failure budget, no trial completed) or could not
+    write its record; 2 bad input (one line, nothing written); 128 + N stopped by signal N."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except UserError as e:
-        print(f"unlearn-sweep: error: {e}", file=sys.stderr)
+        print(f"unlearn-sweep: error: {scrub_text(str(e))}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("unlearn-sweep: interrupted", file=sys.stderr)
-        return 130
+    except Aborted as e:
+        print(f"unlearn-sweep: error: {scrub_text(str(e))}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", 2)
+        print(f"unlearn-sweep: interrupted ({'SIGINT' if signum == 2 else getattr(e, 'args', [''])[0]}); "
+              "`unlearn-sweep resume` continues", file=sys.stderr)
+        return 128 + signum
+    except OSError as e:  # the file system refused something not foreseen: still one line
+        if os.environ.get("UNLEARN_SWEEP_DEBUG"):
+            raise
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"unlearn-sweep: error: {e.strerror or e}{where}", file=sys.stderr)
+        return EXIT_FAILED
     except BrokenPipeError:  # `unlearn-sweep methods | head`: the reader left, not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep the exit-time flush quiet
         return 0

@@ -128,7 +128,8 @@ class Driver:
         self.followers: dict[str, list[Run]] = {}  # fp -> runs waiting on the same fp in flight
         self.done = self.failed = self.reused = self.retried = self.duplicates = 0
         self.best: tuple[float, int] | None = None
-        self.failures: Counter[str] = Counter()  # reason -> trials of this driver that failed so
+        self.failures: Counter[str] = Counter()  # reason key -> trials of this driver that failed so
+        self.first_error: dict[str, str] = {}  # reason key -> the first error of that kind, in full
         self.told_here: list[str | None] = []  # this driver's told trials: None or the failure reason
         self.stopped: str | None = None  # why the sweep ended before n_trials
         self.stop_failed = False  # ... and whether that is a failure (budget) or not (space exhausted)
@@ -544,13 +545,14 @@ class Driver:
         self._dup_streak = 0
         self.told_configs.setdefault(tuple(r.fp for r in ot.runs), ot.number)
         self.counted += 1
+        reason = re.sub(r"^seed \d+: ", "", error or "")
         if values is None:
             self.failed += 1
-            self.failures[R.reason_key(re.sub(r"^seed \d+: ", "", error or ""))] += 1
+            self.failures[R.reason_key(reason)] += 1
+            self.first_error.setdefault(R.reason_key(reason), reason)
         else:
             self.done += 1
-        self.told_here.append(None if values is not None else
-                              R.reason_key(re.sub(r"^seed \d+: ", "", error or "")))
+        self.told_here.append(None if values is not None else R.reason_key(reason))
         self._budget()
         self._progress_line()
 
@@ -563,8 +565,9 @@ class Driver:
         if mf is not None and self.failed >= mf:
             self.stopped = f"{self.failed} trial(s) failed, the budget max_failures is {mf}"
         elif ff and len(self.told_here) == ff and all(self.told_here) and len(set(self.told_here)) == 1:
-            self.stopped = (f"the first {ff} trial(s) all failed for the same reason: {self.told_here[0]}"
-                            " (fail_fast; set fail_fast: 0 to go on regardless)")
+            self.stopped = (f"the first {ff} trial(s) all failed for the same reason: "
+                            f"{self.first_error[self.told_here[0]]} (fail_fast; set fail_fast: 0 to go on "
+                            "regardless)")
         if self.stopped:
             self.stop_failed = True
             self.say(f"stopping: {self.stopped}")

@@ -322,16 +322,16 @@ def read_row(run_dir: Path, fp: str) -> dict[str, Any] | None:
 
 
 def failure_reasons(table: pa.Table, top: int = 5) -> list[tuple[str, int]]:
-    """The most common reasons among FAIL rows, numbers and paths blurred so that the same cause
-    on different runs counts as one: [(reason, count)]."""
+    """The most common reasons among FAIL rows: [(the first such error, count)], where errors that
+    differ only in numbers and ids (`reason_key`) count as one reason."""
     if table.num_rows == 0 or "state" not in table.column_names:
         return []
-    counts: dict[str, int] = {}
+    counts: dict[str, list] = {}
     for st, err in zip(table.column("state").to_pylist(), table.column("error").to_pylist()):
         if st != "COMPLETE":
-            key = reason_key(err or "no reason recorded")
-            counts[key] = counts.get(key, 0) + 1
-    return sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+            text = " ".join(str(err or "no reason recorded").split())
+            counts.setdefault(reason_key(text), [text[:300], 0])[1] += 1
+    return [(ex, n) for ex, n in sorted(counts.values(), key=lambda v: -v[1])][:top]
 
 
 def reason_key(error: str) -> str:

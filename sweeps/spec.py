@@ -119,6 +119,13 @@ class Resources(StrictModel):
     max_retries: int = Field(2, ge=0)
     timeout_s: float | None = Field(None, gt=0)
 
+    @model_validator(mode="after")
+    def _whole_or_fraction(self):
+        g = self.gpus_per_trial
+        if g > 1 and g != int(g):
+            raise ValueError(f"gpus_per_trial {g:g}: a fraction of one GPU (<= 1) or a whole number")
+        return self
+
 
 class WandbSpec(StrictModel):
     mode: Literal["offline", "online", "disabled"] = "offline"
@@ -225,6 +232,32 @@ def set_path_any(tree: Any, path: str, value: Any, _full: str | None = None) -> 
     return out
 
 
+# spec fields a later run may change without it becoming another sweep: more trials, more seeds,
+# other resources or tracking extend the same record
+EXTENSIBLE = ("n_trials", "seeds", "resources", "tracking", "description", "max_failures", "fail_fast",
+              "replicate", "audit")
+
+
+def spec_conflict(old: dict[str, Any], new: dict[str, Any], _path: str = "") -> str | None:
+    """The first path where two spec dumps differ in a way that makes them different sweeps
+    (None: the same sweep, perhaps extended)."""
+    keys = sorted(set(old) | set(new)) if isinstance(old, dict) and isinstance(new, dict) else None
+    if keys is None:
+        return None if old == new else (_path or "<root>")
+    for k in keys:
+        if not _path and k in EXTENSIBLE:
+            continue
+        where = f"{_path}.{k}" if _path else str(k)
+        if k not in old or k not in new:
+            if old.get(k) != new.get(k):
+                return where
+            continue
+        found = spec_conflict(old[k], new[k], where)
+        if found:
+            return found
+    return None
+
+
 def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
 
@@ -311,6 +344,9 @@ def check_spec(spec: SweepSpec, *, check_data: bool = True) -> None:
     for i, c in enumerate(spec.constraints):
         if c.max is None and c.min is None:
             raise UserError(f"constraints.{i}: give max and/or min")
+        if c.max is not None and c.min is not None and c.min > c.max:
+            raise UserError(f"constraints.{i}.min: {c.min:g} is above max {c.max:g}: no trial could "
+                            "be feasible")
     if len({o.metric for o in spec.objectives}) != len(spec.objectives):
         raise UserError("objectives: a metric appears twice")
     if spec.sampler.name == "grid":

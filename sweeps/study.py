@@ -412,3 +412,28 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
     except OSError:
         return True
+
+
+# -- what a read-only verb reports about the record -----------------------------------------------
+
+def record_problems(spec: SweepSpec, run_dir: Path) -> tuple[optuna.Study | None, list[str]]:
+    """(the study, read only; one line per problem of the record): files that cannot be read, the
+    journal's damage, trials the journal has whose runs Parquet lacks. Touches nothing."""
+    from sweeps import results as R
+
+    lines = []
+    for sub, schema in (("trials", R.BASE_SCHEMA), ("history", R.HISTORY_SCHEMA)):
+        lines += R.scan(run_dir / sub, schema).problems()
+    study, notice = load_study_readonly(spec, run_dir)
+    if notice:
+        lines.append(notice)
+    if study is not None:
+        states = R.record_states(run_dir)
+        lost = [t.number for t in study.get_trials(deepcopy=False, states=FINISHED)
+                if REQUEUED not in t.user_attrs and "method" in t.params
+                and any(fp not in states for fp in t.user_attrs.get("fingerprints", []))]
+        if lost:
+            shown = ", ".join(map(str, lost[:10])) + (" ..." if len(lost) > 10 else "")
+            lines.append(f"{len(lost)} trial(s) in the journal have runs missing from Parquet "
+                         f"(trials {shown}); `resume` reruns them")
+    return study, lines

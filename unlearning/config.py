@@ -16,10 +16,16 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
+_TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "none", "literal", "list[any]",
+              "dict[str,any]", "dict[str,int]", "list[int]"}
+
+
 def one_line(err: ValidationError, prefix: str = "") -> str:
     """The first error of a ValidationError as `path.to.key: message` (one line, what the CLI prints)."""
     first = err.errors()[0]
-    path = ".".join(str(p) for p in (*([prefix] if prefix else []), *first["loc"]))
+    # a union's error names the member it tried ("low.int", "x.function-after[...]"): not a key
+    loc = [p for p in first["loc"] if not (isinstance(p, str) and (p in _TYPE_TAGS or "[" in p))]
+    path = ".".join(str(p) for p in (*([prefix] if prefix else []), *loc))
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"

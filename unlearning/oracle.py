@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from pydantic import Field
 
 from unlearning import data as data_mod
 from unlearning import loop as loop_mod
@@ -37,9 +38,9 @@ class TrainRecipe(MethodConfig):
     """How the original and Retrain models are trained. The defaults suit digits + small_cnn; the
     paper presets use the reference protocol (182 epochs, lr 0.1, cosine, batch 256)."""
 
-    epochs: int = 30
-    lr: float = 0.05
-    batch_size: int = 128
+    epochs: int = Field(30, ge=1)
+    lr: float = Field(0.05, gt=0)
+    batch_size: int = Field(128, ge=1)
     schedule: Literal["constant", "cosine", "step"] = "cosine"
 
 

@@ -23,6 +23,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from sweeps.samplers import make_sampler
+from sweeps.space import grid_points
 from sweeps.spec import SweepSpec
 from unlearning.errors import UserError
 
@@ -31,33 +33,6 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 
 REQUEUED = "requeued"  # user attr on a trial whose parameters were enqueued again (dead driver, Ctrl-C)
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
-
-
-def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _make_sampler(spec)
-
-
-def _make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
-    s, n_obj = spec.sampler, len(spec.objectives)
-    opts = dict(s.options)
-    S = optuna.samplers
-    if s.name == "tpe":
-        opts.setdefault("multivariate", True)
-        opts.setdefault("group", True)  # conditional spaces: one group per method
-        opts.setdefault("n_startup_trials", min(10, max(2, spec.n_trials // 3)))
-        return S.TPESampler(seed=s.seed, **opts)
-    if s.name == "nsga2":
-        return S.NSGAIISampler(seed=s.seed, **opts)
-    if s.name == "nsga3":
-        if n_obj < 2:
-            raise ValueError("nsga3 needs two or more objectives")
-        return S.NSGAIIISampler(seed=s.seed, **opts)
-    if s.name == "gp":
-        return S.GPSampler(seed=s.seed, **opts)
-    # random, and grid (whose points are enqueued once when the study is created)
-    return S.RandomSampler(seed=s.seed, **opts)
 
 
 def storage_for(spec: SweepSpec, run_dir: Path):
@@ -86,8 +61,6 @@ def open_study(spec: SweepSpec, run_dir: Path) -> optuna.Study:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([o.metric for o in spec.objectives])
     if spec.sampler.name == "grid" and not study.user_attrs.get("grid_enqueued"):
-        from sweeps.space import grid_points
-
         for p in grid_points(spec):
             study.enqueue_trial(p)
         study.set_user_attr("grid_enqueued", True)

@@ -26,6 +26,7 @@ import yaml
 from optuna.trial import TrialState
 
 from cluster.backend import Backend, Handle, Outcome
+from orchestrator.progress import Progress
 from orchestrator.tracking import scrub
 from sweeps import results as R
 from sweeps.space import suggest
@@ -96,13 +97,17 @@ class Driver:
         self.open: dict[int, OpenTrial] = {}
         self.followers: dict[str, list[Run]] = {}  # fp -> runs waiting on the same fp in flight
         self.done = self.failed = self.reused = self.retried = 0
-        self.best: tuple[float, int] | None = None
+        self.progress: Progress | None = None
         self._tracker_warned = False
 
     # -- helpers ---------------------------------------------------------------------------------
     def say(self, msg: str) -> None:
         if self.log_to is not None:
-            print(f"[{self.spec.name}] {msg}", file=self.log_to, flush=True)
+            line = f"[{self.spec.name}] {msg}"
+            if self.progress is not None:  # a terminal bar must not be torn
+                self.progress.write(line)
+            else:
+                print(line, file=self.log_to, flush=True)
 
     def _track(self, hook: str, *args) -> None:
         """A tracker is a view: if it fails, warn once and go on."""
@@ -136,6 +141,7 @@ class Driver:
                 self.say(f"resume: {len(fixed)} trial(s) left RUNNING by a dead driver re-enqueued "
                          f"({', '.join(map(str, fixed))})")
             self.counted = counted(self.study)
+            self.progress = Progress.for_study(self.spec, self.study, self.counted, stream=self.log_to)
             self.known = R.known_fingerprints(self.run_dir)
             if self._backend is None:
                 from unlearning.trial import run_trial_payload
@@ -143,6 +149,8 @@ class Driver:
                 self._backend = make_backend(self.spec.resources, self._fn or run_trial_payload,
                                              self._progress)
             self.backend = self._backend
+            if getattr(self.backend, "dashboard_hint", None):
+                self.say(self.backend.dashboard_hint)
             if self._tracker is None:
                 from orchestrator.tracking import make_tracker
 
@@ -162,6 +170,7 @@ class Driver:
                 self._interrupt()
                 raise
             finally:
+                self.progress.close()
                 self.backend.shutdown()
                 self._track("close")
         finally:
@@ -190,6 +199,7 @@ class Driver:
                     self._ask()
                 else:
                     break
+            self.progress.show(len(self.inflight), getattr(self.backend, "running_per_node", dict)())
             if not self.inflight:  # nothing queued or open either: every open trial has a run in flight
                 if self.counted >= n_trials:
                     break
@@ -308,7 +318,7 @@ class Driver:
     def _tell(self, ot: OpenTrial) -> None:
         rows = [ot.rows[i] for i in sorted(ot.rows)]
         failed = [r for r in rows if r["state"] != "COMPLETE"]
-        values, error = None, None
+        values, error, feasible = None, None, False
         if failed:
             error = f"seed {failed[0]['seed_index']}: {failed[0]['error']}"
         else:
@@ -328,28 +338,14 @@ class Driver:
                     v = v if math.isfinite(v) else 1e9
                     ot.trial.set_constraint(key, v)
                     feasible &= v <= 0
+                    # also as user attributes: optuna-dashboard 0.21 does not read Optuna 5's keys
+                    ot.trial.set_user_attr(f"constraint: {key}", v)
+            if self.spec.constraints:
+                ot.trial.set_user_attr("feasible", bool(feasible))
             self.study.tell(ot.trial, values)
             self.done += 1
-            if feasible:
-                v0 = values[0] if self.spec.objectives[0].direction == "minimize" else -values[0]
-                if self.best is None or v0 < self.best[0]:
-                    self.best = (v0, ot.number)
         self.counted += 1
-        self._progress_line()
-
-    def _progress_line(self) -> None:
-        o = self.spec.objectives[0]
-        best = "none feasible yet"
-        if self.best is not None:
-            v = self.best[0] if o.direction == "minimize" else -self.best[0]
-            best = f"best {o.metric} {v:.3f} (trial {self.best[1]})"
-        per_node = ""
-        if hasattr(self.backend, "running_per_node"):
-            counts = self.backend.running_per_node()
-            if counts:
-                per_node = " | per node: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-        self.say(f"{self.counted}/{self.spec.n_trials} trials: {self.done} done, "
-                 f"{len(self.inflight)} running, {self.failed} failed, {best}{per_node}")
+        self.progress.told(ot.number, values, feasible)
 
     # -- Ctrl-C ----------------------------------------------------------------------------------
     def _interrupt(self) -> None:

@@ -24,6 +24,7 @@ from sweeps.spec import SweepSpec, blind_metrics
 METRIC_COLUMNS = ("unlearn_acc", "retain_acc", "test_acc", "mia_efficacy", "forget_acc", "val_acc",
                   "avg_gap", "forget_gap", "utility_drop", "forget_val_gap", "retain_examples_seen",
                   "mia_seconds")
+EPOCH_METRICS = ("unlearn_acc", "retain_acc", "test_acc")
 REFERENCE_METRICS = ("unlearn_acc", "retain_acc", "test_acc", "mia_efficacy", "forget_acc", "val_acc")
 TS = pa.timestamp("us", tz="UTC")
 
@@ -52,6 +53,10 @@ HISTORY_SCHEMA = pa.schema([
     pa.field("kind", pa.string()),  # epoch | step
     pa.field("epoch", pa.int64()), pa.field("step", pa.int64()), pa.field("loss", pa.float64()),
     pa.field("lr", pa.float64()), pa.field("elapsed_s", pa.float64()),
+    pa.field("split_seed", pa.int64()), pa.field("train_seed", pa.int64()),
+    pa.field("unlearn_seed", pa.int64()),
+    # UA, RA, TA after the epoch, when the spec asks (base.eval.eval_every); null otherwise
+    *[pa.field(m, pa.float64()) for m in EPOCH_METRICS],
     pa.field("extra_json", pa.string()),  # whatever else the method logged
 ])
 
@@ -137,14 +142,18 @@ def trial_row(*, spec: SweepSpec, number: int, fp: str, config: dict[str, Any], 
 def history_rows(spec: SweepSpec, number: int, fp: str, method: str, result: dict[str, Any] | None
                  ) -> list[dict[str, Any]]:
     out = []
+    seeds = ((result or {}).get("config") or {}).get("seeds") or {}
+    named = ("epoch", "step", "loss", "lr", "elapsed_s", *EPOCH_METRICS)
     for kind, rows in (("epoch", (result or {}).get("history") or []),
                        ("step", (result or {}).get("step_history") or [])):
         for h in rows:
-            extra = {k: v for k, v in h.items() if k not in ("epoch", "step", "loss", "lr", "elapsed_s")}
+            extra = {k: v for k, v in h.items() if k not in named}
             out.append({"sweep": spec.name, "fingerprint": fp, "trial_number": number, "method": method,
                         "kind": kind, "epoch": h.get("epoch"), "step": h.get("step"),
                         "loss": _num(h.get("loss")), "lr": _num(h.get("lr")),
                         "elapsed_s": _num(h.get("elapsed_s")),
+                        **{f"{a}_seed": seeds.get(f"{a}_seed") for a in ("split", "train", "unlearn")},
+                        **{m: _num(h.get(m)) for m in EPOCH_METRICS},
                         "extra_json": json.dumps(extra, default=str) if extra else None})
     return out
 

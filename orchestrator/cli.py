@@ -125,7 +125,7 @@ def cmd_methods(args) -> int:
         print(f"{d['name']}:")
         for para in text.split("\n\n"):
             print(textwrap.fill(" ".join(para.split()), width=100, initial_indent="    ",
-                                subsequent_indent="    "))
+                                subsequent_indent="    ", break_on_hyphens=False))
         print("  parameters:")
         for f, p in d["parameters"].items():
             print(f"    {f} = {p['default']!r}  ({p['type']})")
@@ -212,7 +212,8 @@ def cmd_status(args) -> int:
         states = {}
     lock = DriverLock(run_dir).path
     pid, _, host = (lock.read_text().strip() if lock.is_file() else "").partition("@")
-    if host and host != socket.gethostname():  # cannot check a process on another host
+    live = None  # unknown: a process on another host cannot be checked
+    if host and host != socket.gethostname():
         driver = f"; lock held by pid {pid} on {host}"
     else:
         live = pid.isdigit() and _alive(int(pid))
@@ -221,7 +222,7 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps({"run_dir": str(run_dir), "n_trials": spec.n_trials, "study": states,
                           "driver": {"pid": int(pid) if pid.isdigit() else None, "host": host or None,
-                                     "running": "driver running" in driver},
+                                     "running": live},
                           **to_json(analysis)}, indent=2))
         return 0
     print(f"sweep {spec.name} in {run_dir}: n_trials {spec.n_trials}, study "
@@ -321,7 +322,7 @@ def cmd_presets(args) -> int:
         raw = yaml.safe_load((PRESETS_DIR / f"{name}.yaml").read_text()) or {}
         print(f"{name}:")
         print(textwrap.fill(" ".join(str(raw.get("description", "")).split()), width=100,
-                            initial_indent="    ", subsequent_indent="    "))
+                            initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False))
     print("\nprint one to start a spec from: unlearn-sweep presets show NAME > my_spec.yaml", file=sys.stderr)
     return 0
 

@@ -62,18 +62,19 @@ def _label(metric: str, direction: str | None) -> str:
     return "trial" if metric == "trial_number" else axis_label(metric, direction)
 
 
-def frame(values: np.ndarray, errs: np.ndarray, fallback: np.ndarray, bounds=()) -> tuple[float, float]:
-    """Axis limits around `values` ± `errs` (the feasible points; `fallback` when there are none),
-    padded 8%, extended to a constraint bound that lies just outside, and clipped to the metric's
-    natural range where it has one."""
+def frame(values: np.ndarray, fallback: np.ndarray, bounds=(), metric: str | None = None
+          ) -> tuple[float, float]:
+    """Axis limits around `values` (the feasible points' means; `fallback` when there are none),
+    padded 8%, extended to a constraint bound that lies near, and kept within the metric's natural
+    range (a gap never below 0, a percent never past 100). Error bars may cross the frame: a wide
+    one must not squash the front."""
     v = np.asarray(values, dtype=float)
-    e = np.nan_to_num(np.asarray(errs, dtype=float))
     if not np.isfinite(v).any():
-        v, e = np.asarray(fallback, dtype=float), np.zeros(len(fallback))
-    fin = np.isfinite(v)
-    if not fin.any():
+        v = np.asarray(fallback, dtype=float)
+    v = v[np.isfinite(v)]
+    if not len(v):
         return 0.0, 1.0
-    lo, hi = float((v - e)[fin].min()), float((v + e)[fin].max())
+    lo, hi = float(v.min()), float(v.max())
     span = hi - lo or max(abs(hi), 1.0) * 0.1
     lo, hi = lo - 0.08 * span, hi + 0.08 * span
     for b in bounds:  # show a bound that is near the points (within one span)
@@ -81,6 +82,11 @@ def frame(values: np.ndarray, errs: np.ndarray, fallback: np.ndarray, bounds=())
             lo = b - 0.05 * span
         elif hi < b <= hi + span:
             hi = b + 0.05 * span
+    i = info(metric) if metric else None
+    if i is not None and i.lo is not None and lo < i.lo:
+        lo = i.lo - 0.03 * span
+    if i is not None and i.hi is not None and hi > i.hi:
+        hi = i.hi + 0.03 * span
     return lo, hi
 
 
@@ -117,13 +123,13 @@ def _scene(a: "Analysis") -> dict:
     (xc, xd), (yc, yd) = axes_of(a)
     ok = a.configs[a.configs["state"] == "COMPLETE"] if len(a.configs) else a.configs
     feas = ok[ok["feasible"]] if len(ok) else ok
-    fx, fxe = _xy(feas, xc)
-    fy, fye = _xy(feas, yc)
+    fx, _ = _xy(feas, xc)
+    fy, _ = _xy(feas, yc)
     ax_, _ = _xy(ok, xc)
     ay_, _ = _xy(ok, yc)
     xb, yb = _bounds(a, xc), _bounds(a, yc)
     return {"x": (xc, xd), "y": (yc, yd), "ok": ok,
-            "xlim": frame(fx, fxe, ax_, [b for b, *_ in xb]), "ylim": frame(fy, fye, ay_, [b for b, *_ in yb]),
+            "xlim": frame(fx, ax_, [b for b, *_ in xb], xc), "ylim": frame(fy, ay_, [b for b, *_ in yb], yc),
             "xb": xb, "yb": yb, "colors": colors(ok["method"].unique() if len(ok) else [])}
 
 
@@ -235,8 +241,7 @@ def history_png(a: "Analysis", path: Path) -> None:
     for ax, o in zip(axes[:, 0], objs):
         if len(ok):
             f = ok[ok["feasible"]]
-            lim = frame(f[o.metric], f.get(f"{o.metric}_std", pd.Series(0, index=f.index)), ok[o.metric],
-                        [b for b, *_ in _bounds(a, o.metric)])
+            lim = frame(f[o.metric], ok[o.metric], [b for b, *_ in _bounds(a, o.metric)], o.metric)
             for method, g in ok.groupby("method", sort=True):
                 y, side = _edge(g[o.metric].to_numpy(dtype=float), lim)
                 feas = g["feasible"].to_numpy()
@@ -270,15 +275,20 @@ def epoch_curves(a: "Analysis", history: pd.DataFrame) -> pd.DataFrame:
     if history.empty or not need <= set(history.columns):
         return pd.DataFrame()
     h = history[(history["kind"] == "epoch") & history["unlearn_acc"].notna()]
-    out = []
+    out, seen = [], {}
     for r in a.rules:
         for _, p in a.picks.get(r.name, pd.DataFrame()).iterrows():
+            key = (p["method"], int(p["trial_number"]))
+            if key in seen:  # the blind and the oracle rule picked the same configuration
+                out[seen[key]]["rule"] = "blind & oracle"
+                continue
             fps = set(str(p["fingerprints"]).split(","))
             g = h[h["fingerprint"].isin(fps)].groupby("epoch")
             if not len(g):
                 continue
             stats = g[list(EPOCH_METRICS)].agg(["mean", "std"])
             stats.columns = [m if s == "mean" else f"{m}_std" for m, s in stats.columns]
+            seen[key] = len(out)
             out.append(stats.reset_index().assign(rule=r.name, method=p["method"],
                                                   trial=int(p["trial_number"]), n=g.size().to_numpy()))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
@@ -294,7 +304,7 @@ def epochs_png(a: "Analysis", history: pd.DataFrame, path: Path) -> bool:
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), dpi=120)
     cols = colors(curves["method"].unique())
-    styles = {"oracle": "-", "blind": "--"}
+    styles = {"oracle": "-", "blind": "--", "blind & oracle": "-"}
     for ax, m in zip(axes, EPOCH_METRICS):
         for (rule, method), g in curves.groupby(["rule", "method"], sort=True):
             x, y, e = g["epoch"] + 1, g[m], g[f"{m}_std"].fillna(0)
@@ -305,6 +315,7 @@ def epochs_png(a: "Analysis", history: pd.DataFrame, path: Path) -> bool:
         if ref is not None and ref.notna().any():
             ax.axhline(float(ref.mean()), color="black", ls=":", lw=1, label="Retrain")
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel(axis_label(m, None))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=6.5, loc="best")
@@ -436,9 +447,9 @@ def _compare_scene(c) -> dict:
     (xc, xd), (yc, yd) = (o[0].metric, o[0].direction), (o[1].metric, o[1].direction)
     feas = [a.configs[a.configs["feasible"]] for a in c.analyses]
     both = pd.concat(feas) if feas else pd.DataFrame()
-    fx, fxe = _xy(both, xc) if len(both) else (np.zeros(0), np.zeros(0))
-    fy, fye = _xy(both, yc) if len(both) else (np.zeros(0), np.zeros(0))
-    return {"x": (xc, xd), "y": (yc, yd), "xlim": frame(fx, fxe, fx), "ylim": frame(fy, fye, fy),
+    fx = both[xc].to_numpy(dtype=float) if len(both) else np.zeros(0)
+    fy = both[yc].to_numpy(dtype=float) if len(both) else np.zeros(0)
+    return {"x": (xc, xd), "y": (yc, yd), "xlim": frame(fx, fx, metric=xc), "ylim": frame(fy, fy, metric=yc),
             "colors": {lab: PALETTE[i % len(PALETTE)] for i, lab in enumerate(c.labels)}}
 
 

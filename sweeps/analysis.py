@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -256,7 +257,7 @@ class Analysis:
     front: pd.DataFrame  # the Pareto front of the feasible configurations
     hypervolume: float  # of the front, at `reference_point`
     reference_point: list[float]  # objectives' own units; see sweeps.units.default_reference
-    best: pd.DataFrame  # the sweep rule's pick per method (the oracle column of a blind sweep aside)
+    best: pd.DataFrame  # the pick of the sweep's own rule, one row per method
     table: pd.DataFrame  # the field's table, tidy: one row per (selection, method); see field_table
     picks: dict[str, pd.DataFrame] = field(default_factory=dict)  # rule name -> one row per method
     rules: list[Rule] = field(default_factory=list)
@@ -387,8 +388,11 @@ def to_json(a: Analysis) -> dict:
     def rows(df: pd.DataFrame) -> list[dict]:
         keep = ["trial_number", "method", "params_json", "n", "feasible",
                 *[c for o in a.spec.objectives for c in (o.metric, f"{o.metric}_std")]]
-        return [{k: plain(v) for k, v in r.items()} for r in df[[k for k in keep if k in df]]
-                .to_dict(orient="records")]
+        out = []
+        for r in df[[k for k in keep if k in df]].to_dict(orient="records"):
+            r["params"] = json.loads(r.pop("params_json"))
+            out.append({k: plain(v) for k, v in r.items()})
+        return out
 
     c = a.configs
     return {"sweep": a.spec.name, "selection_rule": a.spec.selection_rule,
@@ -415,10 +419,10 @@ def write_report(run_dir: str | Path, spec: SweepSpec) -> tuple[Analysis, Path]:
     _write(out / "front.csv", tables.front_table(a.front, spec).to_csv(index=False))
     for fmt, name in (("csv", "table.csv"), ("md", "table.md"), ("latex", "table.tex")):
         _write(out / name, tables.export(a, fmt))
-    plots.front_png(a, out / "front.png")
-    plots.history_png(a, out / "history.png")
+    _write_with(out / "front.png", lambda p: plots.front_png(a, p))
+    _write_with(out / "history.png", lambda p: plots.history_png(a, p))
     _write(out / "front.html", plots.front_html(a))
-    has_epochs = plots.epochs_png(a, history, out / "epochs.png")
+    has_epochs = _write_with(out / "epochs.png", lambda p: plots.epochs_png(a, history, p))
     md = [f"# Sweep `{spec.name}`\n\n", f"{spec.description}\n\n" if spec.description else "",
           "```\n" + summary_text(a) + "\n```\n\n",
           f"Selection rule: **{spec.selection_rule}** ("
@@ -450,9 +454,19 @@ def write_report(run_dir: str | Path, spec: SweepSpec) -> tuple[Analysis, Path]:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    _write_with(path, lambda p: p.write_text(text))
+
+
+def _write_with(path: Path, fn) -> bool:
+    """`fn(tmp)` writes a file under a temp name (same suffix: matplotlib reads the format from
+    it), renamed over `path`: a reader never sees half a file. `fn` returning False writes nothing
+    and removes a stale `path`. Returns whether `path` exists now."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    if fn(tmp) is False:
+        path.unlink(missing_ok=True)
+        return False
+    os.replace(tmp, path)
+    return True
 
 
 __all__ = ["Analysis", "analyze", "analyze_runs", "field_table", "hypervolume", "pareto_mask",

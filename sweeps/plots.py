@@ -16,7 +16,6 @@ drawn when the spec records them (`base.eval.eval_every`).
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -298,8 +297,6 @@ def epochs_png(a: "Analysis", history: pd.DataFrame, path: Path) -> bool:
     """Write epochs.png; False (and no file) when there are no per-epoch metrics."""
     curves = epoch_curves(a, history)
     if curves.empty:
-        if path.exists():
-            path.unlink()
         return False
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), dpi=120)

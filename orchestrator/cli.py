@@ -263,14 +263,10 @@ def _emit(text: str, out: str | None) -> None:
     path = Path(out).expanduser()
     if not path.parent.is_dir():
         raise UserError(f"--out: {path.parent} is not a folder")
-    _write_quiet(path, text)
+    from sweeps.analysis import write_file
+
+    write_file(path, text)
     print(f"wrote {path}", file=sys.stderr)
-
-
-def _write_quiet(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def parse_ref(text: str | None) -> list[float] | None:
@@ -285,15 +281,16 @@ def parse_ref(text: str | None) -> list[float] | None:
 
 def cmd_compare(args) -> int:
     from sweeps import plots
+    from sweeps.analysis import write_file
     from sweeps.compare import compare, summary_text
 
     dirs = [resolve_run_dir(d) for d in args.dirs]
     c = compare([(d, _spec_from_dir(d, [], read_only=True)) for d in dirs], ref=parse_ref(args.ref))
     out = Path(args.out) if args.out else Path("runs") / "compare"
     out.mkdir(parents=True, exist_ok=True)
-    plots.compare_png(c, out / "compare.png")
-    _write_quiet(out / "compare.html", plots.compare_html(c))
-    _write_quiet(out / "compare.csv", c.table.to_csv(index=False))
+    write_file(out / "compare.png", lambda p: plots.compare_png(c, p))
+    write_file(out / "compare.html", plots.compare_html(c))
+    write_file(out / "compare.csv", c.table.to_csv(index=False))
     if args.json:
         from sweeps.tables import table_records
 

@@ -415,14 +415,14 @@ def write_report(run_dir: str | Path, spec: SweepSpec) -> tuple[Analysis, Path]:
     out.mkdir(parents=True, exist_ok=True)
     a = analyze(run_dir, spec)
     history = read_history(run_dir).to_pandas()
-    _write(out / "trials.csv", a.configs.to_csv(index=False))
-    _write(out / "front.csv", tables.front_table(a.front, spec).to_csv(index=False))
+    write_file(out / "trials.csv", a.configs.to_csv(index=False))
+    write_file(out / "front.csv", tables.front_table(a.front, spec).to_csv(index=False))
     for fmt, name in (("csv", "table.csv"), ("md", "table.md"), ("latex", "table.tex")):
-        _write(out / name, tables.export(a, fmt))
-    _write_with(out / "front.png", lambda p: plots.front_png(a, p))
-    _write_with(out / "history.png", lambda p: plots.history_png(a, p))
-    _write(out / "front.html", plots.front_html(a))
-    has_epochs = _write_with(out / "epochs.png", lambda p: plots.epochs_png(a, history, p))
+        write_file(out / name, tables.export(a, fmt))
+    write_file(out / "front.png", lambda p: plots.front_png(a, p))
+    write_file(out / "history.png", lambda p: plots.history_png(a, p))
+    write_file(out / "front.html", plots.front_html(a))
+    has_epochs = write_file(out / "epochs.png", lambda p: plots.epochs_png(a, history, p))
     md = [f"# Sweep `{spec.name}`\n\n", f"{spec.description}\n\n" if spec.description else "",
           "```\n" + summary_text(a) + "\n```\n\n",
           f"Selection rule: **{spec.selection_rule}** ("
@@ -439,7 +439,7 @@ def write_report(run_dir: str | Path, spec: SweepSpec) -> tuple[Analysis, Path]:
           "`unlearn-sweep export` writes any of them.\n"]
     if spec.reference is not None and len(a.table):
         side = tables.beside_paper(a)
-        _write(out / "beside_paper.csv", side.to_csv(index=False))
+        write_file(out / "beside_paper.csv", side.to_csv(index=False))
         md += [f"\n## Beside the paper ({spec.reference.scenario})\n\n",
                "\n".join(f"> {ln}" for ln in tables.reference_citation(spec.reference.table)) + "\n\n",
                tables.markdown(side)]
@@ -449,20 +449,18 @@ def write_report(run_dir: str | Path, spec: SweepSpec) -> tuple[Analysis, Path]:
     md += ["\nFiles: trials.csv (every configuration, with n and the sample std), front.csv, "
            "table.{md,tex,csv}; the record itself is ../trials/*.parquet (read with "
            "`sweeps.results.read_results`).\n"]
-    _write(out / "report.md", "".join(md))
+    write_file(out / "report.md", "".join(md))
     return a, out / "report.md"
 
 
-def _write(path: Path, text: str) -> None:
-    _write_with(path, lambda p: p.write_text(text))
-
-
-def _write_with(path: Path, fn) -> bool:
-    """`fn(tmp)` writes a file under a temp name (same suffix: matplotlib reads the format from
-    it), renamed over `path`: a reader never sees half a file. `fn` returning False writes nothing
-    and removes a stale `path`. Returns whether `path` exists now."""
+def write_file(path: Path, content) -> bool:
+    """Write `content` (a str, or `fn(tmp)` that writes a file) under a temp name with the same
+    suffix (matplotlib reads the format from it), then rename it over `path`: a reader never sees
+    half a file. `fn` returning False writes nothing and removes a stale `path`. Returns whether
+    `path` exists now."""
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    if fn(tmp) is False:
+    wrote = tmp.write_text(content) if isinstance(content, str) else content(tmp)
+    if wrote is False:
         path.unlink(missing_ok=True)
         return False
     os.replace(tmp, path)
@@ -470,4 +468,4 @@ def _write_with(path: Path, fn) -> bool:
 
 
 __all__ = ["Analysis", "analyze", "analyze_runs", "field_table", "hypervolume", "pareto_mask",
-           "per_config", "summary_text", "to_json", "top_configs", "write_report"]
+           "per_config", "summary_text", "to_json", "top_configs", "write_file", "write_report"]

@@ -139,6 +139,14 @@ def _front_line(a: "Analysis", xc: str, xd: str | None, yc: str) -> tuple[np.nda
     return fr[xc].to_numpy(dtype=float), fr[yc].to_numpy(dtype=float)
 
 
+def _pick_points(a: "Analysis", xc: str, yc: str):
+    """(rule, (matplotlib marker, plotly symbol, label), picks, x, y) per selection rule."""
+    for r in a.rules:
+        p = a.picks.get(r.name)
+        if p is not None and not p.empty:
+            yield r, MARKERS.get(r.name, ("s", "square", r.name)), p, _xy(p, xc)[0], _xy(p, yc)[0]
+
+
 def _edge(v: np.ndarray, lim: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
     """Values clipped into the frame, and -1/0/+1 for below/inside/above it."""
     side = np.where(v < lim[0], -1, np.where(v > lim[1], 1, 0))
@@ -177,13 +185,7 @@ def front_png(a: "Analysis", path: Path) -> None:
     fx, fy = _front_line(a, xc, xd, yc)
     if len(fx):
         ax.step(fx, fy, where="post", color="black", lw=1.2, label="Pareto front", zorder=4)
-    for r in a.rules:
-        p = a.picks.get(r.name)
-        if p is None or p.empty:
-            continue
-        mk, _, text = MARKERS.get(r.name, ("s", "square", r.name))
-        x, _ = _xy(p, xc)
-        y, _ = _xy(p, yc)
+    for r, (mk, _, text), p, x, y in _pick_points(a, xc, yc):
         ax.scatter(x, y, marker=mk, s=150 if mk == "*" else 70, c=[s["colors"].get(m, "k") for m in p["method"]],
                    edgecolors="black", linewidths=1.0, zorder=5)
         ax.scatter([], [], marker=mk, s=90, c="white", edgecolors="black", label=f"{text} ({r.short})")
@@ -364,13 +366,7 @@ def front_figure(a: "Analysis"):
     if len(fx):
         fig.add_trace(go.Scatter(x=fx, y=fy, mode="lines", line=dict(color="black", width=1.5, shape="hv"),
                                  name="Pareto front", hoverinfo="skip"))
-    for r in a.rules:
-        p = a.picks.get(r.name)
-        if p is None or p.empty:
-            continue
-        _, symbol, text = MARKERS.get(r.name, ("s", "square", r.name))
-        x, _ = _xy(p, xc)
-        y, _ = _xy(p, yc)
+    for r, (_, symbol, text), p, x, y in _pick_points(a, xc, yc):
         fig.add_trace(go.Scatter(
             x=x, y=y, mode="markers", name=f"{text} ({r.short})",
             marker=dict(symbol=symbol, size=17 if symbol == "star" else 12,
@@ -450,6 +446,15 @@ def _compare_scene(c) -> dict:
             "colors": {lab: PALETTE[i % len(PALETTE)] for i, lab in enumerate(c.labels)}}
 
 
+def _compare_runs(c, s: dict):
+    """Per run: label, analysis, colour, feasible configurations, (x, xerr), (y, yerr), staircase."""
+    (xc, xd), (yc, _) = s["x"], s["y"]
+    for label, a in zip(c.labels, c.analyses):
+        f = a.configs[a.configs["feasible"]]
+        yield (label, a, s["colors"][label], f, _xy(f, xc), _xy(f, yc),
+               _attained(a.front, xc, xd, yc, s["xlim"]))
+
+
 def _ref_text(c) -> str:
     objs = c.analyses[0].spec.objectives
     return ", ".join(f"{o.metric}={x:.4g}" for o, x in zip(objs, c.reference_point))
@@ -472,14 +477,9 @@ def compare_png(c, path: Path) -> None:
     else:
         s = _compare_scene(c)
         (xc, xd), (yc, yd) = s["x"], s["y"]
-        for label, a in zip(c.labels, c.analyses):
-            col = s["colors"][label]
-            f = a.configs[a.configs["feasible"]]
-            x, xe = _xy(f, xc)
-            y, ye = _xy(f, yc)
+        for label, a, col, f, (x, xe), (y, ye), (sx, sy) in _compare_runs(c, s):
             ax.errorbar(x, y, xerr=np.nan_to_num(xe), yerr=np.nan_to_num(ye), fmt="o", ms=3.5, color=col,
                         elinewidth=0.6, capsize=1.5, alpha=0.45)
-            sx, sy = _attained(a.front, xc, xd, yc, s["xlim"])
             if len(sx):
                 ax.step(sx, sy, where="post", color=col, lw=1.6,
                         label=f"{label}: front of {len(a.front)}, hypervolume {a.hypervolume:.4g}")
@@ -507,18 +507,13 @@ def compare_html(c) -> str:
     if len(objs) > 1:
         s = _compare_scene(c)
         (xc, xd), (yc, yd) = s["x"], s["y"]
-        for label, a in zip(c.labels, c.analyses):
-            col = s["colors"][label]
-            f = a.configs[a.configs["feasible"]]
-            x, xe = _xy(f, xc)
-            y, ye = _xy(f, yc)
+        for label, a, col, f, (x, xe), (y, ye), (sx, sy) in _compare_runs(c, s):
             fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=f"{label}: feasible", legendgroup=label,
                                      marker=dict(color=col, size=7, opacity=0.6),
                                      error_x=dict(type="data", array=np.nan_to_num(xe), thickness=1),
                                      error_y=dict(type="data", array=np.nan_to_num(ye), thickness=1),
                                      text=[hover_text(r, a) for _, r in f.iterrows()],
                                      hovertemplate="%{text}<extra>" + html.escape(label) + "</extra>"))
-            sx, sy = _attained(a.front, xc, xd, yc, s["xlim"])
             fig.add_trace(go.Scatter(x=sx, y=sy, mode="lines", line=dict(color=col, width=2, shape="hv"),
                                      legendgroup=label, hoverinfo="skip",
                                      name=f"{label}: front, hypervolume {a.hypervolume:.4g}"))

@@ -327,22 +327,21 @@ def cmd_presets(args) -> int:
 # -- entry ---------------------------------------------------------------------------------------
 
 class Registry:
-    """Choices read from a registry on first use (importing torch), so `--help` of the trial verb
-    lists them while every other verb starts without importing torch."""
+    """The names a registry holds, for `--help` (`%(choices)s`), read on first use so that every
+    other verb starts without importing torch. Not a filter: argparse accepts any value
+    (`__contains__` is always true) and the config validates it, so a bad name is one UserError
+    line naming the key and its known values, like every other bad input."""
 
     def __init__(self, load):
         self._load, self._items = load, None
 
-    def _get(self) -> list[str]:
+    def __iter__(self):
         if self._items is None:
             self._items = list(self._load())
-        return self._items
-
-    def __iter__(self):
-        return iter(self._get())
+        return iter(self._items)
 
     def __contains__(self, item) -> bool:
-        return item in self._get()
+        return True
 
 
 def _methods():

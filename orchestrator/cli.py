@@ -116,7 +116,8 @@ def cmd_methods(args) -> int:
     if args.name:
         docs = [d for d in docs if d["name"] == args.name]
         if not docs:
-            raise UserError(f"{args.name}: unknown method; known: {', '.join(d['name'] for d in method_docs())}")
+            known = ", ".join(d["name"] for d in method_docs())
+            raise UserError(f"{args.name}: unknown method; known: {known}")
     if args.json:
         print(json.dumps(docs if not args.name else docs[0], indent=2, default=repr))
         return 0
@@ -423,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     an = sub.add_parser("analyze", help="write the report (Pareto front, tables, plots) of a sweep")
     an.add_argument("dir", metavar="RUN", help=run_help)
-    an.add_argument("--json", action="store_true", help="print the analysis as JSON (the report is written too)")
+    an.add_argument("--json", action="store_true",
+                    help="print the analysis as JSON (the report is written too)")
     an.set_defaults(func=cmd_analyze)
 
     ex = sub.add_parser("export", help="the field's table of a sweep as markdown, LaTeX, CSV or JSON")

@@ -140,7 +140,8 @@ def per_config(runs: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     g = ok.groupby(KEY, sort=False)
     stats = g[metrics].agg(["mean", "std"])  # pandas' std: the sample std (ddof=1)
     stats.columns = [m if s == "mean" else f"{m}_std" for m, s in stats.columns]
-    out = out.join(stats).join(g.size().rename("n")).join(g["fingerprint"].agg(",".join).rename("fingerprints"))
+    out = out.join(stats).join(g.size().rename("n"))
+    out = out.join(g["fingerprint"].agg(",".join).rename("fingerprints"))
     p_cols = [c for c in runs.columns if c.startswith("p_")]
     if p_cols:
         out = out.join(g_all[p_cols].first())

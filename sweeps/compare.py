@@ -69,8 +69,10 @@ def compare(runs: list[tuple[Path, SweepSpec]], ref: list[float] | None = None) 
         feas = c[c["feasible"]] if len(c) else c
         for o in first:
             if len(feas) and feas[o.metric].notna().any():
-                best = feas.loc[feas[o.metric].idxmin() if o.direction == "minimize" else feas[o.metric].idxmax()]
-                row[f"best {o.metric}"] = f"{fmt(best[o.metric], best.get(f'{o.metric}_std'))} (n={int(best['n'])})"
+                col = feas[o.metric]
+                best = feas.loc[col.idxmin() if o.direction == "minimize" else col.idxmax()]
+                row[f"best {o.metric}"] = (f"{fmt(best[o.metric], best.get(f'{o.metric}_std'))} "
+                                           f"(n={int(best['n'])})")
             else:
                 row[f"best {o.metric}"] = "—"
         rows.append(row)
@@ -86,4 +88,5 @@ def summary_text(c: Comparison) -> str:
     ref = ", ".join(f"{o.metric}={x:.4g}{' (from the data)' if d else ''}"
                     for o, x, d in zip(objs, c.reference_point, c.reference_from_data))
     t = c.table.assign(hypervolume=[f"{h:.6g}" for h in c.table["hypervolume"]])
-    return f"hypervolume at the shared reference point ({ref})\n" + t.to_markdown(index=False, tablefmt="plain")
+    return (f"hypervolume at the shared reference point ({ref})\n"
+            + t.to_markdown(index=False, tablefmt="plain"))

@@ -179,15 +179,17 @@ def front_png(a: "Analysis", path: Path) -> None:
             outside += int((~inside).sum())
             ax.scatter(cx[inside], cy[inside], s=30, facecolors="none", edgecolors=col, alpha=0.7, zorder=2)
             for side_x, side_y, mk in ((0, -1, "v"), (0, 1, "^"), (-1, 0, "<"), (1, 0, ">")):
-                sel = ~inside & (((sy == side_y) & (side_y != 0)) | ((sx == side_x) & (side_x != 0) & (sy == 0)))
+                # below or above the frame: a down or up triangle; only left or right of it: a side one
+                sel = ~inside & (((sy == side_y) & (side_y != 0)) |
+                                 ((sx == side_x) & (side_x != 0) & (sy == 0)))
                 ax.scatter(cx[sel], cy[sel], marker=mk, s=26, facecolors="none", edgecolors=col,
                            alpha=0.7, zorder=2)
     fx, fy = _front_line(a, xc, xd, yc)
     if len(fx):
         ax.step(fx, fy, where="post", color="black", lw=1.2, label="Pareto front", zorder=4)
     for r, (mk, _, text), p, x, y in _pick_points(a, xc, yc):
-        ax.scatter(x, y, marker=mk, s=150 if mk == "*" else 70, c=[s["colors"].get(m, "k") for m in p["method"]],
-                   edgecolors="black", linewidths=1.0, zorder=5)
+        ax.scatter(x, y, marker=mk, s=150 if mk == "*" else 70,
+                   c=[s["colors"].get(m, "k") for m in p["method"]], edgecolors="black", linewidths=1.0, zorder=5)
         ax.scatter([], [], marker=mk, s=90, c="white", edgecolors="black", label=f"{text} ({r.short})")
     _shade_bounds(ax, s["xb"], "x", xlim)
     _shade_bounds(ax, s["yb"], "y", ylim)
@@ -254,7 +256,8 @@ def history_png(a: "Analysis", path: Path) -> None:
                                edgecolors=cols[method], zorder=2)
             if len(f):
                 best = f[o.metric].cummin() if o.direction == "minimize" else f[o.metric].cummax()
-                ax.step(f["trial_number"], best, where="post", color="black", lw=1, label="best feasible so far")
+                ax.step(f["trial_number"], best, where="post", color="black", lw=1,
+                        label="best feasible so far")
             if len(ok) > len(f):
                 ax.scatter([], [], s=18, facecolors="none", edgecolors="grey",
                            label="infeasible (hollow; ▲▼ beyond the frame)")
@@ -331,13 +334,15 @@ def epochs_png(a: "Analysis", history: pd.DataFrame, path: Path) -> bool:
 def hover_text(r: pd.Series, a: "Analysis") -> str:
     lines = [f"<b>trial {int(r['trial_number'])}: {html.escape(str(r['method']))}</b>"
              + ("" if r["feasible"] else " (infeasible)"),
-             html.escape(tables.params_text(r["params_json"], a.spec, r["method"])) or "(no searched parameters)",
+             html.escape(tables.params_text(r["params_json"], a.spec, r["method"]))
+             or "(no searched parameters)",
              f"n = {int(r['n'])} seed(s)"]
     shown = dict.fromkeys([o.metric for o in a.spec.objectives] + [c.metric for c in a.spec.constraints]
                           + ["unlearn_acc", "retain_acc", "test_acc", "mia_efficacy", "avg_gap"])
     for m in shown:
         if m in r and pd.notna(r[m]):
-            lines.append(f"{info(m).name}: {tables.fmt(r[m], r.get(f'{m}_std'))}{info(m).unit and ' ' + info(m).unit}")
+            unit = f" {info(m).unit}" if info(m).unit else ""
+            lines.append(f"{info(m).name}: {tables.fmt(r[m], r.get(f'{m}_std'))}{unit}")
     return "<br>".join(lines)
 
 
@@ -370,7 +375,8 @@ def front_figure(a: "Analysis"):
         fig.add_trace(go.Scatter(
             x=x, y=y, mode="markers", name=f"{text} ({r.short})",
             marker=dict(symbol=symbol, size=17 if symbol == "star" else 12,
-                        color=[s["colors"].get(m, "black") for m in p["method"]], line=dict(color="black", width=1)),
+                        color=[s["colors"].get(m, "black") for m in p["method"]],
+                        line=dict(color="black", width=1)),
             text=[hover_text(row, a) for _, row in p.iterrows()], hovertemplate="%{text}<extra></extra>"))
     for bounds, axis in ((s["xb"], "x"), (s["yb"], "y")):
         lim = s["xlim"] if axis == "x" else s["ylim"]
@@ -407,7 +413,8 @@ def front_html(a: "Analysis") -> str:
     name = html.escape(a.spec.name)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{name}: trade-off</title>
-<style>body{{font-family:sans-serif;margin:1.5em;max-width:1200px}} table{{border-collapse:collapse;font-size:13px}}
+<style>body{{font-family:sans-serif;margin:1.5em;max-width:1200px}}
+table{{border-collapse:collapse;font-size:13px}}
 td,th{{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}}</style></head><body>
 <h2>{name}: trade-off ({a.spec.selection_rule} selection)</h2>
 <p>Hover a point for its configuration and metrics; click a legend entry to hide it; drag to zoom,

@@ -25,8 +25,11 @@ test: venv
 test-all: venv
 	$(BIN)/python -m pytest -m ''
 
+# measurements land in runs/bench/ (git-ignored); bench/results/ holds the committed reference runs
 bench: venv
-	$(BIN)/python bench/trial_throughput.py --tiny
+	mkdir -p runs/bench
+	$(BIN)/python bench/trial_throughput.py --tiny --out runs/bench/trial_throughput_cpu_tiny.json
+	$(BIN)/python bench/analysis_scale.py --configs 10000 --seeds 3 --out runs/bench/analysis_scale.json
 
 clean:
 	rm -rf $(VENV) runs .cache

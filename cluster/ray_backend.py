@@ -170,6 +170,7 @@ class RayBackend:
         self._closed = False
         self._last_node_check = 0.0
         self._spawn_failures = 0
+        self._context = None  # what ray.init returned, when this backend called it
         self._started_ray = self._connect(address, num_cpus, num_gpus, include_dashboard)
         try:
             size = self._pool_size(max_concurrent, check_resources)
@@ -196,8 +197,7 @@ class RayBackend:
 
     # -- set-up ----------------------------------------------------------------------------------
 
-    @staticmethod
-    def _connect(address, num_cpus, num_gpus, include_dashboard) -> bool:
+    def _connect(self, address, num_cpus, num_gpus, include_dashboard) -> bool:
         """Connect or start Ray; True when this backend called ray.init (and so shuts it down)."""
         if ray.is_initialized():
             return False
@@ -210,16 +210,18 @@ class RayBackend:
                 logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
                     logging.ERROR)
                 with _loopback_only(), _without_secrets():
-                    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
-                             include_dashboard=include_dashboard, dashboard_host="127.0.0.1",
-                             log_to_driver=True, configure_logging=False)
+                    self._context = ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
+                                             include_dashboard=include_dashboard,
+                                             dashboard_host="127.0.0.1", log_to_driver=True,
+                                             configure_logging=False)
             else:
                 if num_cpus is not None or num_gpus is not None:
                     raise ClusterConfigError("num_cpus/num_gpus only apply to an embedded Ray "
                                              f"(address is {address!r})")
                 _check_reachable(address)
                 with _stderr_kept_on_success():  # not Ray's retry lines when it fails
-                    ray.init(address=address, log_to_driver=True, configure_logging=False)
+                    self._context = ray.init(address=address, log_to_driver=True,
+                                             configure_logging=False)
         except ClusterConfigError:
             raise
         except (ConnectionError, ValueError, RuntimeError, rex.RayError) as e:
@@ -442,6 +444,27 @@ class RayBackend:
         self.shutdown()
 
     # -- views -----------------------------------------------------------------------------------
+
+    @property
+    def dashboard_hint(self) -> str | None:
+        """One line for the driver to print: where the Ray dashboard listens (from ray.init's
+        context: it moves off 8265 when that port is taken) and, with token authentication on (the
+        default of a local Ray since 2.52), how to get in. None without a dashboard or when this
+        process had called ray.init itself."""
+        url = getattr(self._context, "dashboard_url", None)
+        if not url:
+            return None
+        url = url if "://" in url else f"http://{url}"
+        try:
+            from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+            token = is_token_auth_enabled()
+        except Exception:  # an older Ray without token authentication
+            token = False
+        if not token:
+            return f"Ray dashboard: {url}"
+        return (f"Ray dashboard: {url} (token authentication: paste the output of `ray get-auth-token` "
+                f"when the page asks, or send the header 'Authorization: Bearer <token>')")
 
     def running_per_node(self) -> dict[str, int]:
         """Trials running now, per node (`node_label`), for the runner's progress line."""

@@ -88,15 +88,49 @@ def format_result(r) -> str:
 
 # -- methods -------------------------------------------------------------------------------------
 
-def cmd_methods(args) -> int:
+def method_docs() -> list[dict[str, Any]]:
+    """Every method: name, its description (the first paragraph of its module's docstring, whole),
+    the full docstring, and its parameters with their defaults."""
     from unlearning.methods import all_methods
 
+    out = []
     for name, cls in all_methods().items():
-        first = (sys.modules[cls.__module__].__doc__ or "").strip().split("\n\n")[0]
-        doc = " ".join(first.split())
-        print(f"{name}: {doc if len(doc) <= 150 else doc[:149] + '…'}")
-        for field, info in cls.Config.model_fields.items():
-            print(f"    {field} = {info.default!r}")
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip()
+        out.append({"name": name, "description": " ".join(doc.split("\n\n")[0].split()), "doc": doc,
+                    "parameters": {f: {"default": info.default, "type": _type_name(info.annotation)}
+                                   for f, info in cls.Config.model_fields.items()}})
+    return out
+
+
+def _type_name(ann) -> str:
+    import typing
+
+    if typing.get_origin(ann) is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(ann))
+    return getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+
+
+def cmd_methods(args) -> int:
+    import textwrap
+
+    docs = method_docs()
+    if args.name:
+        docs = [d for d in docs if d["name"] == args.name]
+        if not docs:
+            known = ", ".join(d["name"] for d in method_docs())
+            raise UserError(f"{args.name}: unknown method; known: {known}")
+    if args.json:
+        print(json.dumps(docs if not args.name else docs[0], indent=2, default=repr))
+        return 0
+    for d in docs:
+        text = d["doc"] if args.name else d["description"]
+        print(f"{d['name']}:")
+        for para in text.split("\n\n"):
+            print(textwrap.fill(" ".join(para.split()), width=100, initial_indent="    ",
+                                subsequent_indent="    ", break_on_hyphens=False))
+        print("  parameters:")
+        for f, p in d["parameters"].items():
+            print(f"    {f} = {p['default']!r}  ({p['type']})")
     return 0
 
 
@@ -204,8 +238,9 @@ def _driver_state(run_dir: Path) -> str:
 
 
 def cmd_status(args) -> int:
-    from sweeps.analysis import analyze, summary_text
-    from sweeps.study import REQUEUED, record_problems
+    from sweeps.analysis import analyze, summary_text, to_json
+    from sweeps.results import record_problems
+    from sweeps.study import REQUEUED, DriverLock, _alive
 
     run_dir = resolve_run_dir(args.dir)
     spec = _spec_from_dir(run_dir, [], read_only=True)
@@ -214,19 +249,29 @@ def cmd_status(args) -> int:
     for t in (study.get_trials(deepcopy=False) if study is not None else []):
         name = t.state.name + (" (re-enqueued)" if REQUEUED in t.user_attrs else "")
         states[name] = states.get(name, 0) + 1
+    analysis = analyze(run_dir, spec)
+    if args.json:
+        owner = DriverLock(run_dir).owner() or {}
+        pid, host = owner.get("pid"), owner.get("host")
+        live = (isinstance(pid, int) and _alive(pid)) if host in (None, socket.gethostname()) else None
+        print(json.dumps({"run_dir": str(run_dir), "n_trials": spec.n_trials, "study": states,
+                          "driver": {"pid": pid, "host": host, "running": live},
+                          "record_problems": problems, **to_json(analysis)}, indent=2))
+        return 0
     print(f"sweep {spec.name} in {run_dir}: n_trials {spec.n_trials}, study "
           + (", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "empty")
           + f"; {_driver_state(run_dir)}")
     for line in problems:
         print(f"record: {line}")
-    print(summary_text(analyze(run_dir, spec)))
+    print(summary_text(analysis))
     return 0
 
 
 def cmd_analyze(args) -> int:
     from sweeps import results as R
-    from sweeps.analysis import summary_text, write_report
-    from sweeps.study import DriverLock, record_problems
+    from sweeps.analysis import summary_text, to_json, write_report
+    from sweeps.results import record_problems
+    from sweeps.study import DriverLock
 
     run_dir = resolve_run_dir(args.dir)
     spec = _spec_from_dir(run_dir, [], read_only=True)
@@ -246,17 +291,91 @@ def cmd_analyze(args) -> int:
         analysis, report = write_report(run_dir, spec)
     except OSError as e:
         raise UserError(f"{run_dir}/report: cannot write the report ({e.strerror or e})") from None
+    if args.json:
+        print(json.dumps({"report": str(report), "record_problems": problems, **to_json(analysis)},
+                         indent=2))
+        return 0
     print(summary_text(analysis))
     print(f"report: {report}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from sweeps.analysis import analyze
+    from sweeps.tables import export
+
+    run_dir = resolve_run_dir(args.dir)
+    text = export(analyze(run_dir, _spec_from_dir(run_dir, [], read_only=True)), args.format)
+    _emit(text, args.out)
+    return 0
+
+
+def _emit(text: str, out: str | None) -> None:
+    """To stdout, or to a file written under a temp name and renamed (never half-written)."""
+    if not out:
+        sys.stdout.write(text)
+        return
+    path = Path(out).expanduser()
+    if not path.parent.is_dir():
+        raise UserError(f"--out: {path.parent} is not a folder")
+    from sweeps.analysis import write_file
+
+    write_file(path, text)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def parse_ref(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise UserError(f"--ref: expected numbers separated by commas (one per objective), got {text!r}"
+                        ) from None
+
+
+def cmd_compare(args) -> int:
+    from sweeps import plots
+    from sweeps.analysis import write_file
+    from sweeps.compare import compare, summary_text
+
+    dirs = [resolve_run_dir(d) for d in args.dirs]
+    c = compare([(d, _spec_from_dir(d, [], read_only=True)) for d in dirs], ref=parse_ref(args.ref))
+    out = Path(args.out) if args.out else Path("runs") / "compare"
+    out.mkdir(parents=True, exist_ok=True)
+    write_file(out / "compare.png", lambda p: plots.compare_png(c, p))
+    write_file(out / "compare.html", plots.compare_html(c))
+    write_file(out / "compare.csv", c.table.to_csv(index=False))
+    if args.json:
+        from sweeps.tables import table_records
+
+        print(json.dumps({"reference_point": c.reference_point, "reference_from_data": c.reference_from_data,
+                          "objectives": [o.model_dump() for o in c.analyses[0].spec.objectives],
+                          "runs": table_records(c.table), "out": str(out)}, indent=2))
+        return 0
+    print(summary_text(c))
+    print(f"plots: {out / 'compare.png'}, {out / 'compare.html'}")
     return 0
 
 
 def cmd_presets(args) -> int:
     from sweeps.spec import PRESETS_DIR, preset_names
 
+    if args.action == "show":
+        if not args.name:
+            raise UserError(f"presets show: name a preset ({', '.join(preset_names())})")
+        if args.name not in preset_names():
+            raise UserError(f"{args.name}: no such preset (presets: {', '.join(preset_names())})")
+        sys.stdout.write((PRESETS_DIR / f"{args.name}.yaml").read_text())
+        return 0
+    import textwrap
+
     for name in preset_names():
         raw = read_yaml(PRESETS_DIR / f"{name}.yaml")
-        print(f"{name}: {str(raw.get('description', '')).strip().splitlines()[0] if raw.get('description') else ''}")
+        print(f"{name}:")
+        print(textwrap.fill(" ".join(str(raw.get("description", "")).split()), width=100,
+                            initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False))
+    print("\nprint one to start a spec from: unlearn-sweep presets show NAME > my_spec.yaml", file=sys.stderr)
     return 0
 
 
@@ -271,34 +390,89 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
+class Registry:
+    """The names a registry holds, for `--help` (`%(choices)s`), read on first use so that every
+    other verb starts without importing torch. Not a filter: argparse accepts any value
+    (`__contains__` is always true) and the config validates it, so a bad name is one UserError
+    line naming the key and its known values, like every other bad input."""
+
+    def __init__(self, load):
+        self._load, self._items = load, None
+
+    def __iter__(self):
+        if self._items is None:
+            self._items = list(self._load())
+        return iter(self._items)
+
+    def __contains__(self, item) -> bool:
+        return True
+
+
+def _methods():
+    from unlearning.methods import all_methods
+
+    return all_methods()
+
+
+def _models():
+    from unlearning.models import MODELS
+
+    return sorted(MODELS)
+
+
+def _datasets():
+    import typing
+
+    from unlearning.data import DataConfig
+
+    return typing.get_args(DataConfig.model_fields["name"].annotation)
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("unlearn-sweep")
+    except PackageNotFoundError:  # run from a source tree without installing
+        from unlearning import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="unlearn-sweep", description=__doc__)
-    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     t = sub.add_parser("trial", help="run one unlearning trial")
     t.add_argument("--config", help="a YAML file holding a TrialConfig")
-    t.add_argument("--method")
-    t.add_argument("--data", help="digits | synthetic | cifar10 | cifar100 | svhn | tinyimagenet")
-    t.add_argument("--data-root", dest="data_root")
-    t.add_argument("--model")
-    t.add_argument("--device")
-    t.add_argument("--cache-dir", dest="cache_dir")
+    t.add_argument("--method", choices=Registry(_methods), metavar="METHOD", help="one of: %(choices)s")
+    t.add_argument("--data", choices=Registry(_datasets), metavar="DATA", help="one of: %(choices)s")
+    t.add_argument("--data-root", dest="data_root", help="the folder holding a disk data set's files")
+    t.add_argument("--model", choices=Registry(_models), metavar="MODEL", help="one of: %(choices)s")
+    t.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N")
+    t.add_argument("--cache-dir", dest="cache_dir", help="the oracle cache (default $UNLEARN_SWEEP_CACHE "
+                   "or ~/.cache/unlearn-sweep)")
     t.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="any config field (data.n_train=500) or method parameter (lr=0.01)")
     t.add_argument("--json", action="store_true", help="print the TrialResult as one JSON object")
     t.set_defaults(func=cmd_trial)
 
-    m = sub.add_parser("methods", help="list the methods, their parameters and defaults")
+    m = sub.add_parser("methods", help="the methods: descriptions, parameters and defaults")
+    m.add_argument("name", nargs="?", metavar="METHOD", help="print this method's whole documentation")
+    m.add_argument("--json", action="store_true", help="machine-readable output")
     m.set_defaults(func=cmd_methods)
 
     setf = dict(action="append", default=[], metavar="PATH=VALUE",
                 help="override any spec field before validation (n_trials=4, methods.rl.space.lr.high=0.1)")
+    run_help = "a run directory, or a sweep's name (quickstart = runs/quickstart)"
     r = sub.add_parser("run", help="run a sweep from a spec file or a preset (see `presets`)")
     r.add_argument("spec", metavar="SPEC|PRESET")
     r.add_argument("--out", help="the run directory (default runs/<name>)")
     r.set_defaults(func=cmd_run)
     rs = sub.add_parser("resume", help="continue a sweep (after a crash, Ctrl-C, or with more trials)")
-    rs.add_argument("dir", metavar="DIR")
+    rs.add_argument("dir", metavar="RUN", help=run_help)
     rs.set_defaults(func=cmd_resume)
     for p in (r, rs):
         p.add_argument("--force", action="store_true",
@@ -311,14 +485,35 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", **setf)
 
     st = sub.add_parser("status", help="trial counts and the current Pareto front of a sweep")
-    st.add_argument("dir", metavar="DIR")
+    st.add_argument("dir", metavar="RUN", help=run_help)
+    st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=cmd_status)
 
     an = sub.add_parser("analyze", help="write the report (Pareto front, tables, plots) of a sweep")
-    an.add_argument("dir", metavar="DIR")
+    an.add_argument("dir", metavar="RUN", help=run_help)
+    an.add_argument("--json", action="store_true",
+                    help="print the analysis as JSON (the report is written too)")
     an.set_defaults(func=cmd_analyze)
 
-    pr = sub.add_parser("presets", help="list the bundled sweep specs")
+    ex = sub.add_parser("export", help="the field's table of a sweep as markdown, LaTeX, CSV or JSON")
+    ex.add_argument("dir", metavar="RUN", help=run_help)
+    ex.add_argument("--format", choices=["md", "latex", "csv", "json"], default="md")
+    ex.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    ex.set_defaults(func=cmd_export)
+
+    cp = sub.add_parser("compare", help="several sweeps: fronts overlaid, hypervolume at one reference point")
+    cp.add_argument("dirs", nargs="+", metavar="RUN", help=run_help)
+    cp.add_argument("--ref", metavar="V1,V2,...", help="the reference point, one value per objective in "
+                    "its own units (default: the worst end of each metric's natural range, e.g. 100 for "
+                    "a minimised percent, 0 for a maximised one)")
+    cp.add_argument("--out", metavar="DIR", help="where compare.png, compare.html, compare.csv go "
+                    "(default runs/compare)")
+    cp.add_argument("--json", action="store_true", help="machine-readable output")
+    cp.set_defaults(func=cmd_compare)
+
+    pr = sub.add_parser("presets", help="list the bundled sweep specs; `presets show NAME` prints one")
+    pr.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    pr.add_argument("name", nargs="?", metavar="NAME", help="the preset to print as YAML (with show)")
     pr.set_defaults(func=cmd_presets)
     return ap
 

@@ -37,6 +37,7 @@ import optuna
 from optuna.trial import TrialState
 
 from cluster.backend import Backend, Handle, Outcome
+from orchestrator.progress import Progress
 from sweeps import results as R
 from sweeps.space import suggest
 from sweeps.spec import SweepSpec
@@ -127,7 +128,7 @@ class Driver:
         self.open: dict[int, OpenTrial] = {}
         self.followers: dict[str, list[Run]] = {}  # fp -> runs waiting on the same fp in flight
         self.done = self.failed = self.reused = self.retried = self.duplicates = 0
-        self.best: tuple[float, int] | None = None
+        self.progress: Progress | None = None
         self.failures: Counter[str] = Counter()  # reason key -> trials of this driver that failed so
         self.first_error: dict[str, str] = {}  # reason key -> the first error of that kind, in full
         self.told_here: list[str | None] = []  # this driver's told trials: None or the failure reason
@@ -141,7 +142,11 @@ class Driver:
     # -- helpers ---------------------------------------------------------------------------------
     def say(self, msg: str) -> None:
         if self.log_to is not None:
-            print(scrub_text(f"[{self.spec.name}] {msg}"), file=self.log_to, flush=True)
+            line = scrub_text(f"[{self.spec.name}] {msg}")
+            if self.progress is not None:  # a terminal bar must not be torn
+                self.progress.write(line)
+            else:
+                print(line, file=self.log_to, flush=True)
 
     def _track(self, hook: str, *args) -> None:
         """A tracker is a view: if it fails, warn once and go on."""
@@ -190,6 +195,8 @@ class Driver:
             self._repair_record()
             self.backend = self._start_backend()
             self._install_signals()  # again: ray.init replaced the SIGTERM handler
+            if getattr(self.backend, "dashboard_hint", None):
+                self.say(self.backend.dashboard_hint)
             self._check_signal()
             self._probe()
             self._open_study()
@@ -215,6 +222,9 @@ class Driver:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             raise
         finally:
+            if self.progress is not None:
+                self.progress.close()
+                self.progress = None
             if self.backend is not None:
                 self.backend.shutdown()
             if self.tracker is not None:
@@ -330,6 +340,7 @@ class Driver:
         for why, numbers in reconcile(self.study, missing=missing, rerun=rerun).items():
             self.say(f"resume: {len(numbers)} trial(s) {why} re-enqueued ({', '.join(map(str, numbers))})")
         self.counted = counted(self.study)
+        self.progress = Progress.for_study(self.spec, self.study, self.counted, stream=self.log_to)
         self.sampled = sampled_before(self.study)
         self.told_configs: dict[tuple[str, ...], int] = {}
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
@@ -371,6 +382,7 @@ class Driver:
                     self._ask()
                 else:
                     break
+            self.progress.show(len(self.inflight), getattr(self.backend, "running_per_node", dict)())
             if not self.inflight:  # nothing queued or open either: every open trial has a run in flight
                 if not self._more_to_ask() and not self.queue:
                     break
@@ -509,7 +521,7 @@ class Driver:
     def _tell(self, ot: OpenTrial) -> None:
         rows = [ot.rows[i] for i in sorted(ot.rows)]
         failed = [r for r in rows if r["state"] != "COMPLETE"]
-        values, error = None, None
+        values, error, feasible = None, None, False
         if failed:
             error = f"seed {failed[0]['seed_index']}: {failed[0]['error']}"
         else:
@@ -528,11 +540,11 @@ class Driver:
                     v = v if math.isfinite(v) else 1e9
                     ot.trial.set_constraint(key, v)
                     feasible &= v <= 0
+                    # also as user attributes: optuna-dashboard 0.21 does not read Optuna 5's keys
+                    ot.trial.set_user_attr(f"constraint: {key}", v)
+            if self.spec.constraints:
+                ot.trial.set_user_attr("feasible", bool(feasible))
             self.study.tell(ot.trial, values)
-            if feasible and ot.duplicate_of is None:
-                v0 = values[0] if self.spec.objectives[0].direction == "minimize" else -values[0]
-                if self.best is None or v0 < self.best[0]:
-                    self.best = (v0, ot.number)
         if ot.duplicate_of is not None:
             self.duplicates += 1
             self._dup_streak += 1
@@ -553,8 +565,8 @@ class Driver:
         else:
             self.done += 1
         self.told_here.append(None if values is not None else R.reason_key(reason))
+        self.progress.told(ot.number, values, feasible)
         self._budget()
-        self._progress_line()
 
     def _budget(self) -> None:
         """Stop a sweep whose trials keep failing: `max_failures` failed trials in this driver, or
@@ -571,20 +583,6 @@ class Driver:
         if self.stopped:
             self.stop_failed = True
             self.say(f"stopping: {self.stopped}")
-
-    def _progress_line(self) -> None:
-        o = self.spec.objectives[0]
-        best = "none feasible yet"
-        if self.best is not None:
-            v = self.best[0] if o.direction == "minimize" else -self.best[0]
-            best = f"best {o.metric} {v:.3f} (trial {self.best[1]})"
-        per_node = ""
-        if hasattr(self.backend, "running_per_node"):
-            counts = self.backend.running_per_node()
-            if counts:
-                per_node = " | per node: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-        self.say(f"{self.counted}/{self.spec.n_trials} trials: {self.done} done, "
-                 f"{len(self.inflight)} running, {self.failed} failed, {best}{per_node}")
 
     # -- stopping early --------------------------------------------------------------------------
     def _interrupt(self, reason: str) -> None:

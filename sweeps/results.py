@@ -25,6 +25,7 @@ from sweeps.spec import SweepSpec, blind_metrics
 METRIC_COLUMNS = ("unlearn_acc", "retain_acc", "test_acc", "mia_efficacy", "forget_acc", "val_acc",
                   "avg_gap", "forget_gap", "utility_drop", "forget_val_gap", "retain_examples_seen",
                   "mia_seconds")
+EPOCH_METRICS = ("unlearn_acc", "retain_acc", "test_acc")
 REFERENCE_METRICS = ("unlearn_acc", "retain_acc", "test_acc", "mia_efficacy", "forget_acc", "val_acc")
 TS = pa.timestamp("us", tz="UTC")
 
@@ -55,6 +56,10 @@ HISTORY_SCHEMA = pa.schema([
     pa.field("kind", pa.string()),  # epoch | step
     pa.field("epoch", pa.int64()), pa.field("step", pa.int64()), pa.field("loss", pa.float64()),
     pa.field("lr", pa.float64()), pa.field("elapsed_s", pa.float64()),
+    pa.field("split_seed", pa.int64()), pa.field("train_seed", pa.int64()),
+    pa.field("unlearn_seed", pa.int64()),
+    # UA, RA, TA after the epoch, when the spec asks (base.eval.eval_every); null otherwise
+    *[pa.field(m, pa.float64()) for m in EPOCH_METRICS],
     pa.field("extra_json", pa.string()),  # whatever else the method logged
 ])
 
@@ -141,14 +146,18 @@ def trial_row(*, spec: SweepSpec, number: int, fp: str, config: dict[str, Any], 
 def history_rows(spec: SweepSpec, number: int, fp: str, method: str, result: dict[str, Any] | None
                  ) -> list[dict[str, Any]]:
     out = []
+    seeds = ((result or {}).get("config") or {}).get("seeds") or {}
+    named = ("epoch", "step", "loss", "lr", "elapsed_s", *EPOCH_METRICS)
     for kind, rows in (("epoch", (result or {}).get("history") or []),
                        ("step", (result or {}).get("step_history") or [])):
         for h in rows:
-            extra = {k: v for k, v in h.items() if k not in ("epoch", "step", "loss", "lr", "elapsed_s")}
+            extra = {k: v for k, v in h.items() if k not in named}
             out.append({"sweep": spec.name, "fingerprint": fp, "trial_number": number, "method": method,
                         "kind": kind, "epoch": h.get("epoch"), "step": h.get("step"),
                         "loss": _num(h.get("loss")), "lr": _num(h.get("lr")),
                         "elapsed_s": _num(h.get("elapsed_s")),
+                        **{f"{a}_seed": seeds.get(f"{a}_seed") for a in ("split", "train", "unlearn")},
+                        **{m: _num(h.get(m)) for m in EPOCH_METRICS},
                         "extra_json": json.dumps(extra, default=str) if extra else None})
     return out
 
@@ -342,3 +351,28 @@ def reason_key(error: str) -> str:
     text = re.sub(r"\b[0-9a-f]{12,}\b", "…", text)
     text = re.sub(r"\d+(\.\d+)?(e-?\d+)?", "#", text)
     return text[:200]
+
+
+# -- what a read-only verb reports about the record -----------------------------------------------
+
+def record_problems(spec: SweepSpec, run_dir: Path) -> tuple[Any, list[str]]:
+    """(the study, read only; one line per problem of the record): files that cannot be read, the
+    journal's damage, trials the journal has whose runs Parquet lacks. Touches nothing."""
+    from sweeps.study import FINISHED, REQUEUED, load_study_readonly
+
+    lines = []
+    for sub, schema in (("trials", BASE_SCHEMA), ("history", HISTORY_SCHEMA)):
+        lines += scan(run_dir / sub, schema).problems()
+    study, notice = load_study_readonly(spec, run_dir)
+    if notice:
+        lines.append(notice)
+    if study is not None:
+        states = record_states(run_dir)
+        lost = [t.number for t in study.get_trials(deepcopy=False, states=FINISHED)
+                if REQUEUED not in t.user_attrs and "method" in t.params
+                and any(fp not in states for fp in t.user_attrs.get("fingerprints", []))]
+        if lost:
+            shown = ", ".join(map(str, lost[:10])) + (" ..." if len(lost) > 10 else "")
+            lines.append(f"{len(lost)} trial(s) in the journal have runs missing from Parquet "
+                         f"(trials {shown}); `resume` reruns them")
+    return study, lines

@@ -61,3 +61,7 @@ def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
         for combo in itertools.product(*(_grid_values(ms.space[p]) for p in names)):
             points.append({"method": method, **{optuna_name(method, p): v for p, v in zip(names, combo)}})
     return points
+
+
+def grid_size(spec: SweepSpec) -> int:
+    return len(grid_points(spec))

@@ -413,7 +413,7 @@ def _dim_probe_values(d: Dim) -> list[tuple[str, Any]]:
 
 
 def _check_sampler(spec: SweepSpec) -> None:
-    from sweeps.study import make_sampler
+    from sweeps.samplers import make_sampler
 
     try:
         make_sampler(spec)
@@ -423,11 +423,5 @@ def _check_sampler(spec: SweepSpec) -> None:
         raise UserError(f"sampler: {e}") from None
 
 
-def grid_size(spec: SweepSpec) -> int:
-    from sweeps.space import grid_points
-
-    return len(grid_points(spec))
-
-
-__all__ = ["Constraint", "Dim", "METRICS", "Objective", "SweepSpec", "blind_metrics", "grid_size",
+__all__ = ["Constraint", "Dim", "METRICS", "Objective", "SweepSpec", "blind_metrics",
            "load_spec", "preset_names", "read_spec_source", "set_path_any"]

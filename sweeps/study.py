@@ -26,6 +26,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from sweeps.samplers import make_sampler
+from sweeps.space import grid_points
 from sweeps.spec import SweepSpec
 from unlearning.errors import UserError
 
@@ -35,40 +37,6 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 REQUEUED = "requeued"  # user attr on a trial whose parameters were enqueued again (dead driver, Ctrl-C)
 DUPLICATE = "duplicate_of"  # user attr on a trial that proposed an already recorded configuration
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
-
-
-def make_sampler(spec: SweepSpec, index: int | None = None) -> optuna.samplers.BaseSampler:
-    """The spec's sampler. `index` = how many configurations the sweep has sampled before this one:
-    the driver builds a fresh sampler for every ask, seeded from (sampler.seed, index), so what the
-    i-th configuration is depends only on the seed and the history, never on whether the driver was
-    restarted in between (a resumed sweep continues the search instead of replaying it)."""
-    seed = spec.sampler.seed
-    if seed is not None and index is not None:
-        seed = int.from_bytes(hashlib.sha256(f"{seed}/{index}".encode()).digest()[:4], "little")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _make_sampler(spec, seed)
-
-
-def _make_sampler(spec: SweepSpec, seed: int | None) -> optuna.samplers.BaseSampler:
-    s, n_obj = spec.sampler, len(spec.objectives)
-    opts = dict(s.options)
-    S = optuna.samplers
-    if s.name == "tpe":
-        opts.setdefault("multivariate", True)
-        opts.setdefault("group", True)  # conditional spaces: one group per method
-        opts.setdefault("n_startup_trials", min(10, max(2, spec.n_trials // 3)))
-        return S.TPESampler(seed=seed, **opts)
-    if s.name == "nsga2":
-        return S.NSGAIISampler(seed=seed, **opts)
-    if s.name == "nsga3":
-        if n_obj < 2:
-            raise ValueError("nsga3 needs two or more objectives")
-        return S.NSGAIIISampler(seed=seed, **opts)
-    if s.name == "gp":
-        return S.GPSampler(seed=seed, **opts)
-    # random, and grid (whose points are enqueued once when the study is created)
-    return S.RandomSampler(seed=seed, **opts)
 
 
 def sampled_before(study: optuna.Study) -> int:
@@ -211,8 +179,6 @@ def open_study(spec: SweepSpec, run_dir: Path, name: str | None = None, *,
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([o.metric for o in spec.objectives])
     if spec.sampler.name == "grid" and not study.user_attrs.get("grid_enqueued"):
-        from sweeps.space import grid_points
-
         for p in grid_points(spec):
             study.enqueue_trial(p)
         study.set_user_attr("grid_enqueued", True)
@@ -412,28 +378,3 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
     except OSError:
         return True
-
-
-# -- what a read-only verb reports about the record -----------------------------------------------
-
-def record_problems(spec: SweepSpec, run_dir: Path) -> tuple[optuna.Study | None, list[str]]:
-    """(the study, read only; one line per problem of the record): files that cannot be read, the
-    journal's damage, trials the journal has whose runs Parquet lacks. Touches nothing."""
-    from sweeps import results as R
-
-    lines = []
-    for sub, schema in (("trials", R.BASE_SCHEMA), ("history", R.HISTORY_SCHEMA)):
-        lines += R.scan(run_dir / sub, schema).problems()
-    study, notice = load_study_readonly(spec, run_dir)
-    if notice:
-        lines.append(notice)
-    if study is not None:
-        states = R.record_states(run_dir)
-        lost = [t.number for t in study.get_trials(deepcopy=False, states=FINISHED)
-                if REQUEUED not in t.user_attrs and "method" in t.params
-                and any(fp not in states for fp in t.user_attrs.get("fingerprints", []))]
-        if lost:
-            shown = ", ".join(map(str, lost[:10])) + (" ..." if len(lost) > 10 else "")
-            lines.append(f"{len(lost)} trial(s) in the journal have runs missing from Parquet "
-                         f"(trials {shown}); `resume` reruns them")
-    return study, lines

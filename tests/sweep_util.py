@@ -19,12 +19,18 @@ def fake_task(payload: dict[str, Any], on_epoch=None) -> dict[str, Any]:
     m["forget_gap"] = abs(100 * lr - 3) + s
     m["avg_gap"] = m["forget_gap"] / 2
     row = {"epoch": 0, "loss": 1.0 - lr, "steps": 3, "lr": lr, "elapsed_s": 0.001}
-    if on_epoch:
-        on_epoch(row)
+    rows = [row]
+    k = (payload.get("eval") or {}).get("eval_every", 0)
+    if k:  # three epochs; UA, RA, TA every k-th and after the last, ending at the final metrics
+        rows = [{**row, "epoch": e, **({x: m[x] - (2 - e) for x in ("unlearn_acc", "retain_acc", "test_acc")}
+                                       if (e + 1) % k == 0 or e == 2 else {})} for e in range(3)]
+    for r in rows:
+        if on_epoch:
+            on_epoch(r)
     return {"state": "COMPLETE", "error": None, "method": payload["method"], "params": p, "config": payload,
             "metrics": m, "reference": {"original": {"test_acc": 95.0, "unlearn_acc": 0.0},
                                         "retrain": {"test_acc": 94.5, "unlearn_acc": 3.0}},
-            "history": [row], "step_history": [], "runtime_s": 0.01, "total_s": 0.02, "device": "cpu",
+            "history": rows, "step_history": [], "runtime_s": 0.01, "total_s": 0.02, "device": "cpu",
             "device_name": "cpu", "peak_mem_bytes": 0, "node": platform.node(), "code_version": "test",
             "started_at": "2025-01-01T00:00:00+00:00", "ended_at": "2025-01-01T00:00:01+00:00"}
 

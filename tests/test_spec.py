@@ -132,7 +132,7 @@ def test_presets_are_valid(tmp_path):
 
 
 def test_grid_sampler_needs_steps_and_enumerates():
-    from sweeps.spec import grid_size
+    from sweeps.space import grid_size
 
     raw = small_spec(sampler={"name": "grid"})
     with pytest.raises(UserError, match=r"^methods\.ft\.space\.lr\.step: "):

@@ -44,6 +44,9 @@ class EvalConfig(StrictModel):
     mia: bool = True
     mia_kind: Literal["confidence", "correctness", "entropy", "m_entropy", "prob"] = "confidence"
     batch_size: int = Field(1024, ge=1)
+    # every k epochs (and after the last) the unlearning loop also records UA, RA, TA (no MIA) in the
+    # per-epoch history; 0 = off. Costs one forward pass over the forget, retain, test and val sets.
+    eval_every: int = Field(0, ge=0)
 
 
 class TrialConfig(StrictModel):
@@ -164,6 +167,27 @@ def evaluate(model, ds: Dataset, split: Split, cfg: EvalConfig, amp: bool = Fals
     return out
 
 
+def _epoch_eval(cfg: TrialConfig, model, ds: Dataset, split: Split, amp: bool, epochs: int,
+                on_epoch: Callable[[dict], None] | None) -> Callable[[dict], None] | None:
+    """The loop's per-epoch callback: with `eval.eval_every` = k, after every k-th and the last epoch
+    add UA, RA, TA (forget/retain/test accuracy, no MIA) to the epoch's row, which is the row the
+    history records; then pass the row on. Evaluation draws no random numbers and restores every
+    module's train/eval mode (`predict_probs`), so the trained model is the same with or without it."""
+    k = cfg.eval.eval_every
+    if not k:
+        return on_epoch
+    quick = cfg.eval.model_copy(update={"mia": False})
+
+    def hook(row: dict) -> None:
+        if (row["epoch"] + 1) % k == 0 or row["epoch"] + 1 == epochs:
+            m = evaluate(model, ds, split, quick, amp)
+            row.update({key: m[key] for key in ("unlearn_acc", "retain_acc", "test_acc")})
+        if on_epoch is not None:
+            on_epoch(row)
+
+    return hook
+
+
 # -- the trial -----------------------------------------------------------------------------------
 
 def run_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None, *,
@@ -207,7 +231,8 @@ def run_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None, 
                                augment=getattr(mcfg, "augment", True))
             method = method_cls(mcfg, Context(view, frozen_copy(original.model), device, gen, autocast))
             t0 = time.perf_counter()
-            history, step_history = run_loop(model, method, on_epoch=on_epoch)
+            history, step_history = run_loop(model, method, on_epoch=_epoch_eval(
+                cfg, model, ds, split, amp, mcfg.epochs, on_epoch))
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             runtime = time.perf_counter() - t0

@@ -1,0 +1,161 @@
+"""The sweep's progress view: a tqdm bar (rate, ETA, counts, best so far) on a terminal, one plain
+line per finished trial when stderr is not a TTY (CI, log files, `2> log`).
+
+    progress = Progress.for_study(spec, study, stream=sys.stderr)   # counts and best from the study
+    progress.told(number, values, feasible)   # a trial was told to Optuna
+    progress.show(running=len(inflight))      # after the driver refilled its slots
+    progress.close()
+
+Counts include the trials finished before a resume (seeded from the study), so "7/16" and the best
+so far are right after `resume`; the rate and ETA use this session's trials only. `running` is
+taken after the driver has refilled its slots, so it counts what actually runs: the line is printed
+then, not at the instant a run lands (when its slot is momentarily empty).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import TextIO
+
+from optuna.trial import TrialState
+
+
+class Progress:
+    def __init__(self, name: str, total: int, metric: str, direction: str, *, counted: int = 0,
+                 done: int = 0, failed: int = 0, best: tuple[float, int] | None = None,
+                 stream: TextIO | None = sys.stderr, bar: bool | None = None):
+        self.name, self.total, self.metric, self.direction = name, total, metric, direction
+        self.counted, self.done, self.failed, self.best = counted, done, failed, best
+        self.stream, self.start_count, self.t0 = stream, counted, time.perf_counter()
+        self.running, self.per_node = 0, {}
+        self._dirty = False
+        self._tty = bar if bar is not None else bool(stream is not None and
+                                                     getattr(stream, "isatty", lambda: False)())
+        self._bar = None
+        self._started = False
+
+    def _start(self) -> None:
+        """At the first `show`, when trials start (not while the backend starts): the clock of the
+        rate and ETA, and the bar."""
+        self._started, self.t0 = True, time.perf_counter()
+        if self.stream is not None and self._tty:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total, initial=self.counted, file=self.stream, desc=f"[{self.name}]",
+                             unit="trial", dynamic_ncols=True, smoothing=0.1,
+                             bar_format="{desc} {bar} {n_fmt}/{total_fmt} [{elapsed}<{remaining}, "
+                                        "{rate_fmt}{postfix}]")
+
+    @classmethod
+    def for_study(cls, spec, study, counted: int, stream: TextIO | None = sys.stderr, **kw) -> "Progress":
+        """Seed the counts and the best feasible value of the first objective from the trials the
+        study already holds (a resumed sweep), `counted` being what the driver counts towards
+        n_trials (re-enqueued trials excluded)."""
+        from sweeps.study import DUPLICATE, REQUEUED
+
+        o = spec.objectives[0]
+        done = failed = 0
+        best = None
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+            if REQUEUED in t.user_attrs or DUPLICATE in t.user_attrs:
+                continue
+            if t.state == TrialState.FAIL:
+                failed += 1
+                continue
+            done += 1
+            if t.values and all(v <= 0 for v in t.constraints.values()):
+                best = _better(best, t.values[0], t.number, o.direction)
+        return cls(spec.name, spec.n_trials, o.metric, o.direction, counted=counted, done=done,
+                   failed=failed, best=best, stream=stream, **kw)
+
+    # -- events ----------------------------------------------------------------------------------
+    def told(self, number: int, values: list[float] | None, feasible: bool) -> None:
+        """A trial finished: `values` None when it failed."""
+        self.counted += 1
+        if values is None:
+            self.failed += 1
+        else:
+            self.done += 1
+            if feasible:
+                self.best = _better(self.best, values[0], number, self.direction)
+        self._dirty = True
+
+    def show(self, running: int, per_node: dict[str, int] | None = None) -> None:
+        """Called by the driver once its slots are refilled: update the bar, or print the line of
+        the trials told since the last call."""
+        if not self._started:
+            self._start()
+        changed = running != self.running or (per_node or {}) != self.per_node
+        self.running, self.per_node = running, dict(per_node or {})
+        if self.stream is None:
+            return
+        if self._bar is not None:
+            if self._dirty or changed:
+                self._bar.n = self.counted
+                self._bar.set_postfix_str(self.status(), refresh=True)
+        elif self._dirty:
+            print(f"[{self.name}] {self.line()}", file=self.stream, flush=True)
+        self._dirty = False
+
+    def write(self, msg: str) -> None:
+        """A message that must not tear the bar."""
+        if self.stream is None:
+            return
+        if self._bar is not None:
+            self._bar.write(msg, file=self.stream)
+        else:
+            print(msg, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.n = self.counted
+            self._bar.set_postfix_str(self.status(), refresh=True)
+            self._bar.close()
+            self._bar = None
+        elif self._dirty and self.stream is not None:
+            print(f"[{self.name}] {self.line()}", file=self.stream, flush=True)
+            self._dirty = False
+
+    # -- text ------------------------------------------------------------------------------------
+    def best_text(self) -> str:
+        if self.best is None:
+            return "none feasible yet"
+        return f"best {self.metric} {self.best[0]:.3f} (trial {self.best[1]})"
+
+    def status(self) -> str:
+        nodes = ", ".join(f"{k}={v}" for k, v in sorted(self.per_node.items()))
+        return (f"{self.done} done, {self.running} running, {self.failed} failed, {self.best_text()}"
+                + (f" | per node: {nodes}" if nodes else ""))
+
+    def rate(self) -> float:
+        """Trials per second in this session (NaN before the first)."""
+        n, dt = self.counted - self.start_count, time.perf_counter() - self.t0
+        return n / dt if n > 0 and dt > 0 else math.nan
+
+    def line(self) -> str:
+        r = self.rate()
+        left = max(self.total - self.counted, 0)
+        speed = f"{r:.2f} trials/s" if r >= 1 else f"{r * 3600:.0f} trials/h"
+        pace = "" if not math.isfinite(r) else \
+            f" | {speed}, ETA {_duration(left / r) if left else 'done'}"
+        return f"{self.counted}/{self.total} trials: {self.status()}{pace}"
+
+
+def _better(best: tuple[float, int] | None, value: float, number: int, direction: str
+            ) -> tuple[float, int] | None:
+    if not math.isfinite(value):
+        return best
+    if best is None or (value < best[0] if direction == "minimize" else value > best[0]):
+        return (value, number)
+    return best
+
+
+def _duration(s: float) -> str:
+    s = int(round(s))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s" if m else f"{sec}s"
+
+
+__all__ = ["Progress"]

@@ -1,0 +1,238 @@
+"""Tables for people and papers, from the numbers `sweeps.analysis` computes: the field's table
+(SalUn's Table 1 layout: mean ± sample std over seeds, the gap to Retrain in parentheses, Original
+and Retrain rows, best in bold, n per row, blind and oracle selection side by side) as markdown
+(`DataFrame.to_markdown`), LaTeX (`Styler.to_latex`; needs booktabs), CSV and JSON; the front
+table; our numbers beside a paper's. Formatting only: nothing here reads the record.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from sweeps.spec import REFERENCE_DIR, SweepSpec
+from sweeps.units import info
+
+if TYPE_CHECKING:
+    from sweeps.analysis import Analysis
+
+FIELD = [("UA", "unlearn_acc"), ("RA", "retain_acc"), ("TA", "test_acc"), ("MIA", "mia_efficacy"),
+         ("Avg. gap", "avg_gap"), ("RTE (s)", "runtime_s")]
+GAPPED = ("unlearn_acc", "retain_acc", "test_acc", "mia_efficacy")
+REFERENCE_ROWS = ("Retrain", "Original")
+GROUP = {"blind": "Blind selection", "oracle": "Oracle selection"}
+FORMATS = ("md", "latex", "csv", "json")
+
+
+# -- cells ---------------------------------------------------------------------------------------
+
+def fmt(mean, std=math.nan, gap=math.nan, digits: int = 2, latex: bool = False) -> str:
+    """`94.21 ± 0.33 (0.45)`: mean, sample std (left out for n=1), gap to Retrain; — when unknown."""
+    if mean is None or not math.isfinite(float(mean)):
+        return "--" if latex else "—"
+    s = f"{float(mean):.{digits}f}"
+    if std is not None and math.isfinite(float(std)):
+        s += (r"$\pm$" if latex else " ± ") + f"{float(std):.{digits}f}"
+    if gap is not None and math.isfinite(float(gap)):
+        s += f" ({float(gap):.{digits}f})"
+    return s
+
+
+def _best(rows: pd.DataFrame, metric: str) -> pd.Series:
+    """Bold marks within one selection group: among the methods (two or more), the smallest gap to
+    Retrain for UA/RA/TA/MIA (or, with no Retrain, the better direction where the field has one);
+    the smallest avg. gap and run time."""
+    is_method = ~rows["method"].isin(REFERENCE_ROWS)
+    none = pd.Series(False, index=rows.index)
+    if is_method.sum() < 2:
+        return none
+    if metric in GAPPED and rows.loc[is_method, f"{metric}_gap"].notna().any():
+        score = rows[f"{metric}_gap"]
+    elif info(metric).better == "maximize":
+        score = -rows[metric]
+    elif info(metric).better == "minimize":
+        score = rows[metric]
+    else:
+        return none
+    score = score.where(is_method)
+    return (score == score.min()) & score.notna()
+
+
+def paper_cells(table: pd.DataFrame, latex: bool = False, trials: bool = True
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cells, bold): one row per method (Retrain, Original, then the methods), columns grouped by
+    selection rule (blind, oracle), each group UA, RA, TA, MIA, Avg. gap, RTE (s), n[, trial]."""
+    if table.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    order = [m for m in REFERENCE_ROWS if m in set(table["method"])] + \
+        sorted(set(table["method"]) - set(REFERENCE_ROWS))
+    cells, bold = {}, {}
+    for sel, rows in table.groupby("selection", sort=False):
+        rows = rows.set_index("method", drop=False).reindex(order)
+        group = GROUP.get(sel, sel)
+        for label, m in FIELD:
+            gap = rows[f"{m}_gap"] if f"{m}_gap" in rows else pd.Series(math.nan, index=rows.index)
+            cells[(group, label)] = [fmt(a, s, g, latex=latex) for a, s, g in
+                                     zip(rows[m], rows[f"{m}_std"], gap)]
+            bold[(group, label)] = _best(rows.assign(method=rows.index), m).tolist()
+        cells[(group, "n")] = [str(int(n)) if pd.notna(n) else "" for n in rows["n"]]
+        bold[(group, "n")] = [False] * len(rows)
+        if trials:
+            cells[(group, "trial")] = [str(int(t)) if pd.notna(t) else "" for t in rows["trial"]]
+            bold[(group, "trial")] = [False] * len(rows)
+    cols = pd.MultiIndex.from_tuples(list(cells), names=["", "Method"])
+    return (pd.DataFrame(list(zip(*cells.values())), index=order, columns=cols),
+            pd.DataFrame(list(zip(*bold.values())), index=order, columns=cols))
+
+
+# -- formats -------------------------------------------------------------------------------------
+
+def to_markdown(table: pd.DataFrame) -> str:
+    cells, bold = paper_cells(table)
+    if cells.empty:
+        return "_(no complete configuration yet)_\n"
+    cells = cells.where(~bold, "**" + cells + "**")
+    groups = cells.columns.get_level_values(0).unique()
+    cells.columns = [f"{label} ({g.split()[0].lower()})" if len(groups) > 1 else label
+                     for g, label in cells.columns]
+    return cells.rename_axis("method").to_markdown() + "\n"
+
+
+def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None = None) -> str:
+    """A booktabs tabular (in a table environment when a caption is given), Retrain and Original
+    set apart by a rule, bold = `_best`."""
+    cells, bold = paper_cells(table, latex=True, trials=False)
+    if cells.empty:
+        return "% no complete configuration yet\n"
+    css = bold.map(lambda b: "font-weight: bold;" if b else "")
+    sty = (cells.style.apply(lambda _: css, axis=None)
+           .format_index(escape="latex", axis=0).format_index(escape="latex", axis=1))
+    tex = sty.to_latex(hrules=True, convert_css=True, multicol_align="c",
+                       column_format="l" + "r" * cells.shape[1], caption=caption, label=label)
+    lines = tex.splitlines()
+    for i, ln in enumerate(lines):  # a rule between the references and the methods
+        if ln.startswith("Original &") and i + 1 < len(lines) and not lines[i + 1].startswith("\\bottomrule"):
+            lines.insert(i + 1, r"\midrule")
+            break
+    return "\n".join(lines) + "\n"
+
+
+def latex_escape(text: str) -> str:
+    out = text
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
+                 ("±", r"$\pm$"), ("↓", r"$\downarrow$"), ("↑", r"$\uparrow$"), ("|", r"$|$")):
+        out = out.replace(a, b)
+    return out
+
+
+def caption(a: "Analysis") -> str:
+    rules = "; ".join(f"{GROUP[r.name].lower()}: {r.text}" for r in a.rules)
+    return (f"Sweep {a.spec.name}: mean ± sample std over n seeds (per row); in parentheses the "
+            f"absolute gap to Retrain's mean; bold: closest to Retrain (avg. gap, RTE: smallest) among "
+            f"the methods. Each method's configuration is picked by the {rules}. UA, RA, TA, MIA in %, "
+            f"RTE in seconds of the unlearning procedure.")
+
+
+def table_records(table: pd.DataFrame) -> list[dict]:
+    return [{k: plain(v) for k, v in r.items()} for r in table.to_dict(orient="records")]
+
+
+def export(a: "Analysis", fmt_: str) -> str:
+    """The field's table as `md`, `latex`, `csv` (tidy: one row per selection x method, numeric)
+    or `json` ({sweep, selection rules, rows})."""
+    if fmt_ == "md":
+        return to_markdown(a.table)
+    if fmt_ == "latex":
+        return to_latex(a.table, caption=latex_escape(caption(a)), label=f"tab:{a.spec.name}")
+    if fmt_ == "csv":
+        return a.table.to_csv(index=False)
+    if fmt_ == "json":
+        return json.dumps({"sweep": a.spec.name, "selection_rule": a.spec.selection_rule,
+                           "rules": {r.name: r.text for r in a.rules},
+                           "rows": table_records(a.table)}, indent=2) + "\n"
+    raise ValueError(f"unknown format {fmt_!r}; known: {', '.join(FORMATS)}")
+
+
+def plain(v):
+    """A JSON-safe scalar: numpy numbers to Python, NaN and inf to None."""
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(v) else None
+    return v
+
+
+# -- other tables --------------------------------------------------------------------------------
+
+def markdown(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False) + "\n" if len(df) else "_(none)_\n"
+
+
+def text_table(df: pd.DataFrame) -> str:
+    """Plain aligned columns for a terminal."""
+    return df.to_markdown(index=False, tablefmt="plain") if len(df) else "(empty front)"
+
+
+def params_text(params_json: str, spec: SweepSpec, method: str) -> str:
+    """The searched parameters of a configuration, `lr=0.0123, epsilon=0.05`."""
+    p = json.loads(params_json)
+    searched = spec.methods[method].space if method in spec.methods else p
+    return ", ".join(f"{k}={_short(p[k])}" for k in searched if k in p and
+                     (method not in spec.methods or spec.methods[method].space[k].type != "fixed"))
+
+
+def _short(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def front_table(front: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
+    rows = []
+    for _, r in front.iterrows():
+        row = {"trial": int(r["trial_number"]), "method": r["method"], "n": int(r["n"]),
+               "params": params_text(r["params_json"], spec, r["method"])}
+        for m in dict.fromkeys([o.metric for o in spec.objectives] + [c.metric for c in spec.constraints]):
+            row[m] = fmt(r.get(m), r.get(f"{m}_std"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# -- the paper's numbers beside ours -------------------------------------------------------------
+
+PAPER_COLS = {"UA": "ua", "RA": "ra", "TA": "ta", "MIA": "mia_efficacy", "Avg. gap": "avg_gap"}
+
+
+def read_reference(table: str, scenario: str) -> pd.DataFrame:
+    df = pd.read_csv(REFERENCE_DIR / table, comment="#")
+    return df[df["scenario"] == scenario].reset_index(drop=True)
+
+
+def reference_citation(table: str) -> list[str]:
+    return [ln.lstrip("# ").rstrip() for ln in (REFERENCE_DIR / table).read_text().splitlines()
+            if ln.startswith("#")]
+
+
+def beside_paper(a: "Analysis") -> pd.DataFrame:
+    """Ours (the sweep's own rule: the oracle group of an oracle sweep, as the papers tuned) beside
+    the paper's mean ± std, per metric; RTE in minutes as the papers report it."""
+    paper = read_reference(a.spec.reference.table, a.spec.reference.scenario)
+    ours = a.table[a.table["selection"] == a.spec.selection_rule]
+    label = dict((m, lab) for lab, m in FIELD)
+    rows = []
+    for _, r in ours.iterrows():
+        key = "retrain" if r["method"] == "Retrain" else str(r["method"])
+        p = paper[paper["method"] == key]
+        row = {"method": r["method"], "n": r["n"]}
+        for lab, col in PAPER_COLS.items():
+            m = next(m for m, x in label.items() if x == lab)
+            row[f"{lab} ours"] = fmt(r[m], r[f"{m}_std"])
+            row[f"{lab} paper"] = (fmt(p.iloc[0][col], p.iloc[0].get(f"{col.split('_')[0]}_std", math.nan))
+                                   if len(p) else "")
+        row["RTE ours (min)"] = fmt(r["runtime_s"] / 60, r["runtime_s_std"] / 60)
+        row["RTE paper (min)"] = fmt(p.iloc[0]["rte_min"]) if len(p) else ""
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -240,14 +240,15 @@ def _driver_state(run_dir: Path) -> str:
 def cmd_status(args) -> int:
     from sweeps.analysis import analyze, summary_text, to_json
     from sweeps.results import record_problems
-    from sweeps.study import REQUEUED, DriverLock, _alive
+    from sweeps.study import DriverLock, _alive, superseded
 
     run_dir = resolve_run_dir(args.dir)
     spec = _spec_from_dir(run_dir, [], read_only=True)
     study, problems = record_problems(spec, run_dir)
     states: dict[str, int] = {}
+    sup = superseded(study) if study is not None else set()
     for t in (study.get_trials(deepcopy=False) if study is not None else []):
-        name = t.state.name + (" (re-enqueued)" if REQUEUED in t.user_attrs else "")
+        name = t.state.name + (" (re-enqueued)" if t.number in sup else "")
         states[name] = states.get(name, 0) + 1
     analysis = analyze(run_dir, spec)
     if args.json:

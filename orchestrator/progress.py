@@ -52,13 +52,14 @@ class Progress:
         """Seed the counts and the best feasible value of the first objective from the trials the
         study already holds (a resumed sweep), `counted` being what the driver counts towards
         n_trials (re-enqueued trials excluded)."""
-        from sweeps.study import DUPLICATE, REQUEUED
+        from sweeps.study import DUPLICATE, superseded
 
         o = spec.objectives[0]
         done = failed = 0
         best = None
+        sup = superseded(study)
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
-            if REQUEUED in t.user_attrs or DUPLICATE in t.user_attrs:
+            if t.number in sup or DUPLICATE in t.user_attrs:
                 continue
             if t.state == TrialState.FAIL:
                 failed += 1

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import shutil
 import signal
@@ -42,7 +43,8 @@ from sweeps import results as R
 from sweeps.space import suggest
 from sweeps.spec import SweepSpec
 from sweeps.study import (DUPLICATE, DriverLock, counted, fingerprint, make_sampler, new_run_identity,
-                          open_study, reconcile, repair_journal, requeue, run_identity, sampled_before)
+                          open_study, reconcile, repair_journal, requeue, run_identity, sampled_before,
+                          superseded)
 from unlearning.config import dump_yaml
 from unlearning.errors import Aborted, UserError
 from unlearning.redact import scrub, scrub_text
@@ -212,7 +214,7 @@ class Driver:
                 raise
             except OSError as e:  # the record cannot be written (disk full, read-only): stop cleanly
                 self._interrupt("interrupted")
-                raise Aborted(f"{self.run_dir}: cannot write the record ({e.strerror or e}); runs "
+                raise Aborted(f"{self.run_dir}: cannot write the record ({os_reason(e)}); runs "
                               "recorded so far are intact, `resume` continues once it is fixed") from None
             if self.stopped:
                 self._interrupt("stopped")
@@ -250,8 +252,7 @@ class Driver:
         except UserError:
             raise
         except OSError as e:
-            raise UserError(f"{self.run_dir}: cannot be used as a run directory "
-                            f"({e.strerror or e})") from None
+            raise UserError(f"{self.run_dir}: cannot be used as a run directory ({os_reason(e)})") from None
         free = shutil.disk_usage(self.run_dir).free
         if free < MIN_FREE_BYTES:
             lock.release()
@@ -343,9 +344,10 @@ class Driver:
         self.progress = Progress.for_study(self.spec, self.study, self.counted, stream=self.log_to)
         self.sampled = sampled_before(self.study)
         self.told_configs: dict[tuple[str, ...], int] = {}
+        sup = superseded(self.study)
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
             fps = t.user_attrs.get("fingerprints")
-            if fps and "requeued" not in t.user_attrs:
+            if fps and t.number not in sup and DUPLICATE not in t.user_attrs:
                 self.told_configs.setdefault(tuple(fps), t.number)
 
     def _make_tracker(self) -> None:
@@ -608,6 +610,15 @@ class Driver:
             except Exception:  # noqa: BLE001 - a full disk: the next resume reconciles RUNNING trials
                 pass
         self.open.clear()
+
+
+def os_reason(e: OSError) -> str:
+    """The reason of an OSError in a few words, also for pyarrow's, which carry the errno only in
+    their message ("... Detail: [errno 28] No space left on device")."""
+    m = re.search(r"\[errno (\d+)\]", str(e))
+    if m:
+        return os.strerror(int(m.group(1)))
+    return e.strerror or (str(e).splitlines() or [type(e).__name__])[0]
 
 
 def _mean(rows: list[dict[str, Any]], metric: str) -> float:

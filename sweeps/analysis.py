@@ -39,6 +39,7 @@ from sweeps.results import METRIC_COLUMNS, REFERENCE_METRICS, read_history, read
 from sweeps.spec import METRICS, Objective, SweepSpec
 from sweeps.tables import FIELD, GAPPED, plain
 from sweeps.units import default_reference
+from unlearning.redact import scrub_text
 
 SEEDS = ["split_seed", "train_seed", "unlearn_seed"]
 KEY = ["method", "params_json"]
@@ -460,7 +461,8 @@ def write_file(path: Path, content) -> bool:
     half a file. `fn` returning False writes nothing and removes a stale `path`. Returns whether
     `path` exists now."""
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    wrote = tmp.write_text(content) if isinstance(content, str) else content(tmp)
+    # text leaves the process here: the one scrubber cuts out anything that looks like a secret
+    wrote = tmp.write_text(scrub_text(content)) if isinstance(content, str) else content(tmp)
     if wrote is False:
         path.unlink(missing_ok=True)
         return False

@@ -264,7 +264,8 @@ def history_png(a: "Analysis", path: Path) -> None:
             ax.set_ylim(*lim)
         ax.set_ylabel(axis_label(o.metric, o.direction), fontsize=8)
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    if axes[0, 0].get_legend_handles_labels()[0]:  # nothing complete yet: no legend to draw
+        axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     axes[-1, 0].set_xlabel("trial")
     fig.suptitle(f"{a.spec.name}: objectives by trial (mean over seeds)", fontsize=10)
     fig.tight_layout()

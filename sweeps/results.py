@@ -358,7 +358,7 @@ def reason_key(error: str) -> str:
 def record_problems(spec: SweepSpec, run_dir: Path) -> tuple[Any, list[str]]:
     """(the study, read only; one line per problem of the record): files that cannot be read, the
     journal's damage, trials the journal has whose runs Parquet lacks. Touches nothing."""
-    from sweeps.study import FINISHED, REQUEUED, load_study_readonly
+    from sweeps.study import FINISHED, load_study_readonly, superseded
 
     lines = []
     for sub, schema in (("trials", BASE_SCHEMA), ("history", HISTORY_SCHEMA)):
@@ -367,9 +367,9 @@ def record_problems(spec: SweepSpec, run_dir: Path) -> tuple[Any, list[str]]:
     if notice:
         lines.append(notice)
     if study is not None:
-        states = record_states(run_dir)
+        states, sup = record_states(run_dir), superseded(study)
         lost = [t.number for t in study.get_trials(deepcopy=False, states=FINISHED)
-                if REQUEUED not in t.user_attrs and "method" in t.params
+                if t.number not in sup and "method" in t.params
                 and any(fp not in states for fp in t.user_attrs.get("fingerprints", []))]
         if lost:
             shown = ", ".join(map(str, lost[:10])) + (" ..." if len(lost) > 10 else "")

@@ -35,15 +35,25 @@ from unlearning.errors import UserError
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 REQUEUED = "requeued"  # user attr on a trial whose parameters were enqueued again (dead driver, Ctrl-C)
+SUPERSEDED = "superseded"  # study user attr: {finished trial number: why its parameters were enqueued again}
 DUPLICATE = "duplicate_of"  # user attr on a trial that proposed an already recorded configuration
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+
+
+def superseded(study: optuna.Study) -> set[int]:
+    """Numbers of the trials whose parameters were enqueued again (a replay took their place): a
+    trial still running when that happened carries the user attr REQUEUED; a finished one (whose
+    runs went missing from Parquet, or were lost) cannot be changed, so the study lists it."""
+    out = {int(k) for k in study.user_attrs.get(SUPERSEDED, {})}
+    return out | {t.number for t in study.get_trials(deepcopy=False) if REQUEUED in t.user_attrs}
 
 
 def sampled_before(study: optuna.Study) -> int:
     """How many configurations the sweep has sampled so far, the way `make_sampler` counts them:
     every trial except those re-enqueued (their replay takes their place) and those still waiting."""
+    sup = superseded(study)
     return sum(1 for t in study.get_trials(deepcopy=False)
-               if REQUEUED not in t.user_attrs and t.state != TrialState.WAITING)
+               if t.number not in sup and t.state != TrialState.WAITING)
 
 
 # -- the journal, checked before anything is appended --------------------------------------------
@@ -194,8 +204,9 @@ def reconcile(study: optuna.Study, *, missing: Callable[[list[str]], bool] = lam
       - failed trials whose error `rerun(error)` calls transient (a lost worker).
     Returns {reason: trial numbers}."""
     out: dict[str, list[int]] = {}
+    sup = superseded(study)
     for t in study.get_trials(deepcopy=False):
-        if REQUEUED in t.user_attrs or t.state == TrialState.WAITING:
+        if t.number in sup or t.state == TrialState.WAITING:
             continue
         if t.state == TrialState.RUNNING:
             why = "left RUNNING by a driver that died"
@@ -211,18 +222,22 @@ def reconcile(study: optuna.Study, *, missing: Callable[[list[str]], bool] = lam
 
 
 def requeue(study: optuna.Study, trial_id: int, number: int, params: dict[str, Any], reason: str) -> None:
-    """Enqueue a trial's parameters again, then mark it (FAIL if it was still running) as not
-    counted towards n_trials."""
+    """Enqueue a trial's parameters again and mark the trial superseded (not counted towards
+    n_trials); a trial still running is closed as FAIL."""
     if "method" in params:  # a trial killed before it was sampled has nothing to repeat
         study.enqueue_trial(dict(params), user_attrs={"requeued_from": number})
+    if study._storage.get_trial(trial_id).state.is_finished():
+        study.set_user_attr(SUPERSEDED, {**study.user_attrs.get(SUPERSEDED, {}), str(number): reason})
+        return
     study._storage.set_trial_user_attr(trial_id, REQUEUED, reason)
     study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def counted(study: optuna.Study) -> int:
-    """Finished trials that count towards n_trials (re-enqueued ones and duplicates do not)."""
+    """Finished trials that count towards n_trials (superseded ones and duplicates do not)."""
+    sup = superseded(study)
     return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED)
-               if REQUEUED not in t.user_attrs and DUPLICATE not in t.user_attrs)
+               if t.number not in sup and DUPLICATE not in t.user_attrs)
 
 
 # -- fingerprints --------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ def task(payload: dict, on_epoch=None) -> dict:
         return {"epochs": int(payload.get("n", 3))}
     if op == "pid":
         return {"pid": os.getpid()}
+    if op == "env":
+        return {k: os.environ.get(k) for k in payload.get("names", [])}
     if op == "oom":  # what unlearning.trial returns when CUDA runs out of memory
         return {"state": "FAIL", "error": "out of memory: CUDA out of memory", "pid": os.getpid()}
     raise KeyError(f"unknown op {op!r}")
@@ -40,4 +42,15 @@ def slow_fake_task(payload: dict, on_epoch=None) -> dict:
     from tests.sweep_util import fake_task
 
     time.sleep(1.5)
+    return fake_task(payload, on_epoch)
+
+
+def fake_run_task(payload: dict, on_epoch=None) -> dict:
+    """unlearning.trial.run_task's stand-in for driver processes under test (tests/drive.py): the
+    probe passes, a trial is tests.sweep_util.fake_task after $FAKE_TASK_SECONDS (default 0.2)."""
+    from tests.sweep_util import fake_task
+
+    if payload.get("task") == "probe":
+        return {"ok": True}
+    time.sleep(float(os.environ.get("FAKE_TASK_SECONDS", "0.2")))
     return fake_task(payload, on_epoch)

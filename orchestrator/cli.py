@@ -11,7 +11,9 @@ from typing import Any
 
 import yaml
 
-from unlearning.config import read_yaml, set_path
+from pydantic import ValidationError
+
+from unlearning.config import one_line, read_yaml, set_path
 from unlearning.errors import UserError
 
 EXIT_USAGE = 2
@@ -135,6 +137,10 @@ def _run_and_report(spec, run_dir: Path) -> int:
     from sweeps.analysis import summary_text, write_report
 
     summary = run_sweep(spec, run_dir)
+    if spec.audit is not None:  # the spec asks for per-example audits of its top configurations
+        from orchestrator.audit import run_audit
+
+        run_audit(spec, run_dir)
     analysis, report = write_report(run_dir, spec)
     print(summary_text(analysis))
     print(f"report: {report}")
@@ -201,6 +207,27 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    from orchestrator.audit import run_audit
+    from sweeps.audit_results import audit_dir
+    from sweeps.spec import AuditSpec
+
+    run_dir = resolve_run_dir(args.dir)
+    spec = _spec_from_dir(run_dir, _sweep_sets(args))
+    over = {k: v for k, v in (("top", args.top), ("shadows", args.shadows)) if v is not None}
+    if args.kind:
+        over["kinds"] = [k.strip() for k in args.kind.split(",") if k.strip()]
+    try:
+        audit = AuditSpec(**{**(spec.audit.model_dump() if spec.audit else {}), **over})
+    except ValidationError as e:
+        raise UserError(f"audit: {one_line(e)}") from None
+    out = run_audit(spec, run_dir, audit)
+    print((audit_dir(run_dir) / "summary.md").read_text())
+    print(f"audit: {audit_dir(run_dir)} ({out['tasks']} task(s), {out['ran']} run now, "
+          f"{out['wall_s']:.1f}s)")
+    return 0
+
+
 def cmd_presets(args) -> int:
     from sweeps.spec import PRESETS_DIR, preset_names
 
@@ -254,6 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
     an = sub.add_parser("analyze", help="write the report (Pareto front, tables, plots) of a sweep")
     an.add_argument("dir", metavar="DIR")
     an.set_defaults(func=cmd_analyze)
+
+    au = sub.add_parser("audit", help="per-example audits (U-LiRA, KLoM, relearn time) of a sweep's "
+                        "top configurations: shadow and oracle models trained as parallel tasks")
+    au.add_argument("dir", metavar="RUN", help="a run directory or a sweep name (runs/NAME)")
+    au.add_argument("--top", type=int, help="audit the top K configurations (default: spec or 3)")
+    au.add_argument("--shadows", type=int, help="N shadow / original / reference models (default 16)")
+    au.add_argument("--kind", help="comma-separated: ulira,klom,relearn (default: all three)")
+    au.add_argument("--backend", choices=["inline", "ray"], help="override resources.backend")
+    au.add_argument("--address", help="an existing Ray cluster (as for run)")
+    au.add_argument("--set", **setf)
+    au.set_defaults(func=cmd_audit)
 
     pr = sub.add_parser("presets", help="list the bundled sweep specs")
     pr.set_defaults(func=cmd_presets)

@@ -95,14 +95,21 @@ def plan(spec: SweepSpec, audit: AuditSpec, configs: list[dict[str, Any]]) -> li
     a = audit.model_dump(mode="json")
     science = {k: a[k] for k in ("shadows", "kinds", "seed", "baselines", "variance", "klom_bins",
                                  "klom_examples", "relearn")}
+    from unlearning.methods import get_method
+
     n = audit.shadows
     roles = (["shadow"] if "ulira" in audit.kinds else []) + \
         (["audited", "reference"] if {"klom", "relearn"} & set(audit.kinds) else [])
+    # the Retrain models a `retrain` configuration turns shadow k / original k into: trained in
+    # phase 1 too, so no score task waits on another's training
+    needs_retrain = any(c["method"] == "retrain" or (c["method"] != "original" and
+                                                     getattr(get_method(c["method"]), "from_oracle", False))
+                        for c in configs)
     scored = {"seed": audit.seed, "klom": "klom" in audit.kinds, "relearn": "relearn" in audit.kinds,
               "klom_examples": audit.klom_examples if "klom" in audit.kinds else None,
               "relearn_cfg": a["relearn"] if "relearn" in audit.kinds else None}
     train, score = [], []
-    for role in roles:
+    for role in roles + (["retrain"] if needs_retrain else []):
         for k in range(n):
             payload = {"op": "train", "trial": trial, "audit": science, "role": role, "index": k}
             parts = {"op": "train", "role": role, "index": k, "trial": core, "code": code_version(),
@@ -147,11 +154,6 @@ class AuditDriver:
         d.mkdir(parents=True, exist_ok=True)
         lock = DriverLock(d)
         lock.acquire()
-        old_term = signal.getsignal(signal.SIGTERM)
-        try:
-            signal.signal(signal.SIGTERM, _raise_interrupt)
-        except ValueError:  # not the main thread
-            old_term = None
         try:
             done = AR.done_tasks(self.run_dir)
             todo = [t for t in tasks if t.key not in done]
@@ -162,8 +164,6 @@ class AuditDriver:
                 self._execute(todo)
             summary = self._collect(configs, tasks, wall=time.perf_counter() - t0)
         finally:
-            if old_term is not None:
-                signal.signal(signal.SIGTERM, old_term)
             lock.release()
         wall = time.perf_counter() - t0
         self.say(f"finished in {wall:.1f}s: {self.counts['train']} model(s) prepared, "
@@ -182,6 +182,9 @@ class AuditDriver:
         queue = deque(todo)
         inflight: dict = {}
         total = Counter(t.op for t in todo)
+        # after the backend: ray.init installs handlers of its own. SIGINT / SIGTERM end the audit
+        # cleanly; what ran is in the record, a later call resumes from there
+        old = _set_signals(_raise_interrupt)
         try:
             while queue or inflight:
                 cap = max(1, backend.capacity())
@@ -205,6 +208,7 @@ class AuditDriver:
                     self.say(f"train {self.counts['train']}/{total['train']}  score "
                              f"{self.counts['score']}/{total['score']}  failed {self.counts['fail']}")
         finally:
+            _set_signals(old)
             if self._backend is None:
                 backend.shutdown()
 
@@ -295,6 +299,21 @@ def _example_rows(c, per: dict[str, np.ndarray], sets, ds) -> list[dict[str, Any
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def _set_signals(handler) -> dict | None:
+    """Install `handler` (or a dict of old handlers) for SIGINT and SIGTERM; returns the previous
+    ones (None off the main thread, where signals cannot be set)."""
+    if handler is None:
+        return None
+    try:
+        if isinstance(handler, dict):
+            for sig, h in handler.items():
+                signal.signal(sig, h)
+            return None
+        return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:
+        return None
 
 
 def run_audit(spec: SweepSpec, run_dir: str | Path, audit: AuditSpec | None = None, **kw) -> dict[str, Any]:

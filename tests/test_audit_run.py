@@ -65,8 +65,9 @@ def test_audit_writes_per_example_results_and_a_summary_then_reuses_everything(r
     again = run_audit(spec, record, audit, log=None)  # everything is in the record already
     assert again["ran"] == 0
     bigger = run_audit(spec, record, AuditSpec(top=1, shadows=6, kinds=["ulira"]), log=None)
-    # only the 2 new shadows: trained, then scored under 3 configurations
-    assert bigger["ran"] == 2 + 2 * 3
+    # only what the 2 new shadows need: they and 2 more Retrain models (the `retrain` baseline turns
+    # shadow k into Retrain k) trained, then the shadows scored under the 3 configurations
+    assert bigger["ran"] == 2 + 2 + 2 * 3
     assert (audit_summary(record)["n_shadows"] == 6).all()
 
 
@@ -114,7 +115,7 @@ def test_sigkilled_audit_resumes_and_trains_every_shadow_once(tmp_path):
     cache = tmp_path / "cache"
     env = {**os.environ, "UNLEARN_SWEEP_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "orchestrator.cli", "audit", str(rec), "--top", "1", "--shadows", "4",
-           "--kind", "ulira", "--backend", "inline"]
+           "--kind", "ulira", "--backend", "inline", "--set", "audit.baselines=false"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tasks = audit_dir(rec) / "tasks"
     deadline = time.monotonic() + 120
@@ -134,7 +135,7 @@ def test_sigkilled_audit_resumes_and_trains_every_shadow_once(tmp_path):
     assert len(after) == 4
     assert {k: after[k] for k in before} == before  # none trained again
     rows = read_tasks(rec)
-    train = [r for r in rows.values() if r["op"] == "train"]
+    train = [r for r in rows.values() if r["op"] == "train" and r["role"] == "shadow"]
     assert sorted(r["index"] for r in train) == [0, 1, 2, 3]  # one record per shadow
     # a shadow trained before the kill is never reported as trained again
     assert sum(not r["cached"] for r in train) <= 4
@@ -169,7 +170,7 @@ def test_shadow_training_spreads_over_two_ray_nodes(tmp_path):
         spec = load_spec(small_spec(base={**FAST, "model": "small_cnn"}))
         out = run_audit(spec, rec, AuditSpec(top=1, shadows=4, kinds=["ulira"]), backend=backend, log=None)
         backend.shutdown()
-        shadows = [r for r in read_tasks(rec).values() if r["op"] == "train"]
+        shadows = [r for r in read_tasks(rec).values() if r["op"] == "train" and r["role"] == "shadow"]
         assert len(shadows) == 4 and len({r["node"] for r in shadows}) == 2, shadows
         assert len(out["nodes"]) == 2
     finally:

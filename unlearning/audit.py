@@ -56,9 +56,7 @@ from unlearning.oracle import Trained, cached_train, oracle, oracle_key
 from unlearning.relearn import ain, relearn_time, train_accuracy
 from unlearning.splits import Split, make_split
 
-BASELINES = ("original", "retrain")  # pseudo-configurations every audit can include
 REFERENCE_SEED_OFFSET = 1_000_000  # reference Retrain k trains with seed base + this + k
-ROLES = ("shadow", "audited", "reference")
 FPRS = (0.01, 0.001)
 
 
@@ -207,7 +205,8 @@ def klom(p_margins: np.ndarray, q_margins: np.ndarray, bins: int = 20, clip: flo
 def run_audit_task(payload: dict[str, Any], on_epoch=None) -> dict[str, Any]:
     """Worker entry point (what a backend runs), JSON-like dicts in and out. payload:
         op: train | score;  trial: the audit's TrialConfig dict;  audit: AuditConfig dict;
-        role: shadow | audited | reference;  index: k;  config: {method, params} (not for reference)
+        role: shadow | audited | reference (| retrain: train only);  index: k;
+        config: {method, params} (not for reference)
     `train` makes sure the role's model is in the cache. `score` applies the configuration and
     returns the margins (forget set; KLoM's retain/validation subsets for audited and reference) and
     the relearning attack's count. A failure inside is a FAIL result with the reason."""
@@ -224,7 +223,7 @@ def run_audit_task(payload: dict[str, Any], on_epoch=None) -> dict[str, Any]:
         split = make_split(ds, cfg.split, cfg.seeds.split_seed)
         autocast = autocast_factory(device, cfg.precision)
         cache = Path(cfg.cache_dir) if cfg.cache_dir else _default_cache()
-        kind = {"shadow": "shadow", "audited": "original", "reference": "retrain"}[role]
+        kind = {"shadow": "shadow", "audited": "original", "reference": "retrain", "retrain": "retrain"}[role]
         model = get_model(cfg, ds, split, kind, k, audit, device, autocast, cache,
                           reference=role == "reference")
         if payload["op"] == "train":

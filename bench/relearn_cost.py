@@ -12,16 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from unlearning import __version__  # noqa: E402
+from bench.cpu_result import write_cpu_result  # noqa: E402
 from unlearning.trial import load_trial_config, run_trial  # noqa: E402
 
 SPLITS = {"random10": {"forget_fraction": 0.1}, "class3": {"scenario": "class", "forget_class": 3}}
@@ -64,19 +62,11 @@ def main() -> None:
                        "trial_s_with": t_on}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-    out = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "device": "cpu",
-           "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-           "cpu_count": os.cpu_count(), "load_avg_at_end": os.getloadavg(),
-           "versions": {"unlearn_sweep": __version__, "torch": torch.__version__,
-                        "python": platform.python_version()},
-           "note": ("GA lr 5e-3 on small_cnn (10-epoch oracles); the attack's defaults (whole forget set, "
-                    "SGD lr 0.01, batch 32, target 95% of the original's forget accuracy, checked every "
-                    "step, at most 200 steps). Retrain's attack is memoised per process: paid once per "
-                    "worker, not per trial. The 2-core host was shared with other jobs."),
-           "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
-    print("wrote", args.out)
+    write_cpu_result(args.out, "GA lr 5e-3 on small_cnn (10-epoch oracles); the attack's defaults (whole "
+                     "forget set, SGD lr 0.01, batch 32, target 95% of the original's forget accuracy, "
+                     "checked every step, at most 200 steps). Retrain's attack is memoised per process: "
+                     "paid once per worker, not per trial. The 2-core host was shared with other jobs.",
+                     rows)
 
 
 if __name__ == "__main__":

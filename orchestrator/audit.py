@@ -88,6 +88,7 @@ def plan(spec: SweepSpec, audit: AuditSpec, configs: list[dict[str, Any]]) -> li
     """Every task the audit needs: train tasks first, then score tasks. Keys hash what determines
     the output (not the number of shadows, not settings that only the summary uses)."""
     from sweeps.study import method_code_version
+    from unlearning.methods import get_method
     from unlearning.oracle import code_version
 
     trial = base_trial(spec)
@@ -95,15 +96,12 @@ def plan(spec: SweepSpec, audit: AuditSpec, configs: list[dict[str, Any]]) -> li
     a = audit.model_dump(mode="json")
     science = {k: a[k] for k in ("shadows", "kinds", "seed", "baselines", "variance", "klom_bins",
                                  "klom_examples", "relearn")}
-    from unlearning.methods import get_method
-
     n = audit.shadows
     roles = (["shadow"] if "ulira" in audit.kinds else []) + \
         (["audited", "reference"] if {"klom", "relearn"} & set(audit.kinds) else [])
     # the Retrain models a `retrain` configuration turns shadow k / original k into: trained in
     # phase 1 too, so no score task waits on another's training
-    needs_retrain = any(c["method"] == "retrain" or (c["method"] != "original" and
-                                                     getattr(get_method(c["method"]), "from_oracle", False))
+    needs_retrain = any(c["method"] != "original" and getattr(get_method(c["method"]), "from_oracle", False)
                         for c in configs)
     scored = {"seed": audit.seed, "klom": "klom" in audit.kinds, "relearn": "relearn" in audit.kinds,
               "klom_examples": audit.klom_examples if "klom" in audit.kinds else None,

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from unlearning.audit_config import AuditConfig, RelearnConfig
+from unlearning.audit_config import AuditConfig
 from unlearning.data import Dataset, load_dataset
 from unlearning.errors import TrialFailed, UserError
 from unlearning.loop import autocast_factory
@@ -55,6 +55,7 @@ from unlearning.methods import get_method
 from unlearning.oracle import Trained, cached_train, oracle, oracle_key
 from unlearning.relearn import ain, relearn_time, train_accuracy
 from unlearning.splits import Split, make_split
+from unlearning.trial import default_cache_dir, load_trial_config, resolve_device, unlearn
 
 REFERENCE_SEED_OFFSET = 1_000_000  # reference Retrain k trains with seed base + this + k
 FPRS = (0.01, 0.001)
@@ -79,7 +80,7 @@ def klom_subset(idx: torch.Tensor, n: int, seed: int, salt: int) -> torch.Tensor
     return idx[torch.from_numpy(np.sort(rng.choice(len(idx), n, replace=False)))]
 
 
-def model_seed(base: int, kind: str, index: int, reference: bool = False) -> int:
+def model_seed(base: int, index: int, reference: bool = False) -> int:
     return base + index + (REFERENCE_SEED_OFFSET if reference else 0)
 
 
@@ -87,7 +88,7 @@ def get_model(cfg, ds: Dataset, split: Split, kind: str, index: int, audit: Audi
               device: torch.device, autocast, cache_dir: Path, reference: bool = False) -> Trained:
     """Shadow / original / retrain model `index` (cached; trained here when missing). `cfg` is the
     audit's TrialConfig: data, split, model, train recipe and seeds."""
-    seed = model_seed(cfg.seeds.train_seed, kind, index, reference)
+    seed = model_seed(cfg.seeds.train_seed, index, reference)
     precision = cfg.precision if device.type == "cuda" else "fp32"
     if kind == "shadow":
         held = split.forget[torch.from_numpy(shadow_members(len(split.forget), audit.seed, index))]
@@ -210,8 +211,6 @@ def run_audit_task(payload: dict[str, Any], on_epoch=None) -> dict[str, Any]:
     `train` makes sure the role's model is in the cache. `score` applies the configuration and
     returns the margins (forget set; KLoM's retain/validation subsets for audited and reference) and
     the relearning attack's count. A failure inside is a FAIL result with the reason."""
-    from unlearning.trial import load_trial_config, resolve_device
-
     t0 = time.perf_counter()
     base_out = {"node": platform.node(), "role": payload.get("role"), "index": payload.get("index")}
     try:
@@ -222,7 +221,7 @@ def run_audit_task(payload: dict[str, Any], on_epoch=None) -> dict[str, Any]:
         ds = load_dataset(cfg.data, device)
         split = make_split(ds, cfg.split, cfg.seeds.split_seed)
         autocast = autocast_factory(device, cfg.precision)
-        cache = Path(cfg.cache_dir) if cfg.cache_dir else _default_cache()
+        cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
         kind = {"shadow": "shadow", "audited": "original", "reference": "retrain", "retrain": "retrain"}[role]
         model = get_model(cfg, ds, split, kind, k, audit, device, autocast, cache,
                           reference=role == "reference")
@@ -241,16 +240,8 @@ def run_audit_task(payload: dict[str, Any], on_epoch=None) -> dict[str, Any]:
                 "error": f"{type(e).__name__}: {e} [{tb[-3].strip() if len(tb) > 2 else ''}]"}
 
 
-def _default_cache() -> Path:
-    from unlearning.trial import default_cache_dir
-
-    return default_cache_dir()
-
-
 def _score(payload, cfg, audit: AuditConfig, ds, split, role, k, base: Trained, device, autocast,
            cache) -> dict[str, Any]:
-    from unlearning.trial import load_trial_config, unlearn
-
     model, unlearn_s = base.model, 0.0
     conf = payload.get("config") or {"method": "original", "params": {}}
     method = conf["method"]

@@ -238,7 +238,8 @@ class AuditDriver:
         cfg = load_trial_config(base_trial(self.spec))
         ds = load_dataset(cfg.data, "cpu")
         split = make_split(ds, cfg.split, cfg.seeds.split_seed)
-        audit = AuditConfig(**{k: v for k, v in self.audit.model_dump().items() if k in AuditConfig.model_fields})
+        audit = AuditConfig(**{k: v for k, v in self.audit.model_dump().items()
+                               if k in AuditConfig.model_fields})
         sets = {"forget": ("train", split.forget),
                 "retain": ("train", klom_subset(split.retain, audit.klom_examples, audit.seed, 1)),
                 "val": ("val", klom_subset(split.val, audit.klom_examples, audit.seed, 2))}

@@ -11,9 +11,7 @@ from typing import Any
 
 import yaml
 
-from pydantic import ValidationError
-
-from unlearning.config import one_line, read_yaml, set_path
+from unlearning.config import read_yaml, set_path
 from unlearning.errors import UserError
 
 EXIT_USAGE = 2
@@ -208,9 +206,12 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_audit(args) -> int:
+    from pydantic import ValidationError
+
     from orchestrator.audit import run_audit
     from sweeps.audit_results import audit_dir
     from sweeps.spec import AuditSpec
+    from unlearning.config import one_line
 
     run_dir = resolve_run_dir(args.dir)
     spec = _spec_from_dir(run_dir, _sweep_sets(args))

@@ -149,7 +149,8 @@ class ReferenceSpec(StrictModel):
 
 class AuditSpec(AuditConfig):
     """`audit:` in a spec: what `unlearn-sweep audit` runs (and `run` after the sweep, when a spec
-    has it). The science settings are unlearning.audit.AuditConfig's; here: which configurations."""
+    has it). The science settings are unlearning.audit_config.AuditConfig's; here: which configurations
+    and how many tasks at once."""
 
     top: int = Field(3, ge=1)  # the top K configurations by the sweep's selection rule
     max_concurrent: int | None = Field(None, ge=1)  # tasks at once; None = every backend slot
@@ -408,5 +409,6 @@ def grid_size(spec: SweepSpec) -> int:
     return len(grid_points(spec))
 
 
-__all__ = ["AuditSpec", "Constraint", "Dim", "METRICS", "Objective", "SweepSpec", "blind_metrics", "grid_size",
+__all__ = ["AuditSpec", "Constraint", "Dim", "METRICS", "Objective", "SweepSpec", "blind_metrics",
+           "grid_size",
            "load_spec", "preset_names", "read_spec_source", "set_path_any"]

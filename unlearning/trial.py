@@ -22,6 +22,7 @@ import torch
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from unlearning import metrics as M
+from unlearning.audit_config import RelearnConfig
 from unlearning.config import StrictModel, one_line
 from unlearning.data import DataConfig, Dataset, load_dataset
 from unlearning.errors import TrialFailed, UserError
@@ -29,7 +30,6 @@ from unlearning.loop import autocast_factory, run_loop
 from unlearning.methods import Context, get_method
 from unlearning.models import MODELS
 from unlearning.oracle import TrainRecipe, Trained, code_version, frozen_copy, get_oracles
-from unlearning.audit_config import RelearnConfig
 from unlearning.relearn import ain, relearn_time
 from unlearning.splits import MethodData, Split, SplitConfig, make_split
 

@@ -410,5 +410,4 @@ def grid_size(spec: SweepSpec) -> int:
 
 
 __all__ = ["AuditSpec", "Constraint", "Dim", "METRICS", "Objective", "SweepSpec", "blind_metrics",
-           "grid_size",
-           "load_spec", "preset_names", "read_spec_source", "set_path_any"]
+           "grid_size", "load_spec", "preset_names", "read_spec_source", "set_path_any"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from unlearning import __version__  # noqa: E402
+from bench.cpu_result import write_cpu_result  # noqa: E402
 from unlearning.trial import load_trial_config, run_trial  # noqa: E402
 
 COUNT = {"n": 0}
@@ -82,17 +81,9 @@ def main() -> None:
             print(f"{label:9s} {method:10s} bwd/step {row['backward_per_step']:.2f}  "
                   f"s/epoch median {row['s_per_epoch']:.3f} min {row['s_per_epoch_min']:.3f}  steps/epoch {row['steps_per_epoch']}", flush=True)
             rows.append(row)
-    out = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "device": "cpu",
-           "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-           "cpu_count": os.cpu_count(), "load_avg_at_end": os.getloadavg(),
-           "versions": {"unlearn_sweep": __version__, "torch": torch.__version__,
-                        "python": platform.python_version()},
-           "note": ("s_per_epoch: median (and min) over epochs 2..N, so set-up and the first epoch are "
-                    "excluded; the 2-core host was shared with other jobs, so compare minima"),
-           "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
-    print("wrote", args.out)
+    write_cpu_result(args.out, "s_per_epoch: median (and min) over epochs 2..N, so set-up and the first "
+                     "epoch are excluded; the 2-core host was shared with other jobs, so compare minima",
+                     rows)
 
 
 if __name__ == "__main__":

@@ -175,6 +175,10 @@ def _run_and_report(spec, run_dir: Path, args) -> int:
 
     summary = run_sweep(spec, run_dir, force=getattr(args, "force", False),
                         attach=getattr(args, "attach", None))
+    if spec.audit is not None:  # the spec asks for per-example audits of its top configurations
+        from orchestrator.audit import run_audit
+
+        run_audit(spec, run_dir)
     analysis, report = write_report(run_dir, spec)
     print(summary_text(analysis))
     reasons = failure_reasons(read_results(run_dir))
@@ -305,8 +309,23 @@ def cmd_export(args) -> int:
     from sweeps.analysis import analyze
     from sweeps.tables import export
 
+    from sweeps.audit_results import audit_section, audit_summary
+
     run_dir = resolve_run_dir(args.dir)
     text = export(analyze(run_dir, _spec_from_dir(run_dir, [], read_only=True)), args.format)
+    audit = audit_summary(run_dir)  # the per-example audit's summary goes with the table
+    if audit is not None and args.format == "md":
+        text += audit_section(run_dir) + "\n"
+    elif audit is not None and args.format == "json":
+        from sweeps.tables import plain
+
+        doc = json.loads(text)
+        doc["audit"] = [{k: plain(v) for k, v in r.items()} for r in audit.to_dict("records")]
+        text = json.dumps(doc, indent=2) + "\n"
+    elif audit is not None and args.format == "latex":
+        text += "\n% the per-example audit (unlearn-sweep audit)\n" + audit.style.hide(axis="index") \
+            .format(precision=3, na_rep="--", escape="latex").format_index(escape="latex", axis=1) \
+            .to_latex(hrules=True)
     _emit(text, args.out)
     return 0
 
@@ -356,6 +375,30 @@ def cmd_compare(args) -> int:
         return 0
     print(summary_text(c))
     print(f"plots: {out / 'compare.png'}, {out / 'compare.html'}")
+    return 0
+
+
+def cmd_audit(args) -> int:
+    from pydantic import ValidationError
+
+    from orchestrator.audit import run_audit
+    from sweeps.audit_results import audit_dir
+    from sweeps.spec import AuditSpec
+    from unlearning.config import one_line
+
+    run_dir = resolve_run_dir(args.dir)
+    spec = _spec_from_dir(run_dir, _sweep_sets(args))
+    over = {k: v for k, v in (("top", args.top), ("shadows", args.shadows)) if v is not None}
+    if args.kind:
+        over["kinds"] = [k.strip() for k in args.kind.split(",") if k.strip()]
+    try:
+        audit = AuditSpec(**{**(spec.audit.model_dump() if spec.audit else {}), **over})
+    except ValidationError as e:
+        raise UserError(f"audit: {one_line(e)}") from None
+    out = run_audit(spec, run_dir, audit)
+    print((audit_dir(run_dir) / "summary.md").read_text())
+    print(f"audit: {audit_dir(run_dir)} ({out['tasks']} task(s), {out['ran']} run now, "
+          f"{out['wall_s']:.1f}s)")
     return 0
 
 
@@ -495,6 +538,17 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--json", action="store_true",
                     help="print the analysis as JSON (the report is written too)")
     an.set_defaults(func=cmd_analyze)
+
+    au = sub.add_parser("audit", help="per-example audits (U-LiRA, KLoM, relearn time) of a sweep's "
+                        "top configurations: shadow and oracle models trained as parallel tasks")
+    au.add_argument("dir", metavar="RUN", help="a run directory or a sweep name (runs/NAME)")
+    au.add_argument("--top", type=int, help="audit the top K configurations (default: spec or 3)")
+    au.add_argument("--shadows", type=int, help="N shadow / original / reference models (default 16)")
+    au.add_argument("--kind", help="comma-separated: ulira,klom,relearn (default: all three)")
+    au.add_argument("--backend", choices=["inline", "ray"], help="override resources.backend")
+    au.add_argument("--address", help="an existing Ray cluster (as for run)")
+    au.add_argument("--set", **setf)
+    au.set_defaults(func=cmd_audit)
 
     ex = sub.add_parser("export", help="the field's table of a sweep as markdown, LaTeX, CSV or JSON")
     ex.add_argument("dir", metavar="RUN", help=run_help)

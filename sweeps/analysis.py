@@ -445,6 +445,11 @@ def write_report(run_dir: str | Path, spec: SweepSpec) -> tuple[Analysis, Path]:
         md += [f"\n## Beside the paper ({spec.reference.scenario})\n\n",
                "\n".join(f"> {ln}" for ln in tables.reference_citation(spec.reference.table)) + "\n\n",
                tables.markdown(side)]
+    from sweeps.audit_results import audit_section
+
+    audit = audit_section(run_dir)
+    if audit:  # `unlearn-sweep audit` (or the spec's audit:) has run
+        md += [audit + "\n"]
     md += ["\n## Objective history\n\n![history](history.png)\n"]
     if has_epochs:
         md += ["\n## Per-epoch UA, RA, TA of the picks\n\n![epochs](epochs.png)\n"]

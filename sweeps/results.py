@@ -24,7 +24,8 @@ from sweeps.spec import SweepSpec, blind_metrics
 
 METRIC_COLUMNS = ("unlearn_acc", "retain_acc", "test_acc", "mia_efficacy", "forget_acc", "val_acc",
                   "avg_gap", "forget_gap", "utility_drop", "forget_val_gap", "retain_examples_seen",
-                  "mia_seconds")
+                  "mia_seconds", "tow", "tow_mia", "relearn_steps", "relearn_capped", "relearn_seconds",
+                  "ain")
 EPOCH_METRICS = ("unlearn_acc", "retain_acc", "test_acc")
 REFERENCE_METRICS = ("unlearn_acc", "retain_acc", "test_acc", "mia_efficacy", "forget_acc", "val_acc")
 TS = pa.timestamp("us", tz="UTC")

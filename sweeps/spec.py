@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from unlearning.audit_config import AuditConfig
 from unlearning.config import StrictModel, one_line, read_yaml
 from unlearning.errors import UserError
 
@@ -40,7 +41,13 @@ METRICS: dict[str, bool] = {
     # blind: |forget accuracy - validation accuracy| (how the EUPMU authors tuned, no Retrain needed)
     "forget_val_gap": False,
     "avg_gap": True, "forget_gap": True,
+    # Tug of War and ToW-MIA (Zhao et al. 2024): 1 = Retrain's accuracies (MIA-efficacy)
+    "tow": True, "tow_mia": True,
+    # the relearning attack (needs base.eval.relearn): optimizer steps to relearn the forget set;
+    # AIN = (steps + 0.01) / (Retrain's steps + 0.01)
+    "relearn_steps": False, "ain": True,
 }
+RELEARN_METRICS = ("relearn_steps", "ain")
 
 
 def blind_metrics(m: dict[str, float]) -> dict[str, float]:
@@ -147,6 +154,15 @@ class ReferenceSpec(StrictModel):
     scenario: str
 
 
+class AuditSpec(AuditConfig):
+    """`audit:` in a spec: what `unlearn-sweep audit` runs (and `run` after the sweep, when a spec
+    has it). The science settings are unlearning.audit_config.AuditConfig's; here: which configurations
+    and how many tasks at once."""
+
+    top: int = Field(3, ge=1)  # the top K configurations by the sweep's selection rule
+    max_concurrent: int | None = Field(None, ge=1)  # tasks at once; None = every backend slot
+
+
 class SweepSpec(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
@@ -174,6 +190,7 @@ class SweepSpec(StrictModel):
     # null = Pareto layer, then the objectives in order; or one metric, e.g. DeepUnlearn's
     # {metric: du_norm, direction: minimize} (the smallest norm of its four objective terms)
     select: Objective | None = None
+    audit: AuditSpec | None = None  # per-example audits of the top configurations (docs/metrics.md)
 
     @field_validator("methods")
     @classmethod
@@ -337,6 +354,9 @@ def check_spec(spec: SweepSpec, *, check_data: bool = True) -> None:
             if item.metric not in METRICS:
                 raise UserError(f"{kind}.{i}.metric: unknown metric {item.metric!r}; known: "
                                 f"{', '.join(METRICS)}")
+            if item.metric in RELEARN_METRICS and base.eval.relearn is None:
+                raise UserError(f"{kind}.{i}.metric: {item.metric} needs the relearning attack "
+                                f"(set base.eval.relearn: true, or its settings)")
             if METRICS[item.metric] and not base.retrain:
                 raise UserError(f"{kind}.{i}.metric: {item.metric} needs Retrain but base.retrain is "
                                 f"false (set base.retrain: true or use a blind metric such as "
@@ -423,5 +443,5 @@ def _check_sampler(spec: SweepSpec) -> None:
         raise UserError(f"sampler: {e}") from None
 
 
-__all__ = ["Constraint", "Dim", "METRICS", "Objective", "SweepSpec", "blind_metrics",
+__all__ = ["AuditSpec", "Constraint", "Dim", "METRICS", "Objective", "SweepSpec", "blind_metrics",
            "load_spec", "preset_names", "read_spec_source", "set_path_any"]

@@ -80,6 +80,22 @@ def test_ungrad_satisfies_the_bound(seed, eps):
         assert float(b @ g) == pytest.approx(-eps, abs=1e-4)
 
 
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("eps", [0.0, 0.5])
+def test_ungrad_clipped_to_norm_one_keeps_direction_and_bound(seed, eps):
+    """The authors' `igs` clips the combined gradient to norm 1: same direction, norm min(1, |d|),
+    and <g_r, c d> >= -eps still holds for eps >= 0 (c <= 1)."""
+    a, b = pair(seed, conflict=True)
+    a = 5 * a  # |d| > 1: the clip is active
+    d, _ = combine.ungrad_direction(a, b, eps)
+    g, logs = run(combine.UNGrad(eps, max_norm=1.0), a, b)
+    assert float(g.norm()) == pytest.approx(min(1.0, float(d.norm())), rel=1e-5)
+    assert cos(g, d) == pytest.approx(1.0, abs=1e-6)
+    assert float(b @ g) >= -eps - 1e-5 and float(logs["norm_before_clip"]) == pytest.approx(float(d.norm()))
+    small, _ = run(combine.UNGrad(eps, max_norm=1e3), a, b)  # a short direction is left alone
+    torch.testing.assert_close(small, d)
+
+
 def test_ungrad_is_g_u_without_conflict():
     a, b = pair(2, conflict=False)
     g, logs = run(combine.UNGrad(0.0), a, b)

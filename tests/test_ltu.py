@@ -72,6 +72,35 @@ def test_ltu_with_eupmu_surgery_and_second_order(oracle_cache):
     assert all("lambda" in row and row["lambda"] >= 0 for row in r.step_history)
 
 
+def test_forgetting_feedback_is_the_mean_over_attacks_of_each_bce(monkeypatch):
+    """Mean over K of BCE(member logit_k, non-member), not the BCE of the mean logit, on the loss
+    LTU's step builds: attacks that disagree (+4 and -4 on one example) give (softplus(4) +
+    softplus(-4)) / 2 = 2.02 where the mean logit 0 would give log 2 = 0.69."""
+    import torch.nn.functional as F
+
+    from unlearning import mia_models as mia
+    from unlearning.methods import Context, get_method
+    from unlearning.models import build_model
+
+    logits = torch.tensor([[4.0, 1.0], [-4.0, 3.0]])  # (K = 2 attacks, 2 query rows)
+    monkeypatch.setattr(mia, "member_logits", lambda nets, out, y: logits)
+    ds = load_dataset(DataConfig(name="digits"))
+    split = make_split(ds, SplitConfig(), 0)
+    gen = torch.Generator().manual_seed(0)
+    cls = get_method("ltu")
+    model = build_model("mlp", ds.in_shape, ds.num_classes)
+    m = cls(cls.Config(retain_subset=20, mia_steps=1, mia_models=2),
+            Context(MethodData(ds, split.forget, split.retain, val=split.val, gen=gen), model,
+                    torch.device("cpu"), gen, torch.no_grad))
+    m.setup(model)
+    m.start_epoch(0, model)
+    b = m.ctx.data.gather(split.forget[:4])  # 4 forget rows: the query rows are 1 and 3
+    step = m.step(model, b)
+    mean_of_bce = float(F.softplus(logits).mean(0).mean())
+    assert float(step.logs["l_forget"]) == pytest.approx(mean_of_bce, rel=1e-5)
+    assert abs(mean_of_bce - float(F.softplus(logits.mean(0)).mean())) > 0.5
+
+
 def test_retain_subset_larger_than_the_retain_set_fails_cleanly(oracle_cache):
     r = trial(oracle_cache, retain_subset=10**6)
     assert r.state == "FAIL" and "retain_subset" in r.error

@@ -89,6 +89,25 @@ def _no_traceback(*texts: str) -> None:
 
 # -- signals ---------------------------------------------------------------------------------------
 
+def _ray_processes(ray_tmp: str, within: float) -> list[str]:
+    """Processes of the Ray session started with RAY_TMPDIR=ray_tmp still alive after `within` s
+    (found by their environment: Ray renames its agents, `ray::DashboardAgent`)."""
+    import psutil
+
+    deadline = time.time() + within
+    while True:
+        left = []
+        for p in psutil.process_iter(["name"]):
+            try:
+                if p.environ().get("RAY_TMPDIR") == ray_tmp:
+                    left.append(p.info["name"])
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                pass
+        if not left or time.time() > deadline:
+            return left
+        time.sleep(0.5)
+
+
 @pytest.mark.ray
 def test_sigterm_of_a_driver_on_ray_then_resume(tmp_path):
     """SLURM preemption and Kubernetes send SIGTERM: the driver on Ray ends by our path, not Ray's:
@@ -107,16 +126,7 @@ def test_sigterm_of_a_driver_on_ray_then_resume(tmp_path):
     _, study = _study(run_dir)
     assert not study.get_trials(states=(TrialState.RUNNING,))
     assert not (run_dir / "driver.lock").exists()
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        import psutil
-
-        left = [p.info["name"] for p in psutil.process_iter(["name", "cmdline"])
-                if any(ray_tmp in c for c in (p.info["cmdline"] or []))]
-        if not left:
-            break
-        time.sleep(0.5)
-    assert not left, f"Ray processes outlived the driver: {left}"
+    assert not _ray_processes(ray_tmp, within=30), "Ray processes outlived the driver"
 
     res = subprocess.run([*DRIVE, "resume", str(run_dir)], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=300)

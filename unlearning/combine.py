@@ -117,20 +117,28 @@ class PCGrad(Combiner):
 
 
 class UNGrad(Combiner):
-    """Two passes; d = g_u + lambda* g_r (retain loss enters only through the constraint)."""
+    """Two passes; d = g_u + lambda* g_r (retain loss enters only through the constraint), then,
+    when `max_norm` is set, d scaled down to that norm if longer (the authors' `igs` clips the
+    combined gradient to norm 1). Scaling by c <= 1 keeps <g_r, c d> >= -eps for eps >= 0; a
+    negative eps (a guaranteed decrease) is kept only up to the factor c. `dot_after` is of the
+    applied direction."""
 
     passes = 2
 
-    def __init__(self, eps: float = 0.0):
-        self.eps = eps
+    def __init__(self, eps: float = 0.0, max_norm: float | None = None):
+        self.eps, self.max_norm = eps, max_norm
 
     def backward(self, params, l_u, l_r):
         g_u = flat_grad(l_u, params, retain_graph=True)
         g_r = flat_grad(l_r, params)
         d, lam = ungrad_direction(g_u, g_r, self.eps)
+        norm = d.norm()
+        if self.max_norm is not None:  # no host sync: a 0-d factor min(1, max_norm / |d|)
+            d = d * (self.max_norm / norm.clamp_min(_TINY)).clamp_max(1.0)
         write_grad(params, d)
         return {"lambda": lam.detach(), "cos_before": cosine(g_u, g_r).detach(),
-                "cos_after": cosine(d, g_r).detach(), "dot_after": (g_r @ d).detach()}
+                "cos_after": cosine(d, g_r).detach(), "dot_after": (g_r @ d).detach(),
+                "norm_before_clip": norm.detach()}
 
 
 class EUPMU(Combiner):
@@ -143,8 +151,13 @@ class EUPMU(Combiner):
 
     Dual step after the optimizer step, from the retain loss at theta_t (l_r) and at theta_{t+1}:
         delta = (l_r - l_r_after) / (lr if per_lr else 1) + eps
-        sgd:  lambda <- max(0, lambda - dual_lr * delta)                (the paper)
-        adam: Adam (weight decay 0.01) on lambda with gradient delta, then max(0, .)   (authors' code)
+        sgd:  lambda <- lambda - dual_lr * delta                        (the paper)
+        adam: one Adam step on lambda with gradient delta + weight_decay * lambda  (authors' code)
+    then, when `clamp`, lambda <- max(0, lambda) (the paper's projection). Without it lambda runs
+    free and a negative value weighs the retain loss by 0 (what the authors' `eu` does: weights()
+    uses max(lambda, 0) either way). Adam's L2 weight decay moves its fixed point: it settles where
+    E[delta] = -weight_decay * lambda, i.e. the first-order retain increase it allows per unit lr is
+    eps + weight_decay * lambda, not eps (tests/test_eupmu.py shows both forms).
     l_r_after None = previous-batch estimate (EUPMU-fast): l_r_after is this call's l_r and l_r is the
     one remembered from the previous call (the first call only remembers). `valid` (0-d bool) skips
     the update when false (a batch without retain samples), without a host sync.
@@ -153,9 +166,9 @@ class EUPMU(Combiner):
     def __init__(self, eps: float, dual_lr: float, lambda_init: float = 1.0,
                  dual_opt: Literal["sgd", "adam"] = "sgd", per_lr: bool = True,
                  normalise: bool = False, betas: tuple[float, float] = (0.9, 0.999),
-                 weight_decay: float = 0.01):
+                 weight_decay: float = 0.01, clamp: bool = True):
         self.eps, self.dual_lr, self.dual_opt, self.per_lr = eps, dual_lr, dual_opt, per_lr
-        self.normalise, self.betas, self.wd = normalise, betas, weight_decay
+        self.normalise, self.betas, self.wd, self.clamp = normalise, betas, weight_decay, clamp
         self.lam: Tensor | None = None
         self.lambda_init = float(lambda_init)
         self.prev: Tensor | None = None
@@ -199,7 +212,7 @@ class EUPMU(Combiner):
             m, v = b1 * self.m + (1 - b1) * g, b2 * self.v + (1 - b2) * g * g
             new = self.lam - self.dual_lr * (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + 1e-8)
             self.m, self.v, self.t = (torch.where(ok, a, b) for a, b in ((m, self.m), (v, self.v), (t, self.t)))
-        self.lam = torch.where(ok, new.clamp_min(0.0), self.lam)
+        self.lam = torch.where(ok, new.clamp_min(0.0) if self.clamp else new, self.lam)
         return {"lambda_next": self.lam.clone(), "l_r_before": before, "l_r_after": after, "delta": delta}
 
 

@@ -49,7 +49,8 @@ def run_loop(model: torch.nn.Module, method: Method, *, on_epoch: Callable[[dict
              ) -> tuple[list[dict], list[dict]]:
     """Train `model` in place with `method`. Returns (per-epoch rows, per-step rows).
 
-    Raises TrialFailed when a loss or the weights become non-finite (checked once per epoch).
+    Raises TrialFailed when a loss or the weights become non-finite (checked once per epoch). Ends
+    early after an epoch where `method.stop` says so (the relearning attack stops at its target).
     """
     cfg, ctx = method.cfg, method.ctx
     params = [p for p in model.parameters() if p.requires_grad]
@@ -91,6 +92,8 @@ def run_loop(model: torch.nn.Module, method: Method, *, on_epoch: Callable[[dict
         epochs_rows.append(row)
         if on_epoch is not None:
             on_epoch(row)
+        if method.stop(epoch, model):
+            break
     return epochs_rows, _to_floats(step_rows)
 
 

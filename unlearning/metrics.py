@@ -130,6 +130,20 @@ def forget_gap(metrics: Mapping[str, float], retrain: Mapping[str, float]) -> fl
     return avg_gap(metrics, retrain, keys=("unlearn_acc", "mia_efficacy"))
 
 
+def tow(metrics: Mapping[str, float], retrain: Mapping[str, float], forget_key: str = "forget_acc"
+        ) -> float:
+    """Tug of War (Zhao et al., NeurIPS 2024), in [0, 1], 1 = Retrain's accuracies exactly:
+    (1 - |A_f - A_f^r| / 100) (1 - |RA - RA^r| / 100) (1 - |TA - TA^r| / 100), A_f = forget accuracy.
+    ``forget_key="mia_efficacy"`` gives ToW-MIA (the forget term compares MIA-efficacy instead).
+    A missing key -> ``KeyError``; NaN passes through."""
+    out = 1.0
+    for k in (forget_key, "retain_acc", "test_acc"):
+        if k not in metrics or k not in retrain:
+            raise KeyError(f"tow: {k} is missing")
+        out *= 1.0 - abs(float(metrics[k]) - float(retrain[k])) / 100.0
+    return out
+
+
 @torch.no_grad()
 def predict_probs(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1024,
                   amp: bool = False) -> torch.Tensor:

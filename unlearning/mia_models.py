@@ -2,7 +2,7 @@
 
 Each is an MLP on per-example output features (the sorted log-softmax, top 10, and log p_y), trained
 to tell members (label 1) from non-members (label 0) on a bootstrap resample of each group, full
-batch, with Adam. Frozen afterwards; `member_logit` stays differentiable in the model's outputs, so a
+batch, with Adam. Frozen afterwards; `member_logits` stays differentiable in the model's outputs, so a
 loss such as softplus(logit) pushes examples toward looking like non-members.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ def train_attacks(members: torch.Tensor, non_members: torch.Tensor, k: int, hidd
     return nets
 
 
-def member_logit(nets: list[torch.nn.Module], logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean member logit over the K attacks (differentiable in `logits`)."""
+def member_logits(nets: list[torch.nn.Module], logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each attack's member logit, shape (K, N) (differentiable in `logits`)."""
     f = features(logits, y)
-    return torch.stack([net(f).squeeze(1) for net in nets]).mean(0)
+    return torch.stack([net(f).squeeze(1) for net in nets])

@@ -123,24 +123,38 @@ def cached_train(cache_dir: Path, key_parts: dict[str, Any], ds: Dataset, idx: t
         return out
 
 
+def oracle_key(ds: Dataset, model_name: str, recipe: TrainRecipe, seed: int, precision: str = "fp32"
+               ) -> dict[str, Any]:
+    """The cache-key parts every trained model shares; callers add `kind` (and `split` or whatever
+    else selects the training examples). Audit shadows (unlearning/audit.py) use it too."""
+    base = {"data": ds.content_hash(), "model": model_name, "recipe": recipe.model_dump(), "seed": seed,
+            "code": code_version()}
+    if precision != "fp32":
+        base["precision"] = precision
+    return base
+
+
+def oracle(kind: Literal["original", "retrain"], ds: Dataset, split: Split, *, model_name: str,
+           recipe: TrainRecipe, train_seed: int, device: torch.device, autocast, cache_dir: Path,
+           precision: str = "fp32") -> Trained:
+    """One cached oracle: the original (all training examples; does not depend on the split) or
+    Retrain (the retain set of `split`)."""
+    base = oracle_key(ds, model_name, recipe, train_seed, precision)
+    if kind == "original":
+        key, idx = {**base, "kind": "original"}, torch.arange(len(ds.y_train))
+    else:
+        key, idx = {**base, "kind": "retrain", "split": split.digest()}, split.retain
+    return cached_train(cache_dir, key, ds, idx, model_name, recipe, train_seed, device, autocast)
+
+
 def get_oracles(ds: Dataset, split: Split, *, model_name: str, recipe: TrainRecipe, train_seed: int,
                 device: torch.device, autocast, cache_dir: Path, retrain: bool = True,
                 precision: str = "fp32") -> tuple[Trained, Trained | None]:
-    """(original, retrain or None). Both cached; the original does not depend on the split.
-    `precision` is the one training actually used (bf16 only on CUDA): bf16 oracles get their own
-    keys, fp32 keys stay as they were."""
-    base = {"data": ds.content_hash(), "model": model_name, "recipe": recipe.model_dump(),
-            "seed": train_seed, "code": code_version()}
-    if precision != "fp32":
-        base["precision"] = precision
-    all_idx = torch.arange(len(ds.y_train))
-    original = cached_train(cache_dir, {**base, "kind": "original"}, ds, all_idx, model_name, recipe,
-                            train_seed, device, autocast)
-    retrained = None
-    if retrain:
-        retrained = cached_train(cache_dir, {**base, "kind": "retrain", "split": split.digest()}, ds,
-                                 split.retain, model_name, recipe, train_seed, device, autocast)
-    return original, retrained
+    """(original, retrain or None). Both cached. `precision` is the one training actually used (bf16
+    only on CUDA): bf16 oracles get their own keys, fp32 keys stay as they were."""
+    kw = dict(model_name=model_name, recipe=recipe, train_seed=train_seed, device=device,
+              autocast=autocast, cache_dir=cache_dir, precision=precision)
+    return oracle("original", ds, split, **kw), (oracle("retrain", ds, split, **kw) if retrain else None)
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:

@@ -13,21 +13,24 @@ import os
 import platform
 import time
 import traceback
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from unlearning import metrics as M
+from unlearning.audit_config import RelearnConfig
 from unlearning.config import StrictModel, one_line
 from unlearning.data import DataConfig, Dataset, load_dataset
 from unlearning.errors import TrialFailed, UserError
 from unlearning.loop import autocast_factory, run_loop
 from unlearning.methods import Context, get_method
 from unlearning.models import MODELS, build_model
-from unlearning.oracle import TrainRecipe, code_version, frozen_copy, get_oracles
+from unlearning.oracle import TrainRecipe, Trained, code_version, frozen_copy, get_oracles
+from unlearning.relearn import ain, relearn_time
 from unlearning.splits import MethodData, Split, SplitConfig, make_split
 
 
@@ -47,6 +50,14 @@ class EvalConfig(StrictModel):
     # every k epochs (and after the last) the unlearning loop also records UA, RA, TA (no MIA) in the
     # per-epoch history; 0 = off. Costs one forward pass over the forget, retain, test and val sets.
     eval_every: int = Field(0, ge=0)
+    # the relearning attack (off by default): `true` or its settings; adds relearn_steps (and AIN
+    # against Retrain's relearn time) to the trial's metrics
+    relearn: RelearnConfig | None = None
+
+    @field_validator("relearn", mode="before")
+    @classmethod
+    def _relearn_shorthand(cls, v):
+        return {} if v is True else (None if v is False else v)
 
 
 class TrialConfig(StrictModel):
@@ -218,31 +229,24 @@ def run_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None, 
             device=device, autocast=autocast, cache_dir=Path(cfg.cache_dir or default_cache_dir()),
             retrain=cfg.retrain or getattr(method_cls, "from_oracle", False),
             precision=cfg.precision if device.type == "cuda" else "fp32")
-        step_history: list[dict] = []
         if getattr(method_cls, "from_oracle", False):
-            model, runtime, history, seen = retrained.model, retrained.runtime_s, retrained.history, \
-                len(split.retain)
+            u = Unlearned(retrained.model, retrained.runtime_s, retrained.history, [], len(split.retain))
         else:
             model = copy.deepcopy(original.model).train()
-            gen = torch.Generator(device=device).manual_seed(cfg.seeds.unlearn_seed)
-            torch.manual_seed(cfg.seeds.unlearn_seed)
-            warm_up()
-            view = method_data(ds, split.forget, split.retain, val=split.val, gen=gen,
-                               augment=getattr(mcfg, "augment", True))
-            method = method_cls(mcfg, Context(view, frozen_copy(original.model), device, gen, autocast))
-            t0 = time.perf_counter()
-            history, step_history = run_loop(model, method, on_epoch=_epoch_eval(
-                cfg, model, ds, split, amp, mcfg.epochs, on_epoch))
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            runtime = time.perf_counter() - t0
-            seen = view.retain_examples_seen(split.retain)
-        model.eval()
+            u = unlearn(cfg, original, ds, split.forget, split.retain, split.val, device, autocast,
+                        seed=cfg.seeds.unlearn_seed, method_data=method_data, model=model,
+                        on_epoch=_epoch_eval(cfg, model, ds, split, amp, mcfg.epochs, on_epoch))
+        model, runtime, history, step_history = u.model, u.runtime_s, u.history, u.step_history
         metrics = evaluate(model, ds, split, cfg.eval, amp)
         reference = {"original": _reference_metrics(cfg, "original", original, ds, split, amp)}
         if retrained is not None:
-            reference["retrain"] = _reference_metrics(cfg, "retrain", retrained, ds, split, amp)
-        metrics.update(derived(metrics, reference), runtime_s=runtime, retain_examples_seen=float(seen))
+            reference["retrain"] = _reference_metrics(cfg, "retrain", retrained, ds, split, amp,
+                                                      target=reference["original"]["forget_acc"])
+        if cfg.eval.relearn is not None:
+            metrics.update(_relearn_metrics(model, ds, split, cfg.eval.relearn, device, autocast,
+                                            reference["original"]["forget_acc"]))
+        metrics.update(derived(metrics, reference), runtime_s=runtime,
+                       retain_examples_seen=float(u.retain_examples_seen))
         done = dict(state="COMPLETE", metrics=metrics, reference=reference, history=history,
                     step_history=step_history, runtime_s=runtime)
     except TrialFailed as e:
@@ -258,32 +262,83 @@ def run_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None, 
                        ended_at=datetime.now(timezone.utc).isoformat(), **base)
 
 
+@dataclass
+class Unlearned:
+    model: torch.nn.Module  # in eval mode
+    runtime_s: float  # the unlearning procedure alone
+    history: list[dict]
+    step_history: list[dict]
+    retain_examples_seen: int
+
+
+def unlearn(cfg: TrialConfig, original: Trained, ds: Dataset, forget: torch.Tensor, retain: torch.Tensor,
+            val: torch.Tensor, device: torch.device, autocast, *, seed: int,
+            method_data: Callable[..., MethodData] = MethodData,
+            on_epoch: Callable[[dict], None] | None = None,
+            model: torch.nn.Module | None = None) -> Unlearned:
+    """Run `cfg`'s method (not a from-oracle one) on a copy of `original` (or on `model`, a copy the
+    caller made), forgetting `forget` with `retain` as the retain set, through the one loop; `seed`
+    drives the method's randomness. The trial and the audit's shadows (unlearning/audit.py) both
+    unlearn here. Raises TrialFailed."""
+    method_cls, mcfg = get_method(cfg.method), cfg.method_config()
+    model = copy.deepcopy(original.model).train() if model is None else model.train()
+    warm_up()  # one-time process costs stay out of the timed part (RTE)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    torch.manual_seed(seed)
+    view = method_data(ds, forget, retain, val=val, gen=gen, augment=getattr(mcfg, "augment", True))
+    method = method_cls(mcfg, Context(view, frozen_copy(original.model), device, gen, autocast))
+    t0 = time.perf_counter()
+    history, step_history = run_loop(model, method, on_epoch=on_epoch)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return Unlearned(model.eval(), time.perf_counter() - t0, history, step_history,
+                     view.retain_examples_seen(retain))
+
+
+def _relearn_metrics(model, ds: Dataset, split: Split, rcfg: RelearnConfig, device, autocast,
+                     original_forget_acc: float) -> dict[str, float]:
+    r = relearn_time(model, ds, split.forget, rcfg.target * original_forget_acc, rcfg, device, autocast)
+    return {"relearn_steps": float(r.steps), "relearn_capped": float(r.capped),
+            "relearn_seconds": r.seconds}
+
+
 _REFERENCE_METRICS: dict[str, dict[str, float]] = {}  # per process, see _reference_metrics
 
 
-def _reference_metrics(cfg: TrialConfig, kind: str, trained, ds: Dataset, split: Split, amp: bool
-                       ) -> dict[str, float]:
+def _reference_metrics(cfg: TrialConfig, kind: str, trained, ds: Dataset, split: Split, amp: bool,
+                       target: float | None = None) -> dict[str, float]:
     """`evaluate` of the original or Retrain model, memoised per process: a long-lived worker pays
     their evaluation and MIA SVCs once, not every trial. The key holds everything the numbers depend
     on except the method (data, split, model, recipe, seeds, eval, precision, device, cache) plus the
-    stored training runtime, which tells one training of the oracle from another."""
+    stored training runtime, which tells one training of the oracle from another. With the relearning
+    attack on, `target` (the original's forget accuracy) gives Retrain its relearn time too."""
     key = repr((kind, cfg.data, cfg.split, cfg.model, cfg.train, cfg.seeds.split_seed,
                 cfg.seeds.train_seed, cfg.eval, amp, str(ds.device),
-                str(cfg.cache_dir or default_cache_dir()), trained.runtime_s))
+                str(cfg.cache_dir or default_cache_dir()), trained.runtime_s, target))
     if key not in _REFERENCE_METRICS:
         if len(_REFERENCE_METRICS) >= 64:
             _REFERENCE_METRICS.clear()
-        _REFERENCE_METRICS[key] = evaluate(trained.model, ds, split, cfg.eval, amp)
+        out = evaluate(trained.model, ds, split, cfg.eval, amp)
+        if cfg.eval.relearn is not None and target is not None:
+            out.update(_relearn_metrics(trained.model, ds, split, cfg.eval.relearn, ds.device,
+                                        autocast_factory(ds.device, cfg.precision), target))
+        _REFERENCE_METRICS[key] = out
     return dict(_REFERENCE_METRICS[key])
 
 
 def derived(metrics: dict[str, float], reference: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Gaps to Retrain (when it exists) and the utility drop from the original (percentage points)."""
+    """Gaps to Retrain (when it exists), ToW and ToW-MIA (Zhao et al. 2024; 1 = Retrain), AIN (when
+    the relearning attack ran), and the utility drop from the original (percentage points)."""
     out = {"utility_drop": reference["original"]["test_acc"] - metrics["test_acc"]}
     r = reference.get("retrain")
-    if r is not None and "mia_efficacy" in metrics:
-        out["avg_gap"] = M.avg_gap(metrics, r)
-        out["forget_gap"] = M.forget_gap(metrics, r)
+    if r is not None:
+        out["tow"] = M.tow(metrics, r)
+        if "mia_efficacy" in metrics:
+            out["avg_gap"] = M.avg_gap(metrics, r)
+            out["forget_gap"] = M.forget_gap(metrics, r)
+            out["tow_mia"] = M.tow(metrics, r, forget_key="mia_efficacy")
+        if "relearn_steps" in metrics and "relearn_steps" in r:
+            out["ain"] = ain(metrics["relearn_steps"], r["relearn_steps"])
     return out
 
 

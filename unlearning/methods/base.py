@@ -82,6 +82,10 @@ class Method:
     def after_update(self, model: torch.nn.Module, batch: Batch, step: Step) -> dict[str, Any] | None:
         """After the optimizer step; may return scalars for the per-step history."""
 
+    def stop(self, epoch: int, model: torch.nn.Module) -> bool:
+        """After each epoch: True ends training early (no method does; the relearning attack does)."""
+        return False
+
 
 # -- small shared pieces of loss arithmetic ------------------------------------------------------
 

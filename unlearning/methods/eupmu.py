@@ -2,9 +2,11 @@
 <g_r, d> >= -epsilon, solved implicitly: one backward pass on the Lagrangian phi(l_u) + lambda phi(l_r),
 then a dual step on lambda from the observed change of the retain loss (unlearning/combine.py, EUPMU).
 
-Defaults follow the authors' code (phi = log, Adam dual with weight decay 0.01, same-batch estimate,
-delta not divided by the lr, their CIFAR-10 random-10% recipe: lr 3e-3, dual lr 1, e = 0.01). The
-paper's form is phi=identity, dual_opt=sgd, delta_per_lr=True.
+Defaults follow the authors' code (phi = log, Adam dual with weight decay 0.01, lambda starting at 0
+and not projected at 0, same-batch estimate, delta not divided by the lr, their CIFAR-10 random-10%
+recipe: lr 3e-3, dual lr 1, e = 0.01). The paper's form is phi=identity, dual_opt=sgd,
+delta_per_lr=True (projection at 0). Adam's weight decay makes the authors' form keep the bound
+epsilon + 0.01 lambda rather than epsilon; `dual_weight_decay: 0` removes that.
 
 Epsilon uses the PAPER's sign (larger = looser). The authors' `eu_error` e has the opposite sign:
 their delta = log l_r(before) - log l_r(after) - e, ours = (phi(l_r before) - phi(l_r after)) / s +
@@ -39,12 +41,27 @@ class SurgeryConfig(MethodConfig):
 
 class EUPMUConfig(SurgeryConfig):
     epsilon: float = -0.01  # = the authors' e 0.01 (phi log, delta_per_lr False)
-    dual_opt: Literal["sgd", "adam"] = "adam"  # sgd: paper (projection at 0); adam: code (wd 0.01)
+    dual_opt: Literal["sgd", "adam"] = "adam"  # sgd: the paper; adam: the authors' code
     dual_lr: float = Field(1.0, gt=0)
-    lambda_init: float = Field(1.0, ge=0)  # not stated in the paper
+    # Adam only: L2 weight decay on lambda (the authors' 0.01). It makes the bound kept
+    # epsilon + dual_weight_decay * lambda; 0 keeps epsilon (docs/methods.md)
+    dual_weight_decay: float = Field(0.01, ge=0)
+    # None = the authors' start for the estimate: 0.0 for same_batch (their `eu`), 1.0 for
+    # previous_batch (their `EU_fast`); the paper does not state one
+    lambda_init: float | None = Field(None, ge=0)
+    # project lambda at 0 after each dual step? None = yes with sgd (the paper's max(0, .)), no with
+    # adam (the authors' code lets it go negative; a negative lambda weighs the retain loss by 0)
+    clamp_lambda: bool | None = None
     estimate: Literal["same_batch", "previous_batch"] = "same_batch"  # previous = "EUPMU-fast"
     normalise: bool = False  # weights 1/(1+w), w/(1+w) (what EUPMU-fast does)
     delta_per_lr: bool = False  # divide the observed decrease by the lr (paper) or not (code)
+
+    def resolved(self) -> dict:
+        """lambda_init and clamp_lambda with their defaults filled in (what the combiner gets)."""
+        init = self.lambda_init if self.lambda_init is not None else \
+            (0.0 if self.estimate == "same_batch" else 1.0)
+        clamp = self.clamp_lambda if self.clamp_lambda is not None else self.dual_opt == "sgd"
+        return {"lambda_init": init, "clamp": clamp}
 
 
 def safe_phi(loss: torch.Tensor, present: torch.Tensor, phi: str) -> torch.Tensor:
@@ -63,8 +80,8 @@ class EUPMU(Method):
 
     def make_combiner(self):
         c = self.cfg
-        return combine.EUPMU(eps=c.epsilon, dual_lr=c.dual_lr, lambda_init=c.lambda_init,
-                             dual_opt=c.dual_opt, per_lr=c.delta_per_lr, normalise=c.normalise)
+        return combine.EUPMU(eps=c.epsilon, dual_lr=c.dual_lr, dual_opt=c.dual_opt, per_lr=c.delta_per_lr,
+                             normalise=c.normalise, weight_decay=c.dual_weight_decay, **c.resolved())
 
     def setup(self, model):
         self.params = [p for p in model.parameters() if p.requires_grad]

@@ -1,10 +1,13 @@
-"""LTU, Learning to Unlearn (Liu, Foo, Huang; ECCV 2024, arXiv 2407.10494), from the paper's abstract
-and summaries (no full text or official code was available). Only a seeded subset D_r^ of m retain
-examples is reachable: the data door is narrowed to it before anything runs. Per step:
+"""LTU, Learning to Unlearn (Mark He Huang, Lin Geng Foo, Jun Liu; ECCV 2024, arXiv 2407.10494), from
+the paper's abstract and summaries (no full text or official code was available). Only a seeded
+subset D_r^ of m retain examples is reachable: the data door is narrowed to it before anything runs.
+Per step:
   1. meta-tune: theta' = theta - meta_lr * grad L_tune(theta; support), support = half of a forget
      batch (random labels, redrawn every epoch) + half of a D_r^ batch (true labels);
-  2. meta-test at theta' on the other halves: remembering = CE on the D_r^ query; forgetting = mean
-     over K frozen MIA models of BCE(member logit, non-member) on the audit half of the forget batch;
+  2. meta-test at theta' on the other halves: remembering = CE on the D_r^ query; forgetting = the
+     mean over the K frozen MIA models of each one's BCE(member logit, non-member) on the audit half
+     of the forget batch (each attack is its own feedback: averaging logits first would let one
+     confident attack cancel another);
   3. meta-update of theta with l_u = w_forget * forgetting + w_tune * L_tune(forget part) and
      l_r = w_remember * remembering + w_tune * L_tune(retain part), combined by the shared combiner
      (pcgrad with `harmonization`, or eupmu's implicit surgery with the previous-batch estimate).
@@ -102,13 +105,13 @@ class LTU(Method):
         out = functional_call(model, fast, (batch.x[q],))
         yq, fq = batch.y[q], batch.forget[q]
         remember = masked_mean(ce(out, yq), ~fq)
-        member_logit = mia.member_logit(self.mias, out, yq)
-        forget = masked_mean(F.softplus(member_logit), fq)
+        member_logits = mia.member_logits(self.mias, out, yq)  # (K, query rows)
+        forget = masked_mean(F.softplus(member_logits).mean(0), fq)  # mean over K of BCE(., 0)
         l_u = c.w_forget * forget + c.w_tune * tune[0]
         l_r = c.w_remember * remember + c.w_tune * tune[1]
         self.l_r = l_r.detach()
         logs = self.combiner.backward(list(self.params.values()), l_u, l_r)
-        p_member = masked_mean(torch.sigmoid(member_logit), fq)
+        p_member = masked_mean(torch.sigmoid(member_logits).mean(0), fq)
         logs.update(l_remember=remember.detach(), l_forget=forget.detach(), l_tune_f=tune[0].detach(),
                     l_tune_r=tune[1].detach(), audit_member_p=p_member.detach())
         return Step((l_u + l_r).detach(), grads_ready=True, logs=logs)

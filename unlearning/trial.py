@@ -44,6 +44,9 @@ class EvalConfig(StrictModel):
     mia: bool = True
     mia_kind: Literal["confidence", "correctness", "entropy", "m_entropy", "prob"] = "confidence"
     batch_size: int = Field(1024, ge=1)
+    # DeepUnlearn's loss attack, forget vs validation: du_mia, indiscernibility and, with Retrain,
+    # their objective terms du_retain, du_forget, du_val, du_indisc and du_norm
+    du_mia: bool = False
 
 
 class TrialConfig(StrictModel):
@@ -155,6 +158,8 @@ def evaluate(model, ds: Dataset, split: Split, cfg: EvalConfig, amp: bool = Fals
         out["mia_efficacy"] = M.mia_efficacy(p["retain"], y["retain"], p["test"], y["test"],
                                              p["forget"], y["forget"], kind=cfg.mia_kind)
         out["mia_seconds"] = time.perf_counter() - t0
+    if cfg.du_mia:
+        out.update(M.deepunlearn_mia(p["forget"], y["forget"], p["val"], y["val"]))
     return out
 
 
@@ -211,6 +216,8 @@ def run_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None, 
         if retrained is not None:
             reference["retrain"] = _reference_metrics(cfg, "retrain", retrained, ds, split, amp)
         metrics.update(derived(metrics, reference), runtime_s=runtime, retain_examples_seen=float(seen))
+        if retrained is not None:  # DeepUnlearn's RTE: t_Retrain (when it was trained) / t_method
+            metrics["rte"] = M.run_time_efficiency(retrained.runtime_s, runtime)
         done = dict(state="COMPLETE", metrics=metrics, reference=reference, history=history,
                     step_history=step_history, runtime_s=runtime)
     except TrialFailed as e:
@@ -252,6 +259,8 @@ def derived(metrics: dict[str, float], reference: dict[str, dict[str, float]]) -
     if r is not None and "mia_efficacy" in metrics:
         out["avg_gap"] = M.avg_gap(metrics, r)
         out["forget_gap"] = M.forget_gap(metrics, r)
+    if r is not None and "du_indisc" in metrics:
+        out.update(M.deepunlearn_terms(metrics, r))
     return out
 
 

@@ -118,9 +118,11 @@ def best_config(run_dir: Path, spec: dict):
 
 
 def replicate(run_dir: Path, spec: dict, seeds: list[int], how: str) -> Path | None:
-    """Rerun the best configuration of `run_dir` on `seeds`; returns the directory holding the rows."""
+    """Rerun the best configuration of `run_dir` on `seeds`, with the SVC attack (MIA-efficacy) on;
+    returns the directory holding the rows."""
     if how == "verb":
-        cli("replicate", str(run_dir), "--top", "1", "--seeds", ",".join(map(str, seeds)))
+        cli("replicate", str(run_dir), "--top", "1", "--seeds", ",".join(map(str, seeds)),
+            "--set", "base.eval.mia=true")
         return run_dir
     best = best_config(run_dir, spec)
     if best is None:
@@ -129,6 +131,7 @@ def replicate(run_dir: Path, spec: dict, seeds: list[int], how: str) -> Path | N
     rep = copy.deepcopy(spec)  # a fixed space: every parameter the search set, at its chosen value
     rep.update(name=f"{spec['name']}-replicate", n_trials=1, seeds=seeds, sampler={"name": "random", "seed": 0},
                methods={method: {"space": {k: params[k] for k in spec["methods"][method]["space"]}}})
+    rep["base"]["eval"] = {**rep["base"].get("eval", {}), "mia": True}
     out = run_dir.parent / f"{run_dir.name}-replicate"
     cli("run", str(write_spec(rep, out.with_suffix(".yaml"))), "--out", str(out))
     return out
@@ -262,15 +265,31 @@ def table(raw: dict, args) -> dict:
 # -- cost: what one run of each method takes here -----------------------------------------------
 
 def cost(raw: dict, args) -> dict:
-    """Train (or load) the seed-0 Original/Retrain, then run each method once at seed 0 (epochs 1,
-    other searched parameters at their range's midpoint) and report its unlearning and total seconds."""
+    """Train (or load) the seed-0 Original and Retrain, then run each method once at seed 0 (1 epoch,
+    other searched parameters at their range's midpoint, the SVC attack on) and report the seconds of
+    its unlearning and of the evaluation; then estimate the whole table's time from them."""
+    import contextlib
+
     import torch
 
-    from unlearning.trial import load_trial_config, run_trial
+    from unlearning.data import load_dataset
+    from unlearning.oracle import get_oracles
+    from unlearning.splits import make_split
+    from unlearning.trial import default_cache_dir, load_trial_config, run_trial
 
     torch.set_num_threads(args.threads)
     out = {**provenance(args.command), "preset": raw["name"], "threads": args.threads, "rows": []}
-    base = {**raw["base"], "seeds": {"split_seed": 0, "train_seed": 0, "unlearn_seed": 0}}
+    base = {**raw["base"], "eval": {**raw["base"].get("eval", {}), "mia": True},
+            "seeds": {"split_seed": 0, "train_seed": 0, "unlearn_seed": 0}}
+    cfg = load_trial_config({**base, "method": "retrain"})
+    ds = load_dataset(cfg.data)
+    original, retrained = get_oracles(
+        ds, make_split(ds, cfg.split, 0), model_name=cfg.model, recipe=cfg.train, train_seed=0,
+        device=torch.device("cpu"), autocast=contextlib.nullcontext,
+        cache_dir=Path(cfg.cache_dir or default_cache_dir()))
+    out["oracles"] = {"original_s": original.runtime_s, "retrain_s": retrained.runtime_s,
+                      "epochs": cfg.train.epochs, "trained_now": not (original.cached or retrained.cached)}
+    print(f"Original {original.runtime_s:.1f}s, Retrain {retrained.runtime_s:.1f}s of training", flush=True)
     for key, label, method, fixed in ROWS:
         if args.methods and key not in args.methods:
             continue
@@ -278,16 +297,41 @@ def cost(raw: dict, args) -> dict:
         params = {k: midpoint(d) for k, d in space.items()} | {"epochs": 1} if method != "retrain" else {}
         t0 = time.perf_counter()
         r = run_trial(load_trial_config({**base, "method": method, "params": params}))
+        total = time.perf_counter() - t0
         row = {"key": key, "label": label, "state": r.state, "error": r.error, "params": params,
-               "runtime_s": r.runtime_s, "total_s": time.perf_counter() - t0,
-               "retain_examples_seen": r.metrics.get("retain_examples_seen")}
-        if method == "retrain":  # the first run also evaluates Original and Retrain (memoised after)
-            row["note"] = "runtime_s = Retrain's training time; total_s includes training or loading " \
-                          "both oracles and evaluating them"
+               "runtime_s": r.runtime_s, "total_s": total, "eval_s": total - r.runtime_s,
+               "mia_s": r.metrics.get("mia_seconds"), "epochs_mean": epochs_mean(space)}
+        if method == "retrain":
+            row["runtime_s"], row["eval_s"] = 0.0, total  # served from the cache: only the evaluation
+            row["note"] = "the first run also evaluates Original and Retrain (memoised after)"
         out["rows"].append(row)
-        print(f"{label:11} {r.state:8} unlearning {r.runtime_s:7.2f}s  total {row['total_s']:7.2f}s", flush=True)
+        print(f"{label:11} {r.state:8} unlearning {row['runtime_s']:7.2f}s  total {total:7.2f}s", flush=True)
+    out["estimate"] = estimate(out, raw, args)
     out["machine"]["load_avg_at_end"] = list(os.getloadavg())
     return out
+
+
+def epochs_mean(space: dict) -> float:
+    d = space.get("epochs", 1)
+    return (d["low"] + d["high"]) / 2 if isinstance(d, dict) and "low" in d else float(midpoint(d))
+
+
+def estimate(measured: dict, raw: dict, args) -> dict:
+    """The table's time from one run per method: oracles for every train seed, each search run
+    (without the SVC attack) and each replicate run (with it), one after another in one process."""
+    rows = [r for r in measured["rows"] if r["key"] != "retrain"]
+    ev = sorted(r["eval_s"] for r in rows)[len(rows) // 2] if rows else 0.0  # the median evaluation
+    mia = sorted(r["mia_s"] or 0.0 for r in rows)[len(rows) // 2] if rows else 0.0
+    search, rep = seed_ints(args.search_seeds), seed_ints(args.replicate_seeds)
+    seeds = len(set(search) | set(rep))
+    o = measured["oracles"]
+    oracles = seeds * (o["original_s"] + o["retrain_s"])
+    runs = sum(args.trials * len(search) * (r["runtime_s"] * r["epochs_mean"] + ev - mia)
+               + len(rep) * (r["runtime_s"] * r["epochs_mean"] + ev) for r in rows)
+    refs = 2 * seeds * 2 * ev  # Original and Retrain evaluated once without and once with the SVC
+    return {"oracles_s": oracles, "runs_s": runs, "references_s": refs, "total_min": (oracles + runs + refs) / 60,
+            "assumes": f"{args.trials} trials x seeds {args.search_seeds}, replicate {args.replicate_seeds}, "
+                       f"epochs at the middle of each space, the median evaluation ({ev:.1f}s, SVC {mia:.1f}s)"}
 
 
 def midpoint(d):

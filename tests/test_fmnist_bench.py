@@ -2,25 +2,20 @@
 through the CLI, the best configuration replicated, the field's table as JSON and markdown."""
 from __future__ import annotations
 
-import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("fmnist_table", ROOT / "bench" / "fmnist_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+sys.path.insert(0, str(ROOT / "bench"))
+import fmnist_table  # noqa: E402
 
 
 def run_tiny(tmp_path, methods: str) -> dict:
     out = tmp_path / "table"
-    assert _bench().main(["--tiny", "--methods", methods, "--replicate-with-sweep",
+    assert fmnist_table.main(["--tiny", "--methods", methods, "--replicate-with-sweep",
                           "--runs", str(tmp_path / "runs"), "--out", str(out)]) == 0
     d = json.loads(out.with_suffix(".json").read_text())
     assert d["replicate_with"] == "sweep" and "fmnist_table.py --tiny" in d["command"]
@@ -51,18 +46,19 @@ def test_tiny_table_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_table_of_every_method(tmp_path):
-    d = run_tiny(tmp_path, ",".join(key for key, *_ in _bench().ROWS))
+    d = run_tiny(tmp_path, ",".join(key for key, *_ in fmnist_table.ROWS))
     assert len(d["rows"]) == 14 and all(r.get("seeds", 3) == 3 for r in d["rows"])
 
 
 def test_cost_mode_times_each_method_once(tmp_path):
-    bench = _bench()
     out = tmp_path / "cost"
-    assert bench.main(["--tiny", "--cost", "--methods", "retrain,ft", "--out", str(out)]) == 0
+    assert fmnist_table.main(["--tiny", "--cost", "--methods", "retrain,ft", "--out", str(out)]) == 0
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     assert [r["key"] for r in rows] == ["retrain", "ft"] and all(r["state"] == "COMPLETE" for r in rows)
-    assert rows[1]["params"]["epochs"] == 1 and rows[1]["runtime_s"] > 0
+    assert rows[1]["params"]["epochs"] == 1 and rows[1]["runtime_s"] > 0 and rows[1]["mia_s"] > 0
+    est = json.loads(out.with_suffix(".json").read_text())["estimate"]
+    assert est["total_min"] > 0 and est["oracles_s"] > 0
 
 
 def test_seed_grammar():
-    assert _bench().seed_ints("0-4") == [0, 1, 2, 3, 4] and _bench().seed_ints("0,2,5-6") == [0, 2, 5, 6]
+    assert fmnist_table.seed_ints("0-4") == [0, 1, 2, 3, 4] and fmnist_table.seed_ints("0,2,5-6") == [0, 2, 5, 6]

@@ -156,6 +156,8 @@ def replicate_rows(rows_dir: Path, spec: dict, params: dict, seeds: list[int]):
     runs = read_results(rows_dir).to_pandas()
     runs = runs[(runs["state"] == "COMPLETE") & (runs["params_json"] == json.dumps(params, sort_keys=True))]
     runs = runs[[t in want for t in zip(runs["split_seed"], runs["train_seed"], runs["unlearn_seed"])]]
+    if "phase" in runs:  # a seed the search ran too: the replicate's row (it has the SVC attack)
+        runs = runs.sort_values("phase", key=lambda p: p != "replicate", kind="stable")
     return runs.drop_duplicates(["split_seed", "train_seed", "unlearn_seed"])
 
 
@@ -219,44 +221,104 @@ def provenance(command: str) -> dict:
 
 # -- the table -----------------------------------------------------------------------------------
 
+def is_searched(d) -> bool:
+    return isinstance(d, list) or isinstance(d, dict) and d.get("type") != "fixed"
+
+
+def table_row(raw: dict, args, key: str, how: str) -> dict:
+    """One row: the method's search sweep, its best configuration replicated, the stats over seeds
+    (and, under "original", the Original model's, from the same runs' reference columns)."""
+    _, label, method, fixed = next(r for r in ROWS if r[0] == key)
+    t0, run_root = time.perf_counter(), Path(args.runs).resolve()
+    spec = row_spec(raw, key, method, fixed, args.trials, seed_ints(args.search_seeds))
+    run_dir = run_root / key
+    cli("run", str(write_spec(spec, run_root / f"{key}.yaml")), "--out", str(run_dir),
+        *(["--backend", args.backend] if args.backend else []))
+    row = {"key": key, "label": label, "method": method, "metrics": {}, "searched": None}
+    best = best_config(run_dir, spec)
+    if best is not None:
+        rep_seeds = seed_ints(args.replicate_seeds)
+        runs = replicate_rows(replicate(run_dir, spec, rep_seeds, how), spec, best[1], rep_seeds)
+        row.update(params=best[1], seeds=len(runs),
+                   searched={k: best[1][k] for k, d in spec["methods"][method]["space"].items()
+                             if is_searched(d)},
+                   metrics={m: stats(runs[m]) for _, m in COLUMNS if m in runs},
+                   original=original_row(runs) if len(runs) else None)
+    row["wall_s"] = time.perf_counter() - t0
+    return row
+
+
+def forwarded(args) -> list[str]:
+    """The options a child process of this bench needs to do its share the same way."""
+    out = ["--jobs", "1", "--preset", args.preset, "--trials", str(args.trials), "--search-seeds", args.search_seeds,
+           "--replicate-seeds", args.replicate_seeds, "--runs", str(Path(args.runs).resolve())]
+    out += ["--tiny"] * args.tiny + [x for s in args.set for x in ("--set", s)]
+    return out + (["--backend", args.backend] if args.backend else [])
+
+
+def in_parallel(jobs: list[list[str]], logs: Path) -> None:
+    """Run this script once per argument list, at the same time, one torch thread each."""
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    procs = []
+    for i, argv in enumerate(jobs):
+        log = open(logs / f"job{i}.log", "w")  # noqa: SIM115 - closed below
+        procs.append((subprocess.Popen([sys.executable, __file__, *argv], stdout=log,
+                                       stderr=subprocess.STDOUT, env=env, cwd=ROOT), log, argv))
+        print(f"started job {i}: {' '.join(argv)} (log {logs / f'job{i}.log'})", flush=True)
+    failed = []
+    for i, (proc, log, argv) in enumerate(procs):
+        proc.wait()
+        log.close()
+        if proc.returncode != 0:
+            failed.append(f"job {i} exited {proc.returncode}: see {logs / f'job{i}.log'}")
+    if failed:
+        raise SystemExit("; ".join(failed))
+
+
+def train_oracles(raw: dict, seeds: list[int]) -> None:
+    """Train (or find cached) the Original and Retrain models of these seeds: a Retrain trial each."""
+    from sweeps.spec import load_spec
+    from unlearning.trial import load_trial_config, run_trial
+
+    for s in load_spec({**raw, "seeds": seeds}, check_data=False).seed_list():
+        r = run_trial(load_trial_config({**raw["base"], "method": "retrain", "seeds": s,
+                                         "eval": {"mia": False}}))
+        print(f"oracles of seeds {s}: {r.state} {r.error or ''} (Retrain trained in {r.runtime_s:.1f}s)",
+              flush=True)
+
+
 def table(raw: dict, args) -> dict:
     run_root = Path(args.runs).resolve()
     how = args.replicate if args.replicate != "auto" else ("verb" if has_replicate_verb() else "sweep")
     result = {**provenance(args.command), "preset": raw["name"], "run_root": str(run_root), "replicate_with": how,
+              "jobs": args.jobs,
               "protocol": {"search": f"{args.trials} trial(s) per method on seeds {args.search_seeds} "
                                      f"({raw.get('sampler', {}).get('name', 'tpe')}, seed axes "
                                      f"{raw.get('seed_axes', ['unlearn'])})",
                            "replicate": f"the best configuration on seeds {args.replicate_seeds}",
-                           "select": "smallest du_norm (mean over the search seeds)"}, "rows": []}
-    search, rep_seeds = seed_ints(args.search_seeds), seed_ints(args.replicate_seeds)
+                           "select": "smallest du_norm (mean over the search seeds)"}}
+    keys = [k for k, *_ in ROWS if not args.methods or k in args.methods]
     t_all = time.perf_counter()
-    original = None
-    for key, label, method, fixed in ROWS:
-        if args.methods and key not in args.methods:
-            continue
-        t0 = time.perf_counter()
-        spec = row_spec(raw, key, method, fixed, args.trials, search)
-        run_dir = run_root / key
-        cli("run", str(write_spec(spec, run_root / f"{key}.yaml")), "--out", str(run_dir),
-            *(["--backend", args.backend] if args.backend else []))
-        best = best_config(run_dir, spec)
-        row = {"key": key, "label": label, "method": method, "metrics": {}, "searched": None}
-        if best is not None:
-            rows_dir = replicate(run_dir, spec, rep_seeds, how)
-            runs = replicate_rows(rows_dir, spec, best[1], rep_seeds)
-            row["params"] = best[1]
-            row["searched"] = {k: best[1][k] for k, d in spec["methods"][method]["space"].items()
-                               if isinstance(d, (dict, list)) and not (isinstance(d, dict)
-                                                                       and d.get("type") == "fixed")}
-            row["seeds"] = len(runs)
-            row["metrics"] = {m: stats(runs[m]) for _, m in COLUMNS if m in runs}
-            if original is None and len(runs):
-                original = original_row(runs)
-        row["wall_s"] = time.perf_counter() - t0
-        result["rows"].append(row)
-    if original is not None:
-        result["rows"].insert(0, {"key": "original", "label": "Original", "method": None,
-                                  "metrics": original, "searched": None})
+    if args.jobs > 1:  # oracles first (disjoint seeds per job), then the rows (disjoint methods)
+        seeds = sorted(set(seed_ints(args.search_seeds)) | set(seed_ints(args.replicate_seeds)))
+        in_parallel([[*forwarded(args), "--oracles", ",".join(map(str, seeds[i::args.jobs]))]
+                     for i in range(min(args.jobs, len(seeds)))], run_root / "logs" / "oracles")
+        result["oracles_wall_s"] = time.perf_counter() - t_all
+        parts = [keys[i::args.jobs] for i in range(min(args.jobs, len(keys)))]
+        in_parallel([[*forwarded(args), "--replicate", how, "--methods", ",".join(p),
+                      "--out", str(run_root / f"part{i}")] for i, p in enumerate(parts)], run_root / "logs" / "rows")
+        got = {r["key"]: r for i in range(len(parts))
+               for r in json.loads((run_root / f"part{i}.json").read_text())["rows"]}
+        first = [got["original"]] if "original" in got else []  # a part's own Original row
+        result["rows"] = first + [got[k] for k in keys]
+    else:
+        rows = [table_row(raw, args, key, how) for key in keys]
+        original = next((r["original"] for r in rows if r.get("original")), None)
+        for r in rows:
+            r.pop("original", None)
+        result["rows"] = ([{"key": "original", "label": "Original", "method": None, "metrics": original,
+                            "searched": None}] if original else []) + rows
     result["wall_s"] = time.perf_counter() - t_all
     result["machine"]["load_avg_at_end"] = list(os.getloadavg())
     return result
@@ -318,7 +380,8 @@ def epochs_mean(space: dict) -> float:
 
 def estimate(measured: dict, raw: dict, args) -> dict:
     """The table's time from one run per method: oracles for every train seed, each search run
-    (without the SVC attack) and each replicate run (with it), one after another in one process."""
+    (without the SVC attack) and each replicate run (with it), shared out over `--jobs` processes
+    (each of which evaluates the Original/Retrain models it meets once)."""
     rows = [r for r in measured["rows"] if r["key"] != "retrain"]
     ev = sorted(r["eval_s"] for r in rows)[len(rows) // 2] if rows else 0.0  # the median evaluation
     mia = sorted(r["mia_s"] or 0.0 for r in rows)[len(rows) // 2] if rows else 0.0
@@ -329,9 +392,11 @@ def estimate(measured: dict, raw: dict, args) -> dict:
     runs = sum(args.trials * len(search) * (r["runtime_s"] * r["epochs_mean"] + ev - mia)
                + len(rep) * (r["runtime_s"] * r["epochs_mean"] + ev) for r in rows)
     refs = 2 * seeds * 2 * ev  # Original and Retrain evaluated once without and once with the SVC
-    return {"oracles_s": oracles, "runs_s": runs, "references_s": refs, "total_min": (oracles + runs + refs) / 60,
+    return {"oracles_s": oracles, "runs_s": runs, "references_s": refs, "jobs": args.jobs,
+            "total_min": ((oracles + runs) / args.jobs + refs) / 60,
             "assumes": f"{args.trials} trials x seeds {args.search_seeds}, replicate {args.replicate_seeds}, "
-                       f"epochs at the middle of each space, the median evaluation ({ev:.1f}s, SVC {mia:.1f}s)"}
+                       f"epochs at the middle of each space, the median evaluation ({ev:.1f}s, SVC {mia:.1f}s), "
+                       f"{args.jobs} processes in parallel at this run's speed"}
 
 
 def midpoint(d):
@@ -361,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", choices=["inline", "ray"], help="override the preset's backend")
     ap.add_argument("--runs", help="where the sweeps' run directories go (default runs/bench-<preset>)")
     ap.add_argument("--out", help="result files without suffix (default bench/results/<preset>_table)")
+    ap.add_argument("--jobs", type=int, default=2, help="processes, one torch thread each (default 2: "
+                    "this 2-core machine); each evaluates its Original/Retrain models once")
+    ap.add_argument("--oracles", metavar="SEEDS", help=argparse.SUPPRESS)  # a job: train these seeds' oracles
     ap.add_argument("--cost", action="store_true", help="time one run of every method instead")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for --cost")
     ap.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
@@ -381,6 +449,9 @@ def main(argv: list[str] | None = None) -> int:
     args.search_seeds = args.search_seeds or ("0,1" if args.tiny else "0,1,2")
     args.replicate_seeds = args.replicate_seeds or ("0-2" if args.tiny else "0-4")
     args.runs = args.runs or str(ROOT / "runs" / f"bench-{name}")
+    if args.oracles:
+        train_oracles(raw, seed_ints(args.oracles))
+        return 0
     result = cost(raw, args) if args.cost else table(raw, args)
     out = Path(args.out or ROOT / "bench" / "results" / f"{name}_{'cost' if args.cost else 'table'}")
     out.parent.mkdir(parents=True, exist_ok=True)

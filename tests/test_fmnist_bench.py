@@ -13,10 +13,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 import fmnist_table  # noqa: E402
 
 
-def run_tiny(tmp_path, methods: str) -> dict:
+def run_tiny(tmp_path, methods: str, jobs: int) -> dict:
     out = tmp_path / "table"
-    assert fmnist_table.main(["--tiny", "--methods", methods, "--replicate-with-sweep",
-                          "--runs", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    assert fmnist_table.main(["--tiny", "--methods", methods, "--replicate-with-sweep", "--jobs", str(jobs),
+                              "--runs", str(tmp_path / "runs"), "--out", str(out)]) == 0
     d = json.loads(out.with_suffix(".json").read_text())
     assert d["replicate_with"] == "sweep" and "fmnist_table.py --tiny" in d["command"]
     md = out.with_suffix(".md").read_text()
@@ -26,7 +26,8 @@ def run_tiny(tmp_path, methods: str) -> dict:
 
 
 def test_tiny_table_end_to_end(tmp_path):
-    d = run_tiny(tmp_path, "retrain,ga,eupmu_fast")
+    d = run_tiny(tmp_path, "retrain,ga,eupmu_fast", jobs=2)  # oracles, then rows, in two processes
+    assert d["jobs"] == 2 and len(list((tmp_path / "runs" / "logs").rglob("job*.log"))) == 4
     assert [r["label"] for r in d["rows"]] == ["Original", "Retrain", "GA", "EUPMU-fast"]
     rows = {r["label"]: r for r in d["rows"]}
     for label in ("Retrain", "GA", "EUPMU-fast"):
@@ -46,7 +47,7 @@ def test_tiny_table_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_table_of_every_method(tmp_path):
-    d = run_tiny(tmp_path, ",".join(key for key, *_ in fmnist_table.ROWS))
+    d = run_tiny(tmp_path, ",".join(key for key, *_ in fmnist_table.ROWS), jobs=1)
     assert len(d["rows"]) == 14 and all(r.get("seeds", 3) == 3 for r in d["rows"])
 
 

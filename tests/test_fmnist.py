@@ -126,8 +126,8 @@ def test_fashion_mnist_defaults_to_the_debian_location(tmp_path, monkeypatch):
     assert data_root(DataConfig(name="fashion_mnist")) == REAL
     assert data_root(DataConfig(name="fashion_mnist", root=str(tmp_path))) == tmp_path
     absent = tmp_path / "not-installed"
-    title, tv, package, _ = formats.IDX_SETS["fashion_mnist"]
-    monkeypatch.setitem(formats.IDX_SETS, "fashion_mnist", (title, tv, package, str(absent)))
+    title, tv, package, _ = formats.IDX_SOURCES["fashion_mnist"]
+    monkeypatch.setitem(formats.IDX_SOURCES, "fashion_mnist", (title, tv, package, str(absent)))
     cfg = DataConfig(name="fashion_mnist", seed=98765)  # a config no other test has loaded (lru cache)
     msg = one_line(load_dataset, cfg)
     assert str(absent) in msg and "apt-get install dataset-fashion-mnist" in msg

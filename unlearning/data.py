@@ -27,9 +27,10 @@ from pydantic import Field
 
 from unlearning.config import StrictModel
 from unlearning.errors import DataError
+from unlearning.formats import IDX_SOURCES, how_to_get
 
 DISK_SETS = ("cifar10", "cifar100", "svhn", "tinyimagenet")
-IDX_SETS = ("mnist", "fashion_mnist")  # read from IDX files; fashion_mnist has a default root
+IDX_SETS = tuple(IDX_SOURCES)  # mnist, fashion_mnist: IDX files; fashion_mnist has a default root
 
 
 class DataConfig(StrictModel):
@@ -270,19 +271,15 @@ _STATS = {  # per-channel mean/std of the training images (commonly used values)
 def data_root(cfg: DataConfig) -> Path | None:
     """The folder a disk data set is read from: `cfg.root`, else the data set's packaged location
     (Fashion-MNIST: /usr/share/datasets/fashion-mnist, from the Debian package), else None."""
-    from unlearning.formats import IDX_SETS as packaged
-
     if cfg.root is not None:
         return Path(cfg.root).expanduser()
-    default = packaged.get(cfg.name, (None,) * 4)[3]
+    default = IDX_SOURCES[cfg.name][3] if cfg.name in IDX_SOURCES else None
     return Path(default) if default else None
 
 
 def missing_root(cfg: DataConfig) -> str | None:
     """One line saying why the data root of an IDX set (`IDX_SETS`) is unusable, or None. For
     checking a spec before anything runs; the files themselves are checked when read."""
-    from unlearning.formats import how_to_get
-
     if cfg.name not in IDX_SETS or cfg.download:
         return None
     root = data_root(cfg)
@@ -297,7 +294,7 @@ def _disk(cfg: DataConfig) -> Dataset:
     from unlearning import formats
 
     root = data_root(cfg)
-    hint = f"; {formats.how_to_get(cfg.name)}" if cfg.name in IDX_SETS else ""
+    hint = f"; {how_to_get(cfg.name)}" if cfg.name in IDX_SETS else ""
     if root is None:
         raise DataError(f"{cfg.name}: needs a data root (--data-root PATH or data.root){hint}")
     if cfg.download:

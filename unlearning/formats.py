@@ -23,8 +23,8 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
-import zlib
 import tempfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -244,7 +244,7 @@ def _tiny(root: Path) -> Raw:
 _IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
               0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 # name -> (title, torchvision's folder, Debian package or None, default root or None)
-IDX_SETS = {
+IDX_SOURCES = {
     "fashion_mnist": ("Fashion-MNIST", "FashionMNIST", "dataset-fashion-mnist",
                       "/usr/share/datasets/fashion-mnist"),
     "mnist": ("MNIST", "MNIST", None, None),  # Debian ships no MNIST package (bookworm)
@@ -255,9 +255,9 @@ _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images
 
 def how_to_get(name: str) -> str:
     """Where the files of an IDX data set come from, as the end of an error line."""
-    _, _, package, default = IDX_SETS[name]
+    _, _, package, default = IDX_SOURCES[name]
     get = (f"install the Debian package {package} (apt-get install {package}, files in {default})"
-           if package else f"no Debian package ships {IDX_SETS[name][0]}: give --data-root")
+           if package else f"no Debian package ships {IDX_SOURCES[name][0]}: give --data-root")
     return f"{get}, or set download=True with the vision extra"
 
 
@@ -310,7 +310,7 @@ def _idx_split(name: str, images: Path, labels: Path):
 
 
 def _idx(name: str, root: Path) -> Raw:
-    tv = IDX_SETS[name][1]
+    tv = IDX_SOURCES[name][1]
     for d in (root, root / tv / "raw"):
         files = [_idx_file(d, stem) for stem in _IDX_FILES]
         if all(files):
@@ -336,7 +336,7 @@ def read(name: str, root: str | Path) -> Raw:
         raise DataError(f"unknown disk data set {name!r}; known: {', '.join(_READERS)}")
     root = Path(root).expanduser()
     if not root.is_dir():
-        hint = f"; {how_to_get(name)}" if name in IDX_SETS else ""
+        hint = f"; {how_to_get(name)}" if name in IDX_SOURCES else ""
         raise DataError(f"{name}: data root {root} does not exist or is not a folder{hint}")
     return _READERS[name](root)
 
@@ -361,7 +361,7 @@ def download(name: str, root: str | Path) -> None:
         if name == "svhn":
             for split in ("train", "test"):
                 datasets.SVHN(str(root), split=split, download=True)
-        elif name in IDX_SETS:  # into root/<FashionMNIST|MNIST>/raw, where `read` looks
+        elif name in IDX_SOURCES:  # into root/<FashionMNIST|MNIST>/raw, where `read` looks
             cls = datasets.FashionMNIST if name == "fashion_mnist" else datasets.MNIST
             for train in (True, False):
                 cls(str(root), train=train, download=True)

@@ -7,13 +7,15 @@ mean ± std over the replicate seeds) written as JSON and markdown under bench/r
     python bench/fmnist_table.py --tiny           # the whole pipeline on digits, in about a minute
     python bench/fmnist_table.py --methods ft,neggrad_plus --trials 4
     python bench/fmnist_table.py --cost           # Original/Retrain training and per-run time of each method
-    python bench/fmnist_table.py --preset fmnist_deepunlearn --backend ray --replicate-seeds 0-9  # GPU
+    python bench/fmnist_table.py --preset fmnist_deepunlearn --jobs 1 --replicate-seeds 0-9  # GPU, Ray
 
-Each sweep goes through the command line, `unlearn-sweep run SPEC --out DIR`, in this process (so the
-inline backend evaluates each Original/Retrain model once for the whole table); then
-`unlearn-sweep replicate DIR --top 1 --seeds ...` when the CLI has that verb. `--replicate sweep` (the
-automatic fallback without it) reruns the chosen configuration as a one-point sweep over the replicate
-seeds instead. The table is read back from the Parquet record (sweeps.results, sweeps.analysis).
+With `--jobs N` (default 2, this machine's cores) the Original/Retrain models of every seed are trained
+first in N processes, then the rows are shared out over N processes. Within a process each sweep goes
+through the command line, `unlearn-sweep run SPEC --out DIR`, in process (so the inline backend
+evaluates each Original/Retrain model once for all the process's rows); then `unlearn-sweep replicate
+DIR --top 1 --seeds ...` when the CLI has that verb. `--replicate sweep` (the automatic fallback
+without it) reruns the chosen configuration as a one-point sweep over the replicate seeds instead. The
+table is read back from the Parquet record (sweeps.results, sweeps.analysis).
 """
 from __future__ import annotations
 

@@ -220,3 +220,34 @@ def lenet(in_shape: InShape, num_classes: int) -> nn.Module:
         nn.Linear(512, 256), nn.ReLU(inplace=True),
         nn.Linear(256, num_classes),
     )
+
+
+# ----------------------------------------------------------------------------------------- vgg16_bn
+
+# Numbers are conv widths, "M" a 2x2 max-pool.
+_VGG16_CFG: tuple[int | str, ...] = (
+    64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
+)
+
+
+@register("vgg16_bn")
+def vgg16_bn(in_shape: InShape, num_classes: int) -> nn.Module:
+    """VGG-16 with BatchNorm, global average pool, and a single linear layer 512 -> num_classes.
+
+    A max-pool that would shrink the smaller spatial side below 1 is left out (decided here from
+    ``in_shape``), so 8x8 inputs keep three pools and 32x32 inputs keep all five.
+    """
+    c, h, w = in_shape
+    size = min(h, w)
+    layers: list[nn.Module] = []
+    for item in _VGG16_CFG:
+        if item == "M":
+            if size // 2 >= 1:
+                layers.append(nn.MaxPool2d(2))
+                size //= 2
+        else:
+            layers += _conv_bn_relu(c, int(item))
+            c = int(item)
+    return nn.Sequential(
+        *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes)
+    )

@@ -25,9 +25,11 @@ from sweeps.spec import SweepSpec, blind_metrics
 METRIC_COLUMNS = ("unlearn_acc", "retain_acc", "test_acc", "mia_efficacy", "forget_acc", "val_acc",
                   "avg_gap", "forget_gap", "utility_drop", "forget_val_gap", "retain_examples_seen",
                   "mia_seconds", "tow", "tow_mia", "relearn_steps", "relearn_capped", "relearn_seconds",
-                  "ain")
+                  "ain", "du_mia", "indiscernibility", "du_indisc", "du_retain", "du_forget", "du_val",
+                  "du_norm", "rte")
 EPOCH_METRICS = ("unlearn_acc", "retain_acc", "test_acc")
-REFERENCE_METRICS = ("unlearn_acc", "retain_acc", "test_acc", "mia_efficacy", "forget_acc", "val_acc")
+REFERENCE_METRICS = ("unlearn_acc", "retain_acc", "test_acc", "mia_efficacy", "forget_acc", "val_acc",
+                     "indiscernibility")
 TS = pa.timestamp("us", tz="UTC")
 
 BASE_FIELDS = [

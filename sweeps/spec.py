@@ -46,6 +46,11 @@ METRICS: dict[str, bool] = {
     # the relearning attack (needs base.eval.relearn): optimizer steps to relearn the forget set;
     # AIN = (steps + 0.01) / (Retrain's steps + 0.01)
     "relearn_steps": False, "ain": True,
+    # DeepUnlearn (Cadet et al. 2024; eval.du_mia): a loss attack on forget vs validation, percent
+    "du_mia": False, "indiscernibility": False, "du_indisc": False,
+    # their objective terms vs Retrain and their selection score (the norm of the four terms)
+    "du_retain": True, "du_forget": True, "du_val": True, "du_norm": True,
+    "rte": True,  # t_Retrain / t_method
 }
 RELEARN_METRICS = ("relearn_steps", "ain")
 
@@ -307,7 +312,7 @@ def load_spec(raw: dict[str, Any], sets: list[tuple[str, Any]] = (), *, check_da
 
 def check_spec(spec: SweepSpec, *, check_data: bool = True) -> None:
     """Checks that need more than types: names, ranges, the methods' own configs, Retrain."""
-    from unlearning.data import DISK_SETS
+    from unlearning.data import DISK_SETS, missing_root
     from unlearning.methods import all_methods
     from unlearning.trial import TrialConfig, load_trial_config
 
@@ -325,6 +330,8 @@ def check_spec(spec: SweepSpec, *, check_data: bool = True) -> None:
                             f"(--set base.data.root=/path/to/{base.data.name})")
         if not Path(base.data.root).expanduser().is_dir():
             raise UserError(f"base.data.root: {base.data.root} is not a folder")
+    if check_data and (problem := missing_root(base.data)):  # mnist, fashion_mnist (default root)
+        raise UserError(f"base.data.root: {problem}")
     for i, s in enumerate(spec.seeds):
         if isinstance(s, dict):
             bad = set(s) - set(TrialConfig.model_fields["seeds"].annotation.model_fields)

@@ -272,8 +272,8 @@ def test_tinyimagenet_errors(tmp_path):
 
 # ---------------------------------------------------------------- dispatch and download
 def test_unknown_name_and_missing_root(tmp_path):
-    msg = _one_line_error(formats.read, "mnist", tmp_path)
-    assert all(k in msg for k in ("cifar10", "cifar100", "svhn", "tinyimagenet"))
+    msg = _one_line_error(formats.read, "imagenet", tmp_path)
+    assert all(k in msg for k in ("cifar10", "cifar100", "svhn", "tinyimagenet", "mnist", "fashion_mnist"))
     missing = tmp_path / "nope"
     assert str(missing) in _one_line_error(formats.read, "cifar10", missing)
 
@@ -298,4 +298,4 @@ def test_download_without_torchvision(tmp_path, no_torchvision, name):
 
 def test_download_tinyimagenet_and_unknown(tmp_path):
     assert "tiny-imagenet-200" in _one_line_error(formats.download, "tinyimagenet", tmp_path)
-    assert "unknown" in _one_line_error(formats.download, "mnist", tmp_path)
+    assert "unknown" in _one_line_error(formats.download, "imagenet", tmp_path)

@@ -3,19 +3,34 @@ between the forget and retain gradients before/after harmonization, and its vari
 import pytest
 import torch
 
+from tests.idx_util import make_fake
 from unlearning.data import DataConfig, load_dataset
 from unlearning.splits import MethodData, SplitConfig, make_split, retain_subset
 from unlearning.trial import load_trial_config, run_trial
 
 
-def trial(cache, seed=0, **params):
+def trial(cache, seed=0, data=None, **params):
     return run_trial(load_trial_config({
-        "method": "ltu", "params": {"epochs": 1, "batch_size": 64, **params}, "data": {"name": "digits"},
-        "model": "small_cnn", "retrain": False, "seeds": {"unlearn_seed": seed},
-        "cache_dir": str(cache), "eval": {"mia": False}}))
+        "method": "ltu", "params": {"epochs": 1, "batch_size": 64, **params},
+        "data": {"name": "digits"}, "model": "small_cnn", "retrain": False,
+        "seeds": {"unlearn_seed": seed}, "cache_dir": str(cache), "eval": {"mia": False}, **(data or {})}))
 
 
-def test_ltu_only_ever_reads_its_retain_subset(oracle_cache, monkeypatch):
+@pytest.fixture(scope="module", params=["digits", "fashion_mnist"])
+def door_data(request, tmp_path_factory):
+    """Trial fields: digits, and a Fashion-MNIST fake in the IDX format with DeepUnlearn's split rule
+    and the fmnist_cpu model (a 2-epoch original: the door is under test, not the model)."""
+    if request.param == "digits":
+        return {}
+    root = tmp_path_factory.mktemp("fmnist-ltu")
+    make_fake(root, 400, 40)
+    return {"data": {"name": "fashion_mnist", "root": str(root), "val_rule": "train_test_split",
+                     "val_fraction": 0.15, "seed": 123},
+            "split": {"forget_fraction": 0.1, "rule": "train_test_split", "seed": 123},
+            "model": "lenet", "train": {"epochs": 2}}
+
+
+def test_ltu_only_ever_reads_its_retain_subset(oracle_cache, monkeypatch, door_data):
     m, seed = 150, 3
     handed_out = []
     real = MethodData._gather
@@ -26,11 +41,11 @@ def test_ltu_only_ever_reads_its_retain_subset(oracle_cache, monkeypatch):
         return real(self, idx, forget, kind, train_aug)
 
     monkeypatch.setattr(MethodData, "_gather", audited)
-    r = trial(oracle_cache, seed=seed, retain_subset=m, epochs=2)
+    r = trial(oracle_cache, seed=seed, data=door_data, retain_subset=m, epochs=2)
     assert r.state == "COMPLETE", r.error
     assert r.metrics["retain_examples_seen"] == m
-    ds = load_dataset(DataConfig(name="digits"))
-    split = make_split(ds, SplitConfig(), 0)
+    ds = load_dataset(DataConfig(**door_data.get("data", {"name": "digits"})))
+    split = make_split(ds, SplitConfig(**door_data.get("split", {})), 0)
     allowed = set(retain_subset(split.retain, m, seed).tolist()) | set(split.forget.tolist())
     touched = set(torch.cat(handed_out).tolist())
     assert touched <= allowed

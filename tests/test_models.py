@@ -9,11 +9,11 @@ from torch import nn
 from unlearning.errors import UserError
 from unlearning.models import MODELS, build_model, count_params, register
 
-NAMES = ["mlp", "resnet18", "small_cnn", "vgg16_bn"]
+NAMES = ["lenet", "mlp", "resnet18", "resnet18_imagenet", "small_cnn", "vgg16_bn"]
 BIG = {"resnet18", "vgg16_bn"}
 
 
-def test_registry_lists_exactly_the_four_models():
+def test_registry_lists_exactly_the_six_models():
     assert sorted(MODELS) == NAMES
 
 
@@ -40,7 +40,7 @@ def test_eval_mode_single_example(name):
         assert model(torch.randn(1, 1, 8, 8)).shape == (1, 10)
 
 
-@pytest.mark.parametrize("name", ["small_cnn", "resnet18", "vgg16_bn"])
+@pytest.mark.parametrize("name", ["lenet", "small_cnn", "resnet18", "resnet18_imagenet", "vgg16_bn"])
 def test_conv_models_handle_64x64(name):
     model = build_model(name, (3, 64, 64), 200).eval()
     with torch.no_grad():
@@ -61,7 +61,7 @@ def test_count_params_counts_every_element():
     assert count_params(nn.Linear(3, 2)) == 3 * 2 + 2
 
 
-@pytest.mark.parametrize("name", ["small_cnn", "resnet18", "vgg16_bn"])
+@pytest.mark.parametrize("name", ["lenet", "small_cnn", "resnet18", "resnet18_imagenet", "vgg16_bn"])
 def test_conv_models_use_batchnorm(name):
     model = build_model(name, (3, 32, 32), 10)
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
@@ -83,7 +83,7 @@ def test_unknown_name_raises_one_line_user_error():
     with pytest.raises(UserError) as info:
         build_model("x", (1, 8, 8), 10)
     msg = str(info.value)
-    assert msg == "unknown model 'x'; known: mlp, resnet18, small_cnn, vgg16_bn"
+    assert msg == "unknown model 'x'; known: lenet, mlp, resnet18, resnet18_imagenet, small_cnn, vgg16_bn"
     assert "\n" not in msg
 
 

@@ -17,7 +17,7 @@ from unlearning.trial import TrialConfig, load_trial_config, run_trial, run_tria
 @pytest.mark.parametrize("raw, needle", [
     ({"method": "nope"}, "unknown method 'nope'"),
     ({"model": "nope"}, "unknown model 'nope'"),
-    ({"data": {"name": "mnist"}}, "data.name"),
+    ({"data": {"name": "imagenet"}}, "data.name"),
     ({"bogus": 1}, "bogus: unknown key"),
     ({"params": {"lrr": 0.1}}, "params.lrr: unknown key"),
     ({"method": "ga", "params": {"lr": -1}}, "params.lr"),
@@ -110,7 +110,7 @@ def test_cli_trial_json_is_one_trial_result():
 @pytest.mark.parametrize("args, needle", [
     (["--method", "nope"], "unknown method"),
     (["--model", "nope"], "unknown model"),
-    (["--data", "mnist"], "data.name"),
+    (["--data", "imagenet"], "data.name"),
     (["--set", "bogus=1"], "params.bogus: unknown key"),
     (["--set", "split.bogus=1"], "split.bogus: unknown key"),
     (["--data", "cifar10", "--data-root", "/does/not/exist"], "does not exist"),

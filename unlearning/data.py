@@ -3,11 +3,16 @@ augmentation done on the device (no DataLoader, no per-batch host transfer).
 
 Sources: `digits` (scikit-learn's 8x8 handwriting, shipped with the package: the embedded default),
 `synthetic` (CIFAR-shaped images with learnable class structure, any size: for benchmarks and tests),
-and `cifar10`, `cifar100`, `svhn`, `tinyimagenet` read from a local root (unlearning.formats).
+`cifar10`, `cifar100`, `svhn`, `tinyimagenet` read from a local root, and `mnist`, `fashion_mnist`
+read from their IDX files (unlearning.formats); Fashion-MNIST is found without configuration where the
+Debian package dataset-fashion-mnist installs it.
 
 Protocol (reference codebases, see docs): a validation set of `val_fraction` of each class is held out
 of the official training set with `DataConfig.seed`; the official test set is the test set. Digits has
-no official test set, so a stratified 20% is drawn first with the same seed.
+no official test set, so a stratified 20% is drawn first with the same seed. DeepUnlearn's protocol
+(Cadet et al. 2024) is the options `val_rule="train_test_split"` (scikit-learn's unstratified
+hold-out, their random_state 123 as `seed`), `channels=3` (grey copied to three channels) and
+`resize=32`; their normalisation (0.2860, 0.3530) and flip are Fashion-MNIST's defaults here.
 """
 from __future__ import annotations
 
@@ -22,18 +27,27 @@ from pydantic import Field
 
 from unlearning.config import StrictModel
 from unlearning.errors import DataError
+from unlearning.formats import IDX_SOURCES, how_to_get
 
 DISK_SETS = ("cifar10", "cifar100", "svhn", "tinyimagenet")
+IDX_SETS = tuple(IDX_SOURCES)  # mnist, fashion_mnist: IDX files; fashion_mnist has a default root
 
 
 class DataConfig(StrictModel):
     """Which data set, where it lives, and how validation is held out."""
 
-    name: Literal["digits", "synthetic", "cifar10", "cifar100", "svhn", "tinyimagenet"] = "digits"
-    root: str | None = None  # folder holding the files of a disk data set
+    name: Literal["digits", "synthetic", "cifar10", "cifar100", "svhn", "tinyimagenet", "mnist",
+                  "fashion_mnist"] = "digits"
+    root: str | None = None  # folder holding the files of a disk data set (fashion_mnist: see data_root)
     download: bool = False  # fetch with torchvision when missing (needs internet and the vision extra)
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     seed: int = 0  # the val (and digits test) hold-out; not a trial seed
+    # stratified: `val_fraction` of each class (the CIFAR reference codebases); train_test_split:
+    # scikit-learn's unstratified train_test_split(test_size=val_fraction, random_state=seed), the
+    # train set kept in the order it returns (DeepUnlearn, whose forget draw depends on that order)
+    val_rule: Literal["stratified", "train_test_split"] = "stratified"
+    channels: Literal[1, 3] | None = None  # None = as stored; 3 = grey copied to three channels
+    resize: int | None = Field(None, ge=4)  # square side to resize every image to (bilinear)
     # synthetic only
     n_train: int = Field(5000, ge=20)
     n_test: int = Field(1000, ge=10)
@@ -85,8 +99,8 @@ class Dataset:
         std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
         return (x - mean) / std
 
-    def content_hash(self) -> str:
-        """A digest of the tensors (for oracle cache keys): changes when the data change."""
+    @functools.cached_property
+    def _digest(self) -> str:
         import hashlib
 
         h = hashlib.sha256(self.name.encode())
@@ -94,6 +108,11 @@ class Dataset:
             h.update(str(tuple(t.shape)).encode())
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
+
+    def content_hash(self) -> str:
+        """A digest of the tensors (for oracle cache keys): changes when the data change. Computed
+        once per Dataset object (every trial asks; the tensors never change in place)."""
+        return self._digest
 
 
 def augment(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator | None) -> torch.Tensor:
@@ -141,6 +160,8 @@ def _load_cached(cfg: DataConfig) -> Dataset:
         ds = _synthetic(cfg)
     else:
         ds = _disk(cfg)
+    if cfg.channels is not None or cfg.resize is not None:
+        ds = _reshape_images(ds, cfg)
     if cfg.augment is False:
         ds = replace(ds, crop_pad=0, flip=False)
     elif cfg.augment is True and ds.crop_pad == 0 and not ds.flip:
@@ -160,9 +181,46 @@ def _holdout(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[
     return kept, held_idx
 
 
+def _reshape_images(ds: Dataset, cfg: DataConfig) -> Dataset:
+    """DataConfig.resize and .channels applied to every stored image (once, at load time). Resizing
+    is bilinear with antialiasing and, for uint8 images, rounded back to uint8, as PIL's
+    Resize-then-ToTensor of DeepUnlearn's pipeline quantises."""
+    c = ds.in_shape[0]
+    if cfg.channels is not None and cfg.channels != c and c != 1:
+        raise DataError(f"data.channels: {ds.name} has {c} channels; only grey images can be copied "
+                        f"to {cfg.channels}")
+    k = cfg.channels if cfg.channels is not None else c
+
+    def reshape(x: torch.Tensor) -> torch.Tensor:
+        if cfg.resize is not None and x.shape[-2:] != (cfg.resize, cfg.resize):
+            chunks = []
+            for part in x.split(8192):  # bounded memory on 70,000 images
+                r = torch.nn.functional.interpolate(part.float(), size=(cfg.resize, cfg.resize),
+                                                    mode="bilinear", align_corners=False, antialias=True)
+                chunks.append(r.round().clamp(0, 255).to(torch.uint8) if x.dtype == torch.uint8 else r)
+            x = torch.cat(chunks)
+        return x.expand(-1, k, -1, -1).contiguous() if k != x.shape[1] else x
+
+    def widen(stat: tuple[float, ...]) -> tuple[float, ...]:
+        return stat * k if len(stat) == 1 else stat  # a grey statistic holds for each copy
+
+    return replace(ds, x_train=reshape(ds.x_train), x_val=reshape(ds.x_val), x_test=reshape(ds.x_test),
+                   mean=widen(ds.mean), std=widen(ds.std))
+
+
+def _val_split(y_tr: np.ndarray, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, val) indices of the official training set, by `cfg.val_rule`."""
+    if cfg.val_rule == "train_test_split" and cfg.val_fraction > 0:
+        from sklearn.model_selection import train_test_split
+
+        kept, val = train_test_split(np.arange(len(y_tr)), test_size=cfg.val_fraction,
+                                     random_state=cfg.seed)
+        return kept, val
+    return _holdout(y_tr, cfg.val_fraction, np.random.default_rng(cfg.seed))
+
+
 def _assemble(name, x_tr, y_tr, x_te, y_te, num_classes, cfg, mean, std, crop_pad, flip) -> Dataset:
-    rng = np.random.default_rng(cfg.seed)
-    kept, val = _holdout(y_tr, cfg.val_fraction, rng)
+    kept, val = _val_split(y_tr, cfg)
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
     return Dataset(name, t(x_tr[kept]), t(y_tr[kept]).long(), t(x_tr[val]), t(y_tr[val]).long(),
                    t(x_te), t(y_te).long(), num_classes, mean, std, crop_pad, flip)
@@ -204,20 +262,50 @@ _STATS = {  # per-channel mean/std of the training images (commonly used values)
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 4, True),
     "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), 4, False),
     "tinyimagenet": ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821), 8, True),
+    # grey; DeepUnlearn's normalisation, and its only augmentation (a horizontal flip) as the default
+    "fashion_mnist": ((0.2860,), (0.3530,), 0, True),
+    "mnist": ((0.1307,), (0.3081,), 0, True),
 }
+
+
+def data_root(cfg: DataConfig) -> Path | None:
+    """The folder a disk data set is read from: `cfg.root`, else the data set's packaged location
+    (Fashion-MNIST: /usr/share/datasets/fashion-mnist, from the Debian package), else None."""
+    if cfg.root is not None:
+        return Path(cfg.root).expanduser()
+    default = IDX_SOURCES[cfg.name][3] if cfg.name in IDX_SOURCES else None
+    return Path(default) if default else None
+
+
+def missing_root(cfg: DataConfig) -> str | None:
+    """One line saying why the data root of an IDX set (`IDX_SETS`) is unusable, or None. For
+    checking a spec before anything runs; the files themselves are checked when read."""
+    if cfg.name not in IDX_SETS or cfg.download:
+        return None
+    root = data_root(cfg)
+    if root is None:
+        return f"{cfg.name} needs a data root ({how_to_get(cfg.name)})"
+    if not root.is_dir():
+        return f"{root} is not a folder ({how_to_get(cfg.name)})"
+    return None
 
 
 def _disk(cfg: DataConfig) -> Dataset:
     from unlearning import formats
 
-    if cfg.root is None:
-        raise DataError(f"{cfg.name}: needs a data root (--data-root PATH or data.root)")
-    root = Path(cfg.root).expanduser()
+    root = data_root(cfg)
+    hint = f"; {how_to_get(cfg.name)}" if cfg.name in IDX_SETS else ""
+    if root is None:
+        raise DataError(f"{cfg.name}: needs a data root (--data-root PATH or data.root){hint}")
     if cfg.download:
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DataError(f"{cfg.name}: cannot create the data root {root} to download into "
+                            f"({formats._line(e)}); give a writable --data-root") from None
         formats.download(cfg.name, root)
     if not root.exists():
-        raise DataError(f"{cfg.name}: data root {root} does not exist")
+        raise DataError(f"{cfg.name}: data root {root} does not exist{hint}")
     raw = formats.read(cfg.name, root)
     mean, std, pad, flip = _STATS[cfg.name]
     return _assemble(cfg.name, raw.x_train, raw.y_train, raw.x_test, raw.y_test, raw.num_classes,

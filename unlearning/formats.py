@@ -6,6 +6,11 @@ Layouts under `root` (what torchvision's downloads produce, or the official arch
 - cifar10:      cifar-10-batches-py/data_batch_1..5, test_batch (pickles; batches.meta optional)
 - cifar100:     cifar-100-python/train, test (pickles; meta optional)
 - svhn:         train_32x32.mat, test_32x32.mat (directly under root or under root/svhn/)
+- mnist, fashion_mnist: the four IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte,
+                t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each gzipped (.gz) or not, directly under
+                root (the Debian package dataset-fashion-mnist installs them in
+                /usr/share/datasets/fashion-mnist) or under root/FashionMNIST/raw, root/MNIST/raw
+                (torchvision's download layout).
 - tinyimagenet: tiny-imagenet-200/ with wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG and
                 val/val_annotations.txt; the val split is the test set (the official test is unlabelled).
                 Decoded arrays are cached in tiny-imagenet-200/.unlearn_sweep_cache.npz (rebuilt when
@@ -15,10 +20,12 @@ Every problem with the files (missing, torn, wrong shape) is a `DataError` with 
 """
 from __future__ import annotations
 
+import gzip
 import os
 import pickle
 import tempfile
 import warnings
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -254,12 +261,97 @@ def _tiny(root: Path) -> Raw:
                *_check("tinyimagenet", arrays["x_test"], arrays["y_test"], n, d / "val"), n, wnids)
 
 
+# ---------------------------------------------------------------- MNIST, Fashion-MNIST (IDX files)
+# IDX (LeCun's MNIST format): magic bytes 0, 0, a type code, the number of dimensions; then each
+# dimension as a big-endian uint32; then the values, row-major, big-endian.
+_IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
+              0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+# name -> (title, torchvision's folder, Debian package or None, default root or None)
+IDX_SOURCES = {
+    "fashion_mnist": ("Fashion-MNIST", "FashionMNIST", "dataset-fashion-mnist",
+                      "/usr/share/datasets/fashion-mnist"),
+    "mnist": ("MNIST", "MNIST", None, None),  # Debian ships no MNIST package (bookworm)
+}
+_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+              "t10k-labels-idx1-ubyte")
+
+
+def how_to_get(name: str) -> str:
+    """Where the files of an IDX data set come from, as the end of an error line."""
+    _, _, package, default = IDX_SOURCES[name]
+    get = (f"install the Debian package {package} (apt-get install {package}, files in {default})"
+           if package else f"no Debian package ships {IDX_SOURCES[name][0]}: give --data-root")
+    return f"{get}, or set download=True with the vision extra"
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """One IDX file as an array of its header's shape and type (read gzipped when the name ends in
+    .gz). A torn or foreign file (bad gzip stream, magic, header, or a value count that disagrees
+    with the header) is a one-line DataError naming the file."""
+    path = Path(path)
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                data = f.read()
+        else:
+            data = path.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; a torn stream, EOFError
+        raise DataError(f"cannot read IDX file {path} ({_line(e)})") from e
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES or data[3] == 0:
+        raise DataError(f"{path} is not an IDX file (magic {data[:4].hex() or 'missing'}; expected "
+                        "0000 then a type code and the number of dimensions)")
+    dtype, ndim = _IDX_TYPES[data[2]], data[3]
+    head = 4 + 4 * ndim
+    if len(data) < head:
+        raise DataError(f"{path}: IDX header is torn ({len(data)} bytes, the header needs {head})")
+    dims = tuple(int(d) for d in np.frombuffer(data, ">u4", ndim, 4))
+    want = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if len(data) - head != want:
+        raise DataError(f"{path}: holds {len(data) - head} bytes of values but its header "
+                        f"{'x'.join(map(str, dims))} needs {want} (torn or damaged file)")
+    return np.frombuffer(data, dtype, offset=head).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _idx_file(d: Path, stem: str) -> Path | None:
+    for p in (d / stem, d / f"{stem}.gz"):  # the uncompressed file wins when both exist
+        if p.is_file():
+            return p
+    return None
+
+
+def _idx_split(name: str, images: Path, labels: Path):
+    x, y = read_idx(images), read_idx(labels)
+    if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (28, 28):
+        raise DataError(f"{name}: {images} holds {x.dtype} values of shape {x.shape} "
+                        "(expected uint8 N x 28 x 28)")
+    if y.dtype != np.uint8 or y.ndim != 1:
+        raise DataError(f"{name}: {labels} holds {y.dtype} values of shape {y.shape} "
+                        "(expected uint8 N labels)")
+    if len(x) != len(y):
+        raise DataError(f"{name}: {images.name} has {len(x)} images but {labels.name} has {len(y)} labels")
+    return _check(name, x[:, None], y, 10, images)
+
+
+def _idx(name: str, root: Path) -> Raw:
+    tv = IDX_SOURCES[name][1]
+    for d in (root, root / tv / "raw"):
+        files = [_idx_file(d, stem) for stem in _IDX_FILES]
+        if all(files):
+            break
+    else:
+        missing = next(s for s, f in zip(_IDX_FILES, [_idx_file(root, s) for s in _IDX_FILES]) if not f)
+        raise DataError(f"{name}: no {missing}[.gz] under {root} (nor under {root / tv / 'raw'}); "
+                        f"{how_to_get(name)}")
+    return Raw(*_idx_split(name, files[0], files[1]), *_idx_split(name, files[2], files[3]), 10)
+
+
 _READERS = {"cifar10": partial(_cifar, "cifar10"), "cifar100": partial(_cifar, "cifar100"),
-            "svhn": _svhn, "tinyimagenet": _tiny}
+            "svhn": _svhn, "tinyimagenet": _tiny,
+            "mnist": partial(_idx, "mnist"), "fashion_mnist": partial(_idx, "fashion_mnist")}
 
 
 def read(name: str, root: str | Path) -> Raw:
-    """Read data set `name` (cifar10, cifar100, svhn, tinyimagenet) from the folder `root`.
+    """Read data set `name` (cifar10, cifar100, svhn, tinyimagenet, mnist, fashion_mnist) from `root`.
 
     Raises DataError (one line: the path and what is missing) on an unknown name, a missing root or
     file, or a file that is corrupt or of the wrong shape."""
@@ -267,7 +359,8 @@ def read(name: str, root: str | Path) -> Raw:
         raise DataError(f"unknown disk data set {name!r}; known: {', '.join(_READERS)}")
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DataError(f"{name}: data root {root} does not exist or is not a folder")
+        hint = f"; {how_to_get(name)}" if name in IDX_SOURCES else ""
+        raise DataError(f"{name}: data root {root} does not exist or is not a folder{hint}")
     return _READERS[name](root)
 
 
@@ -283,13 +376,18 @@ def download(name: str, root: str | Path) -> None:
         raise DataError(f"unknown disk data set {name!r}; known: {', '.join(_READERS)}")
     try:
         from torchvision import datasets  # optional: only needed to download
-    except ImportError:
-        raise DataError(f"{name}: torchvision is not installed; install the 'vision' extra "
+    except Exception as e:  # absent (ImportError), or built for another torch (RuntimeError)
+        why = "is not installed" if isinstance(e, ImportError) else f"does not import ({_line(e)})"
+        raise DataError(f"{name}: torchvision {why}; install the 'vision' extra "
                         f"or place the files under {root}") from None
     try:
         if name == "svhn":
             for split in ("train", "test"):
                 datasets.SVHN(str(root), split=split, download=True)
+        elif name in IDX_SOURCES:  # into root/<FashionMNIST|MNIST>/raw, where `read` looks
+            cls = datasets.FashionMNIST if name == "fashion_mnist" else datasets.MNIST
+            for train in (True, False):
+                cls(str(root), train=train, download=True)
         else:
             cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
             for train in (True, False):

@@ -171,3 +171,74 @@ def predict_probs(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 102
     finally:
         for m, training in modes:
             m.training = training
+
+
+# -- DeepUnlearn's attack, objective and run-time efficiency (Cadet et al. 2024, arXiv 2410.01276) ---
+# The same quantities as their code (xcadet/deepunlearn, munl/evaluation and munl/hpsearch), on the
+# percent scale of this module: their fractions x 100, so du_norm = 100 x their selection score.
+
+DU_SEED = 123  # DeepUnlearn's random_state for the attack's subsample and cross-validation splits
+
+
+def per_example_loss(probs, y) -> np.ndarray:
+    """Cross-entropy -log p_y of each example (float64), from softmax probabilities ``(N, C)``;
+    p_y is clamped at 1e-12, so a loss is at most 27.6."""
+    p = mia_features(probs, y, "confidence").reshape(-1)
+    return -np.log(np.clip(p, _EPS, 1.0))
+
+
+def loss_mia(forget_losses, heldout_losses, n_splits: int = 10, seed: int = DU_SEED) -> float:
+    """DeepUnlearn's membership attack, in percent: the accuracy of a logistic regression telling
+    forget examples from held-out ones by their loss alone. The larger set is subsampled (seeded)
+    to the size n of the smaller; accuracy is the mean over ``n_splits`` StratifiedShuffleSplit
+    folds (10% test each) of sklearn ``LogisticRegression()``. 50 = the attack cannot tell the sets
+    apart; 100 (or 0) = it always can. Fewer than 10 examples in either set -> ``nan``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
+
+    a = np.asarray(forget_losses, dtype=np.float64).reshape(-1)
+    b = np.asarray(heldout_losses, dtype=np.float64).reshape(-1)
+    n = min(len(a), len(b))
+    if n < 10:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    a, b = (s if len(s) == n else rng.choice(s, n, replace=False) for s in (a, b))
+    x = np.concatenate([a, b]).reshape(-1, 1)
+    members = np.concatenate([np.ones(n, dtype=np.int64), np.zeros(n, dtype=np.int64)])
+    cv = StratifiedShuffleSplit(n_splits=n_splits, test_size=0.1, random_state=seed)
+    return float(100.0 * cross_val_score(LogisticRegression(), x, members, cv=cv,
+                                         scoring="accuracy").mean())
+
+
+def indiscernibility(mia: float) -> float:
+    """100 x (1 - |MIA - 50| / 50) for an attack accuracy ``mia`` in percent: 100 when the attack
+    is at chance, 0 when it is always right (or always wrong)."""
+    return 100.0 - 2.0 * abs(float(mia) - 50.0)
+
+
+def deepunlearn_mia(forget_probs, forget_y, val_probs, val_y, seed: int = DU_SEED) -> dict[str, float]:
+    """The attack on forget vs validation examples: ``du_mia`` (accuracy, percent), its
+    ``indiscernibility`` and ``du_indisc`` = 100 - indiscernibility (DeepUnlearn's fourth objective
+    term, which needs no Retrain model)."""
+    mia = loss_mia(per_example_loss(forget_probs, forget_y), per_example_loss(val_probs, val_y),
+                   seed=seed)
+    ind = indiscernibility(mia)
+    return {"du_mia": mia, "indiscernibility": ind, "du_indisc": 100.0 - ind}
+
+
+def deepunlearn_terms(metrics: Mapping[str, float], retrain: Mapping[str, float]) -> dict[str, float]:
+    """DeepUnlearn's objective against the Retrain model of the same seed: ``du_retain`` =
+    |RA - RA_r| / 3, ``du_forget`` = |FA - FA_r| / 3 (FA = forget accuracy), ``du_val`` =
+    |val acc - val acc_r| / 3, with ``du_indisc`` (from :func:`deepunlearn_mia`) the fourth term, and
+    ``du_norm``, the Euclidean norm of the four: their rule for the best trial (smallest wins).
+    Needs keys retain_acc, forget_acc, val_acc in both and du_indisc in ``metrics`` (KeyError)."""
+    terms = {f"du_{name}": abs(float(metrics[key]) - float(retrain[key])) / 3.0
+             for name, key in (("retain", "retain_acc"), ("forget", "forget_acc"), ("val", "val_acc"))}
+    four = [*terms.values(), float(metrics["du_indisc"])]
+    return {**terms, "du_norm": float(np.sqrt(np.sum(np.square(four))))}
+
+
+def run_time_efficiency(retrain_s: float, method_s: float) -> float:
+    """DeepUnlearn's RTE = t_Retrain / t_method (how many times faster than retraining; Retrain = 1).
+    ``nan`` when either time is not positive."""
+    return float(retrain_s) / float(method_s) if retrain_s > 0 and method_s > 0 else float("nan")

@@ -148,9 +148,9 @@ class ResNet18(nn.Module):
     global average pool and a linear layer. Any H, W >= 1 works; 8x8 ends at 1x1 in the last stage.
     """
 
-    def __init__(self, in_channels: int, num_classes: int) -> None:
+    def __init__(self, in_channels: int, num_classes: int, stem: nn.Module | None = None) -> None:
         super().__init__()
-        self.stem = nn.Sequential(*_conv_bn_relu(in_channels, 64))
+        self.stem = stem if stem is not None else nn.Sequential(*_conv_bn_relu(in_channels, 64))
         stages: list[nn.Module] = []
         c_in = 64
         for c_out, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
@@ -169,6 +169,57 @@ class ResNet18(nn.Module):
 def resnet18(in_shape: InShape, num_classes: int) -> nn.Module:
     """CIFAR-style ResNet-18 (about 11.17M parameters at 3 channels, 10 classes)."""
     return ResNet18(in_shape[0], num_classes)
+
+
+class ResNet18ImageNet(ResNet18):
+    """torchvision's stock ResNet-18 layout (``torchvision.models.resnet18(num_classes=k)``, what
+    DeepUnlearn trains on 32x32 inputs): the ImageNet stem, a 7x7 stride-2 conv, BN, ReLU and a 3x3
+    stride-2 max-pool, so a 32x32 image enters the first stage at 8x8 and leaves the last at 1x1.
+    The stages, pool and head are the CIFAR model's; the initialisation is torchvision's (Kaiming
+    normal, fan-out, for convolutions; BN weight 1 and bias 0; PyTorch's default for the linear head).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        stem = nn.Sequential(nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False),
+                             nn.BatchNorm2d(64), nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1))
+        super().__init__(in_channels, num_classes, stem)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+
+@register("resnet18_imagenet")
+def resnet18_imagenet(in_shape: InShape, num_classes: int) -> nn.Module:
+    """torchvision's ResNet-18 (11,181,642 parameters at 3 channels, 10 classes). Needs H, W >= 2
+    (the stem divides the side by four; adaptive pooling takes any size after that)."""
+    return ResNet18ImageNet(in_shape[0], num_classes)
+
+
+# -------------------------------------------------------------------------------------------- lenet
+
+
+@register("lenet")
+def lenet(in_shape: InShape, num_classes: int) -> nn.Module:
+    """LeNet-style: LeNet-5's two 5x5 convolutions (6 and 16 channels, each BN - ReLU - maxpool2)
+    and a wider fully connected head, 512 - 256 - num_classes. The convolutions are padded (2), so
+    any side >= 4 works; 28x28 Fashion-MNIST ends at 16x7x7 (538k parameters at 1 channel). The
+    wide head lets this CPU model memorise its training set, so forgetting is measurable (LeNet-5's
+    own 120 - 84 head barely separates train from test on Fashion-MNIST); BatchNorm keeps it stable
+    at the protocol's learning rate of 0.1."""
+    c, h, w = in_shape
+    return nn.Sequential(
+        nn.Conv2d(c, 6, 5, padding=2, bias=False), nn.BatchNorm2d(6), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5, padding=2, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * (h // 4) * (w // 4), 512), nn.ReLU(inplace=True),
+        nn.Linear(512, 256), nn.ReLU(inplace=True),
+        nn.Linear(256, num_classes),
+    )
 
 
 # ----------------------------------------------------------------------------------------- vgg16_bn

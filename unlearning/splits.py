@@ -6,9 +6,11 @@ out, so `retain_examples_seen` is measured, not claimed.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Iterator, Literal
 
+import numpy as np
 import torch
 from pydantic import Field, model_validator
 
@@ -19,13 +21,20 @@ from unlearning.errors import UserError
 
 class SplitConfig(StrictModel):
     """Which training examples are forgotten. Random: a count or a fraction of the training set
-    (exactly one of them); class: every training example of `forget_class` (the test set then drops
-    that class)."""
+    (exactly one of them), drawn by `rule`; class: every training example of `forget_class` (the test
+    set then drops that class)."""
 
     scenario: Literal["random", "class"] = "random"
     forget_fraction: float | None = Field(None, gt=0.0, lt=1.0)
     forget_count: int | None = Field(None, gt=0)
     forget_class: int | None = Field(None, ge=0)
+    # randperm: the first k of torch.randperm(n) seeded by the seed; train_test_split: the test part
+    # of scikit-learn's train_test_split(range(n), test_size=k, random_state=seed), DeepUnlearn's
+    # draw (a fraction rounds up there, as scikit-learn rounds it)
+    rule: Literal["randperm", "train_test_split"] = "randperm"
+    # None: the trial's split_seed; an int: this split for every trial seed (DeepUnlearn draws one
+    # split, random_state 123, for all its model seeds)
+    seed: int | None = None
 
     @model_validator(mode="after")
     def _one_way(self):
@@ -39,6 +48,8 @@ class SplitConfig(StrictModel):
         else:
             if self.forget_class is None:
                 raise ValueError("scenario 'class' needs forget_class")
+            if self.rule != "randperm":
+                raise ValueError("rule is for scenario 'random' (a class is forgotten whole)")
             if self.forget_fraction is not None or self.forget_count is not None:
                 raise ValueError("scenario 'class' takes forget_class, not a fraction or count")
         return self
@@ -73,12 +84,19 @@ def make_split(ds: Dataset, cfg: SplitConfig, split_seed: int) -> Split:
         forget = torch.nonzero(y_tr == c).flatten()
         test, val = all_test[y_te != c], all_val[y_va != c]
     else:
-        k = cfg.forget_count if cfg.forget_count is not None else round(cfg.forget_fraction * n)
+        seed = split_seed if cfg.seed is None else cfg.seed
+        rounding = math.ceil if cfg.rule == "train_test_split" else round
+        k = cfg.forget_count if cfg.forget_count is not None else rounding(cfg.forget_fraction * n)
         if not 0 < k < n:
             raise UserError(f"split: forgetting {k} of {n} training examples leaves no forget or "
                             "no retain set")
-        g = torch.Generator().manual_seed(split_seed)
-        forget = torch.randperm(n, generator=g)[:k].sort().values
+        if cfg.rule == "train_test_split":
+            from sklearn.model_selection import train_test_split
+
+            drawn = train_test_split(np.arange(n), test_size=k, random_state=seed)[1]
+            forget = torch.from_numpy(np.sort(drawn))
+        else:
+            forget = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].sort().values
         test, val = all_test, all_val
     keep = torch.ones(n, dtype=torch.bool)
     keep[forget] = False

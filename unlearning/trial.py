@@ -58,6 +58,9 @@ class EvalConfig(StrictModel):
     @classmethod
     def _relearn_shorthand(cls, v):
         return {} if v is True else (None if v is False else v)
+    # DeepUnlearn's loss attack, forget vs validation: du_mia, indiscernibility and, with Retrain,
+    # their objective terms du_retain, du_forget, du_val, du_indisc and du_norm
+    du_mia: bool = False
 
 
 class TrialConfig(StrictModel):
@@ -175,6 +178,8 @@ def evaluate(model, ds: Dataset, split: Split, cfg: EvalConfig, amp: bool = Fals
         out["mia_efficacy"] = M.mia_efficacy(p["retain"], y["retain"], p["test"], y["test"],
                                              p["forget"], y["forget"], kind=cfg.mia_kind)
         out["mia_seconds"] = time.perf_counter() - t0
+    if cfg.du_mia:
+        out.update(M.deepunlearn_mia(p["forget"], y["forget"], p["val"], y["val"]))
     return out
 
 
@@ -247,6 +252,8 @@ def run_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None, 
                                             reference["original"]["forget_acc"]))
         metrics.update(derived(metrics, reference), runtime_s=runtime,
                        retain_examples_seen=float(u.retain_examples_seen))
+        if retrained is not None:  # DeepUnlearn's RTE: t_Retrain (when it was trained) / t_method
+            metrics["rte"] = M.run_time_efficiency(retrained.runtime_s, runtime)
         done = dict(state="COMPLETE", metrics=metrics, reference=reference, history=history,
                     step_history=step_history, runtime_s=runtime)
     except TrialFailed as e:
@@ -339,6 +346,8 @@ def derived(metrics: dict[str, float], reference: dict[str, dict[str, float]]) -
             out["tow_mia"] = M.tow(metrics, r, forget_key="mia_efficacy")
         if "relearn_steps" in metrics and "relearn_steps" in r:
             out["ain"] = ain(metrics["relearn_steps"], r["relearn_steps"])
+    if r is not None and "du_indisc" in metrics:
+        out.update(M.deepunlearn_terms(metrics, r))
     return out
 
 

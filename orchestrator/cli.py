@@ -153,7 +153,7 @@ def _spec_from_dir(run_dir: Path, sets: list[tuple[str, Any]], *, read_only: boo
     path = run_dir / "spec.yaml"
     if not path.is_file():
         raise UserError(f"{run_dir}: not a sweep directory (no spec.yaml)")
-    return load_spec(read_yaml(path), sets, check_data=not read_only)
+    return load_spec(read_yaml(path), sets, read_only=read_only)
 
 
 def _sweep_sets(args) -> list[tuple[str, Any]]:

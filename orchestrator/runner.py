@@ -42,9 +42,9 @@ from orchestrator.progress import Progress
 from sweeps import results as R
 from sweeps.space import suggest
 from sweeps.spec import SweepSpec
-from sweeps.study import (DUPLICATE, DriverLock, counted, fingerprint, make_sampler, new_run_identity,
-                          open_study, reconcile, repair_journal, requeue, run_identity, sampled_before,
-                          superseded)
+from sweeps.study import (DUPLICATE, DriverLock, JournalReplay, counted, fingerprint, journal_tail_whole,
+                          make_sampler, new_run_identity, open_study, reconcile, repair_journal, requeue,
+                          run_identity, sampled_before, superseded)
 from unlearning.config import dump_yaml
 from unlearning.errors import Aborted, UserError
 from unlearning.redact import scrub, scrub_text
@@ -140,6 +140,7 @@ class Driver:
         self._interruptible = False
         self._since_compact = 0
         self._dup_streak = 0
+        self._replay: JournalReplay | None = None  # the journal replayed while the backend starts
 
     # -- helpers ---------------------------------------------------------------------------------
     def say(self, msg: str) -> None:
@@ -261,24 +262,34 @@ class Driver:
         return lock
 
     def _repair_record(self) -> None:
-        """Before anything is appended: cut a torn journal tail, set unreadable Parquet aside."""
-        if not self.spec.storage:
-            try:
-                note = repair_journal(self.run_dir / "study.journal")
-            except OSError as e:
-                raise UserError(f"{self.run_dir}/study.journal: cannot be repaired ({e.strerror or e})"
-                                ) from None
-            if note:
-                self.say(f"record: {note}")
+        """Before anything is appended: cut a torn journal tail, set unreadable Parquet aside. The
+        journal is then replayed in the background while the backend starts (`JournalReplay`),
+        which also finds a damaged line inside it (repaired in `_open_study`)."""
+        journal = self.run_dir / "study.journal"
+        if not self.spec.storage and journal.is_file():
+            self._repair_journal(only_a_bad_tail=True)
+            self._replay = JournalReplay(journal)
+        scans = {}
         for sub, schema in (("trials", R.BASE_SCHEMA), ("history", R.HISTORY_SCHEMA)):
-            for note in R.quarantine(self.run_dir, R.scan(self.run_dir / sub, schema).damaged):
+            scans[sub] = R.scan(self.run_dir / sub, schema)
+            for note in R.quarantine(self.run_dir, scans[sub].damaged):
                 self.say(f"record: {note}")
-        self._compact(quiet=True)
+        self._compact(quiet=True, scans=scans)
         self.states = R.record_states(self.run_dir)
 
-    def _compact(self, quiet: bool = False) -> None:
+    def _repair_journal(self, only_a_bad_tail: bool = False) -> None:
+        path = self.run_dir / "study.journal"
         try:
-            R.compact(self.run_dir)
+            note = None if only_a_bad_tail and journal_tail_whole(path) else repair_journal(path)
+        except OSError as e:
+            raise UserError(f"{self.run_dir}/study.journal: cannot be repaired ({e.strerror or e})"
+                            ) from None
+        if note:
+            self.say(f"record: {note}")
+
+    def _compact(self, quiet: bool = False, scans: dict[str, R.Scan] | None = None) -> None:
+        try:
+            R.compact(self.run_dir, scans)
         except OSError as e:  # a full disk: the one-run files stay, which is fine
             if not quiet:
                 self.say(f"warning: compacting the record failed ({e.strerror or e}); it stays as it is")
@@ -325,7 +336,11 @@ class Driver:
         must_exist = None
         if self.spec.storage and fresh:
             must_exist = bool(self.attach)
-        self.study = open_study(self.spec, self.run_dir, ident["study_name"], must_exist=must_exist)
+        storage = self._replay.storage() if self._replay else None
+        if self._replay and storage is None:  # a damaged line inside the journal: cut it out first
+            self._repair_journal()
+        self.study = open_study(self.spec, self.run_dir, ident["study_name"], must_exist=must_exist,
+                                storage=storage)
         self.run_id = ident["run_id"]
         if fresh:
             (self.run_dir / "run.json").write_text(json.dumps(ident, indent=1))

@@ -117,6 +117,13 @@ def _xy(df: pd.DataFrame, col: str) -> tuple[np.ndarray, np.ndarray]:
     return df[col].to_numpy(dtype=float), std.to_numpy(dtype=float)
 
 
+def _bars(std: np.ndarray) -> np.ndarray | None:
+    """Error bars, or None where there are none to draw (one seed each): matplotlib builds a
+    segment per point even for zero-length bars (half a second for 10,000 points)."""
+    std = np.nan_to_num(std)
+    return std if std.any() else None
+
+
 def _scene(a: "Analysis") -> dict:
     """What both front plots draw: complete configurations, limits, bounds, front, picks."""
     (xc, xd), (yc, yd) = axes_of(a)
@@ -168,7 +175,7 @@ def front_png(a: "Analysis", path: Path) -> None:
         f, inf = g[g["feasible"]], g[~g["feasible"]]
         x, xe = _xy(f, xc)
         y, ye = _xy(f, yc)
-        ax.errorbar(x, y, xerr=np.nan_to_num(xe), yerr=np.nan_to_num(ye), fmt="o", ms=5, color=col,
+        ax.errorbar(x, y, xerr=_bars(xe), yerr=_bars(ye), fmt="o", ms=5, color=col,
                     ecolor=col, elinewidth=0.8, capsize=2, alpha=0.9, label=method, zorder=3)
         if len(inf):
             x, _ = _xy(inf, xc)
@@ -332,19 +339,32 @@ def epochs_png(a: "Analysis", history: pd.DataFrame, path: Path) -> bool:
 
 # -- plotly --------------------------------------------------------------------------------------
 
-def hover_text(r: pd.Series, a: "Analysis") -> str:
+def _hover_metrics(a: "Analysis") -> list[str]:
+    return list(dict.fromkeys([o.metric for o in a.spec.objectives] + [c.metric for c in a.spec.constraints]
+                              + ["unlearn_acc", "retain_acc", "test_acc", "mia_efficacy", "avg_gap"]))
+
+
+def hover_text(r: dict, a: "Analysis", shown: list[str] | None = None) -> str:
+    """A configuration's hover box, from one row of `configs` as a dict."""
     lines = [f"<b>trial {int(r['trial_number'])}: {html.escape(str(r['method']))}</b>"
              + ("" if r["feasible"] else " (infeasible)"),
              html.escape(tables.params_text(r["params_json"], a.spec, r["method"]))
              or "(no searched parameters)",
              f"n = {int(r['n'])} seed(s)"]
-    shown = dict.fromkeys([o.metric for o in a.spec.objectives] + [c.metric for c in a.spec.constraints]
-                          + ["unlearn_acc", "retain_acc", "test_acc", "mia_efficacy", "avg_gap"])
-    for m in shown:
+    for m in shown or _hover_metrics(a):
         if m in r and pd.notna(r[m]):
-            unit = f" {info(m).unit}" if info(m).unit else ""
-            lines.append(f"{info(m).name}: {tables.fmt(r[m], r.get(f'{m}_std'))}{unit}")
+            i = info(m)
+            lines.append(f"{i.name}: {tables.fmt(r[m], r.get(f'{m}_std'))}{' ' + i.unit if i.unit else ''}")
     return "<br>".join(lines)
+
+
+def hover_texts(df: pd.DataFrame, a: "Analysis") -> list[str]:
+    """`hover_text` of every row, from plain dicts of the columns it shows (indexing a pandas row
+    costs some 100x more, and a sweep of 10,000 configurations has as many points)."""
+    shown = _hover_metrics(a)
+    cols = [c for c in df.columns if c in ("trial_number", "method", "feasible", "params_json", "n")
+            or c in shown or c.removesuffix("_std") in shown]
+    return [hover_text(r, a, shown) for r in df[cols].to_dict("records")]
 
 
 def front_figure(a: "Analysis"):
@@ -367,7 +387,7 @@ def front_figure(a: "Analysis"):
                                                 line=dict(color=col, width=1.5)),
                 error_x=dict(type="data", array=np.nan_to_num(xe), visible=bool(feasible), thickness=1),
                 error_y=dict(type="data", array=np.nan_to_num(ye), visible=bool(feasible), thickness=1),
-                text=[hover_text(r, a) for _, r in part.iterrows()], hovertemplate="%{text}<extra></extra>"))
+                text=hover_texts(part, a), hovertemplate="%{text}<extra></extra>"))
     fx, fy = _front_line(a, xc, xd, yc)
     if len(fx):
         fig.add_trace(go.Scatter(x=fx, y=fy, mode="lines", line=dict(color="black", width=1.5, shape="hv"),
@@ -378,7 +398,7 @@ def front_figure(a: "Analysis"):
             marker=dict(symbol=symbol, size=17 if symbol == "star" else 12,
                         color=[s["colors"].get(m, "black") for m in p["method"]],
                         line=dict(color="black", width=1)),
-            text=[hover_text(row, a) for _, row in p.iterrows()], hovertemplate="%{text}<extra></extra>"))
+            text=hover_texts(p, a), hovertemplate="%{text}<extra></extra>"))
     for bounds, axis in ((s["xb"], "x"), (s["yb"], "y")):
         lim = s["xlim"] if axis == "x" else s["ylim"]
         for b, side, text in bounds:
@@ -520,7 +540,7 @@ def compare_html(c) -> str:
                                      marker=dict(color=col, size=7, opacity=0.6),
                                      error_x=dict(type="data", array=np.nan_to_num(xe), thickness=1),
                                      error_y=dict(type="data", array=np.nan_to_num(ye), thickness=1),
-                                     text=[hover_text(r, a) for _, r in f.iterrows()],
+                                     text=hover_texts(f, a),
                                      hovertemplate="%{text}<extra>" + html.escape(label) + "</extra>"))
             fig.add_trace(go.Scatter(x=sx, y=sy, mode="lines", line=dict(color=col, width=2, shape="hv"),
                                      legendgroup=label, hoverinfo="skip",

@@ -282,15 +282,18 @@ def quarantine(run_dir: Path, damaged: list[tuple[Path, str]]) -> list[str]:
     return notes
 
 
-def compact(run_dir: Path) -> int:
+def compact(run_dir: Path, scans: dict[str, Scan] | None = None) -> int:
     """Merge the one-run files of trials/ and history/ into their compacted files (atomically), then
     delete the merged files. Only the holder of the driver lock may call it (a driver writing
-    one-run files meanwhile would lose them). Damaged files are left for `quarantine`. Returns the
-    number of one-run files merged."""
+    one-run files meanwhile would lose them). Damaged files are left for `quarantine`. `scans`:
+    the folders as the caller has just read them ({"trials": Scan, ...}), so they are read once.
+    Returns the number of one-run files merged."""
     merged = 0
     for sub, schema in (("trials", BASE_SCHEMA), ("history", HISTORY_SCHEMA)):
         folder = run_dir / sub
-        got = scan(folder, schema)
+        if not _files(folder):  # nothing to merge: the compacted file is not even read
+            continue
+        got = (scans or {}).get(sub) or scan(folder, schema)
         singles = [p for p in got.files if p.name != COMPACTED]
         if not singles:
             continue

@@ -295,18 +295,22 @@ def read_spec_source(source: str | Path) -> dict[str, Any]:
     return read_yaml(p)
 
 
-def load_spec(raw: dict[str, Any], sets: list[tuple[str, Any]] = (), *, check_data: bool = True
-              ) -> SweepSpec:
+def load_spec(raw: dict[str, Any], sets: list[tuple[str, Any]] = (), *, check_data: bool = True,
+              read_only: bool = False) -> SweepSpec:
     """Apply `--set` overrides, then validate. Raises UserError (one line, with the YAML path).
-    `check_data=False` skips what only a machine that runs trials has (the data root): read-only
-    verbs (status, analyze, export, compare) work on a run directory copied anywhere."""
+    `check_data=False` skips what only a machine that runs trials has (the data root). `read_only`
+    keeps only the shape (every key and type): the checks that load the methods and the base
+    TrialConfig, and with them torch and sklearn (some 2 s), are skipped. The verbs that only read a
+    record (status, analyze, export, compare) use it: they need none of that, the spec was checked
+    when its sweep ran, and they work on a run directory copied anywhere."""
     for key, value in sets:
         raw = set_path_any(raw, key, value)
     try:
         spec = SweepSpec(**raw)
     except ValidationError as e:
         raise UserError(one_line(e)) from None
-    check_spec(spec, check_data=check_data)
+    if not read_only:
+        check_spec(spec, check_data=check_data)
     return spec
 
 

@@ -103,6 +103,8 @@ def load_study_readonly(spec: SweepSpec, run_dir: Path) -> tuple[optuna.Study | 
         path = run_dir / "study.journal"
         if not path.is_file():
             return None, None
+        storage = _replayed(path)  # one pass over a whole journal; a damaged one is read below
+    if storage is None:
         good, bad, _ = journal_damage(path)
         if bad:
             notice = (f"study.journal: {bad} line(s) are not whole records (a torn write?); "
@@ -120,6 +122,50 @@ def load_study_readonly(spec: SweepSpec, run_dir: Path) -> tuple[optuna.Study | 
         return None, notice
     except Exception as e:  # noqa: BLE001 - an unreachable database
         return None, f"storage: cannot open the study ({type(e).__name__}: {str(e).splitlines()[0]})"
+
+
+def journal_tail_whole(path: Path) -> bool:
+    """Whether the journal ends with a whole record and a newline (or is empty): what Optuna's
+    reader cannot check, as it skips a bad last line (and raises on a bad line followed by a good
+    one). Reads the last 64 KiB only."""
+    with path.open("rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - (1 << 16)))
+        tail = f.read()
+    lines = tail.split(b"\n")
+    return not tail or (lines[-1] == b"" and len(lines) >= 2 and _whole_record(lines[-2]))
+
+
+def _replayed(path: Path) -> JournalStorage | None:
+    """The journal replayed by Optuna, or None when it is damaged: one pass over the file instead
+    of a check (`journal_damage`) and then the replay."""
+    if not journal_tail_whole(path):
+        return None
+    try:
+        return JournalStorage(JournalFileBackend(str(path)))
+    except Exception:  # noqa: BLE001 - ValueError, KeyError, ...: a damaged line inside
+        return None
+
+
+class JournalReplay:
+    """The journal replayed by Optuna in a background thread, while the driver starts its backend
+    (at 10,000 trials the replay takes about a second; an embedded Ray's start several, waiting on
+    its processes). `storage()` waits for it: the JournalStorage, or None if the journal turned out
+    damaged inside (then `repair_journal`, and a fresh replay). Started after the tail check and
+    before anything is appended; nothing else writes the journal (the driver holds the lock)."""
+
+    def __init__(self, path: Path):
+        import threading
+
+        self._storage: JournalStorage | None = None
+        self._thread = threading.Thread(target=self._run, args=(path,), name="journal-replay", daemon=True)
+        self._thread.start()
+
+    def _run(self, path: Path) -> None:
+        self._storage = _replayed(path)
+
+    def storage(self) -> JournalStorage | None:
+        self._thread.join()
+        return self._storage
 
 
 def storage_for(spec: SweepSpec, run_dir: Path):
@@ -156,14 +202,15 @@ def study_name(spec: SweepSpec, run_dir: Path) -> str:
 
 
 def open_study(spec: SweepSpec, run_dir: Path, name: str | None = None, *,
-               must_exist: bool | None = None) -> optuna.Study:
+               must_exist: bool | None = None, storage: JournalStorage | None = None) -> optuna.Study:
     """Create or load the study; check it matches the spec's directions; enqueue a grid once.
     `must_exist` True refuses to create one (attaching), False refuses an existing one (a new run
-    in a shared storage), None takes either."""
+    in a shared storage), None takes either. `storage`: the run's journal already replayed
+    (`JournalReplay`)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = name or study_name(spec, run_dir)
     directions = [o.direction for o in spec.objectives]
-    storage = storage_for(spec, run_dir)
+    storage = storage or storage_for(spec, run_dir)
     try:
         if must_exist is not None:
             exists = name in {st.study_name for st in optuna.get_all_study_summaries(storage)}

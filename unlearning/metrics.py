@@ -12,7 +12,6 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
-from sklearn.svm import SVC
 
 METRIC_KEYS = ("unlearn_acc", "retain_acc", "test_acc", "mia_efficacy")
 MIA_KINDS = ("correctness", "confidence", "entropy", "m_entropy", "prob")
@@ -97,6 +96,8 @@ def mia_efficacy(retain_probs, retain_y, test_probs, test_y, forget_probs, forge
     non_members = mia_features(_np(test_probs)[:n], _np(test_y)[:n], kind)
     x = np.concatenate([members, non_members])
     labels = np.concatenate([np.ones(n, dtype=np.int64), np.zeros(n, dtype=np.int64)])
+    from sklearn.svm import SVC  # here, not at import: the driver and read-only verbs never fit one
+
     attack = SVC(C=3, gamma="auto", kernel="rbf").fit(x, labels)
     pred = attack.predict(mia_features(forget_probs, forget_y, kind))
     return float(100.0 * np.mean(pred == 0))

@@ -12,6 +12,7 @@ use it.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 from typing import Any
@@ -24,16 +25,32 @@ _SECRET_ENV_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re
 _KNOWN_ENV = ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "RAY_AUTH_TOKEN", "HF_TOKEN",
               "AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN")
 _MIN_LEN = 8  # shorter values ("1", "true") would redact ordinary text
-_FORMATS = re.compile("|".join([
-    r"\b[0-9a-f]{40}\b",                              # W&B API key (also any 40-hex digest)
-    r"\b(?:local|wandb_v\d+)[-_][0-9A-Za-z_]{30,}",  # newer W&B key forms
-    r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",                 # AWS access key id
-    r"\bgh[pousr]_[0-9A-Za-z]{30,}\b", r"\bgithub_pat_[0-9A-Za-z_]{30,}\b",
-    r"\bhf_[0-9A-Za-z]{30,}\b",                       # Hugging Face
-    r"\bsk-[0-9A-Za-z_-]{20,}\b",                     # OpenAI-style
-    r"\bxox[abprs]-[0-9A-Za-z-]{10,}\b",              # Slack
-    r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
-]))
+# (pattern, literals one of which every match contains): a pattern whose literals are all absent
+# cannot match, so it is left out of the one regex a text is scanned with (a 10 MB report takes a
+# tenth of the time with the 40-hex pattern alone than with all of them)
+_FORMAT_PARTS = [
+    (r"\b[0-9a-f]{40}\b", ()),                                      # W&B API key (also any 40-hex digest)
+    (r"\b(?:local|wandb_v\d+)[-_][0-9A-Za-z_]{30,}", ("local-", "local_", "wandb_v")),  # newer W&B key forms
+    (r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", ("AKIA", "ASIA")),            # AWS access key id
+    (r"\bgh[pousr]_[0-9A-Za-z]{30,}\b", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),
+    (r"\bgithub_pat_[0-9A-Za-z_]{30,}\b", ("github_pat_",)),
+    (r"\bhf_[0-9A-Za-z]{30,}\b", ("hf_",)),                          # Hugging Face
+    (r"\bsk-[0-9A-Za-z_-]{20,}\b", ("sk-",)),                        # OpenAI-style
+    (r"\bxox[abprs]-[0-9A-Za-z-]{10,}\b", ("xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-")),  # Slack
+    (r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----", ("-----BEGIN",)),
+]
+_FORMATS = re.compile("|".join(p for p, _ in _FORMAT_PARTS))
+
+
+@functools.lru_cache(maxsize=None)
+def _formats(present: tuple[int, ...]) -> re.Pattern:
+    return re.compile("|".join(_FORMAT_PARTS[i][0] for i in present))
+
+
+def _formats_for(text: str) -> re.Pattern:
+    """`_FORMATS` without the patterns that cannot match in `text`: the same matches."""
+    return _formats(tuple(i for i, (_, lits) in enumerate(_FORMAT_PARTS)
+                          if not lits or any(lit in text for lit in lits)))
 
 
 def secret_env_names(environ: dict[str, str] | None = None) -> list[str]:
@@ -52,7 +69,7 @@ def secret_values(environ: dict[str, str] | None = None) -> list[str]:
 def scrub_text(text: str, secrets: list[str] | None = None) -> str:
     for s in secret_values() if secrets is None else secrets:
         text = text.replace(s, REDACTED)
-    return _FORMATS.sub(REDACTED, text)
+    return _formats_for(text).sub(REDACTED, text)
 
 
 def scrub(obj: Any, _secrets: list[str] | None = None) -> Any:

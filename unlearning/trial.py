@@ -357,9 +357,11 @@ _WARM = False
 def warm_up() -> None:
     """One-time process costs kept out of the timed unlearning (RTE is a reported metric): the first
     optimizer built in a process imports torch._dynamo (about a second), the first backward pass
-    initialises autograd's engine."""
+    initialises autograd's engine, the first MIA imports sklearn's SVC (about a second)."""
     global _WARM
     if not _WARM:
+        import sklearn.svm  # noqa: F401 - imported lazily by unlearning.metrics
+
         w = torch.zeros(2, requires_grad=True)
         opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
         (w * w).sum().backward()

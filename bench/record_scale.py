@@ -136,7 +136,8 @@ def _resume(mark: str, argv: list[str]) -> int:
 # -- the parent: build, copy, time ----------------------------------------------------------------
 
 def env_for(tree: Path) -> dict:
-    return {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    return {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0",
+            "UNLEARN_SWEEP_RAY_DASHBOARD": "0"}
 
 
 def timed_run(cmd: list[str], tree: Path, mark: Path | None = None) -> dict:
@@ -150,7 +151,8 @@ def timed_run(cmd: list[str], tree: Path, mark: Path | None = None) -> dict:
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
     p.returncode = os.waitstatus_to_exitcode(status)
-    row = {"wall_s": round(wall, 3), "rss_mb": round(ru.ru_maxrss / 1024, 1), "rc": p.returncode}
+    row = {"wall_s": round(wall, 3), "cpu_s": round(ru.ru_utime + ru.ru_stime, 3),
+           "rss_mb": round(ru.ru_maxrss / 1024, 1), "rc": p.returncode, "load_avg_1m": os.getloadavg()[0]}
     if mark is not None:
         if not mark.is_file():
             raise RuntimeError(f"{cmd}: no submit seen (rc {p.returncode}):\n{out.decode()[-3000:]}")
@@ -230,7 +232,7 @@ def build_states(name: str, tree: Path, n: int, seeds: int, work: Path) -> dict[
     return states
 
 
-def measure(name: str, tree: Path, n: int, seeds: int, work: Path, repeat: int) -> list[dict]:
+def measure(name: str, tree: Path, n: int, seeds: int, work: Path, repeat: int, ray: bool) -> list[dict]:
     states = build_states(name, tree, n, seeds, work)
     cli = str(VENV / "unlearn-sweep")
     rows = []
@@ -240,23 +242,25 @@ def measure(name: str, tree: Path, n: int, seeds: int, work: Path, repeat: int) 
         if state != "exploded":
             extra = ["--set", f"n_trials={n + 2}"] if state == "finished" else []
             mark = work / "mark.json"
-            cmds["resume"] = lambda w, extra=extra, mark=mark: [str(VENV / "python"), str(HERE), "_resume",
-                                                                str(mark), str(w), "--set",
-                                                                "resources.backend=inline", *extra]
+            for backend in ("inline", "ray") if ray else ("inline",):
+                verb = "resume" if backend == "inline" else "resume (ray)"
+                cmds[verb] = lambda w, extra=extra, mark=mark, backend=backend: [
+                    str(VENV / "python"), str(HERE), "_resume", str(mark), str(w), "--set",
+                    f"resources.backend={backend}", *extra]
         for verb, make in cmds.items():
             runs = []
             for _ in range(repeat):
                 w = work / "scratch"
                 shutil.rmtree(w, ignore_errors=True)
                 shutil.copytree(d, w)  # every command sees the state as built (analyze, resume write)
-                runs.append(timed_run(make(w), tree, work / "mark.json" if verb == "resume" else None))
-            key = "to_submit_s" if verb == "resume" else "wall_s"
+                runs.append(timed_run(make(w), tree, work / "mark.json" if verb.startswith("resume") else None))
+            key = "to_submit_s" if verb.startswith("resume") else "wall_s"
             best = min(runs, key=lambda r: r[key])
             row = {"tree": name, "trials": n, "seeds": seeds, "state": state, "command": verb, **best,
                    "all_" + key: [r[key] for r in runs], "record": size}
             rows.append(row)
             extra_txt = (f", to first submit {best['to_submit_s']:.2f}s (backend {best['backend_s']:.2f}s, "
-                         f"probe {best['probe_s']:.2f}s)") if verb == "resume" else ""
+                         f"probe {best['probe_s']:.2f}s)") if verb.startswith("resume") else ""
             print(f"{name:>7} {n:>6}x{seeds} {state:>9} {verb:>8}: wall {best['wall_s']:7.2f}s "
                   f"rss {best['rss_mb']:7.1f} MB{extra_txt}", flush=True)
     shutil.rmtree(work / "scratch", ignore_errors=True)
@@ -282,6 +286,7 @@ def main() -> None:
     ap.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
                     help="source trees to measure (default after=this tree)")
     ap.add_argument("--repeat", type=int, default=2, help="runs per command; the fastest is reported")
+    ap.add_argument("--ray", action="store_true", help="also resume on an embedded Ray (its dashboard off)")
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench" / "record_scale"))
     ap.add_argument("--out", help="write the JSON here (rows are added to what it holds)")
     args = ap.parse_args()
@@ -291,7 +296,7 @@ def main() -> None:
     for name, path in trees:
         for n in map(int, args.trials.split(",")):
             for s in map(int, args.seeds.split(",")):
-                rows += measure(name, Path(path).resolve(), n, s, work, args.repeat)
+                rows += measure(name, Path(path).resolve(), n, s, work, args.repeat, args.ray)
                 if args.out:
                     write(args.out, rows)
     if not args.out:

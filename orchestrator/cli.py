@@ -146,8 +146,9 @@ def resolve_run_dir(arg: str) -> Path:
 
 
 def _spec_from_dir(run_dir: Path, sets: list[tuple[str, Any]], *, read_only: bool = False):
-    """The spec a run directory holds. `read_only` verbs (status, analyze, export, compare) skip
-    the checks that need the data set: a run directory copied to a laptop still analyzes."""
+    """The spec a run directory holds. `read_only` verbs (status, analyze, export, compare) check
+    its shape only (no data set, no methods, no torch): a run directory copied to a laptop still
+    analyzes, and quickly."""
     from sweeps.spec import load_spec
 
     path = run_dir / "spec.yaml"
@@ -170,11 +171,12 @@ EXIT_FAILED = 1  # the sweep ran but stopped on its failure budget, or no trial 
 
 def _run_and_report(spec, run_dir: Path, args) -> int:
     from orchestrator.runner import run_sweep
-    from sweeps.analysis import summary_text, write_report
-    from sweeps.results import failure_reasons, read_results
 
     summary = run_sweep(spec, run_dir, force=getattr(args, "force", False),
                         attach=getattr(args, "attach", None))
+    from sweeps.analysis import summary_text, write_report  # pandas & co.: after, not before trials start
+    from sweeps.results import failure_reasons, read_results
+
     if spec.audit is not None:  # the spec asks for per-example audits of its top configurations
         from orchestrator.audit import run_audit
 

@@ -265,17 +265,22 @@ class Driver:
         """Before anything is appended: cut a torn journal tail, set unreadable Parquet aside. The
         journal is then replayed in the background while the backend starts (`JournalReplay`),
         which also finds a damaged line inside it (repaired in `_open_study`)."""
-        journal = self.run_dir / "study.journal"
-        if not self.spec.storage and journal.is_file():
+        journal = self.run_dir / "study.journal" if not self.spec.storage else None
+        if journal and journal.is_file():
             self._repair_journal(only_a_bad_tail=True)
-            self._replay = JournalReplay(journal)
         scans = {}
         for sub, schema in (("trials", R.BASE_SCHEMA), ("history", R.HISTORY_SCHEMA)):
             scans[sub] = R.scan(self.run_dir / sub, schema)
             for note in R.quarantine(self.run_dir, scans[sub].damaged):
                 self.say(f"record: {note}")
-        self._compact(quiet=True, scans=scans)
+        pending = sum(p.name != R.COMPACTED for p in scans["trials"].files)
+        if pending >= R.COMPACT_EVERY:
+            self._compact(quiet=True, scans=scans)
+        else:  # what a killed sweep leaves: merged by the next periodic compaction, not before trials start
+            self._since_compact = pending
         self.states = R.record_states(self.run_dir)
+        if journal and journal.is_file():  # last: a replay beside the work above would slow it (GIL)
+            self._replay = JournalReplay(journal)
 
     def _repair_journal(self, only_a_bad_tail: bool = False) -> None:
         path = self.run_dir / "study.journal"

@@ -94,32 +94,33 @@ def repair_journal(path: Path) -> str | None:
             f"(the damaged file is kept as {backup.name})")
 
 
-def load_study_readonly(spec: SweepSpec, run_dir: Path) -> tuple[optuna.Study | None, str | None]:
-    """The study of a run directory for reading only (status): nothing is written to the run
-    directory, a damaged journal is read from a cleaned copy. (study or None, one-line notice)."""
+def load_study_readonly(spec: SweepSpec, run_dir: Path):
+    """The study of a run directory for reading only (status, analyze): nothing is written to the
+    run directory. A journal is read as a `sweeps.journal.StudyView` (its trials' numbers, states,
+    parameters and user attributes; a damaged journal from its whole records), an RDB storage as
+    an optuna.Study. (study or None, one-line notice or None)."""
+    from sweeps.journal import Damaged, read_study
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    notice, storage = None, spec.storage
     if not spec.storage:
         path = run_dir / "study.journal"
         if not path.is_file():
             return None, None
-        storage = _replayed(path)  # one pass over a whole journal; a damaged one is read below
-    if storage is None:
-        good, bad, _ = journal_damage(path)
-        if bad:
+        name = study_name(spec, run_dir)
+        try:
+            return read_study(path.read_bytes(), name), None
+        except Damaged:
+            good, bad, _ = journal_damage(path)
             notice = (f"study.journal: {bad} line(s) are not whole records (a torn write?); "
                       "`resume` repairs it, keeping a copy")
-            import tempfile
-
-            tmp = Path(tempfile.mkdtemp(prefix="unlearn-sweep-journal-")) / "study.journal"
-            tmp.write_bytes(b"".join(ln + b"\n" for ln in good))
-            storage = JournalStorage(JournalFileBackend(str(tmp)))
-        else:
-            storage = JournalStorage(JournalFileBackend(str(path)))
+            try:
+                return read_study(b"".join(ln + b"\n" for ln in good), name), notice
+            except Damaged:
+                return None, notice
     try:
-        return optuna.load_study(study_name=study_name(spec, run_dir), storage=storage), notice
+        return optuna.load_study(study_name=study_name(spec, run_dir), storage=spec.storage), None
     except KeyError:
-        return None, notice
+        return None, None
     except Exception as e:  # noqa: BLE001 - an unreachable database
         return None, f"storage: cannot open the study ({type(e).__name__}: {str(e).splitlines()[0]})"
 
@@ -135,23 +136,13 @@ def journal_tail_whole(path: Path) -> bool:
     return not tail or (lines[-1] == b"" and len(lines) >= 2 and _whole_record(lines[-2]))
 
 
-def _replayed(path: Path) -> JournalStorage | None:
-    """The journal replayed by Optuna, or None when it is damaged: one pass over the file instead
-    of a check (`journal_damage`) and then the replay."""
-    if not journal_tail_whole(path):
-        return None
-    try:
-        return JournalStorage(JournalFileBackend(str(path)))
-    except Exception:  # noqa: BLE001 - ValueError, KeyError, ...: a damaged line inside
-        return None
-
-
 class JournalReplay:
     """The journal replayed by Optuna in a background thread, while the driver starts its backend
     (at 10,000 trials the replay takes about a second; an embedded Ray's start several, waiting on
     its processes). `storage()` waits for it: the JournalStorage, or None if the journal turned out
-    damaged inside (then `repair_journal`, and a fresh replay). Started after the tail check and
-    before anything is appended; nothing else writes the journal (the driver holds the lock)."""
+    damaged inside (then `repair_journal`, and a fresh replay). Started once `journal_tail_whole`
+    holds (Optuna's reader would skip a bad last line) and before anything is appended; nothing else
+    writes the journal meanwhile (the driver holds the lock)."""
 
     def __init__(self, path: Path):
         import threading
@@ -161,7 +152,10 @@ class JournalReplay:
         self._thread.start()
 
     def _run(self, path: Path) -> None:
-        self._storage = _replayed(path)
+        try:
+            self._storage = JournalStorage(JournalFileBackend(str(path)))
+        except Exception:  # noqa: BLE001 - ValueError, KeyError, ...: a damaged line inside
+            self._storage = None
 
     def storage(self) -> JournalStorage | None:
         self._thread.join()

@@ -244,19 +244,20 @@ def _driver_state(run_dir: Path) -> str:
 
 
 def cmd_status(args) -> int:
-    from sweeps.analysis import analyze, summary_text, to_json
-    from sweeps.results import record_problems
+    from sweeps.analysis import analyze_runs, summary_text, to_json
+    from sweeps.results import record_problems, scan_record
     from sweeps.study import DriverLock, _alive, superseded
 
     run_dir = resolve_run_dir(args.dir)
     spec = _spec_from_dir(run_dir, [], read_only=True)
-    study, problems = record_problems(spec, run_dir)
+    scans = scan_record(run_dir)  # the record is read once
+    study, problems = record_problems(spec, run_dir, scans)
     states: dict[str, int] = {}
     sup = superseded(study) if study is not None else set()
     for t in (study.get_trials(deepcopy=False) if study is not None else []):
         name = t.state.name + (" (re-enqueued)" if t.number in sup else "")
         states[name] = states.get(name, 0) + 1
-    analysis = analyze(run_dir, spec)
+    analysis = analyze_runs(scans["trials"].table.to_pandas(), spec, run_dir=run_dir)
     if args.json:
         owner = DriverLock(run_dir).owner() or {}
         pid, host = owner.get("pid"), owner.get("host")
@@ -282,14 +283,15 @@ def cmd_analyze(args) -> int:
 
     run_dir = resolve_run_dir(args.dir)
     spec = _spec_from_dir(run_dir, [], read_only=True)
-    _, problems = record_problems(spec, run_dir)
+    scans = R.scan_record(run_dir)  # read once, for the problems and the compaction
+    _, problems = record_problems(spec, run_dir, scans)
     for line in problems:
         print(f"record: {line}", file=sys.stderr)
     lock = DriverLock(run_dir)
     try:  # compact a large record while no driver writes to it; skipped when one does
         lock.acquire()
         try:
-            R.compact(run_dir)
+            R.compact(run_dir, scans)
         finally:
             lock.release()
     except (UserError, OSError):

@@ -268,9 +268,8 @@ class Driver:
         journal = self.run_dir / "study.journal" if not self.spec.storage else None
         if journal and journal.is_file():
             self._repair_journal(only_a_bad_tail=True)
-        scans = {}
-        for sub, schema in (("trials", R.BASE_SCHEMA), ("history", R.HISTORY_SCHEMA)):
-            scans[sub] = R.scan(self.run_dir / sub, schema)
+        scans = R.scan_record(self.run_dir)
+        for sub in scans:
             for note in R.quarantine(self.run_dir, scans[sub].damaged):
                 self.say(f"record: {note}")
         pending = sum(p.name != R.COMPACTED for p in scans["trials"].files)
@@ -278,7 +277,7 @@ class Driver:
             self._compact(quiet=True, scans=scans)
         else:  # what a killed sweep leaves: merged by the next periodic compaction, not before trials start
             self._since_compact = pending
-        self.states = R.record_states(self.run_dir)
+        self.states = R.record_states(scans["trials"])
         if journal and journal.is_file():  # last: a replay beside the work above would slow it (GIL)
             self._replay = JournalReplay(journal)
 

@@ -229,8 +229,10 @@ class Scan:
                 "trial" for p, why in self.damaged]
 
 
-def _read_one(path: Path) -> pa.Table:
-    return pq.read_table(path).replace_schema_metadata(None)
+def _read_one(path: Path, columns: list[str] | None = None) -> pa.Table:
+    # ParquetFile, not read_table: half the cost for a one-row file (read_table builds a dataset)
+    with pq.ParquetFile(path) as f:
+        return f.read(columns=columns).replace_schema_metadata(None)
 
 
 def scan(folder: Path, empty: pa.Schema, key: str = "fingerprint") -> Scan:
@@ -256,6 +258,12 @@ def scan(folder: Path, empty: pa.Schema, key: str = "fingerprint") -> Scan:
     if not tables:
         return Scan(empty.empty_table(), files, damaged)
     return Scan(pa.concat_tables(tables, promote_options="permissive"), files, damaged)
+
+
+def scan_record(run_dir: Path) -> dict[str, Scan]:
+    """trials/ and history/ as read by `scan`: {"trials": Scan, "history": Scan}."""
+    return {sub: scan(run_dir / sub, schema) for sub, schema in (("trials", BASE_SCHEMA),
+                                                                 ("history", HISTORY_SCHEMA))}
 
 
 def read_results(run_dir: str | Path) -> pa.Table:
@@ -304,19 +312,12 @@ def compact(run_dir: Path, scans: dict[str, Scan] | None = None) -> int:
     return merged
 
 
-def record_states(run_dir: Path) -> dict[str, tuple[str, str]]:
-    """fingerprint -> (state, error) of every recorded run: what the driver needs to decide whether
-    a proposed run is already done, read from three columns only (fast on a large record)."""
-    out: dict[str, tuple[str, str]] = {}
-    folder = run_dir / "trials"
-    for p in ([folder / COMPACTED] if (folder / COMPACTED).is_file() else []) + _files(folder):
-        try:
-            t = pq.read_table(p, columns=["fingerprint", "state", "error"])
-        except Exception:  # noqa: BLE001 - damaged: the driver quarantines it first
-            continue
-        for fp, st, err in zip(*(t.column(c).to_pylist() for c in ("fingerprint", "state", "error"))):
-            out[fp] = (st, err or "")
-    return out
+def record_states(trials: Scan) -> dict[str, tuple[str, str]]:
+    """fingerprint -> (state, error) of every recorded run (`trials`: the trials/ folder as read by
+    `scan`): what the driver needs to decide whether a proposed run is already done."""
+    t = trials.table
+    return {fp: (st, err or "") for fp, st, err in
+            zip(*(t.column(c).to_pylist() for c in ("fingerprint", "state", "error")))}
 
 
 def read_row(run_dir: Path, fp: str) -> dict[str, Any] | None:
@@ -361,22 +362,23 @@ def reason_key(error: str) -> str:
 
 # -- what a read-only verb reports about the record -----------------------------------------------
 
-def record_problems(spec: SweepSpec, run_dir: Path) -> tuple[Any, list[str]]:
+def record_problems(spec: SweepSpec, run_dir: Path, scans: dict[str, Scan] | None = None
+                    ) -> tuple[Any, list[str]]:
     """(the study, read only; one line per problem of the record): files that cannot be read, the
-    journal's damage, trials the journal has whose runs Parquet lacks. Touches nothing."""
+    journal's damage, trials the journal has whose runs Parquet lacks. Touches nothing. `scans`:
+    the record as the caller has read it (`scan_record`), so it is read once."""
     from sweeps.study import FINISHED, load_study_readonly, superseded
 
-    lines = []
-    for sub, schema in (("trials", BASE_SCHEMA), ("history", HISTORY_SCHEMA)):
-        lines += scan(run_dir / sub, schema).problems()
+    scans = scans or scan_record(run_dir)
+    lines = [ln for sub in ("trials", "history") for ln in scans[sub].problems()]
     study, notice = load_study_readonly(spec, run_dir)
     if notice:
         lines.append(notice)
     if study is not None:
-        states, sup = record_states(run_dir), superseded(study)
+        have, sup = set(scans["trials"].table.column("fingerprint").to_pylist()), superseded(study)
         lost = [t.number for t in study.get_trials(deepcopy=False, states=FINISHED)
                 if t.number not in sup and "method" in t.params
-                and any(fp not in states for fp in t.user_attrs.get("fingerprints", []))]
+                and any(fp not in have for fp in t.user_attrs.get("fingerprints", []))]
         if lost:
             shown = ", ".join(map(str, lost[:10])) + (" ..." if len(lost) > 10 else "")
             lines.append(f"{len(lost)} trial(s) in the journal have runs missing from Parquet "

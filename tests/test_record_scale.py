@@ -38,17 +38,25 @@ def small_and_large(tmp_path_factory):
 
 
 def _parquet_reads(monkeypatch, argv: list[str], capsys) -> list[str]:
-    """The Parquet files a CLI command reads (folder/name), in order."""
-    seen, real = [], pq.read_table
+    """The Parquet files a CLI command opens (folder/name), in order."""
+    seen, real_open, real_read = [], pq.ParquetFile.__init__, pq.read_table
 
-    def counting(source, *a, **kw):
+    def note(source) -> None:
         seen.append(f"{Path(source).parent.name}/{Path(source).name}")
-        return real(source, *a, **kw)
 
-    monkeypatch.setattr(pq, "read_table", counting)
+    def opening(self, source, *a, **kw):
+        note(source)
+        real_open(self, source, *a, **kw)
+
+    def reading(source, *a, **kw):
+        note(source)
+        return real_read(source, *a, **kw)
+
+    monkeypatch.setattr(pq.ParquetFile, "__init__", opening)
+    monkeypatch.setattr(pq, "read_table", reading)
     assert main(argv) == 0
     capsys.readouterr()
-    monkeypatch.setattr(pq, "read_table", real)
+    monkeypatch.undo()
     return seen
 
 

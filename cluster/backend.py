@@ -53,5 +53,10 @@ class Backend(Protocol):
     def cancel(self, handle: Handle, reason: str = "cancelled") -> None:
         """Stop a running task; its Outcome (lost=reason, retryable False) comes from `wait`."""
 
+    def share(self, blob: bytes) -> Callable[[], bytes]:
+        """Make bytes available to every worker: returns a picklable zero-argument callable that,
+        called inside a task on any node, gives the bytes back (put in a payload, it travels
+        cheaply; the bytes move only when called)."""
+
     def shutdown(self) -> None:
         """Release workers; running tasks are cancelled."""

@@ -27,11 +27,12 @@ Faults
     retryable=False); the actor stays. `cancel` kills the actor (ray.kill) and replaces it. A result
     that reports running out of memory gets a fresh process afterwards (fragmented CUDA caches).
 
-The oracle cache
-    Trial workers read and write original/Retrain models under $UNLEARN_SWEEP_CACHE (file lock +
-    atomic rename, so concurrent workers train each model once). The driver's value is passed to
-    every actor through runtime_env env_vars: point it at a shared filesystem (NFS, Lustre, a
-    mounted bucket) and every node shares one cache. Without a shared path each node keeps its own.
+Shared files
+    `share(blob)` puts bytes in Ray's object store once and returns a small callable that, called
+    in a worker on any node, fetches them (the object travels to a node the first time one of its
+    workers asks). The driver uses it to hand the oracles the oracle phase trained to every node:
+    each node keeps its own content-addressed cache ($UNLEARN_SWEEP_CACHE as set on that node, else
+    ~/.cache/unlearn-sweep), no shared file system needed.
 """
 from __future__ import annotations
 
@@ -55,8 +56,6 @@ from cluster.backend import Handle, Outcome, ProgressFn, TaskFn
 
 log = logging.getLogger(__name__)
 
-# Environment variables handed to every trial actor (when set here). Secrets never are.
-FORWARDED_ENV = ("UNLEARN_SWEEP_CACHE",)
 _POLL_S = 0.2  # how often `wait` drains progress while nothing has finished
 _NODE_CHECK_S = 1.0  # how often idle actors are checked against the live node list
 _START_TIMEOUT_S = float(os.environ.get("UNLEARN_SWEEP_RAY_START_TIMEOUT", "120"))
@@ -126,6 +125,16 @@ class _Task:
     started: float = field(default_factory=time.time)
 
 
+class Shared:
+    """A handle on bytes in Ray's object store: calling it (in any worker) returns them."""
+
+    def __init__(self, ref):
+        self.ref = ref
+
+    def __call__(self) -> bytes:
+        return ray.get(self.ref)
+
+
 def node_label(ip: str, node_id: str) -> str:
     """How a node is named in outcomes and progress: its IP plus a short id (several Ray nodes may
     share one machine and so one IP)."""
@@ -167,6 +176,7 @@ class RayBackend:
         self._queued: deque[_Task] = deque()
         self._done: dict[Handle, Outcome] = {}
         self._slots: list[_Slot] = []
+        self._shared: list[Any] = []
         self._closed = False
         self._last_node_check = 0.0
         self._spawn_failures = 0
@@ -174,9 +184,7 @@ class RayBackend:
         self._started_ray = self._connect(address, num_cpus, num_gpus, include_dashboard)
         try:
             size = self._pool_size(max_concurrent, check_resources)
-            env = dict(env_vars or {})
-            if not self._workers_inherit_env():
-                env = {**{k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}, **env}
+            env = dict(env_vars or {})  # nodes otherwise keep their own environment (and cache)
             self._actor_options: dict[str, Any] = {
                 "num_cpus": self.cpus, "num_gpus": self.gpus, "max_restarts": 0, "max_concurrency": 1}
             if self.custom:
@@ -229,12 +237,6 @@ class RayBackend:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ClusterConfigError(f"cannot {where}: {first}") from None
         return True
-
-    def _workers_inherit_env(self) -> bool:
-        """True when this process started the only node: its workers inherit our environment, and a
-        runtime_env (seconds per actor start) is not needed to pass it on."""
-        node = getattr(ray._private.worker, "_global_node", None)
-        return bool(getattr(node, "head", False)) and len(self._alive_nodes()) == 1
 
     def _alive_nodes(self) -> list[dict]:
         return [n for n in ray.nodes() if n.get("Alive")]
@@ -405,6 +407,12 @@ class RayBackend:
                 except Exception:  # a broken progress view never stops a sweep
                     log.exception("progress callback failed")
 
+    def share(self, blob: bytes) -> "Shared":
+        """Bytes any worker can fetch (see "Shared files" above); held until shutdown."""
+        ref = ray.put(blob)
+        self._shared.append(ref)
+        return Shared(ref)
+
     def cancel(self, handle: Handle, reason: str = "cancelled") -> None:
         task = self._tasks.pop(handle, None)
         if task is None:
@@ -434,6 +442,7 @@ class RayBackend:
         self._slots.clear()
         self._tasks.clear()
         self._queued.clear()
+        self._shared.clear()
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
 

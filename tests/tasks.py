@@ -30,6 +30,10 @@ def task(payload: dict, on_epoch=None) -> dict:
         return {"epochs": int(payload.get("n", 3))}
     if op == "pid":
         return {"pid": os.getpid()}
+    if op == "shared":  # bytes handed over with Backend.share, fetched here
+        import hashlib
+
+        return {"sha": hashlib.sha256(payload["blob"]()).hexdigest()}
     if op == "env":
         return {k: os.environ.get(k) for k in payload.get("names", [])}
     if op == "oom":  # what unlearning.trial returns when CUDA runs out of memory
@@ -50,7 +54,7 @@ def fake_run_task(payload: dict, on_epoch=None) -> dict:
     probe passes, a trial is tests.sweep_util.fake_task after $FAKE_TASK_SECONDS (default 0.2)."""
     from tests.sweep_util import fake_task
 
-    if payload.get("task") == "probe":
-        return {"ok": True}
+    if payload.get("task") in ("probe", "oracle"):  # nothing to check, no model to train
+        return {"ok": True, "files": {}}
     time.sleep(float(os.environ.get("FAKE_TASK_SECONDS", "0.2")))
     return fake_task(payload, on_epoch)

@@ -140,3 +140,13 @@ def test_worker_death_is_lost_and_retryable(backend):
     h2 = b.submit("again", {"op": "echo", "value": 7}, attempt=1)
     assert wait_all(b, [h2])[h2].result["echo"] == 7
     assert b.capacity() >= 1
+
+
+def test_shared_bytes_reach_every_task(backend):
+    import hashlib
+
+    blob = os.urandom(3 << 20)  # a few MB, as a small model's weights
+    token = backend.share(blob)
+    hs = [backend.submit(f"s{i}", {"op": "shared", "blob": token}) for i in range(3)]
+    out = wait_all(backend, hs)
+    assert {o.result["sha"] for o in out.values()} == {hashlib.sha256(blob).hexdigest()}

@@ -29,7 +29,8 @@ from unlearning.errors import TrialFailed, UserError
 from unlearning.loop import autocast_factory, run_loop
 from unlearning.methods import Context, get_method
 from unlearning.models import MODELS, build_model
-from unlearning.oracle import TrainRecipe, Trained, code_version, frozen_copy, get_oracles
+from unlearning.oracle import (TrainRecipe, Trained, cache_files, cache_key, cached_train, code_version,
+                               frozen_copy, get_oracles, install_files, oracle_parts)
 from unlearning.relearn import ain, relearn_time
 from unlearning.splits import MethodData, Split, SplitConfig, make_split
 
@@ -392,16 +393,53 @@ def probe(cfg: TrialConfig) -> dict[str, Any]:
             "retain": len(split.retain), "load_s": time.perf_counter() - t0}
 
 
+def oracle_task(cfg: TrialConfig, kind: Literal["original", "retrain"]) -> dict[str, Any]:
+    """Train (or find in this node's cache) one oracle of `cfg`'s data, split, model, recipe and
+    seeds, and return its cache files so the driver can hand them to workers elsewhere:
+    {"ok": True, "files": {name: bytes}, "trained": bool, "runtime_s": float, "node": str}."""
+    device = resolve_device(cfg.device)
+    ds = load_dataset(cfg.data, device)
+    split = make_split(ds, cfg.split, cfg.seeds.split_seed)
+    cache_dir = Path(cfg.cache_dir or default_cache_dir())
+    parts, idx = oracle_parts(kind, ds, split, model_name=cfg.model, recipe=cfg.train,
+                              train_seed=cfg.seeds.train_seed,
+                              precision=cfg.precision if device.type == "cuda" else "fp32")
+    warm_up()
+    t = cached_train(cache_dir, parts, ds, idx, cfg.model, cfg.train, cfg.seeds.train_seed, device,
+                     autocast_factory(device, cfg.precision))
+    return {"ok": True, "files": cache_files(cache_dir, cache_key(parts)), "trained": not t.cached,
+            "runtime_s": t.runtime_s, "node": platform.node(), "kind": kind}
+
+
+def _task_error(e: Exception) -> dict[str, Any]:
+    text = str(e) if isinstance(e, UserError) else \
+        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return {"ok": False, "error": text}
+
+
 def run_task(payload: dict[str, Any], on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any]:
-    """The task function a backend runs: a TrialConfig dict (a trial), or {"task": "probe",
-    "config": TrialConfig dict} (the driver's up-front check: {"ok": bool, "error": str})."""
-    if payload.get("task") == "probe":
+    """The task function a backend runs:
+      - a TrialConfig dict: a trial (a TrialResult dict back). It may carry "shared_files"
+        ({cache file name: bytes or a callable returning them}): oracles trained elsewhere, put in
+        this node's cache first when it lacks them;
+      - {"task": "probe", "config": ...}: the driver's up-front check ({"ok", "error"});
+      - {"task": "oracle", "kind": "original" | "retrain", "config": ...}: the oracle phase."""
+    task = payload.get("task")
+    if task in ("probe", "oracle"):
         try:
-            return probe(load_trial_config(payload["config"]))
-        except UserError as e:
+            cfg = load_trial_config(payload["config"])
+            return probe(cfg) if task == "probe" else oracle_task(cfg, payload["kind"])
+        except TrialFailed as e:  # an oracle whose training diverged
             return {"ok": False, "error": str(e)}
-        except Exception as e:  # noqa: BLE001 - a broken environment is still one line
-            return {"ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+        except Exception as e:  # noqa: BLE001 - a missing data set, a broken environment: one line
+            return _task_error(e)
+    shared = payload.get("shared_files")
+    if shared:
+        payload = {k: v for k, v in payload.items() if k != "shared_files"}
+        try:
+            install_files(Path(payload.get("cache_dir") or default_cache_dir()), shared)
+        except Exception:  # noqa: BLE001 - the trial then trains what it lacks itself
+            pass
     return run_trial_payload(payload, on_epoch)
 
 

@@ -366,7 +366,7 @@ class Driver:
         def rerun(error: str) -> bool:
             return re.sub(r"^seed \d+: ", "", error).startswith(TRANSIENT)
 
-        for why, numbers in reconcile(self.study, missing=missing, rerun=rerun).items():
+        for why, numbers in reconcile(self.study, missing=missing, rerun=rerun, run_id=self.run_id).items():
             self.say(f"resume: {len(numbers)} trial(s) {why} re-enqueued ({', '.join(map(str, numbers))})")
         self.counted = counted(self.study)
         self.progress = Progress.for_study(self.spec, self.study, self.counted, stream=self.log_to)
@@ -538,6 +538,7 @@ class Driver:
                     f"invalid configuration: {e}"
             ot.runs.append(Run(ot, i, fp, cfg))
         trial.set_user_attr("fingerprints", [r.fp for r in ot.runs])
+        trial.set_user_attr("run_id", self.run_id)  # whose record holds its rows (shared studies)
         key = tuple(r.fp for r in ot.runs)
         if key in self.told_configs:  # the sampler proposed a configuration already on record
             ot.duplicate_of = self.told_configs[key]

@@ -361,7 +361,7 @@ def reason_key(error: str) -> str:
 def record_problems(spec: SweepSpec, run_dir: Path) -> tuple[Any, list[str]]:
     """(the study, read only; one line per problem of the record): files that cannot be read, the
     journal's damage, trials the journal has whose runs Parquet lacks. Touches nothing."""
-    from sweeps.study import FINISHED, load_study_readonly, superseded
+    from sweeps.study import FINISHED, load_study_readonly, run_identity, superseded
 
     lines = []
     for sub, schema in (("trials", BASE_SCHEMA), ("history", HISTORY_SCHEMA)):
@@ -371,8 +371,10 @@ def record_problems(spec: SweepSpec, run_dir: Path) -> tuple[Any, list[str]]:
         lines.append(notice)
     if study is not None:
         states, sup = record_states(run_dir), superseded(study)
+        mine = (run_identity(run_dir) or {}).get("run_id")
         lost = [t.number for t in study.get_trials(deepcopy=False, states=FINISHED)
                 if t.number not in sup and "method" in t.params
+                and (mine is None or t.user_attrs.get("run_id", mine) == mine)
                 and any(fp not in states for fp in t.user_attrs.get("fingerprints", []))]
         if lost:
             shown = ", ".join(map(str, lost[:10])) + (" ..." if len(lost) > 10 else "")

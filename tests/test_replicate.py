@@ -68,3 +68,53 @@ def test_replicate_refuses_an_empty_search_and_bad_seeds(tmp_path):
     run_sweep(spec, tmp_path, fn=fake_task, log=None)
     with pytest.raises(UserError, match="replicate.seeds: not a seed list"):
         replicate_sweep(spec, tmp_path, top=1, seeds="zero", fn=fake_task, log=None)
+
+
+def test_read_only_verbs_need_only_the_run_directory(tmp_path, capsys):
+    """A run directory copied to a laptop (the data set, Ray and GPUs left on the cluster): status,
+    analyze, export and compare read only it; resume needs the data and says so in one line."""
+    import shutil
+
+    from orchestrator.cli import main
+
+    root = tmp_path / "cifar"
+    root.mkdir()
+    raw = small_spec(n_trials=3, base={"data": {"name": "cifar10", "root": str(root)}, "model": "small_cnn"})
+    run_dir = tmp_path / "cluster" / "runs" / "t"
+    run_sweep(load_spec(raw), run_dir, fn=fake_task, log=None)
+    laptop = tmp_path / "laptop" / "t"
+    shutil.copytree(run_dir, laptop)
+    shutil.rmtree(root)
+    for argv in (["status", str(laptop)], ["analyze", str(laptop)], ["export", str(laptop), "--format", "latex"],
+                 ["compare", str(laptop), str(laptop), "--out", str(tmp_path / "cmp")]):
+        assert main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err and "\\begin{tabular}" in out.out
+    assert (laptop / "report" / "report.md").is_file()
+    assert main(["resume", str(laptop)]) == 2
+    assert "base.data.root" in capsys.readouterr().err
+
+
+def test_sweeps_of_the_same_name_in_one_shared_storage_never_attach_by_accident(tmp_path):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    spec = load_spec(small_spec(n_trials=3, storage=url))
+    run_sweep(spec, tmp_path / "a", fn=fake_task, log=None)
+    out = run_sweep(spec, tmp_path / "b", fn=fake_task, log=None)  # same name, another run directory
+    assert out["done"] == 3  # its own study: it ran its own trials
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(url))
+    assert len(names) == 2 and all(n.startswith("t-") for n in names)
+    import json
+
+    ids = [json.loads((tmp_path / d / "run.json").read_text()) for d in ("a", "b")]
+    assert ids[0]["run_id"] != ids[1]["run_id"] and sorted(i["study_name"] for i in ids) == names
+    rows = read_results(tmp_path / "b").to_pandas()
+    assert set(rows["run_id"]) == {ids[1]["run_id"]}
+    # attaching on purpose: a third directory joins a's study
+    out = run_sweep(load_spec(small_spec(n_trials=5, storage=url)), tmp_path / "c", fn=fake_task, log=None,
+                    attach=ids[0]["study_name"])
+    assert out["done"] == 2  # a's three are counted: two more make five
+    with pytest.raises(UserError, match="no study 'nope' to attach to"):
+        run_sweep(spec, tmp_path / "d", fn=fake_task, log=None, attach="nope")
+    assert not (tmp_path / "d").exists()

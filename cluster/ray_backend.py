@@ -227,6 +227,7 @@ class RayBackend:
                     raise ClusterConfigError("num_cpus/num_gpus only apply to an embedded Ray "
                                              f"(address is {address!r})")
                 _check_reachable(address)
+                _token_mode_if_token()
                 with _stderr_kept_on_success():  # not Ray's retry lines when it fails
                     self._context = ray.init(address=address, log_to_driver=True,
                                              configure_logging=False)
@@ -235,6 +236,9 @@ class RayBackend:
         except (ConnectionError, ValueError, RuntimeError, rex.RayError) as e:
             where = "start a local Ray instance" if address is None else f"connect to Ray at {address!r}"
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            if "token" in str(e).lower() or "auth" in type(e).__name__.lower():
+                first = ("the cluster wants its authentication token: on the head run `ray get-auth-token`"
+                         " and set RAY_AUTH_TOKEN (or ~/.ray/auth_token) here, with RAY_AUTH_MODE=token")
             raise ClusterConfigError(f"cannot {where}: {first}") from None
         return True
 
@@ -520,6 +524,23 @@ def _without_secrets():
         yield
     finally:
         os.environ.update(saved)
+
+
+def _token_mode_if_token() -> None:
+    """Ray clusters use token authentication by default, but a driver connecting to one only sends
+    its token in token mode: turn that on when a token is at hand and the mode is not set."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(path):
+        os.environ["RAY_AUTH_MODE"] = "token"
+        try:  # Ray read the mode when it was imported: have it read it again
+            from ray._raylet import AuthenticationTokenLoader, Config
+
+            Config.initialize("")
+            AuthenticationTokenLoader.instance().reset_cache()
+        except Exception:  # noqa: BLE001 - an older or newer Ray: the error then says what to set
+            pass
 
 
 @contextlib.contextmanager

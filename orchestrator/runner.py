@@ -453,14 +453,16 @@ class Driver:
             self._check_signal()
             cap = self._capacity()
             while len(self.inflight) < cap and not self.stopped:
-                job = self.oracles.next_pending() if self.oracles else None
-                if job is not None:  # oracles first: the runs that need them wait for them
-                    self._submit_oracle(job)
-                    continue
+                # a run whose oracles exist first (the first result comes as early as it can), then
+                # the oracles the waiting runs need, then a new configuration; a new one is asked
+                # while fewer runs wait than there are slots (a run that waits needs no slot)
                 run = self._next_ready()
+                job = None if run is not None or not self.oracles else self.oracles.next_pending()
                 if run is not None:
                     self._submit(run)
-                elif not self.queue and self._more_to_ask():
+                elif job is not None:
+                    self._submit_oracle(job)
+                elif len(self.queue) < cap and self._more_to_ask():
                     self._ask()
                 else:
                     break
@@ -493,8 +495,8 @@ class Driver:
 
     def _submit_oracle(self, job: OracleJob) -> None:
         job.status, job.t0 = "running", time.perf_counter()
-        self.inflight[self.backend.submit(f"oracle:{job.kind}:{len(self.inflight)}:{job.attempt}",
-                                          job.payload, attempt=job.attempt)] = job
+        key = f"oracle-{list(self.oracles.jobs).index(job.ident)}"  # unique per job: handles are keys
+        self.inflight[self.backend.submit(key, job.payload, attempt=job.attempt)] = job
 
     def _oracle_outcome(self, job: OracleJob, o: Outcome) -> None:
         if o.result is not None:

@@ -179,7 +179,7 @@ def _run_and_report(spec, run_dir: Path, args) -> int:
         from orchestrator.runner import replicate_sweep
 
         rs = spec.replicate
-        replicate_sweep(spec, run_dir, top=rs.top, seeds=rs.seeds, per_method=rs.per_method)
+        replicate_sweep(spec, run_dir, top=rs.top, seeds=rs.seeds, per_method=rs.per_method, eval=rs.eval)
     if spec.audit is not None:  # the spec asks for per-example audits of its top configurations
         from orchestrator.audit import run_audit
 

@@ -780,15 +780,20 @@ REPLICATE_SETS = ("base.eval.", "base.device", "base.cache_dir", "resources.", "
 
 
 def replicate_sweep(spec: SweepSpec, run_dir: str | Path, *, top: int, seeds, per_method: bool = False,
-                    **kw) -> dict[str, Any]:
+                    eval: dict[str, Any] | None = None, **kw) -> dict[str, Any]:
     """Rerun the top `top` configurations of the search (by its selection rule; the top `top` of
     each method with `per_method`) on `seeds` (the `seeds` grammar: "0-9", [0, 1], mappings), in
-    the same record (phase "replicate"); runs already recorded are not run again."""
+    the same record (phase "replicate"); runs already recorded are not run again. `eval`: base.eval
+    settings for these runs only."""
     from sweeps.analysis import analyze, top_configs
-    from sweeps.spec import parse_seeds
+    from sweeps.spec import load_spec, parse_seeds
 
     run_dir = Path(run_dir)
     a = analyze(run_dir, spec)
+    if eval:
+        raw = spec.dump()
+        raw["base"] = {**raw["base"], "eval": {**raw["base"].get("eval", {}), **eval}}
+        spec = load_spec(raw)
     ranked = top_configs(a, len(a.configs))
     picked = ranked.groupby("method", sort=False).head(top) if per_method else ranked.head(top)
     if picked.empty:

@@ -198,6 +198,9 @@ class ReplicateSpec(StrictModel):
     top: int = Field(1, ge=1)  # the top K configurations by the sweep's selection rule ...
     per_method: bool = False  # ... or the top K of each method (a paper's table: the best of each)
     seeds: list[int | dict[str, int]] = Field(min_length=1)  # same grammar as `seeds` (and seed_axes)
+    # base.eval settings for the replicate runs only, e.g. {mia: true} when the search skipped the
+    # SVC attack to go faster (the reported table then has MIA-efficacy)
+    eval: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("seeds", mode="before")
     @classmethod

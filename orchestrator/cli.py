@@ -312,9 +312,8 @@ def cmd_analyze(args) -> int:
 
 def cmd_export(args) -> int:
     from sweeps.analysis import analyze
-    from sweeps.tables import export
-
     from sweeps.audit_results import audit_section, audit_summary
+    from sweeps.tables import export
 
     run_dir = resolve_run_dir(args.dir)
     text = export(analyze(run_dir, _spec_from_dir(run_dir, [], read_only=True)), args.format)

@@ -130,6 +130,9 @@ class Resources(StrictModel):
     max_concurrent: int | None = Field(None, ge=1)
     max_retries: int = Field(2, ge=0)
     timeout_s: float | None = Field(None, gt=0)
+    # Ray: a worker starts its next trial while the previous one's MIA SVC runs on the CPU (the same
+    # metrics); max_concurrent still caps the trials in flight, those finishing their SVC included
+    overlap_mia: bool = True
 
     @model_validator(mode="after")
     def _whole_or_fraction(self):

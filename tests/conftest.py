@@ -27,3 +27,4 @@ def digits_config(method: str = "ft", **fields):
 
     raw = {"method": method, "data": {"name": "digits"}, "model": "small_cnn", **fields}
     return load_trial_config(raw)
+

@@ -216,7 +216,7 @@ def test_a_worker_killed_mid_overlap_loses_both_tasks_retryable_and_is_replaced_
 
 def test_an_out_of_memory_result_retires_the_actor_after_its_other_task(cluster):
     with RayBackend(task, None, cpus_per_trial=2, overlap=True) as b:
-        a = b.submit("a", {"op": "tail", "device_s": 0.2, "tail_s": 2})
+        a = b.submit("a", {"op": "tail", "device_s": 0.2, "tail_s": 1})
         _until(lambda: b.capacity() == 2, b, [a])
         oom = b.submit("oom", {"op": "oom"})
         outs = {o.handle.key: o for o in _wait_all(b, [a, oom])}

@@ -13,7 +13,7 @@ import os
 import platform
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -297,6 +297,7 @@ def start_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None
         relearn = {} if cfg.eval.relearn is None else _relearn_metrics(
             u.model, ds, split, cfg.eval.relearn, device, autocast, reference["original"]["forget_acc"])
         retrain_s = None if retrained is None else retrained.runtime_s
+        u = replace(u, model=None)  # the tail needs no model: free it for the next trial
         rest = lambda: _complete(cfg, outputs, reference, relearn, u, retrain_s)  # noqa: E731
     except Exception as e:  # noqa: BLE001 - every failure of a started trial is data
         failed = _failure(e)
@@ -341,7 +342,7 @@ def _failure(e: Exception) -> dict[str, Any]:
 
 @dataclass
 class Unlearned:
-    model: torch.nn.Module  # in eval mode
+    model: torch.nn.Module | None  # in eval mode
     runtime_s: float  # the unlearning procedure alone
     history: list[dict]
     step_history: list[dict]

@@ -27,4 +27,3 @@ def digits_config(method: str = "ft", **fields):
 
     raw = {"method": method, "data": {"name": "digits"}, "model": "small_cnn", **fields}
     return load_trial_config(raw)
-

@@ -85,7 +85,8 @@ def make_backend(resources, fn: Callable[..., dict], progress=None) -> Backend:
         raise UserError(f"resources.backend: ray is not usable here ({e}); use --backend inline") from None
     try:
         return RayBackend(fn, progress, address=resources.address, cpus_per_trial=resources.cpus_per_trial,
-                          gpus_per_trial=resources.gpus_per_trial, max_concurrent=resources.max_concurrent)
+                          gpus_per_trial=resources.gpus_per_trial, max_concurrent=resources.max_concurrent,
+                          overlap=resources.overlap_mia)
     except ClusterConfigError as e:  # a request no node can meet, an unreachable address: exit 2
         raise UserError(f"resources: {e}") from None
 

@@ -133,6 +133,9 @@ class Resources(StrictModel):
     # train every Original/Retrain the seeds need as tasks before the trials (each once, side by
     # side, sent to every node); false: each trial trains what its node's cache lacks, when it runs
     oracle_phase: bool = True
+    # Ray: a worker starts its next trial while the previous one's MIA SVC runs on the CPU (the same
+    # metrics); max_concurrent still caps the trials in flight, those finishing their SVC included
+    overlap_mia: bool = True
 
     @model_validator(mode="after")
     def _whole_or_fraction(self):

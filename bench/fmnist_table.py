@@ -143,8 +143,8 @@ def stats(values) -> dict:
     v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
     if not v:
         return {"mean": None, "std": None, "n": 0}
-    m = sum(v) / len(v)
-    return {"mean": m, "std": (sum((x - m) ** 2 for x in v) / len(v)) ** 0.5 if len(v) > 1 else None,
+    m = sum(v) / len(v)  # the sample std (ddof 1), as papers report it
+    return {"mean": m, "std": (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else None,
             "n": len(v)}
 
 

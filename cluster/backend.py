@@ -3,16 +3,23 @@
 contract for tests and debugging.
 
 The cluster package imports none of unlearning/sweeps/orchestrator: a backend runs a *task function*
-given at construction (`fn(payload: dict, on_epoch=None) -> dict`, importable by module path so remote workers can
-load it) on JSON-like payloads. The orchestrator passes `unlearning.trial.run_trial_payload`.
+given at construction (`fn(payload: dict, on_epoch=None)`, importable by module path so remote
+workers can load it) on JSON-like payloads. The orchestrator passes `unlearning.trial.run_task`.
+
+A task function returns its result (a dict), or a zero-argument callable that computes it: its *CPU
+tail*, work that no longer needs the trial's device (a trial's MIA SVC). A backend runs the tail in
+the same process and reports what it returns as the result, exactly as if `fn` had returned it; the
+inline backend runs it at once, the Ray backend with overlap on a background thread of the worker
+while the worker's next task uses the device.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
-# fn(payload, on_epoch=None) -> result; on_epoch(row) is called after each epoch when given
-TaskFn = Callable[..., dict[str, Any]]
+# fn(payload, on_epoch=None) -> the result (dict[str, Any]) or its CPU tail (Callable[[], dict]);
+# on_epoch(row) is called after each epoch when given
+TaskFn = Callable[..., Any]
 ProgressFn = Callable[[str, dict[str, Any]], None]  # (task key, per-epoch row)
 
 
@@ -42,16 +49,24 @@ class Outcome:
 @runtime_checkable
 class Backend(Protocol):
     def capacity(self) -> int:
-        """How many tasks can run at once right now (the driver keeps this many in flight)."""
+        """How many tasks can run at once right now (the driver keeps this many in flight). It may
+        grow while tasks run: an actor whose task is in its CPU tail takes another."""
 
     def submit(self, key: str, payload: dict[str, Any], attempt: int = 0) -> Handle:
         """Start running the task function on payload; never blocks on the task itself."""
 
     def wait(self, handles: list[Handle], timeout: float | None = None) -> list[Outcome]:
-        """Block until at least one of handles finishes (or timeout); return every finished one."""
+        """Block until at least one of handles finishes (or timeout); return every finished one.
+        May return early with nothing when capacity() has grown."""
 
     def cancel(self, handle: Handle, reason: str = "cancelled") -> None:
-        """Stop a running task; its Outcome (lost=reason, retryable False) comes from `wait`."""
+        """Stop a running task; its Outcome (lost=reason, retryable False) comes from `wait`. Tasks
+        that had to stop with it (sharing its worker process) come back lost and retryable."""
+
+    def share(self, blob: bytes) -> Callable[[], bytes]:
+        """Make bytes available to every worker: returns a picklable zero-argument callable that,
+        called inside a task on any node, gives the bytes back (put in a payload, it travels
+        cheaply; the bytes move only when called)."""
 
     def shutdown(self) -> None:
         """Release workers; running tasks are cancelled."""

@@ -1,6 +1,7 @@
 """The Ray backend: trials on long-lived actors, across GPUs and nodes.
 
-    backend = RayBackend(fn, progress, address=None, cpus_per_trial=1, gpus_per_trial=0.25)
+    backend = RayBackend(fn, progress, address=None, cpus_per_trial=1, gpus_per_trial=0.25,
+                         overlap=True)
 
 Where Ray runs
     address None (and no RAY_ADDRESS): an embedded Ray started here, dashboard on 127.0.0.1 only,
@@ -16,6 +17,14 @@ Trial actors
     A request that no node can meet is rejected before anything starts (ClusterConfigError, one
     line), instead of a sweep that waits forever.
 
+Overlap (`overlap=True`)
+    A task runs in two actor calls: `start` runs `fn` (the part that needs the device) and sets the
+    CPU tail `fn` may return (cluster/backend.py; a trial's MIA SVC) going on the actor's background
+    thread; `finish` returns the result once the tail is done. While a task is in its tail, its actor
+    takes the next task, so one trial's SVC runs beside the next one's training: an actor holds at
+    most two tasks, at most one of them before its tail, and `capacity()` counts the task an actor
+    can take now. Without overlap an actor holds one task at a time.
+
 Progress
     `fn` gets an `on_epoch(row)` that pushes the row to a small inbox actor on the driver's node;
     `wait` drains it and calls `progress(key, row)` here, while the trial runs.
@@ -24,14 +33,17 @@ Faults
     The actor's process killed, its node lost, Ray's memory monitor: Outcome(lost=why,
     retryable=True), and the actor is replaced by a fresh one (which waits for resources if its node
     is gone: `capacity()` counts ready actors only). The task function raising: Outcome(lost=...,
-    retryable=False); the actor stays. `cancel` kills the actor (ray.kill) and replaces it. A result
-    that reports running out of memory gets a fresh process afterwards (fragmented CUDA caches).
+    retryable=False); the actor stays. `cancel` kills the actor (ray.kill) and replaces it; another
+    task on that actor (overlap) is lost with it: Outcome(lost=..., retryable=True), so the driver
+    runs it again. A result that reports running out of memory retires its actor: it takes no new
+    task and is replaced by a fresh process once its tasks are done (fragmented CUDA caches).
 
-The oracle cache
-    Trial workers read and write original/Retrain models under $UNLEARN_SWEEP_CACHE (file lock +
-    atomic rename, so concurrent workers train each model once). The driver's value is passed to
-    every actor through runtime_env env_vars: point it at a shared filesystem (NFS, Lustre, a
-    mounted bucket) and every node shares one cache. Without a shared path each node keeps its own.
+Shared files
+    `share(blob)` puts bytes in Ray's object store once and returns a small callable that, called
+    in a worker on any node, fetches them (the object travels to a node the first time one of its
+    workers asks). The driver uses it to hand the oracles the oracle phase trained to every node:
+    each node keeps its own content-addressed cache ($UNLEARN_SWEEP_CACHE as set on that node, else
+    ~/.cache/unlearn-sweep), no shared file system needed.
 """
 from __future__ import annotations
 
@@ -42,6 +54,7 @@ import os
 import socket
 import time
 from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,8 +68,6 @@ from cluster.backend import Handle, Outcome, ProgressFn, TaskFn
 
 log = logging.getLogger(__name__)
 
-# Environment variables handed to every trial actor (when set here). Secrets never are.
-FORWARDED_ENV = ("UNLEARN_SWEEP_CACHE",)
 _POLL_S = 0.2  # how often `wait` drains progress while nothing has finished
 _NODE_CHECK_S = 1.0  # how often idle actors are checked against the live node list
 _START_TIMEOUT_S = float(os.environ.get("UNLEARN_SWEEP_RAY_START_TIMEOUT", "120"))
@@ -83,24 +94,36 @@ class _Inbox:
 
 
 class _TrialWorker:
-    """One trial slot: a process that runs the task function, trial after trial."""
+    """One trial slot: a process that runs the task function, trial after trial. A task is two calls:
+    `start` runs the task function and hands a CPU tail it returns to this process's background
+    thread; `finish` returns the result once that is done. Between the two, the device is free."""
 
     def __init__(self, fn: TaskFn, inbox):
         self.fn, self.inbox = fn, inbox
+        self._tails = ThreadPoolExecutor(max_workers=1, thread_name_prefix="task-tail")
+        self._pending: dict[tuple[str, int], Future] = {}
 
     def where(self) -> dict[str, Any]:
         ctx = ray.get_runtime_context()
         return {"ip": ray.util.get_node_ip_address(), "node_id": ctx.get_node_id(), "pid": os.getpid(),
                 "gpus": ctx.get_accelerator_ids().get("GPU", [])}
 
-    def run(self, key: str, attempt: int, payload: dict[str, Any]) -> dict[str, Any]:
+    def start(self, key: str, attempt: int, payload: dict[str, Any]) -> None:
         def on_epoch(row: dict) -> None:
             try:  # blocking put: every row is in the inbox before the result is
                 ray.get(self.inbox.put.remote(key, attempt, row), timeout=30)
             except Exception:  # progress is a view; never fail a trial over it
                 pass
 
-        return self.fn(payload, on_epoch=on_epoch)
+        out = self.fn(payload, on_epoch=on_epoch)
+        if callable(out):
+            self._pending[(key, attempt)] = self._tails.submit(out)
+        else:
+            self._pending[(key, attempt)] = done = Future()
+            done.set_result(out)
+
+    def finish(self, key: str, attempt: int) -> dict[str, Any]:
+        return self._pending.pop((key, attempt)).result()  # the tail's exception is the task's
 
 
 # -- the driver side -----------------------------------------------------------------------------
@@ -113,7 +136,8 @@ class _Slot:
     node: str = ""
     node_id: str = ""
     pid: int = 0
-    running: Handle | None = None
+    tasks: list["_Task"] = field(default_factory=list)  # dispatched here and not collected yet
+    retiring: bool = False  # takes no new task; replaced once its tasks are done
 
 
 @dataclass
@@ -121,9 +145,20 @@ class _Task:
     handle: Handle
     payload: dict[str, Any]
     slot: _Slot | None = None
-    ref: Any = None
+    ref: Any = None  # `start`'s, then (in_tail) `finish`'s
+    in_tail: bool = False  # `start` returned: the device part is done
     node: str = ""
     started: float = field(default_factory=time.time)
+
+
+class Shared:
+    """A handle on bytes in Ray's object store: calling it (in any worker) returns them."""
+
+    def __init__(self, ref):
+        self.ref = ref
+
+    def __call__(self) -> bytes:
+        return ray.get(self.ref)
 
 
 def node_label(ip: str, node_id: str) -> str:
@@ -151,7 +186,7 @@ class RayBackend:
                  max_concurrent: int | None = None, env_vars: dict[str, str] | None = None,
                  num_cpus: int | None = None, num_gpus: int | None = None,
                  include_dashboard: bool | None = None, check_resources: bool = True,
-                 resources_per_trial: dict[str, float] | None = None):
+                 resources_per_trial: dict[str, float] | None = None, overlap: bool = False):
         if not cpus_per_trial > 0:
             raise ClusterConfigError(f"cpus_per_trial must be > 0, got {cpus_per_trial}")
         if gpus_per_trial < 0 or (gpus_per_trial > 1 and gpus_per_trial != int(gpus_per_trial)):
@@ -160,6 +195,7 @@ class RayBackend:
         if max_concurrent is not None and max_concurrent < 1:
             raise ClusterConfigError(f"max_concurrent must be >= 1, got {max_concurrent}")
         self.fn, self.progress = fn, progress
+        self.per_slot = 2 if overlap else 1  # tasks an actor holds: one on the device, one in its tail
         self.cpus, self.gpus = float(cpus_per_trial), float(gpus_per_trial)
         self.custom = {k: float(v) for k, v in (resources_per_trial or {}).items()}
         self.need = {"CPU": self.cpus, "GPU": self.gpus, **self.custom}
@@ -167,6 +203,7 @@ class RayBackend:
         self._queued: deque[_Task] = deque()
         self._done: dict[Handle, Outcome] = {}
         self._slots: list[_Slot] = []
+        self._shared: list[Any] = []
         self._closed = False
         self._last_node_check = 0.0
         self._spawn_failures = 0
@@ -174,11 +211,10 @@ class RayBackend:
         self._started_ray = self._connect(address, num_cpus, num_gpus, include_dashboard)
         try:
             size = self._pool_size(max_concurrent, check_resources)
-            env = dict(env_vars or {})
-            if not self._workers_inherit_env():
-                env = {**{k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}, **env}
+            env = dict(env_vars or {})  # nodes otherwise keep their own environment (and cache)
             self._actor_options: dict[str, Any] = {
-                "num_cpus": self.cpus, "num_gpus": self.gpus, "max_restarts": 0, "max_concurrency": 1}
+                "num_cpus": self.cpus, "num_gpus": self.gpus, "max_restarts": 0,
+                "max_concurrency": self.per_slot}
             if self.custom:
                 self._actor_options["resources"] = dict(self.custom)
             if env:
@@ -219,6 +255,7 @@ class RayBackend:
                     raise ClusterConfigError("num_cpus/num_gpus only apply to an embedded Ray "
                                              f"(address is {address!r})")
                 _check_reachable(address)
+                _token_mode_if_token()
                 with _stderr_kept_on_success():  # not Ray's retry lines when it fails
                     self._context = ray.init(address=address, log_to_driver=True,
                                              configure_logging=False)
@@ -227,14 +264,11 @@ class RayBackend:
         except (ConnectionError, ValueError, RuntimeError, rex.RayError) as e:
             where = "start a local Ray instance" if address is None else f"connect to Ray at {address!r}"
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            if "token" in str(e).lower() or "auth" in type(e).__name__.lower():
+                first = ("the cluster wants its authentication token: on the head run `ray get-auth-token`"
+                         " and set RAY_AUTH_TOKEN (or ~/.ray/auth_token) here, with RAY_AUTH_MODE=token")
             raise ClusterConfigError(f"cannot {where}: {first}") from None
         return True
-
-    def _workers_inherit_env(self) -> bool:
-        """True when this process started the only node: its workers inherit our environment, and a
-        runtime_env (seconds per actor start) is not needed to pass it on."""
-        node = getattr(ray._private.worker, "_global_node", None)
-        return bool(getattr(node, "head", False)) and len(self._alive_nodes()) == 1
 
     def _alive_nodes(self) -> list[dict]:
         return [n for n in ray.nodes() if n.get("Alive")]
@@ -294,13 +328,14 @@ class RayBackend:
             self._spawn_failures = 0
 
     def _replace(self, slot: _Slot, kill: bool = True) -> None:
+        if slot not in self._slots:  # done already: another of its tasks saw it die
+            return
         if kill:
             try:
                 ray.kill(slot.actor, no_restart=True)
             except Exception:
                 pass
-        if slot in self._slots:
-            self._slots.remove(slot)
+        self._slots.remove(slot)
         if not self._closed and self._spawn_failures < 20:
             self._slots.append(self._spawn())
 
@@ -315,17 +350,23 @@ class RayBackend:
         except Exception:
             return
         for slot in list(self._slots):
-            if slot.ready and slot.running is None and slot.node_id not in alive:
+            if slot.ready and not slot.tasks and slot.node_id not in alive:
                 self._replace(slot)
 
     # -- the protocol ----------------------------------------------------------------------------
 
     def capacity(self) -> int:
-        """Live trial actors (started and not known dead): how many trials can run at once now."""
+        """How many tasks can run at once now: on each live actor (started and not known dead), its
+        tasks plus the one it can take now (none while a task of it is before its tail)."""
         if self._closed:
             return 0
         self._reap_starting()
-        return sum(s.ready for s in self._slots)
+        return sum(len(s.tasks) + self._takes(s) for s in self._slots if s.ready)
+
+    def _takes(self, slot: _Slot) -> bool:
+        """Whether `slot` can start a task now: its device is free and it holds fewer than per_slot."""
+        return (slot.ready and not slot.retiring and len(slot.tasks) < self.per_slot
+                and all(t.in_tail for t in slot.tasks))
 
     def submit(self, key: str, payload: dict[str, Any], attempt: int = 0) -> Handle:
         if self._closed:
@@ -340,14 +381,18 @@ class RayBackend:
     def _dispatch(self) -> None:
         self._reap_starting()
         self._check_nodes()
-        idle = [s for s in self._slots if s.ready and s.running is None]
-        while self._queued and idle:
-            task, slot = self._queued.popleft(), idle.pop(0)
-            slot.running, task.slot, task.node = task.handle, slot, slot.node
-            task.started = time.time()
-            task.ref = slot.actor.run.remote(task.handle.key, task.handle.attempt, task.payload)
+        for slot in sorted(self._slots, key=lambda s: len(s.tasks)):  # idle actors first
+            if not self._queued:
+                return
+            if self._takes(slot):
+                task = self._queued.popleft()
+                slot.tasks.append(task)
+                task.slot, task.node, task.started = slot, slot.node, time.time()
+                task.ref = slot.actor.start.remote(task.handle.key, task.handle.attempt, task.payload)
 
     def wait(self, handles: list[Handle], timeout: float | None = None) -> list[Outcome]:
+        """As the protocol says; with overlap it also returns (maybe with nothing) as soon as a task
+        reaches its tail, so the caller can submit the task its actor can now take."""
         deadline = None if timeout is None else time.monotonic() + timeout
         wanted = [h for h in handles if h in self._tasks or h in self._done]
         if not wanted:
@@ -369,29 +414,58 @@ class RayBackend:
                 time.sleep(_POLL_S if deadline is None else
                            max(0.0, min(_POLL_S, deadline - time.monotonic())))
             self._drain_progress()  # after the results: every row of a finished trial is in the inbox
-            out += [self._collect(refs[r]) for r in ready]
-            if out or (deadline is not None and time.monotonic() >= deadline):
+            tails = 0
+            for r in ready:
+                task = refs[r]
+                if task.in_tail:
+                    out.append(self._collect(task))
+                elif (o := self._to_tail(task)) is not None:
+                    out.append(o)
+                else:
+                    tails += 1
+            if out or (tails and self.per_slot > 1) or (
+                    deadline is not None and time.monotonic() >= deadline):
                 return out
 
+    def _to_tail(self, task: _Task) -> Outcome | None:
+        """`start` has returned: ask for the result (`finish`) and free the actor's device, or give
+        the Outcome of a start that failed."""
+        try:
+            ray.get(task.ref)
+        except Exception as e:  # noqa: BLE001
+            return self._finished(task, e)
+        task.in_tail = True
+        task.ref = task.slot.actor.finish.remote(task.handle.key, task.handle.attempt)
+        return None
+
     def _collect(self, task: _Task) -> Outcome:
-        h, slot = task.handle, task.slot
-        del self._tasks[h]
-        slot.running = None
         try:
             result = ray.get(task.ref)
-        except rex.RayTaskError as e:  # the task function raised: its own bug, the worker is fine
-            cause = e.cause if getattr(e, "cause", None) is not None else e
-            return Outcome(h, lost=f"{type(cause).__name__}: {_first_line(cause)}", retryable=False,
-                           node=task.node)
-        except rex.RayError as e:  # the worker or its node is gone (actor died, node lost, OOM kill)
+        except Exception as e:  # noqa: BLE001
+            return self._finished(task, e)
+        return self._finished(task, result=result)
+
+    def _finished(self, task: _Task, error: BaseException | None = None,
+                  result: dict[str, Any] | None = None) -> Outcome:
+        """Forget a task and say how it ended: its result, or why there is none."""
+        h, slot = task.handle, task.slot
+        del self._tasks[h]
+        slot.tasks.remove(task)
+        dead = isinstance(error, rex.RayError) and not isinstance(error, rex.RayTaskError)
+        if dead:  # the worker or its node is gone (died, lost, OOM kill): its other task is too
+            o = Outcome(h, lost=_reason(error), retryable=True, node=task.node)
+        elif error is not None:  # the task function raised (its own bug: the worker is fine), or
+            # the result cannot be read back here (deserialization)
+            cause = getattr(error, "cause", None) or error
+            o = Outcome(h, lost=f"{type(cause).__name__}: {_first_line(cause)}", retryable=False,
+                        node=task.node)
+        else:
+            if isinstance(result, dict) and "out of memory" in str(result.get("error") or "").lower():
+                slot.retiring = True  # a fresh process: the old one's allocator may be fragmented
+            o = Outcome(h, result=result, node=task.node)
+        if dead or (slot.retiring and not slot.tasks):
             self._replace(slot)
-            return Outcome(h, lost=_reason(e), retryable=True, node=task.node)
-        except Exception as e:  # the result itself cannot be read back here (deserialization)
-            return Outcome(h, lost=f"{type(e).__name__}: {_first_line(e)}", retryable=False,
-                           node=task.node)
-        if isinstance(result, dict) and "out of memory" in str(result.get("error") or "").lower():
-            self._replace(slot)  # a fresh process: the old one's allocator may be fragmented
-        return Outcome(h, result=result, node=task.node)
+        return o
 
     def _drain_progress(self) -> None:
         try:
@@ -405,15 +479,26 @@ class RayBackend:
                 except Exception:  # a broken progress view never stops a sweep
                     log.exception("progress callback failed")
 
+    def share(self, blob: bytes) -> "Shared":
+        """Bytes any worker can fetch (see "Shared files" above); held until shutdown."""
+        ref = ray.put(blob)
+        self._shared.append(ref)
+        return Shared(ref)
+
     def cancel(self, handle: Handle, reason: str = "cancelled") -> None:
         task = self._tasks.pop(handle, None)
         if task is None:
             return
         if task.slot is None:  # still queued here
             self._queued.remove(task)
-        else:
-            task.slot.running = None
-            self._replace(task.slot)  # ray.kill stops the running trial; a fresh actor takes its slot
+        else:  # ray.kill stops the task, and any other of its actor's; a fresh actor takes the slot
+            for other in task.slot.tasks:
+                if other is not task and self._tasks.pop(other.handle, None) is not None:
+                    self._done[other.handle] = Outcome(
+                        other.handle, lost=f"its worker was stopped to cancel another task ({reason})",
+                        retryable=True, node=other.node)
+            task.slot.tasks.clear()
+            self._replace(task.slot)
         self._done[handle] = Outcome(handle, lost=reason, retryable=False, node=task.node)
 
     def shutdown(self) -> None:
@@ -434,6 +519,7 @@ class RayBackend:
         self._slots.clear()
         self._tasks.clear()
         self._queued.clear()
+        self._shared.clear()
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
 
@@ -471,9 +557,11 @@ class RayBackend:
         return dict(Counter(t.node for t in self._tasks.values() if t.slot is not None))
 
     def workers(self) -> list[dict[str, Any]]:
-        """One row per trial actor: node, pid, ready, running key (for status views and tests)."""
+        """One row per trial actor: node, pid, ready, the key of the task using its device
+        (`running`) and those in their CPU tail (`tails`), for status views and tests."""
         return [{"node": s.node, "pid": s.pid, "ready": s.ready,
-                 "running": s.running.key if s.running else None} for s in self._slots]
+                 "running": next((t.handle.key for t in s.tasks if not t.in_tail), None),
+                 "tails": [t.handle.key for t in s.tasks if t.in_tail]} for s in self._slots]
 
 
 @contextlib.contextmanager
@@ -511,6 +599,23 @@ def _without_secrets():
         yield
     finally:
         os.environ.update(saved)
+
+
+def _token_mode_if_token() -> None:
+    """Ray clusters use token authentication by default, but a driver connecting to one only sends
+    its token in token mode: turn that on when a token is at hand and the mode is not set."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(path):
+        os.environ["RAY_AUTH_MODE"] = "token"
+        try:  # Ray read the mode when it was imported: have it read it again
+            from ray._raylet import AuthenticationTokenLoader, Config
+
+            Config.initialize("")
+            AuthenticationTokenLoader.instance().reset_cache()
+        except Exception:  # noqa: BLE001 - an older or newer Ray: the error then says what to set
+            pass
 
 
 @contextlib.contextmanager

@@ -174,13 +174,18 @@ def _run_and_report(spec, run_dir: Path, args) -> int:
 
     summary = run_sweep(spec, run_dir, force=getattr(args, "force", False),
                         attach=getattr(args, "attach", None))
-    from sweeps.analysis import summary_text, write_report  # pandas & co.: after, not before trials start
-    from sweeps.results import failure_reasons, read_results
+    if spec.replicate is not None and not summary["stop_failed"]:  # search, then its best on more seeds
+        from orchestrator.runner import replicate_sweep
 
+        rs = spec.replicate
+        replicate_sweep(spec, run_dir, top=rs.top, seeds=rs.seeds, per_method=rs.per_method, eval=rs.eval)
     if spec.audit is not None:  # the spec asks for per-example audits of its top configurations
         from orchestrator.audit import run_audit
 
         run_audit(spec, run_dir)
+    from sweeps.analysis import summary_text, write_report  # pandas & co.: after, not before trials start
+    from sweeps.results import failure_reasons, read_results
+
     analysis, report = write_report(run_dir, spec)
     print(summary_text(analysis))
     reasons = failure_reasons(read_results(run_dir))
@@ -311,9 +316,8 @@ def cmd_analyze(args) -> int:
 
 def cmd_export(args) -> int:
     from sweeps.analysis import analyze
-    from sweeps.tables import export
-
     from sweeps.audit_results import audit_section, audit_summary
+    from sweeps.tables import export
 
     run_dir = resolve_run_dir(args.dir)
     text = export(analyze(run_dir, _spec_from_dir(run_dir, [], read_only=True)), args.format)
@@ -380,6 +384,28 @@ def cmd_compare(args) -> int:
     print(summary_text(c))
     print(f"plots: {out / 'compare.png'}, {out / 'compare.html'}")
     return 0
+
+
+def cmd_replicate(args) -> int:
+    from orchestrator.runner import REPLICATE_SETS, replicate_sweep
+    from sweeps.analysis import summary_text, write_report
+
+    run_dir = resolve_run_dir(args.dir)
+    sets = _sweep_sets(args)
+    for key, _ in sets:
+        if not key.startswith(REPLICATE_SETS):
+            raise UserError(f"--set {key}: replicate reruns the sweep's own configurations; only "
+                            f"{', '.join(p.rstrip('.') + ('.*' if p.endswith('.') else '') for p in REPLICATE_SETS)}"
+                            " may change")
+    spec = _spec_from_dir(run_dir, sets)
+    out = replicate_sweep(spec, run_dir, top=args.top, seeds=args.seeds, per_method=args.per_method,
+                          force=args.force)
+    analysis, report = write_report(run_dir, spec)
+    print(summary_text(analysis))
+    print(f"report: {report}")
+    print(f"replicate: {out['done']} configuration(s) done, {out['failed']} failed, {out['reused']} run(s) "
+          f"already on record, {out['wall_s']:.1f}s")
+    return EXIT_FAILED if out["failed"] and not out["done"] else 0
 
 
 def cmd_audit(args) -> int:
@@ -542,6 +568,21 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--json", action="store_true",
                     help="print the analysis as JSON (the report is written too)")
     an.set_defaults(func=cmd_analyze)
+
+    rp = sub.add_parser("replicate", help="rerun a sweep's top configurations on more seeds, in the "
+                        "same record (mean ± std over many seeds in every table)")
+    rp.add_argument("dir", metavar="RUN", help=run_help)
+    rp.add_argument("--top", type=int, default=1, help="the top K configurations by the sweep's "
+                    "selection rule (default 1)")
+    rp.add_argument("--per-method", dest="per_method", action="store_true",
+                    help="the top K of each method instead (a paper's table: the best of each)")
+    rp.add_argument("--seeds", required=True, help="seeds as in the spec: 0-9, 0,1,2 (an int sets the "
+                    "spec's seed_axes, by default unlearn_seed)")
+    rp.add_argument("--force", action="store_true", help="as for run")
+    rp.add_argument("--backend", choices=["inline", "ray"], help="override resources.backend")
+    rp.add_argument("--address", help="an existing Ray cluster (as for run)")
+    rp.add_argument("--set", **setf)
+    rp.set_defaults(func=cmd_replicate)
 
     au = sub.add_parser("audit", help="per-example audits (U-LiRA, KLoM, relearn time) of a sweep's "
                         "top configurations: shadow and oracle models trained as parallel tasks")

@@ -38,6 +38,7 @@ import optuna
 from optuna.trial import TrialState
 
 from cluster.backend import Backend, Handle, Outcome
+from orchestrator.oracles import OracleJob, OraclePlan
 from orchestrator.progress import Progress
 from sweeps import results as R
 from sweeps.space import suggest
@@ -84,7 +85,8 @@ def make_backend(resources, fn: Callable[..., dict], progress=None) -> Backend:
         raise UserError(f"resources.backend: ray is not usable here ({e}); use --backend inline") from None
     try:
         return RayBackend(fn, progress, address=resources.address, cpus_per_trial=resources.cpus_per_trial,
-                          gpus_per_trial=resources.gpus_per_trial, max_concurrent=resources.max_concurrent)
+                          gpus_per_trial=resources.gpus_per_trial, max_concurrent=resources.max_concurrent,
+                          overlap=resources.overlap_mia)
     except ClusterConfigError as e:  # a request no node can meet, an unreachable address: exit 2
         raise UserError(f"resources: {e}") from None
 
@@ -101,31 +103,44 @@ class Run:
     t0: float = 0.0
     started_at: str = ""
     cancelled: str | None = None  # why the driver cancelled it (timeout)
+    needs: list[str] = field(default_factory=list)  # the oracle identities it waits for
 
 
 @dataclass
 class OpenTrial:
-    trial: optuna.Trial
+    """A configuration's runs, one per seed: an Optuna trial of the search (told when all have
+    landed), or a configuration replicated on more seeds (`trial` None: nothing to tell)."""
+
+    trial: optuna.Trial | None
     method: str
     params: dict[str, Any]
+    number: int
     runs: list[Run] = field(default_factory=list)
     rows: dict[int, dict[str, Any]] = field(default_factory=dict)
     duplicate_of: int | None = None  # a configuration already recorded: told, not counted
 
-    @property
-    def number(self) -> int:
-        return self.trial.number
+
+@dataclass(frozen=True)
+class Replicate:
+    """What `unlearn-sweep replicate` runs: configurations (trial number, method, full params) of
+    the search on more seeds (each a Seeds dict), in the same record, phase "replicate"."""
+
+    configs: list[tuple[int, str, dict[str, Any]]]
+    seeds: list[dict[str, int]]
 
 
 class Driver:
     def __init__(self, spec: SweepSpec, run_dir: Path, *, backend: Backend | None = None,
                  tracker=None, fn: Callable[..., dict] | None = None, log: TextIO | None = sys.stderr,
-                 force: bool = False, attach: str | None = None):
+                 force: bool = False, attach: str | None = None, replicate: Replicate | None = None,
+                 oracle_phase: bool | None = None):
         self.spec, self.run_dir, self.log_to = spec, Path(run_dir), log
         self._backend, self._tracker, self._fn = backend, tracker, fn
-        self.force, self.attach = force, attach
+        self.force, self.attach, self.replicate = force, attach, replicate
+        self._oracle_phase = oracle_phase  # None: when the real trial function runs on a backend we built
         self.schema = R.trial_schema(spec)
-        self.inflight: dict[Handle, Run] = {}
+        self.inflight: dict[Handle, Run | OracleJob] = {}
+        self.oracles: OraclePlan | None = None  # the oracle phase (real trials on a backend we built)
         self.queue: deque[Run] = deque()
         self.open: dict[int, OpenTrial] = {}
         self.followers: dict[str, list[Run]] = {}  # fp -> runs waiting on the same fp in flight
@@ -202,10 +217,22 @@ class Driver:
                 self.say(self.backend.dashboard_hint)
             self._check_signal()
             self._probe()
-            self._open_study()
+            if self.replicate is None:
+                self._open_study()
+            else:  # replicate extends the record of a sweep that exists; the study is not touched
+                ident = run_identity(self.run_dir) or {}
+                self.run_id = ident.get("run_id", self.spec.name)
             started = True
-            self._reconcile()
+            if self.replicate is None:
+                self._reconcile()
+            else:
+                self.counted = 0
+                self.progress = Progress(self.spec.name, len(self.replicate.configs), "replicate",
+                                         "minimize", stream=self.log_to)
             self._make_tracker()
+            self._plan_oracles()
+            if self.replicate is not None:
+                self._queue_replicate()
             try:
                 self._loop()
             except KeyboardInterrupt as e:
@@ -238,9 +265,11 @@ class Driver:
                 self._compact(quiet=True)
             lock.release()
         wall = time.perf_counter() - t_start
-        self.say(f"finished: {self.done} trial(s) done, {self.failed} failed, {self.reused} run(s) "
+        what = "configuration(s) replicated" if self.replicate else "trial(s) done"
+        self.say(f"finished: {self.done} {what}, {self.failed} failed, {self.reused} run(s) "
                  f"reused from Parquet, {self.retried} retried, {wall:.1f}s")
         return {"done": self.done, "failed": self.failed, "reused": self.reused, "retried": self.retried,
+                "oracles": self.oracles.counts() if self.oracles else {},
                 "duplicates": self.duplicates, "wall_s": wall, "run_dir": str(self.run_dir),
                 "stopped": self.stopped, "stop_failed": self.stop_failed, "failures": dict(self.failures)}
 
@@ -357,7 +386,7 @@ class Driver:
         def rerun(error: str) -> bool:
             return re.sub(r"^seed \d+: ", "", error).startswith(TRANSIENT)
 
-        for why, numbers in reconcile(self.study, missing=missing, rerun=rerun).items():
+        for why, numbers in reconcile(self.study, missing=missing, rerun=rerun, run_id=self.run_id).items():
             self.say(f"resume: {len(numbers)} trial(s) {why} re-enqueued ({', '.join(map(str, numbers))})")
         self.counted = counted(self.study)
         self.progress = Progress.for_study(self.spec, self.study, self.counted, stream=self.log_to)
@@ -368,6 +397,52 @@ class Driver:
             fps = t.user_attrs.get("fingerprints")
             if fps and t.number not in sup and DUPLICATE not in t.user_attrs:
                 self.told_configs.setdefault(tuple(fps), t.number)
+
+    def _plan_oracles(self) -> None:
+        """Work out every Original/Retrain the seeds need and queue them as tasks (they go to the
+        backend before any run that needs them). Only for real trials on a backend we built."""
+        auto = self._fn is None and self._backend is None
+        if not self.spec.resources.oracle_phase or not (auto if self._oracle_phase is None
+                                                        else self._oracle_phase):
+            return
+        self.oracles = OraclePlan()
+        method = next(iter(self.spec.methods))
+        seeds = self.replicate.seeds if self.replicate else self.spec.seed_list()
+        for s in seeds:
+            try:
+                _, cfg = fingerprint(self.spec.trial_config(method, {}, s))
+            except UserError:  # defaults the method rejects: the runs register their own needs
+                continue
+            self.oracles.require(cfg)
+        n = len(self.oracles.jobs)
+        self.say(f"oracle phase: {n} model(s) for {len(seeds)} seed(s), trained side by side "
+                 "(or found in the workers' caches) before the trials that need them")
+
+    def _queue_replicate(self) -> None:
+        """The replicate runs: each configuration on each new seed, unless already on record."""
+        rp = self.replicate
+        for number, method, params in rp.configs:
+            ot = OpenTrial(None, method, params, number)
+            self.open[-1 - len(self.open)] = ot
+            for i, seeds in enumerate(rp.seeds):
+                fp, cfg = fingerprint(self.spec.trial_config(method, params, seeds))
+                ot.runs.append(Run(ot, i, fp, cfg))
+            for run in ot.runs:
+                state, error = self.states.get(run.fp, (None, ""))
+                if state == "COMPLETE" or (state and not error.startswith(TRANSIENT)):
+                    row = R.read_row(self.run_dir, run.fp)
+                    if row is not None:
+                        self.reused += 1
+                        self._accept(run, row)
+                        continue
+                self._enqueue(run)
+        self.say(f"replicate: {len(rp.configs)} configuration(s) x {len(rp.seeds)} seed(s), "
+                 f"{len(self.queue)} run(s) to do, {self.reused} already on record")
+
+    def _enqueue(self, run: Run) -> None:
+        if self.oracles is not None:
+            run.needs = self.oracles.require(run.config)
+        self.queue.append(run)
 
     def _make_tracker(self) -> None:
         if self._tracker is None:
@@ -390,34 +465,78 @@ class Driver:
         return max(1, min(cap, m) if m else cap)
 
     def _more_to_ask(self) -> bool:
-        return not self.stopped and self.counted + len(self.open) < self.spec.n_trials
+        return (self.replicate is None and not self.stopped
+                and self.counted + len(self.open) < self.spec.n_trials)
 
     def _loop(self) -> None:
         while True:
             self._check_signal()
             cap = self._capacity()
-            while len(self.inflight) < cap:
-                if self.queue:
-                    self._submit(self.queue.popleft())
-                elif self._more_to_ask():
+            while len(self.inflight) < cap and not self.stopped:
+                # a run whose oracles exist first (the first result comes as early as it can), then
+                # the oracles the waiting runs need, then a new configuration; a new one is asked
+                # while fewer runs wait than there are slots (a run that waits needs no slot)
+                run = self._next_ready()
+                job = None if run is not None or not self.oracles else self.oracles.next_pending()
+                if run is not None:
+                    self._submit(run)
+                elif job is not None:
+                    self._submit_oracle(job)
+                elif len(self.queue) < cap and self._more_to_ask():
                     self._ask()
                 else:
                     break
-            self.progress.show(len(self.inflight), getattr(self.backend, "running_per_node", dict)())
-            if not self.inflight:  # nothing queued or open either: every open trial has a run in flight
-                if not self._more_to_ask() and not self.queue:
+            running = sum(isinstance(v, Run) for v in self.inflight.values())
+            self.progress.show(running, getattr(self.backend, "running_per_node", dict)())
+            if not self.inflight:
+                if self.queue and not self.stopped:  # only runs whose oracles will never come
+                    self._next_ready(fail_all=True)
+                    continue
+                if not self._more_to_ask():
                     break
                 continue
             for o in self.backend.wait(list(self.inflight), timeout=self._poll()):
                 self._outcome(o)
             self._check_timeouts()
 
+    def _next_ready(self, fail_all: bool = False) -> Run | None:
+        """The first queued run whose oracles are ready (runs whose oracle failed land as FAIL on
+        the way); None when every queued run still waits."""
+        for run in list(self.queue):
+            state = self.oracles.state(run.needs) if (self.oracles and run.needs) else "ready"
+            if state == "waiting" and not fail_all:
+                continue
+            self.queue.remove(run)
+            if state == "ready" and not fail_all:
+                return run
+            self._land(run, None, error=self.oracles.failure(run.needs) if state == "failed"
+                       else "oracle: no oracle task could be run for it")
+        return None
+
+    def _submit_oracle(self, job: OracleJob) -> None:
+        job.status, job.t0 = "running", time.perf_counter()
+        key = f"oracle-{list(self.oracles.jobs).index(job.ident)}"  # unique per job: handles are keys
+        self.inflight[self.backend.submit(key, job.payload, attempt=job.attempt)] = job
+
+    def _oracle_outcome(self, job: OracleJob, o: Outcome) -> None:
+        if o.result is not None:
+            self.say(self.oracles.landed(job, o.result, self.backend.share))
+            return
+        if o.retryable and job.attempt < self.spec.resources.max_retries:
+            job.attempt += 1
+            self.say(f"oracle {job.label}: {o.lost}; retry {job.attempt}")
+            self._submit_oracle(job)
+            return
+        job.status, job.error = "failed", f"lost: {o.lost}"
+        self.say(f"oracle {job.label} failed: {job.error}")
+
     def _poll(self) -> float:
         t = self.spec.resources.timeout_s
         if not t:
             return 1.0
         now = time.perf_counter()
-        left = min((r.t0 + t - now for r in self.inflight.values() if not r.cancelled), default=1.0)
+        left = min((r.t0 + t - now for r in self.inflight.values() if isinstance(r, Run) and not r.cancelled),
+                   default=1.0)
         return max(0.01, min(1.0, left))
 
     def _ask(self) -> None:
@@ -427,7 +546,7 @@ class Driver:
         trial = self.study.ask()
         self.sampled += 1
         method, params = suggest(trial, self.spec)
-        ot = OpenTrial(trial, method, params)
+        ot = OpenTrial(trial, method, params, trial.number)
         self.open[trial.number] = ot
         invalid: dict[int, str] = {}
         for i, seeds in enumerate(self.spec.seed_list()):
@@ -441,6 +560,7 @@ class Driver:
                     f"invalid configuration: {e}"
             ot.runs.append(Run(ot, i, fp, cfg))
         trial.set_user_attr("fingerprints", [r.fp for r in ot.runs])
+        trial.set_user_attr("run_id", self.run_id)  # whose record holds its rows (shared studies)
         key = tuple(r.fp for r in ot.runs)
         if key in self.told_configs:  # the sampler proposed a configuration already on record
             ot.duplicate_of = self.told_configs[key]
@@ -457,20 +577,23 @@ class Driver:
                         self.reused += 1
                         self._accept(run, row)
                         continue
-            if any(r.fp == run.fp for r in self.inflight.values()) or \
+            if any(isinstance(r, Run) and r.fp == run.fp for r in self.inflight.values()) or \
                     any(r.fp == run.fp for r in self.queue):
                 self.followers.setdefault(run.fp, []).append(run)
                 continue
-            self.queue.append(run)
+            self._enqueue(run)
 
     def _submit(self, run: Run) -> None:
         run.t0, run.started_at = time.perf_counter(), R.now_iso()
         if run.attempt == 0:
             self._track("start", run.fp, run.trial.number, {"method": run.trial.method, **run.trial.params,
                                                              "seed_index": run.seed_index}, run.config)
+        payload = run.config
+        if self.oracles is not None and run.needs:  # where its oracles are, for a node that lacks them
+            payload = {**run.config, "shared_files": self.oracles.files(run.needs)}
         self._interruptible = True  # the inline backend runs the trial right here
         try:
-            h = self.backend.submit(run.fp, run.config, attempt=run.attempt)
+            h = self.backend.submit(run.fp, payload, attempt=run.attempt)
         finally:
             self._interruptible = False
         self.inflight[h] = run
@@ -478,6 +601,9 @@ class Driver:
     def _outcome(self, o: Outcome) -> None:
         run = self.inflight.pop(o.handle, None)
         if run is None:
+            return
+        if isinstance(run, OracleJob):
+            self._oracle_outcome(run, o)
             return
         if o.result is not None:  # finished (even if a timeout cancel raced with it)
             self._land(run, o.result, node=o.node)
@@ -504,7 +630,7 @@ class Driver:
             return
         now = time.perf_counter()
         for h, run in list(self.inflight.items()):
-            if run.cancelled is None and now - run.t0 > t:
+            if isinstance(run, Run) and run.cancelled is None and now - run.t0 > t:
                 run.cancelled = f"timed out after {t:g}s"
                 self.backend.cancel(h, run.cancelled)
 
@@ -514,7 +640,8 @@ class Driver:
                                  seed_index=run.seed_index, result=result, error=error,
                                  attempt=run.attempt, node=node, started_at=run.started_at,
                                  ended_at=R.now_iso(), seeds_in_trial=len(run.trial.runs),
-                                 run_id=self.run_id))
+                                 run_id=self.run_id,
+                                 phase="search" if run.trial.trial is not None else "replicate"))
 
     def _land(self, run: Run, result: dict[str, Any] | None, error: str | None = None, node: str = ""
               ) -> None:
@@ -536,8 +663,22 @@ class Driver:
     def _accept(self, run: Run, row: dict[str, Any]) -> None:
         ot = run.trial
         ot.rows[run.seed_index] = row
-        if len(ot.rows) == len(ot.runs) and ot.number in self.open:
-            self._tell(ot)
+        if len(ot.rows) == len(ot.runs) and any(v is ot for v in self.open.values()):
+            if ot.trial is None:
+                self._replicated(ot)
+            else:
+                self._tell(ot)
+
+    def _replicated(self, ot: OpenTrial) -> None:
+        """A replicated configuration has all its new seeds: counted, never told to Optuna."""
+        del self.open[next(k for k, v in self.open.items() if v is ot)]
+        bad = [r for r in ot.rows.values() if r["state"] != "COMPLETE"]
+        if bad:
+            self.failed += 1
+            self.failures[R.reason_key(bad[0].get("error") or "")] += 1
+        else:
+            self.done += 1
+        self.progress.told(ot.number, None if bad else [0.0], False)
 
     def _tell(self, ot: OpenTrial) -> None:
         rows = [ot.rows[i] for i in sorted(ot.rows)]
@@ -617,6 +758,8 @@ class Driver:
                 self.backend.cancel(h, reason)
             except Exception:  # noqa: BLE001
                 pass
+            if isinstance(run, OracleJob):
+                continue
             try:
                 R.write_trial(self.run_dir, self._row(run, None, "interrupted"), [], self.schema)
             except OSError:
@@ -624,6 +767,8 @@ class Driver:
         self.inflight.clear()
         self.queue.clear()
         for ot in list(self.open.values()):
+            if ot.trial is None:  # a replicate: its remaining runs are redone by the next replicate
+                continue
             try:
                 requeue(self.study, ot.trial._trial_id, ot.number, ot.trial.params, reason=reason)
             except Exception:  # noqa: BLE001 - a full disk: the next resume reconciles RUNNING trials
@@ -649,3 +794,33 @@ def _mean(rows: list[dict[str, Any]], metric: str) -> float:
 
 def run_sweep(spec: SweepSpec, run_dir: str | Path, **kw) -> dict[str, Any]:
     return Driver(spec, Path(run_dir), **kw).run()
+
+
+REPLICATE_SETS = ("base.eval.", "base.device", "base.cache_dir", "resources.", "tracking.")
+
+
+def replicate_sweep(spec: SweepSpec, run_dir: str | Path, *, top: int, seeds, per_method: bool = False,
+                    eval: dict[str, Any] | None = None, **kw) -> dict[str, Any]:
+    """Rerun the top `top` configurations of the search (by its selection rule; the top `top` of
+    each method with `per_method`) on `seeds` (the `seeds` grammar: "0-9", [0, 1], mappings), in
+    the same record (phase "replicate"); runs already recorded are not run again. `eval`: base.eval
+    settings for these runs only."""
+    from sweeps.analysis import analyze, top_configs
+    from sweeps.spec import load_spec, parse_seeds
+
+    run_dir = Path(run_dir)
+    a = analyze(run_dir, spec)
+    if eval:
+        raw = spec.dump()
+        raw["base"] = {**raw["base"], "eval": {**raw["base"].get("eval", {}), **eval}}
+        spec = load_spec(raw)
+    ranked = top_configs(a, len(a.configs))
+    picked = ranked.groupby("method", sort=False).head(top) if per_method else ranked.head(top)
+    if picked.empty:
+        raise UserError(f"replicate: {run_dir} has no complete feasible configuration to replicate yet")
+    try:
+        seed_list = spec.seed_list(parse_seeds(seeds))
+    except ValueError as e:
+        raise UserError(f"replicate.seeds: {e}") from None
+    configs = [(int(r.trial_number), r.method, json.loads(r.params_json)) for r in picked.itertuples()]
+    return Driver(spec, run_dir, replicate=Replicate(configs, seed_list), **kw).run()

@@ -140,7 +140,8 @@ class WandbTracker:
             cfg = scrub({**params, "trial_number": number, "fingerprint": key, "trial": config})
             self._runs[key] = self._wandb.init(
                 project=self.project, entity=self.entity, group=self.sweep, job_type=self.job_type,
-                name=f"{self.sweep}-{number}", tags=self.tags or None, notes=self.notes,
+                name=f"{self.sweep}-{number}" + (f"-seed{params['seed_index']}" if "seed_index" in params
+                                                  else ""), tags=self.tags or None, notes=self.notes,
                 config=cfg, dir=str(self.dir) if self.dir else None, mode=self.mode,
                 reinit="create_new", settings=self._settings())
         except Exception as e:

@@ -146,10 +146,13 @@ def per_config(runs: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     p_cols = [c for c in runs.columns if c.startswith("p_")]
     if p_cols:
         out = out.join(g_all[p_cols].first())
-    # complete: every search seed of the spec has a complete search run
-    expected = pd.DataFrame(spec.seed_list()).drop_duplicates()[SEEDS]
-    covered = ok[ok["phase"] == "search"].merge(expected, on=SEEDS).groupby(KEY).size()
-    complete = covered.reindex(out.index, fill_value=0) >= len(expected)
+    # complete: every seed its trial ran on (seeds_in_trial; the spec's seeds may have grown since,
+    # and records from before that column count the spec's) has a complete search run
+    search = runs[runs["phase"] == "search"]
+    need = (search.groupby(KEY)["seeds_in_trial"].max() if "seeds_in_trial" in search else
+            pd.Series(dtype=float)).reindex(out.index).fillna(len(spec.seed_list()))
+    covered = ok[ok["phase"] == "search"].drop_duplicates(KEY + SEEDS).groupby(KEY).size()
+    complete = covered.reindex(out.index, fill_value=0) >= need
     errors = runs[runs["state"] != "COMPLETE"].groupby(KEY)["error"].first().reindex(out.index)
     out["state"] = np.where(complete, "COMPLETE", "FAIL")
     out["error"] = np.where(complete, "", errors.fillna("missing seeds").astype(str))

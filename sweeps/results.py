@@ -367,7 +367,7 @@ def record_problems(spec: SweepSpec, run_dir: Path, scans: dict[str, Scan] | Non
     """(the study, read only; one line per problem of the record): files that cannot be read, the
     journal's damage, trials the journal has whose runs Parquet lacks. Touches nothing. `scans`:
     the record as the caller has read it (`scan_record`), so it is read once."""
-    from sweeps.study import FINISHED, load_study_readonly, superseded
+    from sweeps.study import FINISHED, load_study_readonly, run_identity, superseded
 
     scans = scans or scan_record(run_dir)
     lines = [ln for sub in ("trials", "history") for ln in scans[sub].problems()]
@@ -376,8 +376,10 @@ def record_problems(spec: SweepSpec, run_dir: Path, scans: dict[str, Scan] | Non
         lines.append(notice)
     if study is not None:
         have, sup = set(scans["trials"].table.column("fingerprint").to_pylist()), superseded(study)
+        mine = (run_identity(run_dir) or {}).get("run_id")
         lost = [t.number for t in study.get_trials(deepcopy=False, states=FINISHED)
                 if t.number not in sup and "method" in t.params
+                and (mine is None or t.user_attrs.get("run_id", mine) == mine)
                 and any(fp not in have for fp in t.user_attrs.get("fingerprints", []))]
         if lost:
             shown = ", ".join(map(str, lost[:10])) + (" ..." if len(lost) > 10 else "")

@@ -130,6 +130,12 @@ class Resources(StrictModel):
     max_concurrent: int | None = Field(None, ge=1)
     max_retries: int = Field(2, ge=0)
     timeout_s: float | None = Field(None, gt=0)
+    # train every Original/Retrain the seeds need as tasks before the trials (each once, side by
+    # side, sent to every node); false: each trial trains what its node's cache lacks, when it runs
+    oracle_phase: bool = True
+    # Ray: a worker starts its next trial while the previous one's MIA SVC runs on the CPU (the same
+    # metrics); max_concurrent still caps the trials in flight, those finishing their SVC included
+    overlap_mia: bool = True
 
     @model_validator(mode="after")
     def _whole_or_fraction(self):
@@ -168,6 +174,43 @@ class AuditSpec(AuditConfig):
     max_concurrent: int | None = Field(None, ge=1)  # tasks at once; None = every backend slot
 
 
+def parse_seeds(value: Any) -> list[int | dict[str, int]]:
+    """Seed entries from `--seeds` or `replicate.seeds`: a list (ints or Seeds mappings), an int,
+    or text: "0-9" (a range, both ends included), "0,1,2", or a mix ("0-4,7"). Raises ValueError."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a seed list: {value!r}")
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, list):
+        return value
+    out: list[int | dict[str, int]] = []
+    for part in str(value).replace(" ", "").split(","):
+        lo, dash, hi = part.partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()):
+            raise ValueError(f"not a seed list: {value!r} (expected e.g. 0-9 or 0,1,2)")
+        out += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
+    if not out:
+        raise ValueError("no seeds given")
+    return out
+
+
+class ReplicateSpec(StrictModel):
+    """`replicate:` in a spec (and `unlearn-sweep replicate`): rerun the top configurations of the
+    search on more seeds, in the same record, so tables report mean +- std over many seeds."""
+
+    top: int = Field(1, ge=1)  # the top K configurations by the sweep's selection rule ...
+    per_method: bool = False  # ... or the top K of each method (a paper's table: the best of each)
+    seeds: list[int | dict[str, int]] = Field(min_length=1)  # same grammar as `seeds` (and seed_axes)
+    # base.eval settings for the replicate runs only, e.g. {mia: true} when the search skipped the
+    # SVC attack to go faster (the reported table then has MIA-efficacy)
+    eval: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _text(cls, v):
+        return parse_seeds(v)
+
+
 class SweepSpec(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
@@ -196,6 +239,7 @@ class SweepSpec(StrictModel):
     # {metric: du_norm, direction: minimize} (the smallest norm of its four objective terms)
     select: Objective | None = None
     audit: AuditSpec | None = None  # per-example audits of the top configurations (docs/metrics.md)
+    replicate: ReplicateSpec | None = None  # after the search: its top configurations on more seeds
 
     @field_validator("methods")
     @classmethod
@@ -336,11 +380,9 @@ def check_spec(spec: SweepSpec, *, check_data: bool = True) -> None:
             raise UserError(f"base.data.root: {base.data.root} is not a folder")
     if check_data and (problem := missing_root(base.data)):  # mnist, fashion_mnist (default root)
         raise UserError(f"base.data.root: {problem}")
-    for i, s in enumerate(spec.seeds):
-        if isinstance(s, dict):
-            bad = set(s) - set(TrialConfig.model_fields["seeds"].annotation.model_fields)
-            if bad:
-                raise UserError(f"seeds.{i}.{sorted(bad)[0]}: unknown key")
+    check_seeds(spec.seeds, "seeds")
+    if spec.replicate is not None:
+        check_seeds(spec.replicate.seeds, "replicate.seeds")
 
     known = all_methods()
     for name, ms in spec.methods.items():
@@ -398,6 +440,18 @@ def check_spec(spec: SweepSpec, *, check_data: bool = True) -> None:
         if not p.is_file():
             raise UserError(f"reference.table: {spec.reference.table!r} is not in sweeps/reference/")
     _check_sampler(spec)
+
+
+def check_seeds(seeds: list[int | dict[str, int]], path: str) -> None:
+    from unlearning.trial import Seeds
+
+    for i, s in enumerate(seeds):
+        if isinstance(s, dict):
+            bad = set(s) - set(Seeds.model_fields)
+            if bad:
+                raise UserError(f"{path}.{i}.{sorted(bad)[0]}: unknown key")
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in s.values()):
+                raise UserError(f"{path}.{i}: seeds are integers")
 
 
 def _check_dim(path: str, d: Dim) -> None:

@@ -237,17 +237,22 @@ def open_study(spec: SweepSpec, run_dir: Path, name: str | None = None, *,
 
 
 def reconcile(study: optuna.Study, *, missing: Callable[[list[str]], bool] = lambda fps: False,
-              rerun: Callable[[str], bool] = lambda error: False) -> dict[str, list[int]]:
+              rerun: Callable[[str], bool] = lambda error: False, run_id: str | None = None
+              ) -> dict[str, list[int]]:
     """Bring the study in line with the record before a driver continues it. Re-enqueued (their
     parameters asked again, the old trial not counted towards n_trials):
       - trials left RUNNING by a driver that died;
       - finished trials whose runs `missing(fingerprints)` says are not (all) in Parquet;
       - failed trials whose error `rerun(error)` calls transient (a lost worker).
+    Only this run directory's trials (user attr run_id, when given): a study shared on purpose
+    (--attach) holds other drivers' trials, running or recorded elsewhere.
     Returns {reason: trial numbers}."""
     out: dict[str, list[int]] = {}
     sup = superseded(study)
     for t in study.get_trials(deepcopy=False):
         if t.number in sup or t.state == TrialState.WAITING:
+            continue
+        if run_id is not None and t.user_attrs.get("run_id", run_id) != run_id:
             continue
         if t.state == TrialState.RUNNING:
             why = "left RUNNING by a driver that died"

@@ -1,6 +1,6 @@
 """Tiny task functions for backend tests, importable by Ray workers (`tests.tasks.task`).
 
-A payload names what to do: {"op": "echo" | "sleep" | "raise" | "die" | "epochs" | "pid", ...}."""
+A payload names what to do: {"op": "echo" | "sleep" | "raise" | "die" | "epochs" | "pid" | "tail", ...}."""
 from __future__ import annotations
 
 import os
@@ -30,8 +30,26 @@ def task(payload: dict, on_epoch=None) -> dict:
         return {"epochs": int(payload.get("n", 3))}
     if op == "pid":
         return {"pid": os.getpid()}
+    if op == "shared":  # bytes handed over with Backend.share, fetched here
+        import hashlib
+
+        return {"sha": hashlib.sha256(payload["blob"]()).hexdigest()}
     if op == "env":
         return {k: os.environ.get(k) for k in payload.get("names", [])}
+    if op == "tail":  # `device_s` of work, then a CPU tail (cluster/backend.py) of `tail_s`
+        t0 = time.time()
+        time.sleep(float(payload.get("device_s", 0.0)))
+        device = [t0, time.time()]
+
+        def tail() -> dict:
+            t1 = time.time()
+            time.sleep(float(payload.get("tail_s", 0.0)))
+            if payload.get("raise"):
+                raise ValueError(payload["raise"])
+            return {"tail": payload.get("value"), "pid": os.getpid(), "device": device,
+                    "in_tail": [t1, time.time()]}
+
+        return tail
     if op == "oom":  # what unlearning.trial returns when CUDA runs out of memory
         return {"state": "FAIL", "error": "out of memory: CUDA out of memory", "pid": os.getpid()}
     raise KeyError(f"unknown op {op!r}")
@@ -50,7 +68,29 @@ def fake_run_task(payload: dict, on_epoch=None) -> dict:
     probe passes, a trial is tests.sweep_util.fake_task after $FAKE_TASK_SECONDS (default 0.2)."""
     from tests.sweep_util import fake_task
 
-    if payload.get("task") == "probe":
-        return {"ok": True}
+    if payload.get("task") in ("probe", "oracle"):  # nothing to check, no model to train
+        return {"ok": True, "files": {}}
     time.sleep(float(os.environ.get("FAKE_TASK_SECONDS", "0.2")))
     return fake_task(payload, on_epoch)
+
+
+def fake_tail_task(payload: dict, on_epoch=None):
+    """tests.sweep_util.fake_task with a device part (0.2 s) and a CPU tail (0.3 s), as
+    unlearning.trial.run_task returns a trial. The first tail to run in the sweep (marked by a file
+    in the payload's cache_dir) hangs for a minute, for timeouts."""
+    from pathlib import Path
+
+    from tests.sweep_util import fake_task
+
+    time.sleep(0.2)
+    result = fake_task(payload, on_epoch)
+
+    def tail() -> dict:
+        try:
+            (Path(payload["cache_dir"]) / "hung").touch(exist_ok=False)
+            time.sleep(60)
+        except FileExistsError:
+            time.sleep(0.3)
+        return result
+
+    return tail

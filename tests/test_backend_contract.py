@@ -29,17 +29,20 @@ class Rows:
         self.rows.append((key, row))
 
 
-@pytest.fixture(scope="module", params=["inline", pytest.param("ray", marks=pytest.mark.ray)])
+@pytest.fixture(scope="module", params=["inline", pytest.param("ray", marks=pytest.mark.ray),
+                                        pytest.param("ray-overlap", marks=pytest.mark.ray)])
 def backend(request):
     """One backend per kind for the module (Ray actors take seconds to start); `.rows` records
-    progress, `.concurrent` says whether tasks run in other processes."""
+    progress, `.concurrent` says whether tasks run in other processes. ray-overlap: an actor takes
+    its next task while the previous one's CPU tail runs."""
     rows = Rows()
     if request.param == "inline":
         b = InlineBackend(task, rows)
     else:
         request.getfixturevalue("ray_instance")
         from cluster.ray_backend import RayBackend
-        b = RayBackend(task, rows, cpus_per_trial=1, max_concurrent=2)
+        b = RayBackend(task, rows, cpus_per_trial=1, max_concurrent=2,
+                       overlap=request.param == "ray-overlap")
     b.rows, b.concurrent = rows, request.param != "inline"
     yield b
     b.shutdown()
@@ -87,6 +90,22 @@ def test_task_exception_is_lost_not_retryable(backend):
     # the backend keeps working after a task's exception
     h2 = b.submit("good", {"op": "echo", "value": 3})
     assert wait_all(b, [h2])[h2].result["echo"] == 3
+
+
+def test_a_cpu_tail_gives_the_result(backend):
+    b = backend
+    h = b.submit("t", {"op": "tail", "value": [2, "b"], "device_s": 0.1, "tail_s": 0.2})
+    r = wait_all(b, [h])[h].result
+    assert r["tail"] == [2, "b"] and r["in_tail"][0] >= r["device"][1]  # after the device part
+
+
+def test_a_tail_that_raises_is_lost_not_retryable(backend):
+    b = backend
+    h = b.submit("tr", {"op": "tail", "raise": "svc broke"})
+    o = wait_all(b, [h])[h]
+    assert o.result is None and not o.retryable and "ValueError" in o.lost and "svc broke" in o.lost
+    h2 = b.submit("tr2", {"op": "tail", "value": 4})
+    assert wait_all(b, [h2])[h2].result["tail"] == 4
 
 
 def test_progress_rows_arrive_in_order(backend):
@@ -140,3 +159,13 @@ def test_worker_death_is_lost_and_retryable(backend):
     h2 = b.submit("again", {"op": "echo", "value": 7}, attempt=1)
     assert wait_all(b, [h2])[h2].result["echo"] == 7
     assert b.capacity() >= 1
+
+
+def test_shared_bytes_reach_every_task(backend):
+    import hashlib
+
+    blob = os.urandom(3 << 20)  # a few MB, as a small model's weights
+    token = backend.share(blob)
+    hs = [backend.submit(f"s{i}", {"op": "shared", "blob": token}) for i in range(3)]
+    out = wait_all(backend, hs)
+    assert {o.result["sha"] for o in out.values()} == {hashlib.sha256(blob).hexdigest()}

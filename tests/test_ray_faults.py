@@ -134,6 +134,98 @@ def test_fractional_gpus_pack_four_per_gpu_and_the_fifth_waits(cluster):
     assert {r["cuda"] for r in runs} == {"0"}  # Ray gave each the one (logical) GPU
 
 
+# -- overlap: the next task on the device while the previous one's CPU tail runs -----------------
+
+def _until(pred, backend, handles, within=30.0):
+    """Drive `backend.wait` until `pred()` holds; fails if any of `handles` finishes meanwhile."""
+    deadline = time.monotonic() + within
+    while not pred():
+        assert time.monotonic() < deadline, "condition not reached"
+        assert backend.wait(handles, timeout=0.2) == [], "a task finished too early"
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_an_actor_takes_the_next_task_once_the_previous_one_is_in_its_tail(cluster, overlap):
+    with RayBackend(task, None, cpus_per_trial=2, overlap=overlap) as b:  # one actor
+        assert b.capacity() == 1
+        a = b.submit("a", {"op": "tail", "device_s": 0.3, "tail_s": 1.5})
+        if overlap:
+            _until(lambda: b.capacity() == 2, b, [a])
+            assert b.workers()[0]["tails"] == ["a"] and b.workers()[0]["running"] is None
+        else:
+            assert b.capacity() == 1
+        c = b.submit("c", {"op": "tail", "value": "c", "device_s": 0.5})
+        assert b.capacity() == (2 if overlap else 1)  # never a second task before a tail
+        out = {o.handle.key: o.result for o in _wait_all(b, [a, c])}
+        assert out["a"]["pid"] == out["c"]["pid"]  # one worker process ran both
+        if overlap:  # c used the device while a's tail ran, and both results are whole
+            assert out["c"]["device"][0] < out["a"]["in_tail"][1]
+        else:
+            assert out["c"]["device"][0] >= out["a"]["in_tail"][1]
+        assert out["c"]["tail"] == "c"
+
+
+def _wait_all(b, handles, within=60.0):
+    out, left, deadline = [], list(handles), time.monotonic() + within
+    while left and time.monotonic() < deadline:
+        for o in b.wait(left, timeout=0.5):
+            left.remove(o.handle)
+            out.append(o)
+    assert not left, f"not finished: {left}"
+    return out
+
+
+def _two_on_one_actor(b):
+    """`a` hangs in its tail while `c` holds the device: two tasks on the one actor."""
+    a = b.submit("a", {"op": "tail", "tail_s": 60})
+    _until(lambda: b.capacity() == 2, b, [a])
+    c = b.submit("c", {"op": "tail", "device_s": 60})
+    _until(lambda: b.workers()[0]["running"] == "c", b, [a, c])
+    return a, c, b.workers()[0]["pid"]
+
+
+def test_cancel_mid_overlap_records_the_cancelled_task_and_the_other_is_retryable(cluster):
+    with RayBackend(task, None, cpus_per_trial=2, overlap=True) as b:
+        a, c, pid = _two_on_one_actor(b)
+        time.sleep(0.3)  # inside both
+        b.cancel(a, "timed out after 5s")
+        out = {o.handle.key: o for o in _wait_all(b, [a, c])}
+        assert out["a"].lost == "timed out after 5s" and not out["a"].retryable
+        assert out["c"].result is None and out["c"].retryable  # lost only because a's worker went
+        assert "stopped to cancel" in out["c"].lost and "timed out" in out["c"].lost
+        assert gone(pid)
+        again = _wait_all(b, [b.submit("c", {"op": "tail", "value": 1}, attempt=1)])[0]
+        assert again.result["tail"] == 1 and again.result["pid"] != pid
+        assert len(b.workers()) == 1 and b.capacity() == 1
+
+
+def test_a_worker_killed_mid_overlap_loses_both_tasks_retryable_and_is_replaced_once(cluster):
+    with RayBackend(task, None, cpus_per_trial=2, overlap=True) as b:
+        a, c, pid = _two_on_one_actor(b)
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGKILL)
+        out = _wait_all(b, [a, c])
+        assert len(out) == 2 and all(o.result is None and o.retryable and "died" in o.lost for o in out)
+        deadline = time.monotonic() + 60
+        while b.capacity() < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(b.workers()) == 1 and b.capacity() == 1  # one replacement, not one per task
+        again = _wait_all(b, [b.submit(k, {"op": "tail", "value": k}, attempt=1) for k in ("a", "c")])
+        assert {o.result["tail"] for o in again} == {"a", "c"}
+
+
+def test_an_out_of_memory_result_retires_the_actor_after_its_other_task(cluster):
+    with RayBackend(task, None, cpus_per_trial=2, overlap=True) as b:
+        a = b.submit("a", {"op": "tail", "device_s": 0.2, "tail_s": 1})
+        _until(lambda: b.capacity() == 2, b, [a])
+        oom = b.submit("oom", {"op": "oom"})
+        outs = {o.handle.key: o for o in _wait_all(b, [a, oom])}
+        assert outs["oom"].result["state"] == "FAIL" and outs["a"].result["tail"] is None
+        assert outs["a"].result["pid"] == outs["oom"].result["pid"]  # a finished, not killed
+        after = _wait_all(b, [b.submit("next", {"op": "pid"})])[0].result["pid"]
+        assert after != outs["oom"].result["pid"]
+
+
 @pytest.mark.parametrize("kwargs, needle", [
     ({"gpus_per_trial": 2}, "2 GPU"),
     ({"cpus_per_trial": 64}, "64 CPU"),
@@ -218,6 +310,69 @@ def test_sweep_on_ray_gives_the_metrics_inline_gives(cluster, tmp_path):
         assert row["state"] == "COMPLETE" and row["node"]
         for m in ("unlearn_acc", "retain_acc", "test_acc", "mia_efficacy", "avg_gap", "forget_gap"):
             assert row[m] == pytest.approx(inline[fp][m], abs=1e-6), (fp, m)
+
+
+class _Results:
+    """A tracker that keeps each run's whole result (metrics, reference metrics, history)."""
+
+    def __init__(self):
+        self.results: dict[str, dict] = {}
+
+    def start(self, *a): pass
+
+    def log(self, *a): pass
+
+    def finish(self, key, result): self.results[key] = result
+
+    def close(self): pass
+
+
+def test_sweep_with_overlap_gives_the_whole_results_inline_gives(cluster, tmp_path):
+    """Real trials (digits, small_cnn) on one actor that starts each trial while the previous one's
+    MIA SVC runs: every metric, reference metric and history row equals the in-process run's, all
+    but the timings."""
+    from orchestrator.runner import run_sweep
+    from sweeps.spec import load_spec
+    from tests.sweep_util import small_spec
+    from unlearning.trial import untimed
+
+    raw = small_spec(n_trials=4, sampler={"name": "random", "seed": 3})
+    # the same torch thread count on both sides (Ray gives an actor num_cpus threads): a float sum's
+    # order depends on it
+    raw["resources"] = {"backend": "inline", "cpus_per_trial": 2}
+    inline, overlapped = _Results(), _Results()
+    run_sweep(load_spec(raw), tmp_path / "inline", tracker=inline, log=None)
+    raw["resources"] = {"backend": "ray", "cpus_per_trial": 2, "overlap_mia": True}  # one actor
+    out = run_sweep(load_spec(raw), tmp_path / "ray", tracker=overlapped, log=None)
+    assert out["done"] == 4 and out["failed"] == 0
+    assert set(overlapped.results) == set(inline.results) and len(inline.results) == 4
+    for fp, r in overlapped.results.items():
+        assert r["state"] == "COMPLETE" and "mia_efficacy" in r["metrics"]
+        assert untimed(r) == untimed(inline.results[fp]), fp
+
+
+def test_a_trial_timed_out_mid_overlap_is_recorded_and_the_trial_beside_it_rerun(cluster, tmp_path):
+    """The first trial hangs in its CPU tail while the next one has started on the same actor:
+    the driver cancels the first (FAIL, timed out), which stops the actor, and reruns the other."""
+    import io
+
+    from orchestrator.runner import run_sweep
+    from sweeps.spec import load_spec
+    from tests.sweep_util import small_spec
+    from tests.tasks import fake_tail_task
+
+    raw = small_spec(n_trials=4, sampler={"name": "random", "seed": 4})
+    raw["base"]["cache_dir"] = str(tmp_path)  # where fake_tail_task marks the tail that hangs
+    raw["resources"] = {"backend": "ray", "cpus_per_trial": 2, "timeout_s": 4, "max_retries": 1}
+    log = io.StringIO()
+    out = run_sweep(load_spec(raw), tmp_path / "run", fn=fake_tail_task, log=log)
+    rows = list(_by_fp(tmp_path / "run").values())
+    assert len(rows) == 4 and out["done"] == 3 and out["failed"] == 1 and out["retried"] == 1
+    (failed,) = [r for r in rows if r["state"] == "FAIL"]
+    assert failed["error"].startswith("timed out after 4s") and failed["attempt"] == 0
+    (rerun,) = [r for r in rows if r["attempt"] == 1]
+    assert rerun["state"] == "COMPLETE"
+    assert "stopped to cancel another task" in log.getvalue()
 
 
 class _NodeRemover(RayBackend):

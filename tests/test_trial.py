@@ -4,14 +4,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
 
 from tests.conftest import digits_config
+from unlearning import trial as T
 from unlearning.errors import UserError
 from unlearning.methods import Method, MethodConfig, register
-from unlearning.trial import TrialConfig, load_trial_config, run_trial, run_trial_payload
+from unlearning.trial import (TrialConfig, load_trial_config, run_trial, run_trial_payload, start_trial,
+                              untimed)
 
 
 @pytest.mark.parametrize("raw, needle", [
@@ -92,6 +96,68 @@ def test_payload_entry_point_turns_user_errors_into_fail_rows():
     assert out["state"] == "FAIL" and "does not exist" in out["error"]
     json.dumps(out)  # JSON-safe
 
+
+
+# -- the CPU tail (overlap) and the warm-up (RTE) -------------------------------------------------
+
+def test_tails_run_beside_the_next_trials_give_the_results_of_trials_run_one_by_one():
+    """What a worker with overlap does: each trial's CPU tail (the MIA SVC, DeepUnlearn's attack)
+    runs on a background thread while the next trial trains. Every number but the timings is the
+    same as when the trials run one after another."""
+    cfgs = [digits_config("ft", params={"epochs": 1, "lr": lr}) for lr in (0.02, 0.1)] + [
+        digits_config("rl", params={"epochs": 1}, eval={"du_mia": True})]
+    one_by_one = [run_trial(c) for c in cfgs]
+    with ThreadPoolExecutor(max_workers=1) as tails:  # the worker's background thread
+        futures = [tails.submit(start_trial(c)) for c in cfgs]
+        overlapped = [f.result() for f in futures]
+    for a, b in zip(one_by_one, overlapped):
+        assert a.state == "COMPLETE" and "mia_efficacy" in a.metrics
+        assert untimed(a) == untimed(b)
+
+
+def test_a_failure_in_the_tail_is_a_failed_trial(monkeypatch):
+    def broken(*a, **k):
+        raise ValueError("no attack can be trained")
+
+    monkeypatch.setattr(T.M, "mia_efficacy", broken)
+    r = run_trial(digits_config("ft", params={"epochs": 1}))
+    assert r.state == "FAIL" and "ValueError: no attack can be trained" in r.error
+    assert r.ended_at and r.total_s > 0
+
+
+def test_the_timed_unlearning_of_a_fresh_process_imports_nothing():
+    """RTE is a reported metric: one-time process costs (the first optimizer imports torch._dynamo,
+    about a second) must not land in the first trial's timed part. In a fresh process, no module
+    is imported while the unlearning is timed, for methods that build SGD, Adam, MIA models and
+    functional calls."""
+    script = """
+import json, sys
+from unlearning import loop, trial as T
+seen, real = [], loop.run_loop
+def timed(*a, **k):
+    before = set(sys.modules)
+    out = real(*a, **k)
+    seen.append(sorted(set(sys.modules) - before))
+    return out
+T.run_loop = timed
+for m, p in (("ltu", {"epochs": 1, "mia_steps": 20}), ("eupmu", {"epochs": 1}), ("ft", {"epochs": 1})):
+    r = T.run_trial(T.load_trial_config({"method": m, "data": {"name": "digits"}, "params": p}))
+    assert r.state == "COMPLETE", r.error
+print(json.dumps(seen))
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == [[], [], []]
+
+
+def test_the_kernel_warm_up_changes_no_result():
+    cfg = digits_config("rl", params={"epochs": 1})
+    T._WARM_KERNELS.clear()
+    warmed = run_trial(cfg)  # a few steps of a throwaway copy first, outside the timed part
+    assert T._WARM_KERNELS
+    again = run_trial(cfg)  # already warm: straight to the unlearning
+    assert untimed(warmed) == untimed(again)
 
 
 def run_cli(*args):

@@ -100,11 +100,42 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
+def cache_key(key_parts: dict[str, Any]) -> str:
+    """The file name stem of a cached model: a content hash of everything that determines it."""
+    return hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def cache_files(cache_dir: Path, key: str) -> dict[str, bytes]:
+    """The files of one cached model ({name: bytes}): what a worker sends so that another node's
+    cache can hold the same model without training it (`install_files`)."""
+    return {name: (cache_dir / name).read_bytes() for name in (f"{key}.pt", f"{key}.json")}
+
+
+def install_files(cache_dir: Path, files: dict[str, Any]) -> int:
+    """Put model files sent from elsewhere into this node's cache, atomically, unless already there.
+    `files` maps a cache file name to its bytes or to a zero-argument callable returning them (the
+    backend's handle: the bytes travel only when this node lacks the file). Names are plain cache
+    names (hash.pt / hash.json), never paths. Returns how many files were written."""
+    written = 0
+    for name, blob in files.items():
+        if "/" in name or name.startswith(".") or not name.endswith((".pt", ".json")):
+            raise ValueError(f"install_files: {name!r} is not a cache file name")
+        path = cache_dir / name
+        if path.exists():
+            continue
+        data = blob() if callable(blob) else blob
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, lambda p: p.write_bytes(data))
+        written += 1
+    return written
+
+
 def cached_train(cache_dir: Path, key_parts: dict[str, Any], ds: Dataset, idx: torch.Tensor,
                  model_name: str, recipe: TrainRecipe, seed: int, device: torch.device, autocast
                  ) -> Trained:
-    """`train_from_scratch`, memoised on disk under a hash of `key_parts`."""
-    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:24]
+    """`train_from_scratch`, memoised on disk under a hash of `key_parts` (the .pt is loaded with
+    weights_only: a cache file cannot run code)."""
+    key = cache_key(key_parts)
     weights, meta = cache_dir / f"{key}.pt", cache_dir / f"{key}.json"
     with _locked(weights):
         if weights.exists() and meta.exists():
@@ -134,16 +165,23 @@ def oracle_key(ds: Dataset, model_name: str, recipe: TrainRecipe, seed: int, pre
     return base
 
 
+def oracle_parts(kind: Literal["original", "retrain"], ds: Dataset, split: Split, *, model_name: str,
+                 recipe: TrainRecipe, train_seed: int, precision: str = "fp32"
+                 ) -> tuple[dict[str, Any], torch.Tensor]:
+    """(cache-key parts, training indices) of an oracle: the original (all training examples; does
+    not depend on the split) or Retrain (the retain set of `split`)."""
+    base = oracle_key(ds, model_name, recipe, train_seed, precision)
+    if kind == "original":
+        return {**base, "kind": "original"}, torch.arange(len(ds.y_train))
+    return {**base, "kind": "retrain", "split": split.digest()}, split.retain
+
+
 def oracle(kind: Literal["original", "retrain"], ds: Dataset, split: Split, *, model_name: str,
            recipe: TrainRecipe, train_seed: int, device: torch.device, autocast, cache_dir: Path,
            precision: str = "fp32") -> Trained:
-    """One cached oracle: the original (all training examples; does not depend on the split) or
-    Retrain (the retain set of `split`)."""
-    base = oracle_key(ds, model_name, recipe, train_seed, precision)
-    if kind == "original":
-        key, idx = {**base, "kind": "original"}, torch.arange(len(ds.y_train))
-    else:
-        key, idx = {**base, "kind": "retrain", "split": split.digest()}, split.retain
+    """One cached oracle (see `oracle_parts`), trained here if this node's cache lacks it."""
+    key, idx = oracle_parts(kind, ds, split, model_name=model_name, recipe=recipe,
+                            train_seed=train_seed, precision=precision)
     return cached_train(cache_dir, key, ds, idx, model_name, recipe, train_seed, device, autocast)
 
 

@@ -13,7 +13,7 @@ import os
 import platform
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -29,7 +29,8 @@ from unlearning.errors import TrialFailed, UserError
 from unlearning.loop import autocast_factory, run_loop
 from unlearning.methods import Context, get_method
 from unlearning.models import MODELS, build_model
-from unlearning.oracle import TrainRecipe, Trained, code_version, frozen_copy, get_oracles
+from unlearning.oracle import (TrainRecipe, Trained, cache_files, cache_key, cached_train, code_version,
+                               frozen_copy, get_oracles, install_files, oracle_parts)
 from unlearning.relearn import ain, relearn_time
 from unlearning.splits import MethodData, Split, SplitConfig, make_split
 
@@ -132,6 +133,22 @@ class TrialResult(BaseModel):
     ended_at: str = ""
 
 
+# what differs between two runs of the same trial: how long things took and when
+TIMINGS = frozenset({"runtime_s", "total_s", "mia_seconds", "relearn_seconds", "rte", "elapsed_s",
+                     "started_at", "ended_at"})
+
+
+def untimed(result: TrialResult | dict[str, Any]) -> dict[str, Any]:
+    """A trial result (or its JSON dict) without its timings, at every depth: what two runs of the
+    same configuration and seeds agree on exactly (a reproducibility check's operand)."""
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k not in TIMINGS}
+        return [strip(v) for v in x] if isinstance(x, list) else x
+
+    return strip(result.model_dump(mode="json") if isinstance(result, TrialResult) else result)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -155,10 +172,19 @@ def _probs(model, ds: Dataset, x_raw: torch.Tensor, idx: torch.Tensor, cfg: Eval
     return torch.cat(out) if out else torch.empty(0, ds.num_classes)
 
 
-def evaluate(model, ds: Dataset, split: Split, cfg: EvalConfig, amp: bool = False) -> dict[str, float]:
-    """UA, RA, TA, MIA-efficacy (and forget/val accuracy for blind objectives), in percent.
-    Raises TrialFailed when the model's outputs are not finite (it diverged): that, not a
-    scikit-learn complaint about NaN inputs to the MIA, is the reason a user needs."""
+@dataclass
+class Outputs:
+    """A model's softmax outputs (CPU tensors) and labels on the forget, retain, test and val sets:
+    everything `score` needs, so the metrics can be computed after the model has moved on."""
+
+    probs: dict[str, torch.Tensor]
+    labels: dict[str, torch.Tensor]
+
+
+def model_outputs(model, ds: Dataset, split: Split, cfg: EvalConfig, amp: bool = False) -> Outputs:
+    """The device part of `evaluate`: one forward pass over each set. Raises TrialFailed when the
+    model's outputs are not finite (it diverged): that, not a scikit-learn complaint about NaN inputs
+    to the MIA, is the reason a user needs."""
     p = {name: _probs(model, ds, x, idx, cfg, amp) for name, x, idx in (
         ("forget", ds.x_train, split.forget), ("retain", ds.x_train, split.retain),
         ("test", ds.x_test, split.test), ("val", ds.x_val, split.val))}
@@ -169,10 +195,17 @@ def evaluate(model, ds: Dataset, split: Split, cfg: EvalConfig, amp: bool = Fals
     y = {"forget": ds.y_train[split.forget.to(ds.device)].cpu(),
          "retain": ds.y_train[split.retain.to(ds.device)].cpu(),
          "test": ds.y_test[split.test.to(ds.device)].cpu(), "val": ds.y_val[split.val.to(ds.device)].cpu()}
+    return Outputs(p, y)
+
+
+def score(o: Outputs, cfg: EvalConfig) -> dict[str, float]:
+    """The CPU part of `evaluate`: UA, RA, TA, MIA-efficacy (the SVC, seconds at CIFAR size) and the
+    DeepUnlearn attack from `model_outputs`. Pure: the same outputs give the same numbers."""
+    p, y = o.probs, o.labels
     forget_acc = M.accuracy(p["forget"], y["forget"])
     out = {"unlearn_acc": 100.0 - forget_acc, "forget_acc": forget_acc,
            "retain_acc": M.accuracy(p["retain"], y["retain"]), "test_acc": M.accuracy(p["test"], y["test"]),
-           "val_acc": M.accuracy(p["val"], y["val"]) if len(split.val) else float("nan")}
+           "val_acc": M.accuracy(p["val"], y["val"]) if len(y["val"]) else float("nan")}
     if cfg.mia:
         t0 = time.perf_counter()
         out["mia_efficacy"] = M.mia_efficacy(p["retain"], y["retain"], p["test"], y["test"],
@@ -181,6 +214,12 @@ def evaluate(model, ds: Dataset, split: Split, cfg: EvalConfig, amp: bool = Fals
     if cfg.du_mia:
         out.update(M.deepunlearn_mia(p["forget"], y["forget"], p["val"], y["val"]))
     return out
+
+
+def evaluate(model, ds: Dataset, split: Split, cfg: EvalConfig, amp: bool = False) -> dict[str, float]:
+    """UA, RA, TA, MIA-efficacy (and forget/val accuracy for blind objectives), in percent: `score`
+    of `model_outputs`. Raises TrialFailed when the model diverged."""
+    return score(model_outputs(model, ds, split, cfg, amp), cfg)
 
 
 def _epoch_eval(cfg: TrialConfig, model, ds: Dataset, split: Split, amp: bool, epochs: int,
@@ -214,6 +253,16 @@ def run_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None, 
     `method_data` builds the method's data door (called as MethodData is); the default is the
     device-resident one. bench/trial_throughput.py passes a CPU-DataLoader door to measure the
     reference codebases' way with the same method and the same loop."""
+    return start_trial(cfg, on_epoch, method_data=method_data)()
+
+
+def start_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None, *,
+                method_data: Callable[..., MethodData] = MethodData) -> Callable[[], TrialResult]:
+    """`run_trial` in two parts. Everything that needs the device runs now: the unlearning, the
+    forward passes of evaluation, the reference models' metrics, the relearning attack. The returned
+    callable does the rest on the CPU alone (the MIA SVC, seconds at CIFAR size; the gaps) and
+    returns the TrialResult, the same one `run_trial` gives. A long-lived worker runs it on a
+    background thread while its next trial uses the device (cluster/ray_backend.py)."""
     started, t_all = datetime.now(timezone.utc).isoformat(), time.perf_counter()
     method_cls = get_method(cfg.method)
     mcfg = cfg.method_config()
@@ -241,37 +290,60 @@ def run_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None, 
             u = unlearn(cfg, original, ds, split.forget, split.retain, split.val, device, autocast,
                         seed=cfg.seeds.unlearn_seed, method_data=method_data, model=model,
                         on_epoch=_epoch_eval(cfg, model, ds, split, amp, mcfg.epochs, on_epoch))
-        model, runtime, history, step_history = u.model, u.runtime_s, u.history, u.step_history
-        metrics = evaluate(model, ds, split, cfg.eval, amp)
+        outputs = model_outputs(u.model, ds, split, cfg.eval, amp)
         reference = {"original": _reference_metrics(cfg, "original", original, ds, split, amp)}
         if retrained is not None:
             reference["retrain"] = _reference_metrics(cfg, "retrain", retrained, ds, split, amp,
                                                       target=reference["original"]["forget_acc"])
-        if cfg.eval.relearn is not None:
-            metrics.update(_relearn_metrics(model, ds, split, cfg.eval.relearn, device, autocast,
-                                            reference["original"]["forget_acc"]))
-        metrics.update(derived(metrics, reference), runtime_s=runtime,
-                       retain_examples_seen=float(u.retain_examples_seen))
-        if retrained is not None:  # DeepUnlearn's RTE: t_Retrain (when it was trained) / t_method
-            metrics["rte"] = M.run_time_efficiency(retrained.runtime_s, runtime)
-        done = dict(state="COMPLETE", metrics=metrics, reference=reference, history=history,
-                    step_history=step_history, runtime_s=runtime)
-    except TrialFailed as e:
-        done = dict(state="FAIL", error=str(e))
-    except torch.OutOfMemoryError as e:
-        done = dict(state="FAIL", error=f"out of memory: {str(e).splitlines()[0]}")
-    except Exception as e:  # a bug or a broken environment: still data, with the traceback's tail
-        tb = traceback.format_exc().strip().splitlines()
-        where = tb[-3].strip() if len(tb) > 2 else ""
-        done = dict(state="FAIL", error=f"{type(e).__name__}: {e} [{where}]")
+        relearn = {} if cfg.eval.relearn is None else _relearn_metrics(
+            u.model, ds, split, cfg.eval.relearn, device, autocast, reference["original"]["forget_acc"])
+        retrain_s = None if retrained is None else retrained.runtime_s
+        u = replace(u, model=None)  # the tail needs no model: free it for the next trial
+        rest = lambda: _complete(cfg, outputs, reference, relearn, u, retrain_s)  # noqa: E731
+    except Exception as e:  # noqa: BLE001 - every failure of a started trial is data
+        failed = _failure(e)
+        rest = lambda: failed  # noqa: E731
+    # read now: the worker's next trial resets the device's peak statistics
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-    return TrialResult(**done, total_s=time.perf_counter() - t_all, peak_mem_bytes=peak,
-                       ended_at=datetime.now(timezone.utc).isoformat(), **base)
+
+    def finish() -> TrialResult:
+        try:
+            done = rest()
+        except Exception as e:  # noqa: BLE001
+            done = _failure(e)
+        return TrialResult(**done, total_s=time.perf_counter() - t_all, peak_mem_bytes=peak,
+                           ended_at=datetime.now(timezone.utc).isoformat(), **base)
+
+    return finish
+
+
+def _complete(cfg: TrialConfig, outputs: Outputs, reference: dict[str, dict[str, float]],
+              relearn: dict[str, float], u: "Unlearned", retrain_s: float | None) -> dict[str, Any]:
+    """The CPU tail of a trial: its metrics from the model's outputs (the MIA SVC), then the gaps."""
+    metrics = {**score(outputs, cfg.eval), **relearn}
+    metrics.update(derived(metrics, reference), runtime_s=u.runtime_s,
+                   retain_examples_seen=float(u.retain_examples_seen))
+    if retrain_s is not None:  # DeepUnlearn's RTE: t_Retrain (when it was trained) / t_method
+        metrics["rte"] = M.run_time_efficiency(retrain_s, u.runtime_s)
+    return dict(state="COMPLETE", metrics=metrics, reference=reference, history=u.history,
+                step_history=u.step_history, runtime_s=u.runtime_s)
+
+
+def _failure(e: Exception) -> dict[str, Any]:
+    """A started trial's failure as the fields of a FAIL result, with the reason a user needs."""
+    if isinstance(e, TrialFailed):
+        return dict(state="FAIL", error=str(e))
+    if isinstance(e, torch.OutOfMemoryError):
+        return dict(state="FAIL", error=f"out of memory: {str(e).splitlines()[0]}")
+    # a bug or a broken environment: still data, with the traceback's tail
+    tb = traceback.format_exc().strip().splitlines()
+    where = tb[-3].strip() if len(tb) > 2 else ""
+    return dict(state="FAIL", error=f"{type(e).__name__}: {e} [{where}]")
 
 
 @dataclass
 class Unlearned:
-    model: torch.nn.Module  # in eval mode
+    model: torch.nn.Module | None  # in eval mode
     runtime_s: float  # the unlearning procedure alone
     history: list[dict]
     step_history: list[dict]
@@ -289,7 +361,10 @@ def unlearn(cfg: TrialConfig, original: Trained, ds: Dataset, forget: torch.Tens
     unlearn here. Raises TrialFailed."""
     method_cls, mcfg = get_method(cfg.method), cfg.method_config()
     model = copy.deepcopy(original.model).train() if model is None else model.train()
-    warm_up()  # one-time process costs stay out of the timed part (RTE)
+    # one-time process costs stay out of the timed part (RTE); before the seeding below, which they
+    # would otherwise shift
+    warm_up()
+    warm_kernels(model, ds, mcfg.batch_size, autocast, cfg.precision)
     gen = torch.Generator(device=device).manual_seed(seed)
     torch.manual_seed(seed)
     view = method_data(ds, forget, retain, val=val, gen=gen, augment=getattr(mcfg, "augment", True))
@@ -370,6 +445,38 @@ def warm_up() -> None:
         _WARM = True
 
 
+_WARM_KERNELS: set[tuple] = set()
+
+
+def warm_kernels(model: torch.nn.Module, ds: Dataset, batch_size: int, autocast, precision: str,
+                 steps: int = 3) -> None:
+    """A few training steps of a throwaway copy of `model` on batches of the training shape, once per
+    process for each architecture, input shape, batch size, device and precision. A process's first
+    steps at a shape pick its kernels (cuDNN autotuning with benchmark on, oneDNN primitives on a CPU)
+    and grow the allocator's pools, which would otherwise be timed as the first trial's unlearning.
+    `model` itself is untouched; the copy may draw from the global random streams, which the caller
+    seeds afterwards."""
+    n = min(batch_size, len(ds.x_train))
+    key = (type(model).__name__, tuple(tuple(p.shape) for p in model.parameters()), tuple(ds.in_shape),
+           n, str(ds.device), precision)
+    if key in _WARM_KERNELS or n < 2 or not any(p.requires_grad for p in model.parameters()):
+        return
+    probe = copy.deepcopy(model).train()
+    opt = torch.optim.SGD([p for p in probe.parameters() if p.requires_grad], lr=0.0, momentum=0.9)
+    x = ds.prepare(ds.x_train[:n])
+    if x.is_cuda:  # the layout MethodData gives training batches
+        x = x.contiguous(memory_format=torch.channels_last)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        with autocast():
+            loss = torch.nn.functional.cross_entropy(probe(x).float(), ds.y_train[:n])
+        loss.backward()
+        opt.step()
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    _WARM_KERNELS.add(key)
+
+
 def probe(cfg: TrialConfig) -> dict[str, Any]:
     """Everything a trial does before it trains, as far as it goes without training: the device
     exists, the data set's files are found and read, the split can be drawn, the model accepts the
@@ -394,27 +501,76 @@ def probe(cfg: TrialConfig) -> dict[str, Any]:
             "retain": len(split.retain), "load_s": time.perf_counter() - t0}
 
 
-def run_task(payload: dict[str, Any], on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any]:
-    """The task function a backend runs: a TrialConfig dict (a trial), or {"task": "probe",
-    "config": TrialConfig dict} (the driver's up-front check: {"ok": bool, "error": str})."""
-    if payload.get("task") == "probe":
+def oracle_task(cfg: TrialConfig, kind: Literal["original", "retrain"]) -> dict[str, Any]:
+    """Train (or find in this node's cache) one oracle of `cfg`'s data, split, model, recipe and
+    seeds, and return its cache files so the driver can hand them to workers elsewhere:
+    {"ok": True, "files": {name: bytes}, "trained": bool, "runtime_s": float, "node": str}."""
+    device = resolve_device(cfg.device)
+    ds = load_dataset(cfg.data, device)
+    split = make_split(ds, cfg.split, cfg.seeds.split_seed)
+    cache_dir = Path(cfg.cache_dir or default_cache_dir())
+    parts, idx = oracle_parts(kind, ds, split, model_name=cfg.model, recipe=cfg.train,
+                              train_seed=cfg.seeds.train_seed,
+                              precision=cfg.precision if device.type == "cuda" else "fp32")
+    warm_up()
+    t = cached_train(cache_dir, parts, ds, idx, cfg.model, cfg.train, cfg.seeds.train_seed, device,
+                     autocast_factory(device, cfg.precision))
+    return {"ok": True, "files": cache_files(cache_dir, cache_key(parts)), "trained": not t.cached,
+            "runtime_s": t.runtime_s, "node": platform.node(), "kind": kind}
+
+
+def _task_error(e: Exception) -> dict[str, Any]:
+    text = str(e) if isinstance(e, UserError) else \
+        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return {"ok": False, "error": text}
+
+
+def run_task(payload: dict[str, Any], on_epoch: Callable[[dict], None] | None = None
+             ) -> dict[str, Any] | Callable[[], dict[str, Any]]:
+    """The task function a backend runs:
+      - a TrialConfig dict: a trial. It returns once its device part is done, as its CPU tail (the
+        contract in cluster/backend.py): a callable that computes the rest and returns the JSON-safe
+        TrialResult. The payload may carry "shared_files"
+        ({cache file name: bytes or a callable returning them}): oracles trained elsewhere, put in
+        this node's cache first when it lacks them;
+      - {"task": "probe", "config": ...}: the driver's up-front check ({"ok", "error"});
+      - {"task": "oracle", "kind": "original" | "retrain", "config": ...}: the oracle phase."""
+    task = payload.get("task")
+    if task in ("probe", "oracle"):
         try:
-            return probe(load_trial_config(payload["config"]))
-        except UserError as e:
+            cfg = load_trial_config(payload["config"])
+            return probe(cfg) if task == "probe" else oracle_task(cfg, payload["kind"])
+        except TrialFailed as e:  # an oracle whose training diverged
             return {"ok": False, "error": str(e)}
-        except Exception as e:  # noqa: BLE001 - a broken environment is still one line
-            return {"ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
-    return run_trial_payload(payload, on_epoch)
+        except Exception as e:  # noqa: BLE001 - a missing data set, a broken environment: one line
+            return _task_error(e)
+    shared = payload.get("shared_files")
+    if shared:
+        payload = {k: v for k, v in payload.items() if k != "shared_files"}
+        try:
+            install_files(Path(payload.get("cache_dir") or default_cache_dir()), shared)
+        except Exception:  # noqa: BLE001 - the trial then trains what it lacks itself
+            pass
+    return start_trial_payload(payload, on_epoch)
+
+
+def start_trial_payload(payload: dict[str, Any], on_epoch: Callable[[dict], None] | None = None
+                        ) -> Callable[[], dict[str, Any]]:
+    """`start_trial` on a plain dict: the device part now; the callable returned gives the
+    TrialResult as a JSON-safe dict. Input the trial cannot use becomes a FAIL result, so a sweep
+    goes on."""
+    try:
+        finish = start_trial(load_trial_config(payload), on_epoch=on_epoch)
+    except UserError as e:
+        failed = TrialResult(state="FAIL", error=str(e), method=str(payload.get("method", "")),
+                             params=dict(payload.get("params", {})), config=payload
+                             ).model_dump(mode="json")
+        return lambda: failed
+    return lambda: finish().model_dump(mode="json")
 
 
 def run_trial_payload(payload: dict[str, Any], on_epoch: Callable[[dict], None] | None = None
                       ) -> dict[str, Any]:
-    """Worker entry point (what a backend runs): a TrialConfig as a plain dict in, a TrialResult as a
-    JSON-safe dict out. Input the trial cannot use becomes a FAIL result, so a sweep goes on."""
-    try:
-        cfg = load_trial_config(payload)
-        return run_trial(cfg, on_epoch=on_epoch).model_dump(mode="json")
-    except UserError as e:
-        return TrialResult(state="FAIL", error=str(e), method=str(payload.get("method", "")),
-                           params=dict(payload.get("params", {})), config=payload
-                           ).model_dump(mode="json")
+    """Worker entry point in one piece: a TrialConfig as a plain dict in, a TrialResult as a
+    JSON-safe dict out (`start_trial_payload` and its tail, back to back)."""
+    return start_trial_payload(payload, on_epoch)()

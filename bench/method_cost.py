@@ -11,7 +11,6 @@ MIA models, oracle training) is reported separately. Writes bench/results/method
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile

@@ -185,7 +185,8 @@ def du(path: Path) -> dict:
 
 
 def explode(run_dir: Path) -> None:
-    """Every row of the compacted files back into its own one-run file (the tree's own writer)."""
+    """Every row of the compacted files back into its own one-run file (written as `write_trial`
+    writes one: no column statistics)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -199,7 +200,7 @@ def explode(run_dir: Path) -> None:
         for i, fp in enumerate(fps):
             rows.setdefault(fp, []).append(i)
         for fp, idx in rows.items():
-            pq.write_table(t.take(pa.array(idx)), run_dir / sub / f"{fp}.parquet")
+            pq.write_table(t.take(pa.array(idx)), run_dir / sub / f"{fp}.parquet", write_statistics=False)
         path.unlink()
 
 

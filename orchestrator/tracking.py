@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import warnings
 from pathlib import Path
 from typing import Any, Protocol

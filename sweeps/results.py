@@ -179,15 +179,17 @@ def _num(v):
 
 COMPACTED = "compacted.parquet"
 COMPACT_EVERY = 256
+MERGE_EVERY = 256  # one-run tables merged in memory while a folder is read
 
 
-def write_atomic(table: pa.Table, path: Path) -> None:
+def write_atomic(table: pa.Table, path: Path, **options) -> None:
     """Write under a hidden temp name in the same folder, then rename over the final name. On
-    failure (disk full, read-only) the temp file is removed and the error raised: never a torn file."""
+    failure (disk full, read-only) the temp file is removed and the error raised: never a torn file.
+    `options` go to pyarrow.parquet.write_table."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, **options)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -196,14 +198,17 @@ def write_atomic(table: pa.Table, path: Path) -> None:
 
 def write_trial(run_dir: Path, row: dict[str, Any], history: list[dict[str, Any]],
                 schema: pa.Schema) -> Path:
-    """History first, then the trial row: a trial file that exists always has its history."""
+    """History first, then the trial row: a trial file that exists always has its history. No column
+    statistics in these one-run files (a third of a one-row file's bytes, and nothing to skip by);
+    the compacted files keep them, for readers that filter."""
     fp = row["fingerprint"]
     if history:
         write_atomic(pa.Table.from_pylist(history, schema=HISTORY_SCHEMA), run_dir / "history" /
-                     f"{fp}.parquet")
+                     f"{fp}.parquet", write_statistics=False)
     cols = {f.name for f in schema}
     path = run_dir / "trials" / f"{fp}.parquet"
-    write_atomic(pa.Table.from_pylist([{k: v for k, v in row.items() if k in cols}], schema=schema), path)
+    write_atomic(pa.Table.from_pylist([{k: v for k, v in row.items() if k in cols}], schema=schema), path,
+                 write_statistics=False)
     return path
 
 
@@ -238,7 +243,7 @@ def _read_one(path: Path, columns: list[str] | None = None) -> pa.Table:
 def scan(folder: Path, empty: pa.Schema, key: str = "fingerprint") -> Scan:
     """Read the compacted file and the one-run files of `folder`; a file that cannot be read is
     reported, never raised. A one-run file's rows replace the compacted rows of its fingerprint."""
-    compacted, singles, damaged, files = None, [], [], []
+    compacted, singles, pending, damaged, files = None, [], [], [], []
     paths = ([folder / COMPACTED] if (folder / COMPACTED).is_file() else []) + _files(folder)
     for p in paths:
         try:
@@ -250,7 +255,13 @@ def scan(folder: Path, empty: pa.Schema, key: str = "fingerprint") -> Scan:
         if p.name == COMPACTED:
             compacted = t
         else:
-            singles.append(t)
+            pending.append(t)
+            if len(pending) == MERGE_EVERY:  # one chunk per column, not one per file: a record never
+                # compacted (30,000 files) would otherwise hold millions of tiny arrays (gigabytes)
+                singles.append(pa.concat_tables(pending, promote_options="permissive").combine_chunks())
+                pending = []
+    if pending:
+        singles.append(pa.concat_tables(pending, promote_options="permissive").combine_chunks())
     if compacted is not None and singles:
         fresh = pa.array(sorted({k for t in singles for k in t.column(key).to_pylist()}), pa.string())
         compacted = compacted.filter(pa.compute.invert(pa.compute.is_in(compacted.column(key), fresh)))

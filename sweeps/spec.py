@@ -362,7 +362,7 @@ def check_spec(spec: SweepSpec, *, check_data: bool = True) -> None:
     """Checks that need more than types: names, ranges, the methods' own configs, Retrain."""
     from unlearning.data import DISK_SETS, missing_root
     from unlearning.methods import all_methods
-    from unlearning.trial import TrialConfig, load_trial_config
+    from unlearning.trial import load_trial_config
 
     for key in ("method", "params", "seeds"):
         if key in spec.base:

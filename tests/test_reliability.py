@@ -6,7 +6,6 @@ crafted pickle, secrets in the spec. Each ends in one line and, after `resume`, 
 Driver processes are real CLI processes (tests/drive.py) whose trial function is a fast fake."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal

@@ -61,6 +61,9 @@ def test_round_trip_pyarrow_pandas_duckdb(tmp_path):
     # the footer does not repeat the spec (it lives once in spec.yaml)
     meta = pq.read_table(tmp_path / "trials" / f"{fps[0]}.parquet").schema.metadata or {}
     assert b"unlearn_sweep.spec" not in meta
+    # ... nor per-column statistics, which a one-row file cannot use (a third of its bytes)
+    rg = pq.read_metadata(tmp_path / "trials" / f"{fps[0]}.parquet").row_group(0)
+    assert not any(rg.column(i).is_stats_set for i in range(rg.num_columns))
 
 
 def test_rewrite_is_atomic_and_leaves_no_temp(tmp_path):

@@ -496,7 +496,8 @@ def probe(cfg: TrialConfig) -> dict[str, Any]:
     if tuple(out.shape) != (len(x), ds.num_classes):
         raise UserError(f"model: {cfg.model} gives outputs of shape {tuple(out.shape)} for "
                         f"{ds.num_classes} classes")
-    warm_up()
+    # no warm_up() here: a trial warms its own process before its timer, and this check is on the
+    # path to a sweep's first submitted trial (about a second of imports)
     return {"ok": True, "device": str(device), "data": repr(ds), "forget": len(split.forget),
             "retain": len(split.retain), "load_s": time.perf_counter() - t0}
 

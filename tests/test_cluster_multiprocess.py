@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,20 +44,37 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
+def _ray_start(args: list[str], env: dict) -> None:
+    res = subprocess.run([RAY, "start", *args], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, f"ray start {' '.join(args)}: {(res.stdout + res.stderr)[-3000:]}"
+
+
+def _no_ray_left(timeout: float = 30.0) -> None:
+    """An earlier test's Ray (a driver SIGKILLed on purpose) takes a few seconds to go; `ray start
+    --head` refuses to start beside one."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while any(p.info["name"] in ("raylet", "gcs_server") for p in psutil.process_iter(["name"])):
+        assert time.monotonic() < deadline, "a Ray from before is still running"
+        time.sleep(0.5)
+
+
 def test_two_ray_start_nodes_share_the_sweep_and_train_each_oracle_once(tmp_path):
     ip, port = _ip(), _port()
     head_cache, worker_cache, driver_cache = (tmp_path / n for n in ("head-cache", "worker-cache",
                                                                       "driver-cache"))
     base = {**os.environ, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(ROOT)}  # token auth stays on
+    _no_ray_left()
+    # Ray's socket paths live under its temp dir and must fit AF_UNIX's 107 bytes: not under tmp_path
+    ray_tmp = tempfile.mkdtemp(prefix="us-ray-")
     t0 = time.monotonic()
     try:
-        subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=1", "--disable-usage-stats",
-                        "--include-dashboard=false", f"--temp-dir={tmp_path / 'ray'}"],
-                       env={**base, "UNLEARN_SWEEP_CACHE": str(head_cache)}, check=True,
-                       capture_output=True, timeout=120)
-        subprocess.run([RAY, "start", f"--address={ip}:{port}", "--num-cpus=1", "--disable-usage-stats"],
-                       env={**base, "UNLEARN_SWEEP_CACHE": str(worker_cache)}, check=True,
-                       capture_output=True, timeout=120)
+        _ray_start(["--head", f"--port={port}", "--num-cpus=1", "--disable-usage-stats",
+                    "--include-dashboard=false", f"--temp-dir={ray_tmp}"],
+                   {**base, "UNLEARN_SWEEP_CACHE": str(head_cache)})
+        _ray_start([f"--address={ip}:{port}", "--num-cpus=1", "--disable-usage-stats"],
+                   {**base, "UNLEARN_SWEEP_CACHE": str(worker_cache)})
         res = subprocess.run(
             [CLI, "run", "quickstart", "--out", str(tmp_path / "run"), "--address", f"{ip}:{port}",
              "--set", "n_trials=4", "--set", "seeds=[0,1]", "--set", "seed_axes=[train,unlearn]",
@@ -66,6 +84,7 @@ def test_two_ray_start_nodes_share_the_sweep_and_train_each_oracle_once(tmp_path
         assert res.returncode == 0, res.stderr[-3000:]
     finally:
         subprocess.run([RAY, "stop", "--force"], env=base, capture_output=True, timeout=120)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     wall = time.monotonic() - t0
     t = read_results(tmp_path / "run").to_pandas()
     assert (t["state"] == "COMPLETE").all() and len(t) == 8

@@ -428,16 +428,23 @@ class Driver:
                 fp, cfg = fingerprint(self.spec.trial_config(method, params, seeds))
                 ot.runs.append(Run(ot, i, fp, cfg))
             for run in ot.runs:
-                state, error = self.states.get(run.fp, (None, ""))
-                if state == "COMPLETE" or (state and not error.startswith(TRANSIENT)):
-                    row = R.read_row(self.run_dir, run.fp)
-                    if row is not None:
-                        self.reused += 1
-                        self._accept(run, row)
-                        continue
-                self._enqueue(run)
+                if not self._reuse(run):
+                    self._enqueue(run)
         self.say(f"replicate: {len(rp.configs)} configuration(s) x {len(rp.seeds)} seed(s), "
                  f"{len(self.queue)} run(s) to do, {self.reused} already on record")
+
+    def _reuse(self, run: Run) -> bool:
+        """Accept the run's row from Parquet if it is on record and not a transient failure (those
+        are rerun); False when it has to run."""
+        state, error = self.states.get(run.fp, (None, ""))
+        if not (state == "COMPLETE" or (state and not error.startswith(TRANSIENT))):
+            return False
+        row = R.read_row(self.run_dir, run.fp)
+        if row is None:
+            return False
+        self.reused += 1
+        self._accept(run, row)
+        return True
 
     def _enqueue(self, run: Run) -> None:
         if self.oracles is not None:
@@ -569,14 +576,8 @@ class Driver:
             if run.seed_index in invalid and run.fp not in self.states:
                 self._land(run, None, error=invalid[run.seed_index])
                 continue
-            if run.fp in self.states:
-                state, error = self.states[run.fp]
-                if state == "COMPLETE" or not error.startswith(TRANSIENT):
-                    row = R.read_row(self.run_dir, run.fp)
-                    if row is not None:
-                        self.reused += 1
-                        self._accept(run, row)
-                        continue
+            if self._reuse(run):
+                continue
             if any(isinstance(r, Run) and r.fp == run.fp for r in self.inflight.values()) or \
                     any(r.fp == run.fp for r in self.queue):
                 self.followers.setdefault(run.fp, []).append(run)

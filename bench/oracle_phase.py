@@ -34,11 +34,11 @@ LOG_ENV = "ORACLE_BENCH_LOG"
 
 
 def timed_task(payload: dict, on_epoch=None) -> dict:
-    """unlearning.trial.run_task, timed: one JSON line per task into $ORACLE_BENCH_LOG."""
+    """unlearning.tasks.run_task, timed: one JSON line per task into $ORACLE_BENCH_LOG."""
     import fcntl
 
     import unlearning.oracle as O
-    from unlearning.trial import run_task
+    from unlearning.tasks import run_task
 
     waits = []
     if not getattr(O, "_bench_patched", False):  # time the wait for a cache lock, once per process

@@ -35,13 +35,11 @@ from tests.tasks import task  # noqa: E402
 
 def token_auth() -> None:
     """Token mode for the simulated cluster, as ray.init sets it up for a local one."""
-    from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
-    from ray._raylet import AuthenticationTokenLoader, Config
+    from cluster import ray_private
 
     os.environ["RAY_AUTH_MODE"] = "token"
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
-    ensure_token_if_auth_enabled({}, create_token_if_missing=True)
+    ray_private.reload_auth_mode()
+    ray_private.ensure_token()
 
 
 def drain(backend, payloads: list[dict]) -> float:

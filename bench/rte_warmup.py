@@ -7,7 +7,7 @@ Each of `--processes` fresh Python processes (a new trial worker) runs `--trials
 (digits and small_cnn by default, one unlearning epoch, the same seeds) of a method and reports each trial's
 `runtime_s`: the timed unlearning RTE divides Retrain's time by. Three ways:
 
-* none: unlearning.trial.warm_up and warm_kernels disabled (what the issue measured: the first
+* none: unlearning.warmup's warm_up and warm_kernels disabled (what the issue measured: the first
   optimizer of a process imports torch._dynamo inside the timed part);
 * warm_up: the process-wide warm-up only (the optimizer import, autograd's engine);
 * both: also a few steps of a throwaway copy of the model at the training batch shape (kernel

@@ -96,7 +96,7 @@ def one_sweep(args, raw: dict, slots: int, overlap: bool, work: Path) -> tuple[d
     from cluster.ray_backend import RayBackend
     from orchestrator.runner import Driver
     from sweeps.spec import load_spec
-    from unlearning.trial import run_task
+    from unlearning.tasks import run_task
 
     spec = load_spec({**raw, "resources": {**raw["resources"], "overlap_mia": overlap}})
     run_dir = Path(tempfile.mkdtemp(dir=work))

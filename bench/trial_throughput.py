@@ -52,8 +52,8 @@ from unlearning.loop import autocast_factory  # noqa: E402
 from unlearning.methods import all_methods  # noqa: E402
 from unlearning.oracle import get_oracles  # noqa: E402
 from unlearning.splits import Batch, MethodData, make_split  # noqa: E402
-from unlearning.trial import (TrialConfig, load_trial_config, resolve_device, run_trial,  # noqa: E402
-                              run_trial_payload)
+from unlearning.tasks import run_trial_payload  # noqa: E402
+from unlearning.trial import TrialConfig, load_trial_config, resolve_device, run_trial  # noqa: E402
 
 # Figures quoted in issue 6 ("Fast on a GPU"), measured on one H100 (ResNet-18 CIFAR stem, 32x32,
 # synthetic data): images/s by /work/shared/device/gpu_limits.py, trials/h by the issue's

@@ -4,13 +4,17 @@ contract for tests and debugging.
 
 The cluster package imports none of unlearning/sweeps/orchestrator: a backend runs a *task function*
 given at construction (`fn(payload: dict, on_epoch=None)`, importable by module path so remote
-workers can load it) on JSON-like payloads. The orchestrator passes `unlearning.trial.run_task`.
+workers can load it) on JSON-like payloads. The orchestrator passes `unlearning.tasks.run_task`.
 
 A task function returns its result (a dict), or a zero-argument callable that computes it: its *CPU
 tail*, work that no longer needs the trial's device (a trial's MIA SVC). A backend runs the tail in
 the same process and reports what it returns as the result, exactly as if `fn` had returned it; the
 inline backend runs it at once, the Ray backend with overlap on a background thread of the worker
 while the worker's next task uses the device.
+
+A result (dict) with a true `retire_worker` says the worker process should not run another task (a
+trial that ran out of device memory leaves a fragmented allocator): a backend with long-lived
+workers replaces it once its tasks are done. Backends never read anything else in a result.
 """
 from __future__ import annotations
 

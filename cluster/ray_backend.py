@@ -35,7 +35,7 @@ Faults
     is gone: `capacity()` counts ready actors only). The task function raising: Outcome(lost=...,
     retryable=False); the actor stays. `cancel` kills the actor (ray.kill) and replaces it; another
     task on that actor (overlap) is lost with it: Outcome(lost=..., retryable=True), so the driver
-    runs it again. A result that reports running out of memory retires its actor: it takes no new
+    runs it again. A result with `retire_worker` (cluster/backend.py) retires its actor: it takes no new
     task and is replaced by a fresh process once its tasks are done (fragmented CUDA caches).
 
 Shared files
@@ -64,6 +64,7 @@ try:
 except ImportError as e:  # pragma: no cover - ray is a dependency, but keep the message clear
     raise ImportError("the Ray backend needs ray: pip install 'ray[default]'") from e
 
+from cluster import ray_private
 from cluster.backend import Handle, Outcome, ProgressFn, TaskFn
 
 log = logging.getLogger(__name__)
@@ -243,9 +244,8 @@ class RayBackend:
                 if include_dashboard is None:
                     include_dashboard = os.environ.get("UNLEARN_SWEEP_RAY_DASHBOARD", "1") != "0"
                 # token auth stays on (Ray's default); its notice saying so is not the user's business
-                logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
-                    logging.ERROR)
-                with _loopback_only(), _without_secrets():
+                logging.getLogger(ray_private.TOKEN_SETUP_LOGGER).setLevel(logging.ERROR)
+                with ray_private.loopback_only(), _without_secrets():
                     self._context = ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
                                              include_dashboard=include_dashboard,
                                              dashboard_host="127.0.0.1", log_to_driver=True,
@@ -460,7 +460,7 @@ class RayBackend:
             o = Outcome(h, lost=f"{type(cause).__name__}: {_first_line(cause)}", retryable=False,
                         node=task.node)
         else:
-            if isinstance(result, dict) and "out of memory" in str(result.get("error") or "").lower():
+            if isinstance(result, dict) and result.get("retire_worker"):
                 slot.retiring = True  # a fresh process: the old one's allocator may be fragmented
             o = Outcome(h, result=result, node=task.node)
         if dead or (slot.retiring and not slot.tasks):
@@ -541,13 +541,7 @@ class RayBackend:
         if not url:
             return None
         url = url if "://" in url else f"http://{url}"
-        try:
-            from ray._private.authentication.authentication_utils import is_token_auth_enabled
-
-            token = is_token_auth_enabled()
-        except Exception:  # an older Ray without token authentication
-            token = False
-        if not token:
+        if not ray_private.token_auth_enabled():
             return f"Ray dashboard: {url}"
         return (f"Ray dashboard: {url} (token authentication: paste the output of `ray get-auth-token` "
                 f"when the page asks, or send the header 'Authorization: Bearer <token>')")
@@ -564,28 +558,6 @@ class RayBackend:
                  "tails": [t.handle.key for t in s.tasks if t.in_tail]} for s in self._slots]
 
 
-@contextlib.contextmanager
-def _loopback_only():
-    """Start the embedded Ray with every server on 127.0.0.1 (GCS, raylet, object manager, workers,
-    agents, metrics): Ray binds to the node's IP, which it takes to be loopback when its "cluster"
-    support is off (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read by the processes it starts and, here,
-    by ray_constants). Restored afterwards, so a later connection to a real cluster is unaffected.
-    Token authentication is left as Ray sets it (on)."""
-    from ray._private import ray_constants
-
-    old_env, old_flag = os.environ.get(_CLUSTER_ENV), ray_constants.ENABLE_RAY_CLUSTER
-    os.environ[_CLUSTER_ENV], ray_constants.ENABLE_RAY_CLUSTER = "0", False
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = old_flag
-        if old_env is None:
-            os.environ.pop(_CLUSTER_ENV, None)
-        else:
-            os.environ[_CLUSTER_ENV] = old_env
-
-
-_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # credentials the trial workers never need (the tracker runs in the driver); Ray's own stay
 _WORKER_SECRETS = ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_ACCESS_TOKEN")
 
@@ -610,10 +582,7 @@ def _token_mode_if_token() -> None:
     if os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(path):
         os.environ["RAY_AUTH_MODE"] = "token"
         try:  # Ray read the mode when it was imported: have it read it again
-            from ray._raylet import AuthenticationTokenLoader, Config
-
-            Config.initialize("")
-            AuthenticationTokenLoader.instance().reset_cache()
+            ray_private.reload_auth_mode()
         except Exception:  # noqa: BLE001 - an older or newer Ray: the error then says what to set
             pass
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
 import sys
 import time
 from collections import Counter, deque
@@ -28,9 +27,10 @@ from typing import Any, TextIO
 import numpy as np
 
 from cluster.backend import Backend
+from orchestrator.pool import Task as PoolTask
 from sweeps import audit_results as AR
 from sweeps.spec import AuditSpec, SweepSpec
-from unlearning.errors import UserError
+from unlearning.errors import Failure, FailureKind, UserError
 
 
 @dataclass
@@ -87,7 +87,7 @@ def _key(parts: dict[str, Any]) -> str:
 def plan(spec: SweepSpec, audit: AuditSpec, configs: list[dict[str, Any]]) -> list[Task]:
     """Every task the audit needs: train tasks first, then score tasks. Keys hash what determines
     the output (not the number of shadows, not settings that only the summary uses)."""
-    from sweeps.study import method_code_version
+    from sweeps.fingerprint import method_code_version
     from unlearning.methods import get_method
     from unlearning.oracle import code_version
 
@@ -101,7 +101,7 @@ def plan(spec: SweepSpec, audit: AuditSpec, configs: list[dict[str, Any]]) -> li
         (["audited", "reference"] if {"klom", "relearn"} & set(audit.kinds) else [])
     # the Retrain models a `retrain` configuration turns shadow k / original k into: trained in
     # phase 1 too, so no score task waits on another's training
-    needs_retrain = any(c["method"] != "original" and getattr(get_method(c["method"]), "from_oracle", False)
+    needs_retrain = any(c["method"] != "original" and get_method(c["method"]).from_oracle
                         for c in configs)
     scored = {"seed": audit.seed, "klom": "klom" in audit.kinds, "relearn": "relearn" in audit.kinds,
               "klom_examples": audit.klom_examples if "klom" in audit.kinds else None,
@@ -143,7 +143,7 @@ class AuditDriver:
             print(f"[audit {self.spec.name}] {msg}", file=self.log_to, flush=True)
 
     def run(self) -> dict[str, Any]:
-        from sweeps.study import DriverLock
+        from sweeps.rundir import DriverLock
 
         t0 = time.perf_counter()
         configs = pick_configs(self.spec, self.run_dir, self.audit)
@@ -172,54 +172,39 @@ class AuditDriver:
 
     # -- running the tasks ---------------------------------------------------------------------
     def _execute(self, todo: list[Task]) -> None:
+        from orchestrator.pool import TaskPool
         from orchestrator.runner import make_backend
+        from orchestrator.signals import StopSignals
         from unlearning.audit import run_audit_task
 
-        resources = self.spec.resources.model_copy(update={"max_concurrent": self.audit.max_concurrent})
-        backend = self._backend or make_backend(resources, run_audit_task)
-        queue = deque(todo)
-        inflight: dict = {}
-        total = Counter(t.op for t in todo)
-        # after the backend: ray.init installs handlers of its own. SIGINT / SIGTERM end the audit
-        # cleanly; what ran is in the record, a later call resumes from there
-        old = _set_signals(_raise_interrupt)
-        try:
-            while queue or inflight:
-                cap = max(1, backend.capacity())
-                if self.audit.max_concurrent:
-                    cap = min(cap, self.audit.max_concurrent)
-                while queue and len(inflight) < cap:
-                    # phase 2 waits until every model is trained: a score task never blocks a slot
-                    # on a lock another worker holds
-                    if queue[0].op == "score" and any(t.op == "train" for t in inflight.values()):
-                        break
-                    t = queue.popleft()
-                    inflight[backend.submit(t.key, t.payload, attempt=t.attempt)] = t
-                for o in backend.wait(list(inflight), timeout=1.0):
-                    t = inflight.pop(o.handle)
-                    if o.result is None and o.retryable and t.attempt < self.spec.resources.max_retries:
-                        t.attempt += 1
-                        self.say(f"{t.op} {t.role} {t.index}: {o.lost}; retry {t.attempt}")
-                        queue.appendleft(t)
-                        continue
-                    self._land(t, o.result, o.lost, o.node)
-                    self.say(f"train {self.counts['train']}/{total['train']}  score "
-                             f"{self.counts['score']}/{total['score']}  failed {self.counts['fail']}")
-        finally:
-            _set_signals(old)
-            if self._backend is None:
-                backend.shutdown()
+        stop = StopSignals()
+        with stop.installed():  # SIGINT / SIGTERM end the audit cleanly; a later call resumes
+            resources = self.spec.resources.model_copy(update={"max_concurrent": self.audit.max_concurrent})
+            backend = self._backend or make_backend(resources, run_audit_task)
+            stop.install()  # again: ray.init installs handlers of its own
+            try:
+                pool = TaskPool(backend, max_retries=self.spec.resources.max_retries,
+                                max_concurrent=self.audit.max_concurrent, stop=stop, say=self.say)
+                pool.run(_AuditSource(self, todo))
+            finally:
+                if self._backend is None:
+                    backend.shutdown()
 
-    def _land(self, t: Task, result: dict[str, Any] | None, lost: str | None, node: str) -> None:
-        r = dict(result or {"state": "FAIL", "error": f"lost: {lost}"})
-        row = {**r, "key": t.key, "op": t.op, "role": t.role, "index": t.index, "config_id": t.config_id,
-               "method": t.method, "attempt": t.attempt, "node": node or r.get("node", ""),
-               "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        if row["state"] == "COMPLETE" or not str(row.get("error", "")).startswith("lost:"):
-            AR.write_task(self.run_dir, row)  # lost tasks stay unwritten: a resume retries them
+    def _land(self, t: Task, result: dict[str, Any] | None, failure: Failure | None, node: str) -> None:
+        row = {**(result or {"state": "FAIL"}), "key": t.key, "op": t.op, "role": t.role, "index": t.index,
+               "config_id": t.config_id, "method": t.method, "attempt": t.attempt,
+               "node": node or (result or {}).get("node", ""), "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if failure is None and row["state"] != "COMPLETE":
+            failure = Failure.model_validate(row["failure"])
+        row.pop("failure", None)
+        row.pop("retire_worker", None)
+        if failure is not None:
+            row.update(state="FAIL", error=failure.message, failure_kind=failure.kind.value)
+        if failure is None or not failure.kind.transient:  # lost or interrupted: a resume retries it
+            AR.write_task(self.run_dir, row)
         self.counts["fail" if row["state"] != "COMPLETE" else t.op] += 1
-        if row["state"] != "COMPLETE":
-            self.say(f"{t.op} {t.role} {t.index} {t.method}: FAIL {row.get('error')}")
+        if failure is not None and failure.kind != FailureKind.INTERRUPTED:
+            self.say(f"{t.op} {t.role} {t.index} {t.method}: FAIL {failure.message}")
         self.nodes[row["node"]] += 1
 
     # -- from task files to results ------------------------------------------------------------
@@ -262,6 +247,35 @@ class AuditDriver:
         return summary
 
 
+class _AuditSource:
+    """The audit's tasks for the pool (orchestrator/pool.Source): every train task first; a score task
+    only once no model is being trained, so a score task never holds a slot waiting on a lock."""
+
+    def __init__(self, driver: "AuditDriver", todo: list[Task]):
+        self.driver, self.queue = driver, deque(todo)
+        self.training = 0
+        self.total = Counter(t.op for t in todo)
+
+    def next_task(self, slots: int) -> PoolTask | None:
+        if not self.queue or (self.queue[0].op == "score" and self.training):
+            return None
+        t = self.queue.popleft()
+        self.training += t.op == "train"
+        return PoolTask(t.key, t.payload, f"{t.op} {t.role} {t.index}", item=t)
+
+    def landed(self, task: PoolTask, result, failure: Failure | None, node: str) -> None:
+        t: Task = task.item
+        t.attempt = task.attempt
+        self.training -= t.op == "train"
+        self.driver._land(t, result, failure, node)
+        c = self.driver.counts
+        self.driver.say(f"train {c['train']}/{self.total['train']}  score {c['score']}/{self.total['score']}"
+                        f"  failed {c['fail']}")
+
+    def finished(self) -> bool:
+        return not self.queue
+
+
 def _short_params(c: dict[str, Any]) -> str:
     from unlearning.methods import get_method
 
@@ -294,25 +308,6 @@ def _example_rows(c, per: dict[str, np.ndarray], sets, ds) -> list[dict[str, Any
                            margin_ref=per[f"margin_ref_{name}"][:, i].tolist())
             out.append(row)
     return out
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def _set_signals(handler) -> dict | None:
-    """Install `handler` (or a dict of old handlers) for SIGINT and SIGTERM; returns the previous
-    ones (None off the main thread, where signals cannot be set)."""
-    if handler is None:
-        return None
-    try:
-        if isinstance(handler, dict):
-            for sig, h in handler.items():
-                signal.signal(sig, h)
-            return None
-        return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:
-        return None
 
 
 def run_audit(spec: SweepSpec, run_dir: str | Path, audit: AuditSpec | None = None, **kw) -> dict[str, Any]:

@@ -235,7 +235,7 @@ def cmd_resume(args) -> int:
 
 
 def _driver_state(run_dir: Path) -> str:
-    from sweeps.study import DriverLock, _alive
+    from sweeps.rundir import DriverLock, alive
 
     owner = DriverLock(run_dir).owner()
     if not owner:
@@ -243,7 +243,7 @@ def _driver_state(run_dir: Path) -> str:
     pid, host = owner.get("pid"), owner.get("host")
     if host != socket.gethostname():  # a process on another host cannot be checked from here
         return f"lock held by pid {pid} on {host} since {owner.get('started', '?')} (not checkable here)"
-    if isinstance(pid, int) and _alive(pid):
+    if isinstance(pid, int) and alive(pid):
         return f"driver running (pid {pid}, since {owner.get('started', '?')})"
     return f"no driver running (a stale lock of pid {pid} is left; the next run takes it over)"
 
@@ -251,7 +251,8 @@ def _driver_state(run_dir: Path) -> str:
 def cmd_status(args) -> int:
     from sweeps.analysis import analyze_runs, summary_text, to_json
     from sweeps.results import record_problems, scan_record
-    from sweeps.study import DriverLock, _alive, superseded
+    from sweeps.rundir import DriverLock, alive
+    from sweeps.study import superseded
 
     run_dir = resolve_run_dir(args.dir)
     spec = _spec_from_dir(run_dir, [], read_only=True)
@@ -266,7 +267,7 @@ def cmd_status(args) -> int:
     if args.json:
         owner = DriverLock(run_dir).owner() or {}
         pid, host = owner.get("pid"), owner.get("host")
-        live = (isinstance(pid, int) and _alive(pid)) if host in (None, socket.gethostname()) else None
+        live = (isinstance(pid, int) and alive(pid)) if host in (None, socket.gethostname()) else None
         print(json.dumps({"run_dir": str(run_dir), "n_trials": spec.n_trials, "study": states,
                           "driver": {"pid": pid, "host": host, "running": live},
                           "record_problems": problems, **to_json(analysis)}, indent=2))
@@ -284,7 +285,7 @@ def cmd_analyze(args) -> int:
     from sweeps import results as R
     from sweeps.analysis import summary_text, to_json, write_report
     from sweeps.results import record_problems
-    from sweeps.study import DriverLock
+    from sweeps.rundir import DriverLock
 
     run_dir = resolve_run_dir(args.dir)
     spec = _spec_from_dir(run_dir, [], read_only=True)
@@ -623,7 +624,9 @@ def main(argv: list[str] | None = None) -> int:
     write its record; 2 bad input (one line, nothing written); 128 + N stopped by signal N."""
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, where a reader that left (a closed pipe) is caught below
+        return code
     except UserError as e:
         print(f"unlearn-sweep: error: {scrub_text(str(e))}", file=sys.stderr)
         return EXIT_USAGE
@@ -635,15 +638,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unlearn-sweep: interrupted ({'SIGINT' if signum == 2 else getattr(e, 'args', [''])[0]}); "
               "`unlearn-sweep resume` continues", file=sys.stderr)
         return 128 + signum
+    except BrokenPipeError:  # `unlearn-sweep status x | head -1`: the reader left, not an error
+        # (an OSError too: caught first). Point stdout at nothing so the exit-time flush is quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:  # the file system refused something not foreseen: still one line
         if os.environ.get("UNLEARN_SWEEP_DEBUG"):
             raise
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
         print(f"unlearn-sweep: error: {e.strerror or e}{where}", file=sys.stderr)
         return EXIT_FAILED
-    except BrokenPipeError:  # `unlearn-sweep methods | head`: the reader left, not an error
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep the exit-time flush quiet
-        return 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ tasks on the backend before the trials that need them, side by side, each once.
 
 Which models a run needs is read from its configuration alone (no data set on the driver): the
 Original depends on the data, model, training recipe and train seed; Retrain also on the split and
-its seed. Each distinct one is one task ({"task": "oracle"} to unlearning.trial.run_task): the
+its seed. Each distinct one is one task ({"task": "oracle"} to unlearning.tasks.run_task): the
 worker trains it, or finds it in its node's cache, and sends the cache files back; the driver
 shares them through the backend (Ray's object store), and every trial payload carries handles to
 the files its oracles are in, so a worker on a node that lacks them fetches them instead of
@@ -15,6 +15,8 @@ import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from unlearning.errors import Failure, FailureKind
 
 # what an Original is determined by (beside the train seed); Retrain adds the split and its seed
 _ORIGINAL_KEYS = ("data", "model", "train", "precision", "device", "cache_dir")
@@ -31,14 +33,14 @@ class OracleJob:
     status: str = "pending"  # pending -> running -> ready | failed
     attempt: int = 0
     files: dict[str, Any] = field(default_factory=dict)  # cache file name -> the backend's handle
-    error: str = ""
+    failure: Failure | None = None
     t0: float = 0.0
 
 
 def needs_retrain(cfg: dict[str, Any]) -> bool:
     from unlearning.methods import get_method
 
-    return bool(cfg.get("retrain", True)) or bool(getattr(get_method(cfg["method"]), "from_oracle", False))
+    return bool(cfg.get("retrain", True)) or get_method(cfg["method"]).from_oracle
 
 
 def oracle_idents(cfg: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -80,9 +82,12 @@ class OraclePlan:
             return "failed"
         return "ready" if all(s == "ready" for s in sts) else "waiting"
 
-    def failure(self, idents: list[str]) -> str:
+    def failure(self, idents: list[str]) -> Failure:
+        """A run's failure when an oracle it needs failed: of the oracle's kind (a lost worker stays
+        transient, so `resume` tries again)."""
         j = next(self.jobs[i] for i in idents if self.jobs[i].status == "failed")
-        return f"oracle {j.label} could not be trained: {j.error}"
+        assert j.failure is not None
+        return Failure(kind=j.failure.kind, message=f"oracle {j.label} could not be trained: {j.failure}")
 
     def files(self, idents: list[str]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -93,8 +98,10 @@ class OraclePlan:
     def landed(self, job: OracleJob, result: dict[str, Any], share) -> str:
         """Record an oracle task's result; returns a line for the log."""
         if not result.get("ok"):
-            job.status, job.error = "failed", str(result.get("error") or "no reason given")
-            return f"oracle {job.label} failed: {job.error}"
+            job.status = "failed"
+            job.failure = Failure.model_validate(result["failure"]) if result.get("failure") else \
+                Failure(kind=FailureKind.ERROR, message="the oracle task gave no reason")
+            return f"oracle {job.label} failed: {job.failure}"
         job.files = {name: share(blob) for name, blob in (result.get("files") or {}).items()}
         job.status = "ready"
         how = (f"trained in {result.get('runtime_s', float('nan')):.1f}s" if result.get("trained")

@@ -45,6 +45,34 @@ class NullTracker:
     def close(self): pass
 
 
+class SafeTracker:
+    """Any tracker as a view that never stops a sweep: a call that raises is warned about once (with
+    the hook's name and the error), then every later call is still tried."""
+
+    def __init__(self, inner: Tracker, warn=None):
+        self.inner, self.warn, self._warned = inner, warn or (lambda msg: None), False
+
+    def _call(self, hook: str, *args) -> None:
+        try:
+            getattr(self.inner, hook)(*args)
+        except Exception as e:  # noqa: BLE001
+            if not self._warned:
+                self._warned = True
+                self.warn(f"warning: tracker {hook} failed ({type(e).__name__}: {e}); the sweep goes on")
+
+    def start(self, key, number, params, config):
+        self._call("start", key, number, params, config)
+
+    def log(self, key, row):
+        self._call("log", key, row)
+
+    def finish(self, key, result):
+        self._call("finish", key, result)
+
+    def close(self):
+        self._call("close")
+
+
 # -- secrets: one scrubber for everything (unlearning/redact.py) --------------------------------
 
 from unlearning.redact import REDACTED, scrub, scrub_text  # noqa: E402,F401 - re-exported
@@ -161,7 +189,7 @@ class WandbTracker:
             return
         try:
             summary = dict(_scalars(result.get("metrics") or {}))
-            for k in ("state", "error", "runtime_s", "total_s", "device", "node", "method", "lost"):
+            for k in ("state", "error", "failure_kind", "runtime_s", "total_s", "device", "node", "method"):
                 if result.get(k) is not None:
                     summary[k] = result[k]
             for k, v in scrub(_scalars(summary)).items():

@@ -36,6 +36,7 @@ TASK_SCHEMA = pa.schema([
     *[pa.field(p, pa.list_(_F)) for p in ("forget", "retain", "val")],
     pa.field("relearn_steps", _F), pa.field("relearn_capped", pa.bool_()), pa.field("relearn_seconds", _F),
     pa.field("ended_at", pa.string()),
+    pa.field("failure_kind", pa.string()),  # unlearning.errors.FailureKind of a FAIL row
 ])
 EXAMPLE_SCHEMA = pa.schema([
     pa.field("config_id", pa.string()), pa.field("method", pa.string()), pa.field("set", pa.string()),

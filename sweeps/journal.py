@@ -12,9 +12,15 @@ The driver, which asks and tells, opens the real study (`sweeps.study.open_study
 from __future__ import annotations
 
 import json
+import os
+import threading
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 # Optuna's JournalOperation codes (stable: a journal file outlives Optuna versions)
@@ -24,7 +30,7 @@ CREATE_STUDY, DELETE_STUDY, SET_STUDY_USER_ATTR, SET_STUDY_SYSTEM_ATTR, CREATE_T
 
 
 class Damaged(ValueError):
-    """A line of the journal is not a whole record (`sweeps.study.journal_damage` says which)."""
+    """A line of the journal is not a whole record (`journal_damage` says which)."""
 
 
 @dataclass
@@ -132,3 +138,78 @@ def _compatible(a: str, b: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+# -- the journal, checked before anything is appended --------------------------------------------
+
+def _whole_record(line: bytes) -> bool:
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(rec, dict) and isinstance(rec.get("op_code"), int)
+
+
+def journal_damage(path: Path) -> tuple[list[bytes], int, bool]:
+    """(whole records, lines that are not whole records, torn tail?) of a journal file."""
+    data = path.read_bytes() if path.is_file() else b""
+    torn = bool(data) and not data.endswith(b"\n")
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    good = [ln for ln in lines if _whole_record(ln)]
+    return good, len(lines) - len(good), torn
+
+
+def repair_journal(path: Path) -> str | None:
+    """Cut a damaged journal (a torn last line, garbage) back to its whole records, keeping a copy
+    of the damaged file beside it. Returns a one-line notice, or None when it was whole. Must run
+    before Optuna appends anything: appending onto a torn line tears the next record too."""
+    good, bad, _ = journal_damage(path)
+    if not bad:
+        return None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    backup = path.with_name(f"{path.name}.damaged-{stamp}")
+    os.replace(path, backup)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(b"".join(ln + b"\n" for ln in good))
+    os.replace(tmp, path)
+    return (f"{path.name}: {bad} line(s) that are not whole records removed, {len(good)} kept "
+            f"(the damaged file is kept as {backup.name})")
+
+
+def journal_tail_whole(path: Path) -> bool:
+    """Whether the journal ends with a whole record and a newline (or is empty): what Optuna's
+    reader cannot check, as it skips a bad last line (and raises on a bad line followed by a good
+    one). Reads the last 64 KiB only."""
+    with path.open("rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - (1 << 16)))
+        tail = f.read()
+    lines = tail.split(b"\n")
+    return not tail or (lines[-1] == b"" and len(lines) >= 2 and _whole_record(lines[-2]))
+
+
+class JournalReplay:
+    """The journal replayed by Optuna in a background thread, while the driver starts its backend
+    (at 10,000 trials the replay takes about a second; an embedded Ray's start several, waiting on
+    its processes). `storage()` waits for it: the JournalStorage, or None if the journal turned out
+    damaged inside (then `repair_journal`, and a fresh replay). Started once `journal_tail_whole`
+    holds (Optuna's reader would skip a bad last line) and before anything is appended; nothing else
+    writes the journal meanwhile (the driver holds the lock)."""
+
+    def __init__(self, path: Path):
+        self._storage: JournalStorage | None = None
+        self._thread = threading.Thread(target=self._run, args=(path,), name="journal-replay", daemon=True)
+        self._thread.start()
+
+    def _run(self, path: Path) -> None:
+        try:
+            self._storage = JournalStorage(JournalFileBackend(str(path)))
+        except Exception:  # noqa: BLE001 - ValueError, KeyError, ...: a damaged line inside
+            self._storage = None
+
+    def storage(self) -> JournalStorage | None:
+        self._thread.join()
+        return self._storage
+
+

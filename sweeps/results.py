@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sweeps.spec import SweepSpec, blind_metrics
+from unlearning.errors import Failure, FailureKind
 
 METRIC_COLUMNS = ("unlearn_acc", "retain_acc", "test_acc", "mia_efficacy", "forget_acc", "val_acc",
                   "avg_gap", "forget_gap", "utility_drop", "forget_val_gap", "retain_examples_seen",
@@ -50,6 +51,9 @@ BASE_FIELDS = [
     pa.field("phase", pa.string()),  # search (sampled by Optuna) | replicate (a top config on more seeds)
     pa.field("seeds_in_trial", pa.int32()),  # how many runs its trial has: complete when all landed
     pa.field("run_id", pa.string()),  # the run directory's identity (run.json)
+    # why a FAIL row failed (unlearning.errors.FailureKind: user_error, diverged, out_of_memory,
+    # timeout, lost_worker, interrupted, error); null for COMPLETE rows and rows from before the column
+    pa.field("failure_kind", pa.string()),
 ]
 BASE_SCHEMA = pa.schema(BASE_FIELDS)
 
@@ -109,13 +113,18 @@ def now_iso() -> str:
 
 
 def trial_row(*, spec: SweepSpec, number: int, fp: str, config: dict[str, Any], seed_index: int,
-              result: dict[str, Any] | None, error: str | None = None, attempt: int = 0,
+              result: dict[str, Any] | None, failure: Failure | None = None, attempt: int = 0,
               node: str = "", started_at: str = "", ended_at: str = "", phase: str = "search",
               seeds_in_trial: int | None = None, run_id: str | None = None) -> dict[str, Any]:
-    """One Parquet row from a TrialResult dict (or from None when the worker never returned one)."""
+    """One Parquet row from a TrialResult dict, or from the driver's `failure` when the worker never
+    returned one (a lost worker, a timeout, an interruption, a configuration rejected up front)."""
     r = result or {}
-    state = r.get("state", "FAIL")
-    err = error if error is not None else r.get("error")
+    if failure is None and r.get("failure"):
+        failure = Failure.model_validate(r["failure"])
+    elif failure is None and r.get("state", "FAIL") != "COMPLETE":  # a task function that says FAIL
+        failure = Failure(kind=FailureKind.ERROR, message=str(r.get("error") or "failed, no reason given"))
+    state = "FAIL" if failure is not None else r.get("state", "FAIL")
+    err = failure.message if failure is not None else None
     metrics = dict(r.get("metrics") or {})
     metrics.update(blind_metrics(metrics))
     ref = r.get("reference") or {}
@@ -135,6 +144,7 @@ def trial_row(*, spec: SweepSpec, number: int, fp: str, config: dict[str, Any], 
         "code_version": r.get("code_version"), "started_at": _ts(r.get("started_at") or started_at),
         "ended_at": _ts(r.get("ended_at") or ended_at), "selection_rule": spec.selection_rule,
         "phase": phase, "seeds_in_trial": seeds_in_trial, "run_id": run_id,
+        "failure_kind": failure.kind.value if failure is not None else None,
     }
     for m in METRIC_COLUMNS:
         row[m] = metrics.get(m)
@@ -323,12 +333,14 @@ def compact(run_dir: Path, scans: dict[str, Scan] | None = None) -> int:
     return merged
 
 
-def record_states(trials: Scan) -> dict[str, tuple[str, str]]:
-    """fingerprint -> (state, error) of every recorded run (`trials`: the trials/ folder as read by
-    `scan`): what the driver needs to decide whether a proposed run is already done."""
+def record_states(trials: Scan) -> dict[str, tuple[str, FailureKind | None]]:
+    """fingerprint -> (state, failure kind) of every recorded run (`trials`: the trials/ folder as
+    read by `scan`): what the driver needs to decide whether a proposed run is already done. A FAIL
+    row from before the failure_kind column counts as an error (kept, not rerun)."""
     t = trials.table
-    return {fp: (st, err or "") for fp, st, err in
-            zip(*(t.column(c).to_pylist() for c in ("fingerprint", "state", "error")))}
+    kinds = t.column("failure_kind").to_pylist() if "failure_kind" in t.column_names else [None] * len(t)
+    return {fp: (st, None if st == "COMPLETE" else FailureKind(kind or "error")) for fp, st, kind in
+            zip(t.column("fingerprint").to_pylist(), t.column("state").to_pylist(), kinds)}
 
 
 def read_row(run_dir: Path, fp: str) -> dict[str, Any] | None:
@@ -378,7 +390,8 @@ def record_problems(spec: SweepSpec, run_dir: Path, scans: dict[str, Scan] | Non
     """(the study, read only; one line per problem of the record): files that cannot be read, the
     journal's damage, trials the journal has whose runs Parquet lacks. Touches nothing. `scans`:
     the record as the caller has read it (`scan_record`), so it is read once."""
-    from sweeps.study import FINISHED, load_study_readonly, run_identity, superseded
+    from sweeps.rundir import run_identity
+    from sweeps.study import FINISHED, load_study_readonly, superseded
 
     scans = scans or scan_record(run_dir)
     lines = [ln for sub in ("trials", "history") for ln in scans[sub].problems()]

@@ -3,10 +3,10 @@ fast fake (tests.tasks.fake_run_task): python -m tests.drive run SPEC --out DIR 
 Everything else (argument parsing, signals, Ray, the record, exit codes) is the CLI's own."""
 import sys
 
-import unlearning.trial
+import unlearning.tasks
 from tests.tasks import fake_run_task
 
-unlearning.trial.run_task = fake_run_task  # the runner looks it up when it builds the backend
+unlearning.tasks.run_task = fake_run_task  # the runner looks it up when it builds the backend
 
 from orchestrator.cli import main  # noqa: E402
 

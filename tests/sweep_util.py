@@ -1,5 +1,5 @@
 """Shared pieces of the sweep tests: a fast fake task function (same contract as
-unlearning.trial.run_trial_payload), a small spec, and scripted backends implementing the protocol."""
+unlearning.tasks.run_trial_payload), a small spec, and scripted backends implementing the protocol."""
 from __future__ import annotations
 
 import platform

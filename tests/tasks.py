@@ -50,8 +50,9 @@ def task(payload: dict, on_epoch=None) -> dict:
                     "in_tail": [t1, time.time()]}
 
         return tail
-    if op == "oom":  # what unlearning.trial returns when CUDA runs out of memory
-        return {"state": "FAIL", "error": "out of memory: CUDA out of memory", "pid": os.getpid()}
+    if op == "oom":  # what unlearning.tasks returns when CUDA runs out of memory
+        return {"state": "FAIL", "failure": {"kind": "out_of_memory", "message": "out of memory: CUDA"},
+                "retire_worker": True, "pid": os.getpid()}
     raise KeyError(f"unknown op {op!r}")
 
 
@@ -64,7 +65,7 @@ def slow_fake_task(payload: dict, on_epoch=None) -> dict:
 
 
 def fake_run_task(payload: dict, on_epoch=None) -> dict:
-    """unlearning.trial.run_task's stand-in for driver processes under test (tests/drive.py): the
+    """unlearning.tasks.run_task's stand-in for driver processes under test (tests/drive.py): the
     probe passes, a trial is tests.sweep_util.fake_task after $FAKE_TASK_SECONDS (default 0.2)."""
     from tests.sweep_util import fake_task
 
@@ -76,7 +77,7 @@ def fake_run_task(payload: dict, on_epoch=None) -> dict:
 
 def fake_tail_task(payload: dict, on_epoch=None):
     """tests.sweep_util.fake_task with a device part (0.2 s) and a CPU tail (0.3 s), as
-    unlearning.trial.run_task returns a trial. The first tail to run in the sweep (marked by a file
+    unlearning.tasks.run_task returns a trial. The first tail to run in the sweep (marked by a file
     in the payload's cache_dir) hangs for a minute, for timeouts."""
     from pathlib import Path
 

@@ -4,6 +4,7 @@ analyze, export, compare, run names resolving to runs/NAME, full method descript
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -103,3 +104,18 @@ def test_trial_help_lists_the_choices(capsys):
     assert main(["trial", "--method", "nope"]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "unknown method" in line and "eupmu" in line
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(tmp_path):
+    """`unlearn-sweep methods | head -1`: the pipe closes under the writer (EPIPE). Exit 0, nothing on
+    stderr (before: "error: Broken pipe", exit 1, as OSError was caught before BrokenPipeError)."""
+    import os
+    import subprocess
+    import sys
+
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first byte is written
+    p = subprocess.run([sys.executable, "-m", "orchestrator.cli", "methods"], stdout=w,
+                       stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1], timeout=120)
+    os.close(w)
+    assert p.returncode == 0 and p.stderr == "", p.stderr

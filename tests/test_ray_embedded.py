@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from cluster import ray_private
+
 ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
 
@@ -47,7 +49,7 @@ def test_embedded_ray_is_private_and_leaves_nothing_behind(monkeypatch):
                    num_cpus=1, include_dashboard=True)
     try:
         assert ray.is_initialized()
-        node = ray._private.worker._global_node
+        node = ray_private.global_node()
         session = os.path.basename(node.get_session_dir_path())
         host, port = node.address_info["webui_url"].rsplit(":", 1)
         assert host == "127.0.0.1"

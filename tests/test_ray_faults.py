@@ -45,15 +45,13 @@ def cluster():
 def _token_auth(on: bool | None) -> None:
     """Token mode for this process and the nodes it starts (ray.init's own set-up, which
     cluster_utils skips); on=None re-reads the restored environment."""
-    from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
-    from ray._raylet import AuthenticationTokenLoader, Config
+    from cluster import ray_private
 
     if on:
         os.environ["RAY_AUTH_MODE"] = "token"
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
+    ray_private.reload_auth_mode()
     if on:
-        ensure_token_if_auth_enabled({}, create_token_if_missing=True)
+        ray_private.ensure_token()
 
 
 def run_all(backend, payloads: dict[str, dict], timeout=90.0, on_running=None, max_retries=3):

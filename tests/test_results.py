@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 
 from sweeps import results as R
 from sweeps.spec import load_spec
-from sweeps.study import fingerprint
+from sweeps.fingerprint import fingerprint
+from unlearning.errors import Failure
 from tests.sweep_util import fake_task, small_spec
 
 
@@ -18,7 +19,8 @@ def _write(run_dir, spec, number, lr, seed=0, result=True):
     fp, cfg = fingerprint(spec.trial_config("ft", {"lr": lr}, seeds))
     res = fake_task(cfg) if result else None
     row = R.trial_row(spec=spec, number=number, fp=fp, config=cfg, seed_index=seed, result=res,
-                      error=None if result else "lost: worker died", node="n0",
+                      failure=None if result else Failure(kind="lost_worker", message="lost: worker died"),
+                      node="n0",
                       started_at="2025-01-01T00:00:00+00:00", ended_at="2025-01-01T00:00:02+00:00")
     R.write_trial(run_dir, row, R.history_rows(spec, number, fp, "ft", res), R.trial_schema(spec))
     return fp

@@ -7,7 +7,9 @@ from optuna.trial import TrialState
 
 from sweeps.space import decode, suggest
 from sweeps.spec import load_spec
-from sweeps.study import REQUEUED, DriverLock, counted, fingerprint, open_study, reconcile
+from sweeps.fingerprint import fingerprint
+from sweeps.rundir import DriverLock
+from sweeps.study import counted, open_study, reconcile, superseded
 from tests.sweep_util import small_spec
 from unlearning.errors import UserError
 
@@ -62,7 +64,7 @@ def test_journal_resume_reconciles_running_trials(tmp_path):
     assert reconcile(study) == {"left RUNNING by a driver that died": [orphan.number]}
     trials = study.get_trials()
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    assert trials[orphan.number].state == TrialState.FAIL and REQUEUED in trials[orphan.number].user_attrs
+    assert trials[orphan.number].state == TrialState.FAIL and orphan.number in superseded(study)
     waiting = [t for t in trials if t.state == TrialState.WAITING]
     assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"] == orphan_params
     assert counted(study) == 1  # the re-enqueued trial does not count towards n_trials
@@ -181,7 +183,8 @@ def test_two_drivers_starting_at_the_same_instant_exactly_one_gets_the_lock(tmp_
 
 
 def test_torn_and_garbage_journal_tails_are_cut_back_to_whole_records(tmp_path):
-    from sweeps.study import journal_damage, load_study_readonly, repair_journal
+    from sweeps.journal import journal_damage, repair_journal
+    from sweeps.study import load_study_readonly
 
     spec = load_spec(small_spec())
     study = open_study(spec, tmp_path)

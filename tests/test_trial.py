@@ -12,10 +12,11 @@ import torch
 
 from tests.conftest import digits_config
 from unlearning import trial as T
+from unlearning import warmup as W
 from unlearning.errors import UserError
 from unlearning.methods import Method, MethodConfig, register
-from unlearning.trial import (TrialConfig, load_trial_config, run_trial, run_trial_payload, start_trial,
-                              untimed)
+from unlearning.tasks import run_trial_payload
+from unlearning.trial import TrialConfig, load_trial_config, run_trial, start_trial, untimed
 
 
 @pytest.mark.parametrize("raw, needle", [
@@ -153,9 +154,9 @@ print(json.dumps(seen))
 
 def test_the_kernel_warm_up_changes_no_result():
     cfg = digits_config("rl", params={"epochs": 1})
-    T._WARM_KERNELS.clear()
+    W._WARM_KERNELS.clear()
     warmed = run_trial(cfg)  # a few steps of a throwaway copy first, outside the timed part
-    assert T._WARM_KERNELS
+    assert W._WARM_KERNELS
     again = run_trial(cfg)  # already warm: straight to the unlearning
     assert untimed(warmed) == untimed(again)
 

@@ -39,7 +39,6 @@ import hashlib
 import math
 import platform
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,13 +48,13 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from unlearning.audit_config import AuditConfig
 from unlearning.data import Dataset, load_dataset
-from unlearning.errors import TrialFailed, UserError
+from unlearning.errors import FailureKind
 from unlearning.loop import autocast_factory
 from unlearning.methods import get_method
 from unlearning.oracle import Trained, cached_train, oracle, oracle_key
 from unlearning.relearn import ain, relearn_time, train_accuracy
 from unlearning.splits import Split, make_split
-from unlearning.trial import default_cache_dir, load_trial_config, resolve_device, unlearn
+from unlearning.trial import default_cache_dir, failure_of, load_trial_config, resolve_device, unlearn
 
 REFERENCE_SEED_OFFSET = 1_000_000  # reference Retrain k trains with seed base + this + k
 FPRS = (0.01, 0.001)
@@ -230,14 +229,11 @@ def run_audit_task(payload: dict[str, Any], on_epoch=None) -> dict[str, Any]:
                     "train_runtime_s": model.runtime_s, "total_s": time.perf_counter() - t0}
         out = _score(payload, cfg, audit, ds, split, role, k, model, device, autocast, cache)
         return {**base_out, "state": "COMPLETE", **out, "total_s": time.perf_counter() - t0}
-    except (TrialFailed, UserError) as e:
-        return {**base_out, "state": "FAIL", "error": str(e), "total_s": time.perf_counter() - t0}
-    except torch.OutOfMemoryError as e:
-        return {**base_out, "state": "FAIL", "error": f"out of memory: {str(e).splitlines()[0]}"}
-    except Exception as e:  # noqa: BLE001 - a bug or a broken environment: still data
-        tb = traceback.format_exc().strip().splitlines()
-        return {**base_out, "state": "FAIL",
-                "error": f"{type(e).__name__}: {e} [{tb[-3].strip() if len(tb) > 2 else ''}]"}
+    except Exception as e:  # noqa: BLE001 - every failure is data (a bug, a diverged model, no data)
+        failure = failure_of(e)
+        return {**base_out, "state": "FAIL", "failure": failure.model_dump(mode="json"),
+                "retire_worker": failure.kind == FailureKind.OUT_OF_MEMORY,
+                "total_s": time.perf_counter() - t0}
 
 
 def _score(payload, cfg, audit: AuditConfig, ds, split, role, k, base: Trained, device, autocast,
@@ -246,7 +242,7 @@ def _score(payload, cfg, audit: AuditConfig, ds, split, role, k, base: Trained, 
     conf = payload.get("config") or {"method": "original", "params": {}}
     method = conf["method"]
     if role != "reference" and method != "original":
-        if getattr(get_method(method), "from_oracle", False):  # Retrain: shadow k and original k alike
+        if get_method(method).from_oracle:  # Retrain: shadow k and original k alike
             model = get_model(cfg, ds, split, "retrain", k, audit, device, autocast, cache).model
         else:
             tcfg = load_trial_config({**payload["trial"], "method": method, "params": conf["params"]})

@@ -216,10 +216,6 @@ class EUPMU(Combiner):
         return {"lambda_next": self.lam.clone(), "l_r_before": before, "l_r_after": after, "delta": delta}
 
 
-def make_combiner(kind: str, **kw) -> Combiner:
-    return {"linear": Linear, "pcgrad": PCGrad, "ungrad": UNGrad, "eupmu": EUPMU}[kind](**kw)
-
-
 def forward_keeping_stats(model: torch.nn.Module, x: Tensor) -> Tensor:
     """A forward pass in the model's current mode that leaves BatchNorm running statistics untouched
     (they are updated on throw-away copies): for extra measurement passes such as EUPMU's post-step

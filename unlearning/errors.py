@@ -1,4 +1,13 @@
-"""Errors a user can fix. The CLI prints them as one line and exits with code 2."""
+"""Errors a user can fix (one line, exit code 2), and failures as data.
+
+A run that does not finish is recorded with a `Failure`: a kind from a closed list and the message a
+person reads. Code decides by the kind (rerun it? retire the worker?); the message is only shown.
+"""
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict
 
 
 class UserError(Exception):
@@ -9,11 +18,46 @@ class DataError(UserError):
     """A data set cannot be found or read."""
 
 
-class TrialFailed(Exception):
-    """A trial that started but cannot finish (NaN loss, out of memory): recorded as FAIL, not raised
-    to the user."""
-
-
 class Aborted(Exception):
     """A run stopped for a reason outside its input (the disk filled up, the run directory became
     read-only). Message: one line; the CLI exits 1. What was recorded before stays whole."""
+
+
+class FailureKind(str, Enum):
+    """Why a run (a trial, an oracle, an audit task) has no result."""
+
+    USER_ERROR = "user_error"  # its configuration or input cannot run (a rejected combination, no data)
+    DIVERGED = "diverged"  # a non-finite loss, weights or outputs
+    OUT_OF_MEMORY = "out_of_memory"  # the device ran out of memory
+    TIMEOUT = "timeout"  # cancelled by the driver after resources.timeout_s
+    LOST_WORKER = "lost_worker"  # its worker process or node died and the retries ran out
+    INTERRUPTED = "interrupted"  # the sweep was stopped (a signal, the failure budget) while it ran
+    ERROR = "error"  # an exception in a method, the task function or the environment: a bug
+
+    @property
+    def transient(self) -> bool:
+        """A failure that says nothing about the configuration: never reused, `resume` reruns it."""
+        return self in (FailureKind.LOST_WORKER, FailureKind.INTERRUPTED)
+
+
+class Failure(BaseModel):
+    """A failed run: its kind and the reason, one line for people."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: FailureKind
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class TrialFailed(Exception):
+    """A trial that started but cannot finish: recorded as a FAIL with `kind`, not raised to the user."""
+
+    def __init__(self, message: str, kind: FailureKind):
+        super().__init__(message)
+        self.kind = kind
+
+    def failure(self) -> Failure:
+        return Failure(kind=self.kind, message=str(self))

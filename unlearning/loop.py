@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from unlearning.errors import TrialFailed
+from unlearning.errors import FailureKind, TrialFailed
 from unlearning.methods.base import Method, MethodConfig, Step
 
 
@@ -61,8 +61,9 @@ def run_loop(model: torch.nn.Module, method: Method, *, on_epoch: Callable[[dict
     method.setup(model)
     t_start, global_step = time.perf_counter(), 0
     for epoch in range(cfg.epochs):
+        method.lr = cfg.lr * lr_factor(cfg.schedule, epoch, cfg.epochs)
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * lr_factor(cfg.schedule, epoch, cfg.epochs)
+            group["lr"] = method.lr
         method.start_epoch(epoch, model)
         loss_sum = torch.zeros((), device=ctx.device)
         finite = torch.ones((), dtype=torch.bool, device=ctx.device)
@@ -86,7 +87,8 @@ def run_loop(model: torch.nn.Module, method: Method, *, on_epoch: Callable[[dict
                 step_rows.append({"epoch": epoch, "step": global_step, **step.logs, **logs})
         _sync(ctx.device)
         if not bool(finite) or not all(torch.isfinite(p).all() for p in params):
-            raise TrialFailed(f"non-finite loss or weights in epoch {epoch} (method {method.name})")
+            raise TrialFailed(f"non-finite loss or weights in epoch {epoch} (method {method.name})",
+                              FailureKind.DIVERGED)
         row = {"epoch": epoch, "loss": float(loss_sum) / max(n, 1), "steps": n,
                "lr": opt.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - t_start}
         epochs_rows.append(row)

@@ -2,9 +2,10 @@
 
 A trial loads its data (cached per process), draws the forget split (split_seed), gets the original
 and Retrain models from the oracle cache (train_seed), runs the method on a copy of the original
-(unlearn_seed) through the one loop, and evaluates UA, RA, TA, MIA-efficacy and the gaps to Retrain.
-Failures inside a started trial (NaN, out of memory) come back as a FAIL result, never an exception;
-bad input raises UserError before anything runs.
+(unlearn_seed) through the one loop, and evaluates UA, RA, TA, MIA-efficacy and the gaps to Retrain
+(unlearning/evaluate.py). Failures inside a started trial (NaN, out of memory) come back as a FAIL
+result carrying a typed `Failure`, never an exception; bad input raises UserError before anything
+runs. What a backend worker runs around it (probe, oracle tasks, JSON payloads) is unlearning/tasks.py.
 """
 from __future__ import annotations
 
@@ -19,20 +20,22 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, computed_field,
+                      model_validator)
 
 from unlearning import metrics as M
 from unlearning.audit_config import RelearnConfig
 from unlearning.config import StrictModel, one_line
 from unlearning.data import DataConfig, Dataset, load_dataset
-from unlearning.errors import TrialFailed, UserError
+from unlearning.errors import Failure, FailureKind, TrialFailed, UserError
+from unlearning.evaluate import EvalConfig, Outputs, derived, evaluate, model_outputs, score
 from unlearning.loop import autocast_factory, run_loop
-from unlearning.methods import Context, get_method
-from unlearning.models import MODELS, build_model
-from unlearning.oracle import (TrainRecipe, Trained, cache_files, cache_key, cached_train, code_version,
-                               frozen_copy, get_oracles, install_files, oracle_parts)
-from unlearning.relearn import ain, relearn_time
+from unlearning.methods import Context, MethodConfig, get_method
+from unlearning.models import MODELS
+from unlearning.oracle import TrainRecipe, Trained, code_version, frozen_copy, get_oracles
+from unlearning.relearn import relearn_time
 from unlearning.splits import MethodData, Split, SplitConfig, make_split
+from unlearning.warmup import warm_kernels, warm_up
 
 
 class Seeds(StrictModel):
@@ -42,26 +45,6 @@ class Seeds(StrictModel):
     split_seed: int = 0
     train_seed: int = 0
     unlearn_seed: int = 0
-
-
-class EvalConfig(StrictModel):
-    mia: bool = True
-    mia_kind: Literal["confidence", "correctness", "entropy", "m_entropy", "prob"] = "confidence"
-    batch_size: int = Field(1024, ge=1)
-    # every k epochs (and after the last) the unlearning loop also records UA, RA, TA (no MIA) in the
-    # per-epoch history; 0 = off. Costs one forward pass over the forget, retain, test and val sets.
-    eval_every: int = Field(0, ge=0)
-    # the relearning attack (off by default): `true` or its settings; adds relearn_steps (and AIN
-    # against Retrain's relearn time) to the trial's metrics
-    relearn: RelearnConfig | None = None
-
-    @field_validator("relearn", mode="before")
-    @classmethod
-    def _relearn_shorthand(cls, v):
-        return {} if v is True else (None if v is False else v)
-    # DeepUnlearn's loss attack, forget vs validation: du_mia, indiscernibility and, with Retrain,
-    # their objective terms du_retain, du_forget, du_val, du_indisc and du_norm
-    du_mia: bool = False
 
 
 class TrialConfig(StrictModel):
@@ -93,13 +76,16 @@ class TrialConfig(StrictModel):
                 raise UserError(f"device: {self.device!r} is not a device (auto, cpu, cuda or cuda:N)"
                                 ) from None
         try:
-            cls.Config(**self.params)
+            self._method_config = cls.Config(**self.params)
         except ValidationError as e:
             raise UserError(one_line(e, "params")) from None
         return self
 
-    def method_config(self):
-        return get_method(self.method).Config(**self.params)
+    _method_config: MethodConfig = PrivateAttr()  # validated once, with the config
+
+    def method_config(self) -> MethodConfig:
+        """The method's own Config (defaults filled in), as validated with this TrialConfig."""
+        return self._method_config
 
 
 def load_trial_config(raw: dict[str, Any]) -> TrialConfig:
@@ -111,10 +97,13 @@ def load_trial_config(raw: dict[str, Any]) -> TrialConfig:
 
 
 class TrialResult(BaseModel):
-    """What a trial returns: state COMPLETE or FAIL, metrics in percent, history, provenance."""
+    """What a trial returns: state COMPLETE, or FAIL with its `failure`; metrics in percent,
+    history, provenance. Immutable."""
+
+    model_config = ConfigDict(frozen=True)
 
     state: Literal["COMPLETE", "FAIL"]
-    error: str | None = None
+    failure: Failure | None = None  # set exactly when state is FAIL
     method: str
     params: dict[str, Any]  # the method's full config, defaults filled in
     config: dict[str, Any]  # the whole TrialConfig
@@ -131,6 +120,12 @@ class TrialResult(BaseModel):
     code_version: str = ""
     started_at: str = ""
     ended_at: str = ""
+
+    @computed_field  # in the JSON too: readers of a result find the reason at the top level
+    @property
+    def error(self) -> str | None:
+        """The failure's message (None for a complete trial)."""
+        return self.failure.message if self.failure else None
 
 
 # what differs between two runs of the same trial: how long things took and when
@@ -159,67 +154,6 @@ def resolve_device(name: str) -> torch.device:
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("UNLEARN_SWEEP_CACHE", Path.home() / ".cache" / "unlearn-sweep"))
-
-
-# -- evaluation ----------------------------------------------------------------------------------
-
-@torch.no_grad()
-def _probs(model, ds: Dataset, x_raw: torch.Tensor, idx: torch.Tensor, cfg: EvalConfig, amp: bool):
-    idx, chunk = idx.to(x_raw.device), 8 * cfg.batch_size
-    fmt = torch.channels_last if x_raw.is_cuda else torch.contiguous_format
-    out = [M.predict_probs(model, ds.prepare(x_raw[idx[s:s + chunk]]).contiguous(memory_format=fmt),
-                           cfg.batch_size, amp) for s in range(0, len(idx), chunk)]
-    return torch.cat(out) if out else torch.empty(0, ds.num_classes)
-
-
-@dataclass
-class Outputs:
-    """A model's softmax outputs (CPU tensors) and labels on the forget, retain, test and val sets:
-    everything `score` needs, so the metrics can be computed after the model has moved on."""
-
-    probs: dict[str, torch.Tensor]
-    labels: dict[str, torch.Tensor]
-
-
-def model_outputs(model, ds: Dataset, split: Split, cfg: EvalConfig, amp: bool = False) -> Outputs:
-    """The device part of `evaluate`: one forward pass over each set. Raises TrialFailed when the
-    model's outputs are not finite (it diverged): that, not a scikit-learn complaint about NaN inputs
-    to the MIA, is the reason a user needs."""
-    p = {name: _probs(model, ds, x, idx, cfg, amp) for name, x, idx in (
-        ("forget", ds.x_train, split.forget), ("retain", ds.x_train, split.retain),
-        ("test", ds.x_test, split.test), ("val", ds.x_val, split.val))}
-    bad = {name: int((~torch.isfinite(v)).any(1).sum()) for name, v in p.items() if len(v)}
-    if any(bad.values()):
-        where = ", ".join(f"{n} {k}/{len(p[n])}" for n, k in bad.items() if k)
-        raise TrialFailed(f"diverged: the model's outputs are not finite (NaN/inf) on {where} examples")
-    y = {"forget": ds.y_train[split.forget.to(ds.device)].cpu(),
-         "retain": ds.y_train[split.retain.to(ds.device)].cpu(),
-         "test": ds.y_test[split.test.to(ds.device)].cpu(), "val": ds.y_val[split.val.to(ds.device)].cpu()}
-    return Outputs(p, y)
-
-
-def score(o: Outputs, cfg: EvalConfig) -> dict[str, float]:
-    """The CPU part of `evaluate`: UA, RA, TA, MIA-efficacy (the SVC, seconds at CIFAR size) and the
-    DeepUnlearn attack from `model_outputs`. Pure: the same outputs give the same numbers."""
-    p, y = o.probs, o.labels
-    forget_acc = M.accuracy(p["forget"], y["forget"])
-    out = {"unlearn_acc": 100.0 - forget_acc, "forget_acc": forget_acc,
-           "retain_acc": M.accuracy(p["retain"], y["retain"]), "test_acc": M.accuracy(p["test"], y["test"]),
-           "val_acc": M.accuracy(p["val"], y["val"]) if len(y["val"]) else float("nan")}
-    if cfg.mia:
-        t0 = time.perf_counter()
-        out["mia_efficacy"] = M.mia_efficacy(p["retain"], y["retain"], p["test"], y["test"],
-                                             p["forget"], y["forget"], kind=cfg.mia_kind)
-        out["mia_seconds"] = time.perf_counter() - t0
-    if cfg.du_mia:
-        out.update(M.deepunlearn_mia(p["forget"], y["forget"], p["val"], y["val"]))
-    return out
-
-
-def evaluate(model, ds: Dataset, split: Split, cfg: EvalConfig, amp: bool = False) -> dict[str, float]:
-    """UA, RA, TA, MIA-efficacy (and forget/val accuracy for blind objectives), in percent: `score`
-    of `model_outputs`. Raises TrialFailed when the model diverged."""
-    return score(model_outputs(model, ds, split, cfg, amp), cfg)
 
 
 def _epoch_eval(cfg: TrialConfig, model, ds: Dataset, split: Split, amp: bool, epochs: int,
@@ -281,9 +215,9 @@ def start_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None
         original, retrained = get_oracles(
             ds, split, model_name=cfg.model, recipe=cfg.train, train_seed=cfg.seeds.train_seed,
             device=device, autocast=autocast, cache_dir=Path(cfg.cache_dir or default_cache_dir()),
-            retrain=cfg.retrain or getattr(method_cls, "from_oracle", False),
+            retrain=cfg.retrain or method_cls.from_oracle,
             precision=cfg.precision if device.type == "cuda" else "fp32")
-        if getattr(method_cls, "from_oracle", False):
+        if method_cls.from_oracle:
             u = Unlearned(retrained.model, retrained.runtime_s, retrained.history, [], len(split.retain))
         else:
             model = copy.deepcopy(original.model).train()
@@ -329,16 +263,23 @@ def _complete(cfg: TrialConfig, outputs: Outputs, reference: dict[str, dict[str,
                 step_history=u.step_history, runtime_s=u.runtime_s)
 
 
-def _failure(e: Exception) -> dict[str, Any]:
-    """A started trial's failure as the fields of a FAIL result, with the reason a user needs."""
+def failure_of(e: BaseException) -> Failure:
+    """The typed failure of an exception raised inside a started run (a trial, an oracle, an audit
+    task), with the reason a user needs. Call it inside the `except` block (it reads the traceback)."""
     if isinstance(e, TrialFailed):
-        return dict(state="FAIL", error=str(e))
+        return e.failure()
+    if isinstance(e, UserError):
+        return Failure(kind=FailureKind.USER_ERROR, message=str(e))
     if isinstance(e, torch.OutOfMemoryError):
-        return dict(state="FAIL", error=f"out of memory: {str(e).splitlines()[0]}")
+        return Failure(kind=FailureKind.OUT_OF_MEMORY, message=f"out of memory: {str(e).splitlines()[0]}")
     # a bug or a broken environment: still data, with the traceback's tail
     tb = traceback.format_exc().strip().splitlines()
     where = tb[-3].strip() if len(tb) > 2 else ""
-    return dict(state="FAIL", error=f"{type(e).__name__}: {e} [{where}]")
+    return Failure(kind=FailureKind.ERROR, message=f"{type(e).__name__}: {e} [{where}]")
+
+
+def _failure(e: BaseException) -> dict[str, Any]:
+    return dict(state="FAIL", failure=failure_of(e))
 
 
 @dataclass
@@ -408,170 +349,3 @@ def _reference_metrics(cfg: TrialConfig, kind: str, trained, ds: Dataset, split:
     return dict(_REFERENCE_METRICS[key])
 
 
-def derived(metrics: dict[str, float], reference: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Gaps to Retrain (when it exists), ToW and ToW-MIA (Zhao et al. 2024; 1 = Retrain), AIN (when
-    the relearning attack ran), and the utility drop from the original (percentage points)."""
-    out = {"utility_drop": reference["original"]["test_acc"] - metrics["test_acc"]}
-    r = reference.get("retrain")
-    if r is not None:
-        out["tow"] = M.tow(metrics, r)
-        if "mia_efficacy" in metrics:
-            out["avg_gap"] = M.avg_gap(metrics, r)
-            out["forget_gap"] = M.forget_gap(metrics, r)
-            out["tow_mia"] = M.tow(metrics, r, forget_key="mia_efficacy")
-        if "relearn_steps" in metrics and "relearn_steps" in r:
-            out["ain"] = ain(metrics["relearn_steps"], r["relearn_steps"])
-    if r is not None and "du_indisc" in metrics:
-        out.update(M.deepunlearn_terms(metrics, r))
-    return out
-
-
-_WARM = False
-
-
-def warm_up() -> None:
-    """One-time process costs kept out of the timed unlearning (RTE is a reported metric): the first
-    optimizer built in a process imports torch._dynamo (about a second), the first backward pass
-    initialises autograd's engine, the first MIA imports sklearn's SVC (about a second)."""
-    global _WARM
-    if not _WARM:
-        import sklearn.svm  # noqa: F401 - imported lazily by unlearning.metrics
-
-        w = torch.zeros(2, requires_grad=True)
-        opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
-        (w * w).sum().backward()
-        opt.step()
-        torch.optim.Adam([w], lr=0.1).step()
-        _WARM = True
-
-
-_WARM_KERNELS: set[tuple] = set()
-
-
-def warm_kernels(model: torch.nn.Module, ds: Dataset, batch_size: int, autocast, precision: str,
-                 steps: int = 3) -> None:
-    """A few training steps of a throwaway copy of `model` on batches of the training shape, once per
-    process for each architecture, input shape, batch size, device and precision. A process's first
-    steps at a shape pick its kernels (cuDNN autotuning with benchmark on, oneDNN primitives on a CPU)
-    and grow the allocator's pools, which would otherwise be timed as the first trial's unlearning.
-    `model` itself is untouched; the copy may draw from the global random streams, which the caller
-    seeds afterwards."""
-    n = min(batch_size, len(ds.x_train))
-    key = (type(model).__name__, tuple(tuple(p.shape) for p in model.parameters()), tuple(ds.in_shape),
-           n, str(ds.device), precision)
-    if key in _WARM_KERNELS or n < 2 or not any(p.requires_grad for p in model.parameters()):
-        return
-    probe = copy.deepcopy(model).train()
-    opt = torch.optim.SGD([p for p in probe.parameters() if p.requires_grad], lr=0.0, momentum=0.9)
-    x = ds.prepare(ds.x_train[:n])
-    if x.is_cuda:  # the layout MethodData gives training batches
-        x = x.contiguous(memory_format=torch.channels_last)
-    for _ in range(steps):
-        opt.zero_grad(set_to_none=True)
-        with autocast():
-            loss = torch.nn.functional.cross_entropy(probe(x).float(), ds.y_train[:n])
-        loss.backward()
-        opt.step()
-    if x.is_cuda:
-        torch.cuda.synchronize(x.device)
-    _WARM_KERNELS.add(key)
-
-
-def probe(cfg: TrialConfig) -> dict[str, Any]:
-    """Everything a trial does before it trains, as far as it goes without training: the device
-    exists, the data set's files are found and read, the split can be drawn, the model accepts the
-    inputs. Raises UserError with the reason; returns what was found."""
-    device = resolve_device(cfg.device)
-    t0 = time.perf_counter()
-    ds = load_dataset(cfg.data, device)
-    split = make_split(ds, cfg.split, cfg.seeds.split_seed)
-    model = build_model(cfg.model, ds.in_shape, ds.num_classes).to(device)
-    x = ds.prepare(ds.x_train[split.retain[:2].to(device)])
-    try:
-        with torch.no_grad():
-            out = model.eval()(x)
-    except RuntimeError as e:
-        raise UserError(f"model: {cfg.model} cannot take {ds.name}'s inputs of shape "
-                        f"{tuple(ds.in_shape)} ({str(e).splitlines()[0]})") from None
-    if tuple(out.shape) != (len(x), ds.num_classes):
-        raise UserError(f"model: {cfg.model} gives outputs of shape {tuple(out.shape)} for "
-                        f"{ds.num_classes} classes")
-    # no warm_up() here: a trial warms its own process before its timer, and this check is on the
-    # path to a sweep's first submitted trial (about a second of imports)
-    return {"ok": True, "device": str(device), "data": repr(ds), "forget": len(split.forget),
-            "retain": len(split.retain), "load_s": time.perf_counter() - t0}
-
-
-def oracle_task(cfg: TrialConfig, kind: Literal["original", "retrain"]) -> dict[str, Any]:
-    """Train (or find in this node's cache) one oracle of `cfg`'s data, split, model, recipe and
-    seeds, and return its cache files so the driver can hand them to workers elsewhere:
-    {"ok": True, "files": {name: bytes}, "trained": bool, "runtime_s": float, "node": str}."""
-    device = resolve_device(cfg.device)
-    ds = load_dataset(cfg.data, device)
-    split = make_split(ds, cfg.split, cfg.seeds.split_seed)
-    cache_dir = Path(cfg.cache_dir or default_cache_dir())
-    parts, idx = oracle_parts(kind, ds, split, model_name=cfg.model, recipe=cfg.train,
-                              train_seed=cfg.seeds.train_seed,
-                              precision=cfg.precision if device.type == "cuda" else "fp32")
-    warm_up()
-    t = cached_train(cache_dir, parts, ds, idx, cfg.model, cfg.train, cfg.seeds.train_seed, device,
-                     autocast_factory(device, cfg.precision))
-    return {"ok": True, "files": cache_files(cache_dir, cache_key(parts)), "trained": not t.cached,
-            "runtime_s": t.runtime_s, "node": platform.node(), "kind": kind}
-
-
-def _task_error(e: Exception) -> dict[str, Any]:
-    text = str(e) if isinstance(e, UserError) else \
-        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    return {"ok": False, "error": text}
-
-
-def run_task(payload: dict[str, Any], on_epoch: Callable[[dict], None] | None = None
-             ) -> dict[str, Any] | Callable[[], dict[str, Any]]:
-    """The task function a backend runs:
-      - a TrialConfig dict: a trial. It returns once its device part is done, as its CPU tail (the
-        contract in cluster/backend.py): a callable that computes the rest and returns the JSON-safe
-        TrialResult. The payload may carry "shared_files"
-        ({cache file name: bytes or a callable returning them}): oracles trained elsewhere, put in
-        this node's cache first when it lacks them;
-      - {"task": "probe", "config": ...}: the driver's up-front check ({"ok", "error"});
-      - {"task": "oracle", "kind": "original" | "retrain", "config": ...}: the oracle phase."""
-    task = payload.get("task")
-    if task in ("probe", "oracle"):
-        try:
-            cfg = load_trial_config(payload["config"])
-            return probe(cfg) if task == "probe" else oracle_task(cfg, payload["kind"])
-        except TrialFailed as e:  # an oracle whose training diverged
-            return {"ok": False, "error": str(e)}
-        except Exception as e:  # noqa: BLE001 - a missing data set, a broken environment: one line
-            return _task_error(e)
-    shared = payload.get("shared_files")
-    if shared:
-        payload = {k: v for k, v in payload.items() if k != "shared_files"}
-        try:
-            install_files(Path(payload.get("cache_dir") or default_cache_dir()), shared)
-        except Exception:  # noqa: BLE001 - the trial then trains what it lacks itself
-            pass
-    return start_trial_payload(payload, on_epoch)
-
-
-def start_trial_payload(payload: dict[str, Any], on_epoch: Callable[[dict], None] | None = None
-                        ) -> Callable[[], dict[str, Any]]:
-    """`start_trial` on a plain dict: the device part now; the callable returned gives the
-    TrialResult as a JSON-safe dict. Input the trial cannot use becomes a FAIL result, so a sweep
-    goes on."""
-    try:
-        finish = start_trial(load_trial_config(payload), on_epoch=on_epoch)
-    except UserError as e:
-        failed = TrialResult(state="FAIL", error=str(e), method=str(payload.get("method", "")),
-                             params=dict(payload.get("params", {})), config=payload
-                             ).model_dump(mode="json")
-        return lambda: failed
-    return lambda: finish().model_dump(mode="json")
-
-
-def run_trial_payload(payload: dict[str, Any], on_epoch: Callable[[dict], None] | None = None
-                      ) -> dict[str, Any]:
-    """Worker entry point in one piece: a TrialConfig as a plain dict in, a TrialResult as a
-    JSON-safe dict out (`start_trial_payload` and its tail, back to back)."""
-    return start_trial_payload(payload, on_epoch)()

@@ -59,16 +59,20 @@ class Method:
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     mode: ClassVar[str] = "retain"  # batches: forget | retain | mixed | paired (see MethodData)
     log_every: ClassVar[int] = 0  # >0: record step logs to the per-step history every N steps
+    # True: the method IS an oracle model (Retrain), served from the oracle cache; nothing runs
+    from_oracle: ClassVar[bool] = False
 
     def __init__(self, cfg: MethodConfig, ctx: Context):
         self.cfg, self.ctx = cfg, ctx
+        self.lr = cfg.lr  # this epoch's learning rate (the schedule applied): set by the loop
+
 
     # -- hooks, in the order the loop calls them ------------------------------------------------
     def setup(self, model: torch.nn.Module) -> None:
         """Once, before the first epoch (e.g. SalUn's saliency mask)."""
 
     def start_epoch(self, epoch: int, model: torch.nn.Module) -> None:
-        """Before each epoch (e.g. redraw random labels)."""
+        """Before each epoch (e.g. redraw random labels); `self.lr` is already this epoch's."""
 
     def batches(self, epoch: int):
         return self.ctx.data.batches(self.mode, self.cfg.batch_size, self.cfg.augment)

@@ -18,7 +18,6 @@ import torch
 from pydantic import Field, model_validator
 
 from unlearning import combine
-from unlearning.loop import lr_factor
 from unlearning.methods import Method, MethodConfig, Step, register
 from unlearning.methods.base import ce, random_labels
 
@@ -88,9 +87,8 @@ class EUPMU(Method):
         self.combiner = self.make_combiner()
 
     def start_epoch(self, epoch, model):
-        d, c = self.ctx.data, self.cfg
+        d = self.ctx.data
         self.labels = random_labels(len(d.ds.y_train), d.num_classes, self.ctx.gen, self.ctx.device)
-        self.lr = c.lr * lr_factor(c.schedule, epoch, c.epochs)
 
     def objectives(self, logits, batch):
         """(phi(l_u), phi(l_r), retain rows present) for a mixed batch."""

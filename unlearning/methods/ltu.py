@@ -26,7 +26,6 @@ from torch.func import functional_call
 
 from unlearning import combine
 from unlearning import mia_models as mia
-from unlearning.loop import lr_factor
 from unlearning.methods import Method, MethodConfig, Step, masked_mean, register
 from unlearning.methods.base import ce, random_labels
 from unlearning.splits import Batch, retain_subset
@@ -72,9 +71,8 @@ class LTU(Method):
         self.combiner = combine.PCGrad(c.harmonization) if c.combiner == "pcgrad" else combine.EUPMU(**kw)
 
     def start_epoch(self, epoch, model):
-        c, d = self.cfg, self.ctx.data
+        d = self.ctx.data
         self.labels = random_labels(len(d.ds.y_train), d.num_classes, self.ctx.gen, self.ctx.device)
-        self.lr = c.lr * lr_factor(c.schedule, epoch, c.epochs)
 
     def batches(self, epoch):
         """One pass over D_f in half-batches, each joined by a half-batch of D_r^ (cycled)."""

@@ -1,0 +1,69 @@
+"""Every use of Ray's private modules, in one place (pyproject.toml bounds Ray to the versions these
+were checked on; tests/test_private_apis.py fails loudly, naming the Ray version, when one is gone).
+
+Why private: Ray has no public way to (1) start an embedded instance on loopback only, (2) tell a
+driver that joins a token-protected cluster to send its token after `import ray` read the mode,
+(3) ask whether token authentication is on (for the dashboard hint).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator
+
+# the logger of Ray's notice that token authentication is on (not the user's business)
+TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
+_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    """Start an embedded Ray with every server on 127.0.0.1 (GCS, raylet, object manager, workers,
+    agents, metrics): Ray binds to the node's IP, which it takes to be loopback when its "cluster"
+    support is off (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read by the processes it starts and, here,
+    by ray_constants). Restored afterwards, so a later connection to a real cluster is unaffected."""
+    from ray._private import ray_constants
+
+    old_env, old_flag = os.environ.get(_CLUSTER_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_CLUSTER_ENV], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old_flag
+        if old_env is None:
+            os.environ.pop(_CLUSTER_ENV, None)
+        else:
+            os.environ[_CLUSTER_ENV] = old_env
+
+
+def reload_auth_mode() -> None:
+    """Have Ray read RAY_AUTH_MODE / the token again (it read them when it was imported)."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def ensure_token() -> None:
+    """Create this user's token when token authentication is on and none exists (what ray.init does
+    for a local cluster and `ray.cluster_utils.Cluster` does not): tests and benches."""
+    from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
+
+    ensure_token_if_auth_enabled({}, create_token_if_missing=True)
+
+
+def token_auth_enabled() -> bool:
+    """Whether this process uses token authentication (False on a Ray without it)."""
+    try:
+        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+    except ImportError:
+        return False
+    return bool(is_token_auth_enabled())
+
+
+def global_node():
+    """The node this process started (ray.init(address="local")): its ports and addresses, for
+    tests that check nothing listens beyond loopback."""
+    import ray
+
+    return ray._private.worker._global_node

@@ -1,0 +1,184 @@
+"""The runs of a sweep's configurations on their way to the record.
+
+A configuration (a method and its parameters) runs once per seed: each (configuration, seed) is a
+*run*, named by its fingerprint, one Parquet row. The `RunBook` takes configurations from a source of
+them (the search, or replicate), and for each run: accepts its row when the record already holds it;
+follows a run of the same fingerprint already under way; or queues it until the Original and Retrain
+it needs exist (the oracle phase, orchestrator/oracles.py), then hands it to the task pool. A landed
+run is written to the record (history, then the row), shown to the tracker, and put in its
+configuration; once a configuration has all its rows, the book calls `on_complete(configuration)`.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from orchestrator.oracles import OracleJob, OraclePlan
+from orchestrator.pool import Task, now_iso
+from sweeps import results as R
+from sweeps.spec import SweepSpec
+from unlearning.errors import Failure, FailureKind
+from unlearning.redact import scrub
+
+
+@dataclass(eq=False)
+class Run:
+    """One configuration at one seed: a fingerprint, its TrialConfig dict, its place in the
+    configuration, and the oracle identities it waits for."""
+
+    conf: "Configuration"
+    seed_index: int
+    fp: str
+    config: dict[str, Any]
+    needs: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"trial {self.conf.number} seed {self.seed_index}"
+
+
+@dataclass(eq=False)
+class Configuration:
+    """A method and its parameters, run once per seed. `number` is its Optuna trial's number (for a
+    replicated configuration, that of the search trial it repeats); `owner` is the source's own
+    handle on it (the search's open Optuna trial)."""
+
+    number: int
+    method: str
+    params: dict[str, Any]
+    runs: list[Run] = field(default_factory=list)
+    rows: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed index -> its row on record
+    owner: Any = None
+
+    @property
+    def complete(self) -> bool:
+        return len(self.rows) == len(self.runs)
+
+    def failed_rows(self) -> list[dict[str, Any]]:
+        return [self.rows[i] for i in sorted(self.rows) if self.rows[i]["state"] != "COMPLETE"]
+
+
+class RunBook:
+    def __init__(self, spec: SweepSpec, record, *, run_id: str, phase: str, tracker,
+                 oracles: OraclePlan | None, share: Callable[[bytes], Any],
+                 on_complete: Callable[[Configuration], None], say: Callable[[str], None]):
+        self.spec, self.record, self.run_id, self.phase, self.share = spec, record, run_id, phase, share
+        self.tracker, self.oracles, self.on_complete, self.say = tracker, oracles, on_complete, say
+        self.schema = R.trial_schema(spec)
+        self.queue: deque[Run] = deque()  # waiting for their oracles or a slot
+        self.running: dict[str, Run] = {}  # fingerprint -> the run in flight
+        self.oracles_running = 0
+        self.followers: dict[str, list[Run]] = {}  # fingerprint -> runs waiting on the same one
+        self.reused = 0
+
+    @property
+    def busy(self) -> bool:
+        """Runs (or oracles) queued or in flight."""
+        return bool(self.queue or self.running or self.oracles_running)
+
+    # -- in ------------------------------------------------------------------------------------------
+    def add(self, conf: Configuration, rejected: dict[int, Failure] | None = None) -> None:
+        """Take a configuration's runs: each is accepted from the record, follows the same
+        fingerprint under way, or is queued. `rejected`: seed index -> why that run's config was
+        refused up front (recorded as a FAIL row, once per fingerprint)."""
+        for run in conf.runs:
+            why = (rejected or {}).get(run.seed_index)
+            if why is not None and not self.record.has(run.fp):
+                self._land(run, None, why)
+                continue
+            row = self.record.reusable(run.fp)
+            if row is not None:
+                self.reused += 1
+                self._accept(run, row)
+            elif run.fp in self.running or any(q.fp == run.fp for q in self.queue):
+                self.followers.setdefault(run.fp, []).append(run)
+            else:
+                if self.oracles is not None:
+                    run.needs = self.oracles.require(run.config)
+                self.queue.append(run)
+
+    # -- out to the pool -------------------------------------------------------------------------------
+    def next_task(self) -> Task | None:
+        """A run whose oracles exist first (the first result comes as early as it can), then an oracle
+        a waiting run needs. Runs whose oracle failed land as FAIL on the way."""
+        for run in list(self.queue):
+            state = self.oracles.state(run.needs) if (self.oracles and run.needs) else "ready"
+            if state == "waiting":
+                continue
+            self.queue.remove(run)
+            if state == "failed":
+                self._land(run, None, self.oracles.failure(run.needs))
+                continue
+            return self._run_task(run)
+        job = self.oracles.next_pending() if self.oracles else None
+        if job is None:
+            return None
+        job.status, job.t0 = "running", time.perf_counter()
+        self.oracles_running += 1
+        key = f"oracle-{list(self.oracles.jobs).index(job.ident)}"  # unique per job: handles are keys
+        return Task(key, job.payload, f"oracle {job.label}", item=job)
+
+    def _run_task(self, run: Run) -> Task:
+        self.running[run.fp] = run
+        self._track("start", run.fp, run.conf.number, {"method": run.conf.method, **run.conf.params,
+                                                        "seed_index": run.seed_index}, run.config)
+        payload = run.config
+        if self.oracles is not None and run.needs:  # where its oracles are, for a node that lacks them
+            payload = {**run.config, "shared_files": self.oracles.files(run.needs)}
+        return Task(run.fp, payload, run.label, item=run, timeout_s=self.spec.resources.timeout_s)
+
+    # -- back from the pool -----------------------------------------------------------------------------
+    def landed(self, task: Task, result: dict[str, Any] | None, failure: Failure | None, node: str) -> None:
+        if isinstance(task.item, OracleJob):
+            self.oracles_running -= 1
+            self._oracle_landed(task.item, result, failure)
+            return
+        run = task.item
+        del self.running[run.fp]
+        self._land(run, result, failure, node=node, attempt=task.attempt, started_at=task.started_at)
+
+    def _oracle_landed(self, job: OracleJob, result, failure: Failure | None) -> None:
+        assert self.oracles is not None
+        if failure is not None:
+            job.status, job.failure = "failed", failure
+            if failure.kind != FailureKind.INTERRUPTED:
+                self.say(f"oracle {job.label} failed: {failure.message}")
+            return
+        self.say(self.oracles.landed(job, result, self.share))
+
+    def _land(self, run: Run, result: dict[str, Any] | None, failure: Failure | None, *, node: str = "",
+              attempt: int = 0, started_at: str = "") -> None:
+        """Parquet first (history, then the row), then the tracker, then the configuration (an
+        interrupted run is recorded but not accepted: its configuration goes back to the source)."""
+        row = scrub(R.trial_row(spec=self.spec, number=run.conf.number, fp=run.fp, config=run.config,
+                                seed_index=run.seed_index, result=result, failure=failure,
+                                attempt=attempt, node=node, started_at=started_at, ended_at=now_iso(),
+                                seeds_in_trial=len(run.conf.runs), run_id=self.run_id, phase=self.phase))
+        self.record.write(row, R.history_rows(self.spec, run.conf.number, run.fp,
+                                              run.config.get("method", ""), result), self.schema)
+        self._track("finish", run.fp, result if result is not None else
+                    {"state": "FAIL", "error": row["error"], "failure_kind": row["failure_kind"]})
+        if failure is not None and failure.kind == FailureKind.INTERRUPTED:
+            self.followers.pop(run.fp, None)
+            return
+        self._accept(run, row)
+        for f in self.followers.pop(run.fp, []):
+            self.reused += 1
+            self._accept(f, row)
+
+    def _accept(self, run: Run, row: dict[str, Any]) -> None:
+        conf = run.conf
+        conf.rows[run.seed_index] = row
+        if conf.complete:
+            self.on_complete(conf)
+
+    def _track(self, hook: str, *args) -> None:
+        if self.tracker is not None:
+            getattr(self.tracker, hook)(*args)
+
+    def clear(self) -> None:
+        """Forget what waits (a stopped sweep): the source re-enqueues its configurations."""
+        self.queue.clear()
+        self.followers.clear()

@@ -1,0 +1,160 @@
+"""A run directory's identity (run.json) and its lock (driver.lock): which sweep and study it holds,
+and which driver, if any, is writing it."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import socket
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from unlearning.errors import UserError
+
+if TYPE_CHECKING:
+    from sweeps.spec import SweepSpec
+
+RUN_FILE = "run.json"  # the run's identity: {"run_id", "created", "study_name"}
+
+
+def run_identity(run_dir: Path) -> dict[str, Any] | None:
+    """What run.json says (None for a run directory not yet started, or one from before run ids)."""
+    try:
+        d = json.loads((run_dir / RUN_FILE).read_text())
+        return d if isinstance(d, dict) and "run_id" in d else None
+    except (OSError, ValueError):
+        return None
+
+
+def new_run_identity(spec: SweepSpec, attach: str | None = None) -> dict[str, Any]:
+    """A fresh id for a new run directory. In a shared storage the study is named by the id, so two
+    sweeps of the same name never attach to each other by accident; `attach` names an existing
+    study to join on purpose."""
+    run_id = f"{spec.name}-{secrets.token_hex(4)}"
+    name = attach or (run_id if spec.storage else spec.name)
+    return {"run_id": run_id, "study_name": name,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+class DriverLock:
+    """runs/<name>/driver.lock: one live driver per run directory.
+
+    Taken with flock on the file, so the check and the claim are one step and the kernel releases it
+    when its holder dies, even by SIGKILL. The file names its owner (pid, host, a random token): on
+    a shared file system whose flock does not reach across hosts, a lock written on another host is
+    refused (this host cannot tell whether that driver lives) unless `force`; on this host a lock
+    whose flock is free is stale. `release` removes the file only if it is still ours."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "driver.lock"
+        self.fd: int | None = None
+        self.token = secrets.token_hex(8)
+
+    def owner(self) -> dict[str, Any] | None:
+        """Who the file names (None: no lock, or not readable as one)."""
+        try:
+            return _parse_owner(self.path.read_text())
+        except OSError:
+            return None
+
+    def acquire(self, force: bool = False) -> None:
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "token": self.token,
+              "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        for _ in range(10):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = _parse_owner(_read_fd(fd)) or {}
+                os.close(fd)
+                raise UserError(f"{self.path.parent}: a driver (pid {owner.get('pid', '?')} on "
+                                f"{owner.get('host', '?')}) is already running this sweep") from None
+            except OSError:  # a file system without flock: fall back to create-exclusive
+                os.close(fd)
+                return self._acquire_excl(me, force)
+            try:  # the file we locked may have been removed by an owner releasing it: lock anew
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            owner = _parse_owner(_read_fd(fd))
+            if owner and owner.get("host") != me["host"] and not force:
+                os.close(fd)
+                raise UserError(f"{self.path.parent}: driver.lock names pid {owner.get('pid')} on host "
+                                f"{owner.get('host')} (since {owner.get('started', '?')}), which this "
+                                "host cannot check; if that driver is gone, run again with --force")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(me).encode(), 0)
+            os.fsync(fd)
+            self.fd = fd
+            return
+        raise UserError(f"{self.path}: could not take the lock (it kept changing under us)")
+
+    def _acquire_excl(self, me: dict[str, Any], force: bool) -> None:
+        for _ in range(10):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                owner = self.owner() or {}
+                mine = owner.get("host") == me["host"]
+                pid = owner.get("pid")
+                if (mine and isinstance(pid, int) and alive(pid)) or (not mine and owner and not force):
+                    raise UserError(f"{self.path.parent}: a driver (pid {pid} on {owner.get('host')}) "
+                                    "holds driver.lock" + ("" if mine else "; if it is gone, use --force")
+                                    ) from None
+                self.path.unlink(missing_ok=True)  # stale; whoever re-creates it first wins
+                continue
+            os.write(fd, json.dumps(me).encode())
+            os.fsync(fd)
+            self.fd = fd
+            return
+        raise UserError(f"{self.path}: could not take the lock")
+
+    def release(self) -> None:
+        """Remove the lock if it is still ours (never another driver's), then let go of it."""
+        if self.fd is None:
+            return
+        try:
+            owner = self.owner()
+            if owner and owner.get("token") == self.token and \
+                    os.fstat(self.fd).st_ino == os.stat(self.path).st_ino:
+                self.path.unlink()
+        except OSError:
+            pass
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _read_fd(fd: int) -> str:
+    return os.pread(fd, 4096, 0).decode(errors="replace")
+
+
+def _parse_owner(text: str) -> dict[str, Any] | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        d = json.loads(text)
+        return d if isinstance(d, dict) else None
+    except json.JSONDecodeError:  # the format before JSON: pid@host
+        pid, _, host = text.partition("@")
+        return {"pid": int(pid), "host": host} if pid.isdigit() and host else None
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` of this host lives (a zombie does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped) is not a live driver
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True

@@ -88,6 +88,7 @@ class Driver:
                                                              else oracle_phase)
         self.stop = StopSignals()
         self.progress = None  # the source's progress view, once it exists: messages go through it
+        self.tracker = None  # the tracker (a view that never raises), once the run has its identity
 
     def say(self, msg: str) -> None:
         if self.log_to is not None:
@@ -167,10 +168,9 @@ class Driver:
         return make_backend(self.spec.resources, self._fn or run_task, self._on_epoch)
 
     def _on_epoch(self, key: str, row: dict[str, Any]) -> None:
-        if self._tracker_view is not None:
-            self._tracker_view.log(key, row)
-
-    _tracker_view = None
+        """A running task's per-epoch row (the backend's progress callback): to the tracker."""
+        if self.tracker is not None:
+            self.tracker.log(key, row)
 
     def _probe(self, backend: Backend) -> None:
         """A worker of the backend loads the data, draws the split and builds the model of the
@@ -227,8 +227,8 @@ class Driver:
             except Exception as e:  # noqa: BLE001
                 self.say(f"warning: tracker unavailable ({type(e).__name__}: {e}); Parquet only")
                 tracker = NullTracker()
-        self._tracker_view = SafeTracker(tracker, warn=self.say)
-        return self._tracker_view
+        self.tracker = SafeTracker(tracker, warn=self.say)
+        return self.tracker
 
     def _oracles(self, seeds: list[dict[str, int]]) -> OraclePlan | None:
         """Every Original/Retrain the seeds need, as tasks that go to the backend before any run that

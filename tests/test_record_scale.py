@@ -107,9 +107,10 @@ def test_the_read_only_journal_view_is_what_optunas_replay_gives(tmp_path, monke
         clash.suggest_categorical("method", ["x", "y"])
     study.tell(clash, state=TrialState.FAIL)
     t = study.ask()
-    requeue(study, t._trial_id, t.number, {"method": "ft", "ft.lr": 0.01}, reason="left RUNNING")
+    t.suggest_categorical("method", ["ft", "rl"])  # a trial killed while running, then re-enqueued
+    requeue(study, t, reason="left RUNNING")
     done = study.get_trials(states=(TrialState.COMPLETE,))[0]
-    requeue(study, done._trial_id, done.number, done.params, reason="missing from Parquet")
+    requeue(study, done, reason="missing from Parquet")
     study.enqueue_trial({"method": "rl", "rl.lr": 0.05})
     storage = storage_for(spec, tmp_path)
     other = optuna.create_study(study_name="other", storage=storage)

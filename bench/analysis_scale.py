@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sweeps import analysis as A  # noqa: E402
 from sweeps import results as R  # noqa: E402
-from sweeps import tables  # noqa: E402
+from sweeps.report import analysis as A  # noqa: E402
+from sweeps.report import tables  # noqa: E402
 from sweeps.spec import load_spec  # noqa: E402
 
 
@@ -90,7 +90,7 @@ def main() -> None:
                    "per_config": round(t_cfg, 3), "analyze (per_config, front, hypervolume, picks, table)":
                        round(t_analyze, 3), "top_configs(10)": round(t_top, 3), "export latex": round(t_export, 3)}}
         if args.report:
-            from sweeps import plots
+            from sweeps.report import plots
 
             _, t_png = timed(plots.front_png, a, Path(d) / "front.png")
             _, t_hist = timed(plots.history_png, a, Path(d) / "history.png")

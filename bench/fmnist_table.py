@@ -15,7 +15,7 @@ through the command line, `unlearn-sweep run SPEC --out DIR`, in process (so the
 evaluates each Original/Retrain model once for all the process's rows); then `unlearn-sweep replicate
 DIR --top 1 --seeds ...` when the CLI has that verb. `--replicate sweep` (the automatic fallback
 without it) reruns the chosen configuration as a one-point sweep over the replicate seeds instead. The
-table is read back from the Parquet record (sweeps.results, sweeps.analysis).
+table is read back from the Parquet record (sweeps.results, sweeps.report.analysis).
 """
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def write_spec(spec: dict, path: Path) -> Path:
 
 def best_config(run_dir: Path, spec: dict):
     """(method, params) of the top configuration by the spec's `select` (du_norm), or None."""
-    from sweeps.analysis import analyze, top_configs
+    from sweeps.report.analysis import analyze, top_configs
     from sweeps.spec import load_spec
 
     top = top_configs(analyze(run_dir, load_spec(spec, check_data=False)), 1)

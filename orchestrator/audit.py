@@ -1,7 +1,7 @@
 """`unlearn-sweep audit RUN`: per-example audits (U-LiRA, KLoM, relearning; unlearning/audit.py) of
 the top K configurations of a finished sweep, run as parallel tasks on the sweep's backend.
 
-Flow: pick the configurations (`sweeps.analysis.top_configs`, the sweep's own selection rule) plus the
+Flow: pick the configurations (`sweeps.report.analysis.top_configs`, the sweep's own selection rule) plus the
 `original` / `retrain` baselines; work out every model the kinds need (N shadows, N originals, N
 Retrain models for the `retrain` baseline, N reference Retrain models); phase 1 trains them (one
 `train` task per model, in parallel: the oracle cache's lock and atomic files make each one train
@@ -11,7 +11,7 @@ finished task lands in runs/<name>/audit/tasks/<key>.parquet (atomic); the key i
 determines the task's output, so a killed audit (even SIGKILL) resumes with the tasks it lacks, and a
 larger one (more shadows, more configurations) reuses every task and model an earlier one made.
 At the end the per-example table and the summary are recomputed from the task files
-(sweeps/audit_results.py). A worker imports only `unlearning` and `cluster`.
+(sweeps/report/audit_results.py). A worker imports only `unlearning` and `cluster`.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import numpy as np
 
 from cluster.backend import Backend
 from orchestrator.pool import Task as PoolTask
-from sweeps import audit_results as AR
+from sweeps.report import audit_results as AR
 from sweeps.spec import AuditSpec, SweepSpec
 from unlearning.errors import Failure, FailureKind, UserError
 
@@ -54,7 +54,7 @@ def config_id(method: str, params: dict[str, Any]) -> str:
 
 def pick_configs(spec: SweepSpec, run_dir: Path, audit: AuditSpec) -> list[dict[str, Any]]:
     """The top `audit.top` configurations by the sweep's selection rule, then the baselines."""
-    from sweeps.analysis import analyze, top_configs
+    from sweeps.report.analysis import analyze, top_configs
 
     top = top_configs(analyze(run_dir, spec), audit.top)
     if top.empty:

@@ -183,7 +183,7 @@ def _run_and_report(spec, run_dir: Path, args) -> int:
         from orchestrator.audit import run_audit
 
         run_audit(spec, run_dir)
-    from sweeps.analysis import summary_text, write_report  # pandas & co.: after, not before trials start
+    from sweeps.report.summary import summary_text, write_report  # pandas & co.: after trials, not before
     from sweeps.results import failure_reasons, read_results
 
     analysis, report = write_report(run_dir, spec)
@@ -249,7 +249,8 @@ def _driver_state(run_dir: Path) -> str:
 
 
 def cmd_status(args) -> int:
-    from sweeps.analysis import analyze_runs, summary_text, to_json
+    from sweeps.report.analysis import analyze_runs
+    from sweeps.report.summary import summary_text, to_json
     from sweeps.results import record_problems, scan_record
     from sweeps.rundir import DriverLock, alive
     from sweeps.study import superseded
@@ -283,7 +284,7 @@ def cmd_status(args) -> int:
 
 def cmd_analyze(args) -> int:
     from sweeps import results as R
-    from sweeps.analysis import summary_text, to_json, write_report
+    from sweeps.report.summary import summary_text, to_json, write_report
     from sweeps.results import record_problems
     from sweeps.rundir import DriverLock
 
@@ -316,9 +317,9 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from sweeps.analysis import analyze
-    from sweeps.audit_results import audit_section, audit_summary
-    from sweeps.tables import export
+    from sweeps.report.analysis import analyze
+    from sweeps.report.audit_results import audit_section, audit_summary
+    from sweeps.report.tables import export
 
     run_dir = resolve_run_dir(args.dir)
     text = export(analyze(run_dir, _spec_from_dir(run_dir, [], read_only=True)), args.format)
@@ -326,7 +327,7 @@ def cmd_export(args) -> int:
     if audit is not None and args.format == "md":
         text += audit_section(run_dir) + "\n"
     elif audit is not None and args.format == "json":
-        from sweeps.tables import plain
+        from sweeps.report.tables import plain
 
         doc = json.loads(text)
         doc["audit"] = [{k: plain(v) for k, v in r.items()} for r in audit.to_dict("records")]
@@ -347,7 +348,7 @@ def _emit(text: str, out: str | None) -> None:
     path = Path(out).expanduser()
     if not path.parent.is_dir():
         raise UserError(f"--out: {path.parent} is not a folder")
-    from sweeps.analysis import write_file
+    from sweeps.report.summary import write_file
 
     write_file(path, text)
     print(f"wrote {path}", file=sys.stderr)
@@ -364,9 +365,9 @@ def parse_ref(text: str | None) -> list[float] | None:
 
 
 def cmd_compare(args) -> int:
-    from sweeps import plots
-    from sweeps.analysis import write_file
-    from sweeps.compare import compare, summary_text
+    from sweeps.report import plots
+    from sweeps.report.compare import compare, summary_text
+    from sweeps.report.summary import write_file
 
     dirs = [resolve_run_dir(d) for d in args.dirs]
     c = compare([(d, _spec_from_dir(d, [], read_only=True)) for d in dirs], ref=parse_ref(args.ref))
@@ -376,7 +377,7 @@ def cmd_compare(args) -> int:
     write_file(out / "compare.html", plots.compare_html(c))
     write_file(out / "compare.csv", c.table.to_csv(index=False))
     if args.json:
-        from sweeps.tables import table_records
+        from sweeps.report.tables import table_records
 
         print(json.dumps({"reference_point": c.reference_point, "reference_from_data": c.reference_from_data,
                           "objectives": [o.model_dump() for o in c.analyses[0].spec.objectives],
@@ -389,7 +390,7 @@ def cmd_compare(args) -> int:
 
 def cmd_replicate(args) -> int:
     from orchestrator.runner import REPLICATE_SETS, replicate_sweep
-    from sweeps.analysis import summary_text, write_report
+    from sweeps.report.summary import summary_text, write_report
 
     run_dir = resolve_run_dir(args.dir)
     sets = _sweep_sets(args)
@@ -413,7 +414,7 @@ def cmd_audit(args) -> int:
     from pydantic import ValidationError
 
     from orchestrator.audit import run_audit
-    from sweeps.audit_results import audit_dir
+    from sweeps.report.audit_results import audit_dir
     from sweeps.spec import AuditSpec
     from unlearning.config import one_line
 

@@ -269,7 +269,7 @@ def replicate_sweep(spec: SweepSpec, run_dir: str | Path, *, top: int, seeds, pe
     each method with `per_method`) on `seeds` (the `seeds` grammar: "0-9", [0, 1], mappings), in
     the same record (phase "replicate"); runs already recorded are not run again. `eval`: base.eval
     settings for these runs only."""
-    from sweeps.analysis import analyze, top_configs
+    from sweeps.report.analysis import analyze, top_configs
     from sweeps.spec import load_spec, parse_seeds
 
     run_dir = Path(run_dir)

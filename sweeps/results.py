@@ -20,17 +20,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sweeps.catalogue import CATALOGUE
 from sweeps.spec import SweepSpec, blind_metrics
 from unlearning.errors import Failure, FailureKind
 
-METRIC_COLUMNS = ("unlearn_acc", "retain_acc", "test_acc", "mia_efficacy", "forget_acc", "val_acc",
-                  "avg_gap", "forget_gap", "utility_drop", "forget_val_gap", "retain_examples_seen",
-                  "mia_seconds", "tow", "tow_mia", "relearn_steps", "relearn_capped", "relearn_seconds",
-                  "ain", "du_mia", "indiscernibility", "du_indisc", "du_retain", "du_forget", "du_val",
-                  "du_norm", "rte")
-EPOCH_METRICS = ("unlearn_acc", "retain_acc", "test_acc")
-REFERENCE_METRICS = ("unlearn_acc", "retain_acc", "test_acc", "mia_efficacy", "forget_acc", "val_acc",
-                     "indiscernibility")
+# derived from the metric catalogue, in its order (the order of the record's columns)
+METRIC_COLUMNS = tuple(m.name for m in CATALOGUE if m.column == "metrics")
+EPOCH_METRICS = tuple(m.name for m in CATALOGUE if m.per_epoch)
+REFERENCE_METRICS = tuple(m.name for m in CATALOGUE if m.reference)
 TS = pa.timestamp("us", tz="UTC")
 
 BASE_FIELDS = [

@@ -9,7 +9,7 @@ from typing import Any
 
 import optuna
 
-from sweeps.spec import Dim, SweepSpec
+from sweeps.spec import CategoricalDim, Dim, FixedDim, FloatDim, IntDim, LogFloatDim, SweepSpec
 
 
 def optuna_name(method: str, param: str) -> str:
@@ -17,14 +17,15 @@ def optuna_name(method: str, param: str) -> str:
 
 
 def suggest_dim(trial: optuna.Trial, name: str, d: Dim) -> Any:
-    if d.type == "fixed":
+    if isinstance(d, FixedDim):
         return d.value
-    if d.type == "categorical":
+    if isinstance(d, CategoricalDim):
         return trial.suggest_categorical(name, d.choices)
-    if d.type in ("float", "log-float"):
-        return trial.suggest_float(name, float(d.low), float(d.high), log=d.type == "log-float",
-                                   step=None if d.step is None else float(d.step))
-    return trial.suggest_int(name, int(d.low), int(d.high), log=d.type == "log-int", step=int(d.step or 1))
+    if isinstance(d, (FloatDim, LogFloatDim)):
+        step = d.step if isinstance(d, FloatDim) else None
+        return trial.suggest_float(name, float(d.low), float(d.high), log=d.log,
+                                   step=None if step is None else float(step))
+    return trial.suggest_int(name, int(d.low), int(d.high), log=d.log, step=int(d.step or 1))
 
 
 def suggest(trial: optuna.Trial, spec: SweepSpec) -> tuple[str, dict[str, Any]]:
@@ -43,14 +44,14 @@ def decode(spec: SweepSpec, optuna_params: dict[str, Any]) -> tuple[str, dict[st
 
 
 def _grid_values(d: Dim) -> list[Any]:
-    if d.type == "fixed":
+    if isinstance(d, FixedDim):
         return [None]  # not an Optuna parameter
-    if d.type == "categorical":
+    if isinstance(d, CategoricalDim):
         return list(d.choices)
-    step = d.step or 1
+    step = (d.step if isinstance(d, (FloatDim, IntDim)) else None) or 1  # log-float: refused on a grid
     n = int(round((d.high - d.low) / step))
     vals = [d.low + i * step for i in range(n + 1)]
-    return [int(v) if d.type in ("int", "log-int") else float(v) for v in vals]
+    return [float(v) if isinstance(d, (FloatDim, LogFloatDim)) else int(v) for v in vals]
 
 
 def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:

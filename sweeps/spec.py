@@ -2,6 +2,9 @@
 
 Every problem is one UserError line that names the key's full YAML path
 (`methods.eupmu.space.lr.low: ...`), so the CLI can print it and exit 2 with nothing written.
+The models say most of it themselves (each search-space type is its own model, metrics are checked
+against the catalogue, bounds, duplicates, the grid's steps); `check_spec` adds what needs more than
+the spec: the base TrialConfig and its data on disk, the methods' own configs, the sampler.
 
 Shape (docs/sweeps.md has the full reference):
 
@@ -20,12 +23,15 @@ Shape (docs/sweeps.md has the full reference):
 from __future__ import annotations
 
 import copy
-import math
+import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BeforeValidator, Field, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from sweeps import catalogue
 from unlearning.audit_config import AuditConfig
 from unlearning.config import StrictModel, one_line, read_yaml
 from unlearning.errors import UserError
@@ -33,26 +39,10 @@ from unlearning.errors import UserError
 PRESETS_DIR = Path(__file__).parent / "presets"
 REFERENCE_DIR = Path(__file__).parent / "reference"
 
-# metric -> needs Retrain (an objective or constraint on it makes the selection rule "oracle")
-METRICS: dict[str, bool] = {
-    "unlearn_acc": False, "retain_acc": False, "test_acc": False, "mia_efficacy": False,
-    "forget_acc": False, "val_acc": False, "utility_drop": False, "runtime_s": False,
-    "retain_examples_seen": False,
-    # blind: |forget accuracy - validation accuracy| (how the EUPMU authors tuned, no Retrain needed)
-    "forget_val_gap": False,
-    "avg_gap": True, "forget_gap": True,
-    # Tug of War and ToW-MIA (Zhao et al. 2024): 1 = Retrain's accuracies (MIA-efficacy)
-    "tow": True, "tow_mia": True,
-    # the relearning attack (needs base.eval.relearn): optimizer steps to relearn the forget set;
-    # AIN = (steps + 0.01) / (Retrain's steps + 0.01)
-    "relearn_steps": False, "ain": True,
-    # DeepUnlearn (Cadet et al. 2024; eval.du_mia): a loss attack on forget vs validation, percent
-    "du_mia": False, "indiscernibility": False, "du_indisc": False,
-    # their objective terms vs Retrain and their selection score (the norm of the four terms)
-    "du_retain": True, "du_forget": True, "du_val": True, "du_norm": True,
-    "rte": True,  # t_Retrain / t_method
-}
-RELEARN_METRICS = ("relearn_steps", "ain")
+# the metrics a spec may optimise, constrain or select by -> needs Retrain (from the catalogue: an
+# objective or constraint on one that needs Retrain makes the selection rule "oracle")
+METRICS: dict[str, bool] = {m.name: m.retrain for m in catalogue.CATALOGUE if m.objective}
+SEED_KEYS = ("split_seed", "train_seed", "unlearn_seed")
 
 
 def blind_metrics(m: dict[str, float]) -> dict[str, float]:
@@ -63,34 +53,145 @@ def blind_metrics(m: dict[str, float]) -> dict[str, float]:
     return out
 
 
-class Dim(StrictModel):
-    """One searched (or fixed) parameter. float/int: low, high (step optional); log-*: low > 0;
-    categorical: choices; fixed: value."""
+def error_at(loc: tuple[str | int, ...], message: str) -> ValidationError:
+    """A validation error at a key below the model being validated (a validator's own errors sit at
+    the model itself); pydantic prefixes the path above it, so the CLI's line names the full path."""
+    return ValidationError.from_exception_data("SweepSpec", [InitErrorDetails(
+        type=PydanticCustomError("spec", "{message}", {"message": message}), loc=loc, input=None)])
 
-    type: Literal["float", "log-float", "int", "log-int", "categorical", "fixed"]
-    low: int | float | None = None
-    high: int | float | None = None
-    step: int | float | None = None
-    choices: list[Any] | None = None
-    value: Any = None
 
+# -- the search space: one model per dimension type, discriminated on `type` ----------------------
+
+DIM_TYPES = ("float", "log-float", "int", "log-int", "categorical", "fixed")
+_DIM_KEYS = {"low", "high", "step", "choices", "value"}
+
+
+class _Dim(StrictModel):
     @model_validator(mode="before")
     @classmethod
-    def _shorthand(cls, v):
-        # a bare scalar or list is shorthand for fixed / categorical
-        if isinstance(v, list):
-            return {"type": "categorical", "choices": v}
-        if not isinstance(v, dict):
-            return {"type": "fixed", "value": v}
+    def _keys_of_other_types(cls, v):
+        # a key of another type: null means "not given" (spec.yaml files written before this model
+        # was a union hold every key), anything else is a mistake worth its own message
+        if isinstance(v, dict):
+            other = _DIM_KEYS - set(cls.model_fields)
+            v = {k: x for k, x in v.items() if not (k in other and x is None)}
+            for k in v:
+                if k in other:
+                    raise error_at((k,), f"not used by type {v.get('type')}")
         return v
+
+
+class _Range(_Dim):
+    """low <= high (both finite); log scales need low > 0; a step, where allowed, is > 0."""
+
+    log: ClassVar[bool] = False
+
+    @field_validator("step", mode="after", check_fields=False)
+    @classmethod
+    def _positive_step(cls, v):
+        if v is not None and v <= 0:
+            raise ValueError("must be > 0")
+        return v
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.low > self.high:
+            raise error_at(("low",), f"{self.low!r} is greater than high {self.high!r}")
+        if self.log and self.low <= 0:
+            raise error_at(("low",), f"a log scale needs low > 0, got {self.low!r}")
+        return self
+
+
+class FloatDim(_Range):
+    type: Literal["float"]
+    low: float
+    high: float
+    step: float | None = None
+
+
+class LogFloatDim(_Range):
+    type: Literal["log-float"]
+    low: float
+    high: float
+    log: ClassVar[bool] = True
+
+
+class IntDim(_Range):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int | None = None
+
+    @field_validator("low", "high", "step", mode="before")
+    @classmethod
+    def _integers(cls, v):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+            raise ValueError(f"an int parameter needs integer bounds, got {v!r}")
+        return v
+
+
+class LogIntDim(IntDim):
+    type: Literal["log-int"]  # type: ignore[assignment]
+    log: ClassVar[bool] = True
+
+    @field_validator("step")
+    @classmethod
+    def _unit_step(cls, v):
+        if v not in (None, 1):  # Optuna refuses it when the trial asks, mid-sweep
+            raise ValueError(f"a log scale takes no step (other than 1), got {v!r}")
+        return v
+
+
+class CategoricalDim(_Dim):
+    type: Literal["categorical"]
+    choices: list[Any]
+
+    @field_validator("choices")
+    @classmethod
+    def _scalars(cls, v):
+        if not v:
+            raise ValueError("needs at least one choice")
+        if not all(c is None or isinstance(c, (bool, int, float, str)) for c in v):
+            raise ValueError("choices must be scalars (null, bool, int, float, str)")
+        return v
+
+
+class FixedDim(_Dim):
+    type: Literal["fixed"]
+    value: Any  # required (null is a value)
+
+
+def _shorthand(v: Any) -> Any:
+    # a bare scalar is shorthand for fixed, a list for categorical
+    if isinstance(v, list):
+        return {"type": "categorical", "choices": v}
+    if not isinstance(v, dict):
+        return {"type": "fixed", "value": v}
+    if "type" not in v:
+        raise error_at(("type",), f"required key is missing (one of {', '.join(DIM_TYPES)})")
+    if v["type"] not in DIM_TYPES:
+        raise error_at(("type",), f"{v['type']!r} is not a dimension type; known: {', '.join(DIM_TYPES)}")
+    return v
+
+
+# One searched (or fixed) parameter. float/int: low, high (step optional); log-float, log-int: low,
+# high, low > 0, no step; categorical: choices (scalars); fixed: value.
+Dim = Annotated[Union[FloatDim, LogFloatDim, IntDim, LogIntDim, CategoricalDim, FixedDim],
+                Field(discriminator="type"), BeforeValidator(_shorthand)]
 
 
 class MethodSpace(StrictModel):
     space: dict[str, Dim] = Field(default_factory=dict)
 
 
+def _known_metric(name: str) -> str:
+    if not catalogue.get(name).objective:
+        raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
+    return name
+
+
 class Objective(StrictModel):
-    metric: str
+    metric: Annotated[str, AfterValidator(_known_metric)]
     direction: Literal["minimize", "maximize"] = "minimize"
 
 
@@ -98,9 +199,23 @@ class Constraint(StrictModel):
     """A bound on a metric's mean over seeds: `max` (metric <= max) and/or `min` (metric >= min).
     Told to Optuna as constraint values (<= 0 is feasible) and used as the feasibility filter."""
 
-    metric: str
+    metric: Annotated[str, AfterValidator(_known_metric)]
     max: float | None = None
     min: float | None = None
+
+    @field_validator("min")
+    @classmethod
+    def _feasible(cls, v, info: ValidationInfo):
+        hi = info.data.get("max")
+        if v is not None and hi is not None and v > hi:
+            raise ValueError(f"{v:g} is above max {hi:g}: no trial could be feasible")
+        return v
+
+    @model_validator(mode="after")
+    def _a_bound(self):
+        if self.max is None and self.min is None:
+            raise ValueError("give max and/or min")
+        return self
 
     def values(self, value: float) -> dict[str, float]:
         out = {}
@@ -120,6 +235,30 @@ class SamplerSpec(StrictModel):
     @classmethod
     def _shorthand(cls, v):
         return {"name": v} if isinstance(v, str) else v
+
+    def build(self, seed: int | None, n_objectives: int, n_trials: int):
+        """The Optuna sampler with `seed` (sweeps.samplers.make_sampler derives it per configuration).
+        grid: a random sampler (the grid's points are enqueued once when the study is created).
+        Raises TypeError for an option the sampler does not take, ValueError for a bad value."""
+        import optuna
+
+        opts, S = dict(self.options), optuna.samplers
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if self.name == "tpe":
+                opts.setdefault("multivariate", True)
+                opts.setdefault("group", True)  # conditional spaces: one group per method
+                opts.setdefault("n_startup_trials", min(10, max(2, n_trials // 3)))
+                return S.TPESampler(seed=seed, **opts)
+            if self.name == "nsga2":
+                return S.NSGAIISampler(seed=seed, **opts)
+            if self.name == "nsga3":
+                if n_objectives < 2:
+                    raise ValueError("nsga3 needs two or more objectives")
+                return S.NSGAIIISampler(seed=seed, **opts)
+            if self.name == "gp":
+                return S.GPSampler(seed=seed, **opts)
+            return S.RandomSampler(seed=seed, **opts)
 
 
 class Resources(StrictModel):
@@ -164,6 +303,13 @@ class ReferenceSpec(StrictModel):
     table: str
     scenario: str
 
+    @field_validator("table")
+    @classmethod
+    def _bundled(cls, v):
+        if not (REFERENCE_DIR / v).is_file():
+            raise ValueError(f"{v!r} is not in sweeps/reference/")
+        return v
+
 
 class AuditSpec(AuditConfig):
     """`audit:` in a spec: what `unlearn-sweep audit` runs (and `run` after the sweep, when a spec
@@ -194,13 +340,28 @@ def parse_seeds(value: Any) -> list[int | dict[str, int]]:
     return out
 
 
+def _seed_entries(seeds: list[int | dict[str, int]]) -> list[int | dict[str, int]]:
+    for i, s in enumerate(seeds):
+        if isinstance(s, dict):
+            bad = sorted(set(s) - set(SEED_KEYS))
+            if bad:
+                raise error_at((i, bad[0]), "unknown key")
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in s.values()):
+                raise error_at((i,), "seeds are integers")
+    return seeds
+
+
+# ints (which seeds they set: `seed_axes`) or mappings of split_seed, train_seed, unlearn_seed
+SeedList = Annotated[list[int | dict[str, int]], Field(min_length=1), AfterValidator(_seed_entries)]
+
+
 class ReplicateSpec(StrictModel):
     """`replicate:` in a spec (and `unlearn-sweep replicate`): rerun the top configurations of the
     search on more seeds, in the same record, so tables report mean +- std over many seeds."""
 
     top: int = Field(1, ge=1)  # the top K configurations by the sweep's selection rule ...
     per_method: bool = False  # ... or the top K of each method (a paper's table: the best of each)
-    seeds: list[int | dict[str, int]] = Field(min_length=1)  # same grammar as `seeds` (and seed_axes)
+    seeds: SeedList  # same grammar as `seeds` (and seed_axes)
     # base.eval settings for the replicate runs only, e.g. {mia: true} when the search skipped the
     # SVC attack to go faster (the reported table then has MIA-efficacy)
     eval: dict[str, Any] = Field(default_factory=dict)
@@ -224,7 +385,7 @@ class SweepSpec(StrictModel):
     # when the first `fail_fast` trials all fail for the same reason (0: never)
     max_failures: int | None = Field(None, ge=1)
     fail_fast: int = Field(3, ge=0)
-    seeds: list[int | dict[str, int]] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: SeedList = Field(default_factory=lambda: [0])
     # which seeds an int entry of `seeds` (and of `replicate.seeds`) sets: [unlearn] keeps one
     # original/Retrain pair for every seed; [train, unlearn] gives each seed its own (the field's
     # protocol when results are reported as mean +- std over seeds)
@@ -241,12 +402,57 @@ class SweepSpec(StrictModel):
     audit: AuditSpec | None = None  # per-example audits of the top configurations (docs/metrics.md)
     replicate: ReplicateSpec | None = None  # after the search: its top configurations on more seeds
 
+    @field_validator("base")
+    @classmethod
+    def _no_trial_keys(cls, v):
+        for key, where in (("method", "methods"), ("params", "methods.<name>.space"), ("seeds", "seeds")):
+            if key in v:
+                raise error_at((key,), f"set this in `{where}`, not in base")
+        return v
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _known_names(cls, v, info: ValidationInfo):
+        """With the method registry in the validation context (`load_spec` gives it unless read_only):
+        every method and each of its parameters must exist. Checked before the dimensions, so that
+        `--set methods.ltu.space.lrr.low=0.1` names the unknown parameter, not a missing type."""
+        known = (info.context or {}).get("methods")
+        if known is None or not isinstance(v, dict):
+            return v
+        for name, ms in v.items():
+            if name not in known:
+                raise error_at((name,), f"unknown method; known: {', '.join(known)}")
+            space = ms.get("space") if isinstance(ms, dict) else None
+            fields = known[name].Config.model_fields
+            for p in space if isinstance(space, dict) else ():
+                if p not in fields:
+                    raise error_at((name, "space", p), f"unknown parameter of {name}; known: "
+                                   f"{', '.join(fields)}")
+        return v
+
     @field_validator("methods")
     @classmethod
     def _some_method(cls, v):
         if not v:
             raise ValueError("at least one method is needed")
         return v
+
+    @field_validator("objectives")
+    @classmethod
+    def _distinct(cls, v):
+        if len({o.metric for o in v}) != len(v):
+            raise ValueError("a metric appears twice")
+        return v
+
+    @model_validator(mode="after")
+    def _grid_has_steps(self):
+        if self.sampler.name == "grid":
+            for name, ms in self.methods.items():
+                for p, d in ms.space.items():
+                    if isinstance(d, LogFloatDim) or (isinstance(d, FloatDim) and d.step is None):
+                        raise error_at(("methods", name, "space", p, "step"), "the grid sampler needs a "
+                                       "step (or categorical choices) for every float")
+        return self
 
     # -- derived ---------------------------------------------------------------------------------
     @property
@@ -258,12 +464,12 @@ class SweepSpec(StrictModel):
         """'oracle' when an objective or constraint peeks at Retrain, else 'blind'."""
         used = [o.metric for o in self.objectives] + [c.metric for c in self.constraints] + \
             ([self.select.metric] if self.select else [])
-        return "oracle" if any(METRICS[m] for m in used) else "blind"
+        return "oracle" if any(catalogue.get(m).retrain for m in used) else "blind"
 
     def seed_list(self, seeds: list[int | dict[str, int]] | None = None) -> list[dict[str, int]]:
         """Each seed entry (of `seeds`, or of the list given) as a full Seeds dict: an int sets the
         seeds named by `seed_axes` (unlearn_seed by default); seeds a mapping does not give are 0
-        (`base` may not hold seeds: check_spec refuses it)."""
+        (`base` may not hold seeds: the model refuses it)."""
         base = {"split_seed": 0, "train_seed": 0, "unlearn_seed": 0}
         return [{**base, **{f"{a}_seed": s for a in self.seed_axes}} if isinstance(s, int)
                 else {**base, **s} for s in (self.seeds if seeds is None else seeds)]
@@ -349,25 +555,29 @@ def load_spec(raw: dict[str, Any], sets: list[tuple[str, Any]] = (), *, check_da
     when its sweep ran, and they work on a run directory copied anywhere."""
     for key, value in sets:
         raw = set_path_any(raw, key, value)
+    context = None
+    if not read_only:
+        from unlearning.methods import all_methods
+
+        context = {"methods": all_methods()}
     try:
-        spec = SweepSpec(**raw)
+        spec = SweepSpec.model_validate(raw, context=context)
     except ValidationError as e:
-        raise UserError(one_line(e)) from None
+        raise UserError(one_line(e, tags=DIM_TYPES)) from None
     if not read_only:
         check_spec(spec, check_data=check_data)
     return spec
 
 
 def check_spec(spec: SweepSpec, *, check_data: bool = True) -> None:
-    """Checks that need more than types: names, ranges, the methods' own configs, Retrain."""
+    """What the models cannot say alone: the base TrialConfig and its data root on disk, each
+    searched value against its method's own config, metrics against what the base computes (Retrain,
+    the relearning attack), the storage URL's dialect and the sampler's options. `spec` was
+    validated with the method registry in its context (`load_spec`)."""
     from unlearning.data import DISK_SETS, missing_root
     from unlearning.methods import all_methods
     from unlearning.trial import load_trial_config
 
-    for key in ("method", "params", "seeds"):
-        if key in spec.base:
-            where = {"method": "methods", "params": "methods.<name>.space", "seeds": "seeds"}[key]
-            raise UserError(f"base.{key}: set this in `{where}`, not in base")
     try:
         base = load_trial_config(spec.base)
     except UserError as e:
@@ -380,54 +590,28 @@ def check_spec(spec: SweepSpec, *, check_data: bool = True) -> None:
             raise UserError(f"base.data.root: {base.data.root} is not a folder")
     if check_data and (problem := missing_root(base.data)):  # mnist, fashion_mnist (default root)
         raise UserError(f"base.data.root: {problem}")
-    check_seeds(spec.seeds, "seeds")
-    if spec.replicate is not None:
-        check_seeds(spec.replicate.seeds, "replicate.seeds")
 
     known = all_methods()
     for name, ms in spec.methods.items():
-        if name not in known:
-            raise UserError(f"methods.{name}: unknown method; known: {', '.join(known)}")
-        fields = known[name].Config.model_fields
         for pname, dim in ms.space.items():
-            path = f"methods.{name}.space.{pname}"
-            if pname not in fields:
-                raise UserError(f"{path}: unknown parameter of {name}; known: {', '.join(fields)}")
-            _check_dim(path, dim)
-            for label, value in _dim_probe_values(dim):
+            for where, value in _probe_values(dim):
                 try:
                     known[name].Config(**{pname: value})
                 except ValidationError as e:
                     msg = one_line(e).split(": ", 1)[-1]
-                    raise UserError(f"{path}{label}: {value!r} is not a valid {pname} ({msg})") from None
+                    raise UserError(f"methods.{name}.space.{pname}{where}: {value!r} is not a valid "
+                                    f"{pname} ({msg})") from None
 
-    for kind, items in (("objectives", spec.objectives), ("constraints", spec.constraints),
-                        ("select", [spec.select] if spec.select else [])):
-        for i, item in enumerate(items):
-            if item.metric not in METRICS:
-                raise UserError(f"{kind}.{i}.metric: unknown metric {item.metric!r}; known: "
-                                f"{', '.join(METRICS)}")
-            if item.metric in RELEARN_METRICS and base.eval.relearn is None:
-                raise UserError(f"{kind}.{i}.metric: {item.metric} needs the relearning attack "
-                                f"(set base.eval.relearn: true, or its settings)")
-            if METRICS[item.metric] and not base.retrain:
-                raise UserError(f"{kind}.{i}.metric: {item.metric} needs Retrain but base.retrain is "
-                                f"false (set base.retrain: true or use a blind metric such as "
-                                f"forget_val_gap)")
-    for i, c in enumerate(spec.constraints):
-        if c.max is None and c.min is None:
-            raise UserError(f"constraints.{i}: give max and/or min")
-        if c.max is not None and c.min is not None and c.min > c.max:
-            raise UserError(f"constraints.{i}.min: {c.min:g} is above max {c.max:g}: no trial could "
-                            "be feasible")
-    if len({o.metric for o in spec.objectives}) != len(spec.objectives):
-        raise UserError("objectives: a metric appears twice")
-    if spec.sampler.name == "grid":
-        for name, ms in spec.methods.items():
-            for pname, dim in ms.space.items():
-                if dim.type in ("float", "log-float") and dim.step is None:
-                    raise UserError(f"methods.{name}.space.{pname}.step: the grid sampler needs a step "
-                                    f"(or categorical choices) for every float")
+    for path, item in [*((f"objectives.{i}", o) for i, o in enumerate(spec.objectives)),
+                       *((f"constraints.{i}", c) for i, c in enumerate(spec.constraints)),
+                       *([("select", spec.select)] if spec.select else [])]:
+        m = catalogue.get(item.metric)
+        if m.relearn and base.eval.relearn is None:
+            raise UserError(f"{path}.metric: {m.name} needs the relearning attack (set "
+                            f"base.eval.relearn: true, or its settings)")
+        if m.retrain and not base.retrain:
+            raise UserError(f"{path}.metric: {m.name} needs Retrain but base.retrain is false (set "
+                            f"base.retrain: true or use a blind metric such as forget_val_gap)")
     if spec.storage is not None:
         from sqlalchemy.engine import make_url
 
@@ -435,78 +619,24 @@ def check_spec(spec: SweepSpec, *, check_data: bool = True) -> None:
             make_url(spec.storage).get_dialect()
         except Exception as e:  # noqa: BLE001 - ArgumentError, NoSuchModuleError, ...
             raise UserError(f"storage: not a usable RDB URL ({str(e).splitlines()[0]})") from None
-    if spec.reference is not None:
-        p = REFERENCE_DIR / spec.reference.table
-        if not p.is_file():
-            raise UserError(f"reference.table: {spec.reference.table!r} is not in sweeps/reference/")
-    _check_sampler(spec)
-
-
-def check_seeds(seeds: list[int | dict[str, int]], path: str) -> None:
-    from unlearning.trial import Seeds
-
-    for i, s in enumerate(seeds):
-        if isinstance(s, dict):
-            bad = set(s) - set(Seeds.model_fields)
-            if bad:
-                raise UserError(f"{path}.{i}.{sorted(bad)[0]}: unknown key")
-            if not all(isinstance(v, int) and not isinstance(v, bool) for v in s.values()):
-                raise UserError(f"{path}.{i}: seeds are integers")
-
-
-def _check_dim(path: str, d: Dim) -> None:
-    need = {"float": ("low", "high"), "log-float": ("low", "high"), "int": ("low", "high"),
-            "log-int": ("low", "high"), "categorical": ("choices",), "fixed": ()}[d.type]
-    allowed = set(need) | ({"step"} if d.type in ("float", "int", "log-int") else set()) | \
-        ({"value"} if d.type == "fixed" else set())
-    for key in ("low", "high", "step", "choices"):
-        if key in need and getattr(d, key) is None:
-            raise UserError(f"{path}.{key}: required for type {d.type}")
-        if key not in allowed and getattr(d, key) is not None:
-            raise UserError(f"{path}.{key}: not used by type {d.type}")
-    if d.type == "fixed" and "value" not in d.model_fields_set:
-        raise UserError(f"{path}.value: required for type fixed")
-    if d.type == "categorical":
-        if not d.choices:
-            raise UserError(f"{path}.choices: needs at least one choice")
-        if not all(c is None or isinstance(c, (bool, int, float, str)) for c in d.choices):
-            raise UserError(f"{path}.choices: choices must be scalars (null, bool, int, float, str)")
-    if d.low is None:
-        return
-    if d.type in ("int", "log-int"):
-        for key in ("low", "high", "step"):
-            v = getattr(d, key)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
-                raise UserError(f"{path}.{key}: an int parameter needs integer bounds, got {v!r}")
-    for key in ("low", "high"):
-        if not math.isfinite(getattr(d, key)):
-            raise UserError(f"{path}.{key}: must be finite")
-    if d.low > d.high:
-        raise UserError(f"{path}.low: {d.low!r} is greater than high {d.high!r}")
-    if d.type.startswith("log-") and d.low <= 0:
-        raise UserError(f"{path}.low: a log scale needs low > 0, got {d.low!r}")
-    if d.step is not None and d.step <= 0:
-        raise UserError(f"{path}.step: must be > 0")
-
-
-def _dim_probe_values(d: Dim) -> list[tuple[str, Any]]:
-    if d.type == "fixed":
-        return [(".value", d.value)]
-    if d.type == "categorical":
-        return [(f".choices.{i}", c) for i, c in enumerate(d.choices)]
-    return [(".low", d.low), (".high", d.high)]
-
-
-def _check_sampler(spec: SweepSpec) -> None:
-    from sweeps.samplers import make_sampler
-
     try:
-        make_sampler(spec)
+        spec.sampler.build(spec.sampler.seed, len(spec.objectives), spec.n_trials)
     except TypeError as e:
         raise UserError(f"sampler.options: {e}") from None
     except ValueError as e:
         raise UserError(f"sampler: {e}") from None
 
 
-__all__ = ["AuditSpec", "Constraint", "Dim", "METRICS", "Objective", "SweepSpec", "blind_metrics",
-           "load_spec", "preset_names", "read_spec_source", "set_path_any"]
+def _probe_values(d: Dim) -> list[tuple[str, Any]]:
+    """The values of a dimension its method's config must accept: the edges of a range, every
+    choice, the fixed value (with where each sits below the dimension's path)."""
+    if isinstance(d, FixedDim):
+        return [(".value", d.value)]
+    if isinstance(d, CategoricalDim):
+        return [(f".choices.{i}", c) for i, c in enumerate(d.choices)]
+    return [(".low", d.low), (".high", d.high)]
+
+
+__all__ = ["AuditSpec", "CategoricalDim", "Constraint", "Dim", "FixedDim", "FloatDim", "IntDim",
+           "LogFloatDim", "LogIntDim", "METRICS", "Objective", "SweepSpec", "blind_metrics", "load_spec",
+           "preset_names", "read_spec_source", "set_path_any"]

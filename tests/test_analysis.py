@@ -11,12 +11,13 @@ import pytest
 from optuna._hypervolume import compute_hypervolume
 
 from orchestrator.runner import run_sweep
-from sweeps import plots
-from sweeps.analysis import analyze, analyze_runs, hypervolume, pareto_mask, per_config, write_report
-from sweeps.compare import compare
+from sweeps.report import plots
+from sweeps.report.analysis import analyze, analyze_runs, hypervolume, pareto_mask, per_config
+from sweeps.report.compare import compare
+from sweeps.report.summary import write_report
+from sweeps.report.tables import export, read_reference
 from sweeps.results import read_results
 from sweeps.spec import load_spec
-from sweeps.tables import export, read_reference
 from tests.sweep_util import fake_task, small_spec
 
 
@@ -182,7 +183,7 @@ def test_paper_preset_report_puts_the_papers_numbers_beside_ours(tmp_path):
 
 
 def test_top_configs_rank_by_pareto_layer_then_objectives(tmp_path):
-    from sweeps.analysis import top_configs
+    from sweeps.report.analysis import top_configs
 
     spec = load_spec(small_spec(n_trials=10, sampler={"name": "random", "seed": 1}))
     run_sweep(spec, tmp_path, fn=fake_task, log=None)
@@ -199,7 +200,7 @@ def test_top_configs_rank_by_pareto_layer_then_objectives(tmp_path):
 
 
 def test_top_configs_by_a_select_metric(tmp_path):
-    from sweeps.analysis import top_configs
+    from sweeps.report.analysis import top_configs
 
     spec = load_spec(small_spec(n_trials=8, sampler={"name": "random", "seed": 2},
                                 select={"metric": "avg_gap", "direction": "minimize"}))

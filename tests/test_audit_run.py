@@ -20,7 +20,7 @@ import pytest
 from orchestrator.audit import plan, run_audit
 from orchestrator.cli import main
 from orchestrator.runner import run_sweep
-from sweeps.audit_results import audit_dir, audit_section, audit_summary, read_tasks
+from sweeps.report.audit_results import audit_dir, audit_section, audit_summary, read_tasks
 from sweeps.spec import AuditSpec, load_spec
 from tests.sweep_util import fake_task, small_spec
 

@@ -9,7 +9,7 @@ import optuna
 
 from orchestrator.progress import Progress
 from orchestrator.runner import run_sweep
-from sweeps.analysis import analyze
+from sweeps.report.analysis import analyze
 from sweeps.spec import load_spec
 from sweeps.study import storage_for
 from tests.sweep_util import ScriptedBackend, fake_task, small_spec

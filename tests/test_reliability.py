@@ -496,7 +496,7 @@ def test_secrets_in_the_spec_or_the_environment_never_reach_a_file(tmp_path, mon
                                          "tags": [token]}})
     spec = load_spec(raw)
     run_sweep(spec, tmp_path, fn=fake_task, log=None)
-    from sweeps.analysis import write_report
+    from sweeps.report.summary import write_report
 
     write_report(tmp_path, spec)
     files = [f for f in tmp_path.rglob("*") if f.is_file()]

@@ -7,7 +7,8 @@ import math
 import pytest
 
 from orchestrator.runner import replicate_sweep, run_sweep
-from sweeps.analysis import analyze, top_configs, write_report
+from sweeps.report.analysis import analyze, top_configs
+from sweeps.report.summary import write_report
 from sweeps.results import read_results
 from sweeps.spec import load_spec
 from tests.sweep_util import fake_task, small_spec

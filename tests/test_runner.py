@@ -55,7 +55,7 @@ def test_constraints_are_told_and_filter_feasibility(tmp_path):
     raw["constraints"] = [{"metric": "utility_drop", "max": 2.0}]
     spec = load_spec(raw)
     run_sweep(spec, tmp_path, fn=fake_task, log=None)
-    from sweeps.analysis import analyze
+    from sweeps.report.analysis import analyze
 
     a = analyze(tmp_path, spec)
     for t in _study(spec, tmp_path).trials:

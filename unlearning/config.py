@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -20,18 +20,21 @@ _TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "none", "literal", 
               "dict[str,any]", "dict[str,int]", "list[int]"}
 
 
-def one_line(err: ValidationError, prefix: str = "") -> str:
-    """The first error of a ValidationError as `path.to.key: message` (one line, what the CLI prints)."""
+def one_line(err: ValidationError, prefix: str = "", tags: Collection[str] = ()) -> str:
+    """The first error of a ValidationError as `path.to.key: message` (one line, what the CLI prints).
+    `tags`: the tags of the model's discriminated unions, which pydantic puts in the path of an error
+    inside a member ("space.lr.log-float.high") though they are no key."""
     first = err.errors()[0]
     # a union's error names the member it tried ("low.int", "x.function-after[...]"): not a key
-    loc = [p for p in first["loc"] if not (isinstance(p, str) and (p in _TYPE_TAGS or "[" in p))]
+    loc = [p for p in first["loc"] if not (isinstance(p, str) and (p in _TYPE_TAGS or p in tags or "[" in p))]
     path = ".".join(str(p) for p in (*([prefix] if prefix else []), *loc))
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     elif first["type"] == "missing":
         msg = "required key is missing"
-    extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    n = err.error_count() - 1
+    extra = f" (and {n} more problem{'s' if n > 1 else ''})" if n else ""
     return f"{path or '<root>'}: {msg}{extra}"
 
 

@@ -17,23 +17,21 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from sweeps import tables
+from sweeps.catalogue import CATALOGUE
+from sweeps.report import tables
+from sweeps.report.analysis import Analysis
+from sweeps.report.units import axis_label, info
 from sweeps.results import EPOCH_METRICS
-from sweeps.units import axis_label, info
-
-if TYPE_CHECKING:
-    from sweeps.analysis import Analysis
 
 MARKERS = {"blind": ("D", "diamond", "blind pick"), "oracle": ("*", "star", "oracle pick")}
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]
 # metrics defined from a plotted one: utility_drop = original_test_acc - test_acc
-DERIVED = {"utility_drop": ("test_acc", "original_test_acc")}
+DERIVED = {m.name: (m.drop_of, f"original_{m.drop_of}") for m in CATALOGUE if m.drop_of}
 
 
 def _plt():
@@ -49,7 +47,7 @@ def colors(methods) -> dict[str, str]:
     return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(sorted(methods))}
 
 
-def axes_of(a: "Analysis") -> tuple[tuple[str, str | None], tuple[str, str]]:
+def axes_of(a: Analysis) -> tuple[tuple[str, str | None], tuple[str, str]]:
     """((x metric, direction), (y metric, direction)); one objective: x is the trial number."""
     o = a.spec.objectives
     if len(o) > 1:
@@ -89,7 +87,7 @@ def frame(values: np.ndarray, fallback: np.ndarray, bounds=(), metric: str | Non
     return lo, hi
 
 
-def _bounds(a: "Analysis", metric: str) -> list[tuple[float, str, str]]:
+def _bounds(a: Analysis, metric: str) -> list[tuple[float, str, str]]:
     """Constraint bounds on a plotted metric: (value, side that is feasible: 'le'|'ge', label)."""
     out = []
     for c in a.spec.constraints:
@@ -124,7 +122,7 @@ def _bars(std: np.ndarray) -> np.ndarray | None:
     return std if std.any() else None
 
 
-def _scene(a: "Analysis") -> dict:
+def _scene(a: Analysis) -> dict:
     """What both front plots draw: complete configurations, limits, bounds, front, picks."""
     (xc, xd), (yc, yd) = axes_of(a)
     ok = a.configs[a.configs["state"] == "COMPLETE"] if len(a.configs) else a.configs
@@ -139,14 +137,14 @@ def _scene(a: "Analysis") -> dict:
             "xb": xb, "yb": yb, "colors": colors(ok["method"].unique() if len(ok) else [])}
 
 
-def _front_line(a: "Analysis", xc: str, xd: str | None, yc: str) -> tuple[np.ndarray, np.ndarray]:
+def _front_line(a: Analysis, xc: str, xd: str | None, yc: str) -> tuple[np.ndarray, np.ndarray]:
     if a.front.empty or xc == "trial_number":
         return np.zeros(0), np.zeros(0)
     fr = a.front.sort_values(xc, ascending=xd != "maximize")
     return fr[xc].to_numpy(dtype=float), fr[yc].to_numpy(dtype=float)
 
 
-def _pick_points(a: "Analysis", xc: str, yc: str):
+def _pick_points(a: Analysis, xc: str, yc: str):
     """(rule, (matplotlib marker, plotly symbol, label), picks, x, y) per selection rule."""
     for r in a.rules:
         p = a.picks.get(r.name)
@@ -163,7 +161,7 @@ def _edge(v: np.ndarray, lim: tuple[float, float]) -> tuple[np.ndarray, np.ndarr
 
 # -- matplotlib ----------------------------------------------------------------------------------
 
-def front_png(a: "Analysis", path: Path) -> None:
+def front_png(a: Analysis, path: Path) -> None:
     plt = _plt()
     s = _scene(a)
     (xc, xd), (yc, yd) = s["x"], s["y"]
@@ -240,7 +238,7 @@ def _shade_bounds(ax, bounds, axis: str, lim: tuple[float, float]) -> None:
                         color="dimgrey", rotation=90, ha="right", va="top")
 
 
-def history_png(a: "Analysis", path: Path) -> None:
+def history_png(a: Analysis, path: Path) -> None:
     plt = _plt()
     objs = a.spec.objectives
     fig, axes = plt.subplots(len(objs), 1, figsize=(8.4, 2.7 * len(objs) + 0.6), dpi=120, squeeze=False,
@@ -280,7 +278,7 @@ def history_png(a: "Analysis", path: Path) -> None:
     plt.close(fig)
 
 
-def epoch_curves(a: "Analysis", history: pd.DataFrame) -> pd.DataFrame:
+def epoch_curves(a: Analysis, history: pd.DataFrame) -> pd.DataFrame:
     """Per-epoch UA/RA/TA of each pick, mean and sample std over its seeds: columns rule, method,
     trial, epoch, n, <m>, <m>_std. Empty when the record has none (eval_every off)."""
     need = {"fingerprint", "epoch", "kind", *EPOCH_METRICS}
@@ -306,7 +304,7 @@ def epoch_curves(a: "Analysis", history: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
-def epochs_png(a: "Analysis", history: pd.DataFrame, path: Path) -> bool:
+def epochs_png(a: Analysis, history: pd.DataFrame, path: Path) -> bool:
     """Write epochs.png; False (and no file) when there are no per-epoch metrics."""
     curves = epoch_curves(a, history)
     if curves.empty:
@@ -339,12 +337,12 @@ def epochs_png(a: "Analysis", history: pd.DataFrame, path: Path) -> bool:
 
 # -- plotly --------------------------------------------------------------------------------------
 
-def _hover_metrics(a: "Analysis") -> list[str]:
+def _hover_metrics(a: Analysis) -> list[str]:
     return list(dict.fromkeys([o.metric for o in a.spec.objectives] + [c.metric for c in a.spec.constraints]
                               + ["unlearn_acc", "retain_acc", "test_acc", "mia_efficacy", "avg_gap"]))
 
 
-def hover_text(r: dict, a: "Analysis", shown: list[str] | None = None) -> str:
+def hover_text(r: dict, a: Analysis, shown: list[str] | None = None) -> str:
     """A configuration's hover box, from one row of `configs` as a dict."""
     lines = [f"<b>trial {int(r['trial_number'])}: {html.escape(str(r['method']))}</b>"
              + ("" if r["feasible"] else " (infeasible)"),
@@ -354,11 +352,11 @@ def hover_text(r: dict, a: "Analysis", shown: list[str] | None = None) -> str:
     for m in shown or _hover_metrics(a):
         if m in r and pd.notna(r[m]):
             i = info(m)
-            lines.append(f"{i.name}: {tables.fmt(r[m], r.get(f'{m}_std'))}{' ' + i.unit if i.unit else ''}")
+            lines.append(f"{i.label}: {tables.fmt(r[m], r.get(f'{m}_std'))}{' ' + i.unit if i.unit else ''}")
     return "<br>".join(lines)
 
 
-def hover_texts(df: pd.DataFrame, a: "Analysis") -> list[str]:
+def hover_texts(df: pd.DataFrame, a: Analysis) -> list[str]:
     """`hover_text` of every row, from plain dicts of the columns it shows (indexing a pandas row
     costs some 100x more, and a sweep of 10,000 configurations has as many points)."""
     shown = _hover_metrics(a)
@@ -367,7 +365,7 @@ def hover_texts(df: pd.DataFrame, a: "Analysis") -> list[str]:
     return [hover_text(r, a, shown) for r in df[cols].to_dict("records")]
 
 
-def front_figure(a: "Analysis"):
+def front_figure(a: Analysis):
     import plotly.graph_objects as go
 
     s = _scene(a)
@@ -420,7 +418,7 @@ def front_figure(a: "Analysis"):
     return fig
 
 
-def front_html(a: "Analysis") -> str:
+def front_html(a: Analysis) -> str:
     """The interactive page: the plotly figure (plotly.js inline: no network), the front table
     and the field's table."""
     import plotly.io as pio

@@ -10,8 +10,8 @@ as papers report; NaN for n=1) over those seeds. Feasible = complete and every c
 spec holds on the means (the rule the driver tells Optuna).
 
 Selection. The front is the Pareto front of the feasible configurations; its hypervolume is taken
-at a fixed reference point (`sweeps.units.default_reference`: the worst end of each objective's
-natural range), so sweeps compare. Two picks per method, side by side in the field's table:
+at a fixed reference point (`sweeps.report.units.default_reference`: the worst end of each
+objective's natural range), so sweeps compare. Two picks per method, side by side in the field's table:
   blind:  the best by a metric that never looks at Retrain (`forget_val_gap`, minimised) among the
           configurations feasible under the spec's blind constraints; when the sweep's own rule is
           blind, its rule;
@@ -19,30 +19,27 @@ natural range), so sweeps compare. Two picks per method, side by side in the fie
           spec's `select` metric); when the sweep is blind, the smallest avg_gap (needs Retrain).
 `top_configs` ranks by the sweep's own rule, for `replicate` and `audit`.
 
-Outputs (`write_report`): runs/<name>/report/ report.md, table.md, table.tex, table.csv,
-trials.csv, front.csv, front.png, front.html, history.png and epochs.png (when the spec records
-per-epoch metrics, `base.eval.eval_every`).
+The numbers only: sweeps.report.tables and .plots format them, sweeps.report.summary writes them.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from sweeps import plots, tables
-from sweeps.results import METRIC_COLUMNS, REFERENCE_METRICS, read_history, read_results
-from sweeps.spec import METRICS, Objective, SweepSpec
-from sweeps.tables import FIELD, GAPPED, plain
-from sweeps.units import default_reference
-from unlearning.redact import scrub_text
+from sweeps.catalogue import CATALOGUE, get
+from sweeps.report.units import default_reference
+from sweeps.results import METRIC_COLUMNS, REFERENCE_METRICS, read_results
+from sweeps.spec import Objective, SweepSpec
 
 SEEDS = ["split_seed", "train_seed", "unlearn_seed"]
 KEY = ["method", "params_json"]
+# the field's table: its metrics (catalogue order) and those shown with their gap to Retrain
+FIELD_METRICS = tuple(m.name for m in CATALOGUE if m.table)
+GAPPED = tuple(m.name for m in CATALOGUE if m.gap)
 BLIND_PICK = Objective(metric="forget_val_gap", direction="minimize")
 ORACLE_PICK = Objective(metric="avg_gap", direction="minimize")
 
@@ -114,8 +111,11 @@ def front_hypervolume(front: pd.DataFrame, objectives, ref: list[float]) -> floa
 # -- per configuration ---------------------------------------------------------------------------
 
 def metric_columns(runs: pd.DataFrame) -> list[str]:
+    """The record's metric columns in `runs`: the metric block, the run's own (runtime_s), then
+    Original's and Retrain's."""
+    run = [m.name for m in CATALOGUE if m.column == "run"]
     refs = [f"{r}_{m}" for r in ("original", "retrain") for m in REFERENCE_METRICS]
-    return [m for m in dict.fromkeys((*METRIC_COLUMNS, "runtime_s", *refs)) if m in runs]
+    return [m for m in dict.fromkeys((*METRIC_COLUMNS, *run, *refs)) if m in runs]
 
 
 def per_config(runs: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
@@ -240,7 +240,7 @@ def pick(configs: pd.DataFrame, spec: SweepSpec, rule: Rule) -> pd.DataFrame:
     if configs.empty:
         return configs.head(0)
     if rule.blind_constraints_only:
-        blind = [c for c in spec.constraints if not METRICS.get(c.metric, False)]
+        blind = [c for c in spec.constraints if not get(c.metric).retrain]
         feas = configs[(configs["state"] == "COMPLETE") & feasible_mask(configs, blind)]
     else:
         feas = configs[configs["feasible"]]
@@ -261,7 +261,7 @@ class Analysis:
     configs: pd.DataFrame  # one row per configuration, see `per_config`
     front: pd.DataFrame  # the Pareto front of the feasible configurations
     hypervolume: float  # of the front, at `reference_point`
-    reference_point: list[float]  # objectives' own units; see sweeps.units.default_reference
+    reference_point: list[float]  # objectives' own units; see sweeps.report.units.default_reference
     best: pd.DataFrame  # the pick of the sweep's own rule, one row per method
     table: pd.DataFrame  # the field's table, tidy: one row per (selection, method); see field_table
     picks: dict[str, pd.DataFrame] = field(default_factory=dict)  # rule name -> one row per method
@@ -317,10 +317,11 @@ def top_configs(a: Analysis, k: int) -> pd.DataFrame:
 def field_table(a: Analysis) -> pd.DataFrame:
     """The field's table (SalUn's Table 1 layout), tidy and numeric: one row per (selection rule,
     row), rows Retrain, Original, then each method's pick. Columns: selection, rule, method, trial,
-    n, and per metric of FIELD `<m>` (mean over seeds), `<m>_std` (sample std), `<m>_gap`
+    n, and per metric of FIELD_METRICS `<m>` (mean over seeds), `<m>_std` (sample std), `<m>_gap`
     (|mean - Retrain's mean| over the same seeds, for UA, RA, TA, MIA). Original and Retrain are
     taken over the distinct oracle seeds (split_seed, train_seed) of the complete runs: n of them.
-    `sweeps.tables` formats it (mean ± std (gap), best in bold) for markdown, LaTeX, CSV and JSON."""
+    `sweeps.report.tables` formats it (mean ± std (gap), best in bold) for markdown, LaTeX, CSV and
+    JSON."""
     rows = []
     refs = _reference_rows(a.runs)
     for rule in a.rules:
@@ -328,7 +329,7 @@ def field_table(a: Analysis) -> pd.DataFrame:
         for _, c in a.picks[rule.name].iterrows():
             row = {"selection": rule.name, "rule": rule.text, "method": c["method"],
                    "trial": int(c["trial_number"]), "n": int(c["n"])}
-            for _, m in FIELD:
+            for m in FIELD_METRICS:
                 row[m], row[f"{m}_std"] = c.get(m, math.nan), c.get(f"{m}_std", math.nan)
                 if m in GAPPED:
                     row[f"{m}_gap"] = abs(row[m] - c.get(f"retrain_{m}", math.nan))
@@ -347,7 +348,7 @@ def _reference_rows(runs: pd.DataFrame) -> list[dict]:
     out = []
     for name in (("retrain", "original") if has_retrain else ("original",)):
         row = {"method": "Retrain" if name == "retrain" else "Original", "trial": None, "n": len(refs)}
-        for _, m in FIELD:
+        for m in FIELD_METRICS:
             v = refs.get(f"{name}_{m}")
             if v is not None and v.notna().any():
                 row[m], row[f"{m}_std"] = v.mean(), v.std()
@@ -365,118 +366,5 @@ def _reference_rows(runs: pd.DataFrame) -> list[dict]:
     return out
 
 
-# -- text ----------------------------------------------------------------------------------------
-
-def summary_text(a: Analysis) -> str:
-    """The one-screen summary the CLI prints: counts, the front with n per row, the picks."""
-    c = a.configs
-    n_ok = int((c["state"] == "COMPLETE").sum()) if len(c) else 0
-    n_feas = int(c["feasible"].sum()) if len(c) else 0
-    objs = ", ".join(f"{o.direction} {o.metric}" for o in a.spec.objectives)
-    ref = ", ".join(f"{o.metric}={x:.4g}" for o, x in zip(a.spec.objectives, a.reference_point))
-    lines = [f"sweep {a.spec.name}: {len(c)} configuration(s) x {len(a.spec.seeds)} seed(s), {n_ok} "
-             f"complete, {n_feas} feasible; objectives: {objs}; selection rule: {a.spec.selection_rule}",
-             f"Pareto front ({len(a.front)} configuration(s)), hypervolume {a.hypervolume:.4g} at "
-             f"reference point ({ref})"]
-    lines += ["  " + ln for ln in tables.text_table(tables.front_table(a.front, a.spec)).splitlines()]
-    for r in a.rules:
-        p = a.picks[r.name]
-        if len(p):
-            lines.append(f"{r.name} pick ({r.text}): " + ", ".join(
-                f"{m} trial {int(t)}" for m, t in zip(p["method"], p["trial_number"])))
-    return "\n".join(lines)
-
-
-def to_json(a: Analysis) -> dict:
-    """What `analyze --json` prints: counts, the reference point, hypervolume, the front and the
-    picks (metric means, stds and n), all plain JSON (NaN -> null)."""
-    def rows(df: pd.DataFrame) -> list[dict]:
-        keep = ["trial_number", "method", "params_json", "n", "feasible",
-                *[c for o in a.spec.objectives for c in (o.metric, f"{o.metric}_std")]]
-        out = []
-        for r in df[[k for k in keep if k in df]].to_dict(orient="records"):
-            r["params"] = json.loads(r.pop("params_json"))
-            out.append({k: plain(v) for k, v in r.items()})
-        return out
-
-    c = a.configs
-    return {"sweep": a.spec.name, "selection_rule": a.spec.selection_rule,
-            "configurations": len(c), "complete": int((c["state"] == "COMPLETE").sum()) if len(c) else 0,
-            "feasible": int(c["feasible"].sum()) if len(c) else 0,
-            "objectives": [o.model_dump() for o in a.spec.objectives],
-            "reference_point": [plain(x) for x in a.reference_point],
-            "hypervolume": plain(a.hypervolume), "front": rows(a.front),
-            "picks": {r.name: {"rule": r.text, "configs": rows(a.picks[r.name])} for r in a.rules},
-            "table": tables.table_records(a.table)}
-
-
-# -- the report ----------------------------------------------------------------------------------
-
-def write_report(run_dir: str | Path, spec: SweepSpec) -> tuple[Analysis, Path]:
-    """Analyze the record and write report/ (files in the module docstring), each file under a temp
-    name then renamed. Returns (analysis, path of report.md)."""
-    run_dir = Path(run_dir)
-    out = run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    a = analyze(run_dir, spec)
-    history = read_history(run_dir).to_pandas()
-    write_file(out / "trials.csv", a.configs.to_csv(index=False))
-    write_file(out / "front.csv", tables.front_table(a.front, spec).to_csv(index=False))
-    for fmt, name in (("csv", "table.csv"), ("md", "table.md"), ("latex", "table.tex")):
-        write_file(out / name, tables.export(a, fmt))
-    write_file(out / "front.png", lambda p: plots.front_png(a, p))
-    write_file(out / "history.png", lambda p: plots.history_png(a, p))
-    write_file(out / "front.html", plots.front_html(a))
-    has_epochs = write_file(out / "epochs.png", lambda p: plots.epochs_png(a, history, p))
-    md = [f"# Sweep `{spec.name}`\n\n", f"{spec.description}\n\n" if spec.description else "",
-          "```\n" + summary_text(a) + "\n```\n\n",
-          f"Selection rule: **{spec.selection_rule}** ("
-          + ("an objective or constraint peeks at Retrain" if spec.selection_rule == "oracle"
-             else "no objective or constraint uses Retrain") + "). ",
-          "Constraints (feasibility filter, on the mean over seeds): "
-          + (", ".join(f"{c.metric}" + (f" <= {c.max:g}" if c.max is not None else "")
-                       + (f" >= {c.min:g}" if c.min is not None else "") for c in spec.constraints)
-             or "none") + ".\n",
-          "\n## Pareto front\n\n", tables.markdown(tables.front_table(a.front, spec)),
-          "\n![trade-off](front.png)\n\nInteractive: [front.html](front.html)\n",
-          "\n## The field's table\n\n", tables.caption(a) + "\n\n", tables.export(a, "md"),
-          "\nAlso as LaTeX ([table.tex](table.tex)) and CSV ([table.csv](table.csv)); "
-          "`unlearn-sweep export` writes any of them.\n"]
-    if spec.reference is not None and len(a.table):
-        side = tables.beside_paper(a)
-        write_file(out / "beside_paper.csv", side.to_csv(index=False))
-        md += [f"\n## Beside the paper ({spec.reference.scenario})\n\n",
-               "\n".join(f"> {ln}" for ln in tables.reference_citation(spec.reference.table)) + "\n\n",
-               tables.markdown(side)]
-    from sweeps.audit_results import audit_section
-
-    audit = audit_section(run_dir)
-    if audit:  # `unlearn-sweep audit` (or the spec's audit:) has run
-        md += [audit + "\n"]
-    md += ["\n## Objective history\n\n![history](history.png)\n"]
-    if has_epochs:
-        md += ["\n## Per-epoch UA, RA, TA of the picks\n\n![epochs](epochs.png)\n"]
-    md += ["\nFiles: trials.csv (every configuration, with n and the sample std), front.csv, "
-           "table.{md,tex,csv}; the record itself is ../trials/*.parquet (read with "
-           "`sweeps.results.read_results`).\n"]
-    write_file(out / "report.md", "".join(md))
-    return a, out / "report.md"
-
-
-def write_file(path: Path, content) -> bool:
-    """Write `content` (a str, or `fn(tmp)` that writes a file) under a temp name with the same
-    suffix (matplotlib reads the format from it), then rename it over `path`: a reader never sees
-    half a file. `fn` returning False writes nothing and removes a stale `path`. Returns whether
-    `path` exists now."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    # text leaves the process here: the one scrubber cuts out anything that looks like a secret
-    wrote = tmp.write_text(scrub_text(content)) if isinstance(content, str) else content(tmp)
-    if wrote is False:
-        path.unlink(missing_ok=True)
-        return False
-    os.replace(tmp, path)
-    return True
-
-
 __all__ = ["Analysis", "analyze", "analyze_runs", "field_table", "hypervolume", "pareto_mask",
-           "per_config", "summary_text", "to_json", "top_configs", "write_file", "write_report"]
+           "per_config", "top_configs"]

@@ -1,7 +1,7 @@
 """Several sweeps side by side: their fronts overlaid, a table, and the hypervolume of each at ONE
 reference point shared by all, so the numbers compare (a run whose front dominates another's gets
 a larger one; a run compared with itself gets the same). The point is `--ref` when given, else the
-fixed default of `sweeps.units.default_reference` (the worst end of each objective's natural
+fixed default of `sweeps.report.units.default_reference` (the worst end of each objective's natural
 range: 100 for a minimised percent or gap, 0 for a maximised percent), taken from the data of all
 the runs together only for a metric with no natural bound (run time).
 """
@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sweeps.analysis import Analysis, analyze_runs, objective_matrix, per_config
+from sweeps.report.analysis import Analysis, analyze_runs, objective_matrix, per_config
+from sweeps.report.tables import fmt
+from sweeps.report.units import default_reference
 from sweeps.results import read_results
 from sweeps.spec import SweepSpec
-from sweeps.tables import fmt
-from sweeps.units import default_reference
 from unlearning.errors import UserError
 
 

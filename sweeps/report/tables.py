@@ -1,4 +1,4 @@
-"""Tables for people and papers, from the numbers `sweeps.analysis` computes: the field's table
+"""Tables for people and papers, from the numbers `sweeps.report.analysis` computes: the field's table
 (SalUn's Table 1 layout: mean ± sample std over seeds, the gap to Retrain in parentheses, Original
 and Retrain rows, best in bold, n per row, blind and oracle selection side by side) as markdown
 (`DataFrame.to_markdown`), LaTeX (`Styler.to_latex`; needs booktabs), CSV and JSON; the front
@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from sweeps.catalogue import CATALOGUE
+from sweeps.report.analysis import Analysis
+from sweeps.report.units import info
 from sweeps.spec import REFERENCE_DIR, SweepSpec
-from sweeps.units import info
 
-if TYPE_CHECKING:
-    from sweeps.analysis import Analysis
-
-FIELD = [("UA", "unlearn_acc"), ("RA", "retain_acc"), ("TA", "test_acc"), ("MIA", "mia_efficacy"),
-         ("Avg. gap", "avg_gap"), ("RTE (s)", "runtime_s")]
-GAPPED = ("unlearn_acc", "retain_acc", "test_acc", "mia_efficacy")
+# the field's table: (column label, metric), in catalogue order
+FIELD = [(m.table, m.name) for m in CATALOGUE if m.table]
 REFERENCE_ROWS = ("Retrain", "Original")
 GROUP = {"blind": "Blind selection", "oracle": "Oracle selection"}
 FORMATS = ("md", "latex", "csv", "json")
@@ -49,7 +46,7 @@ def _best(rows: pd.DataFrame, metric: str) -> pd.Series:
     none = pd.Series(False, index=rows.index)
     if is_method.sum() < 2:
         return none
-    if metric in GAPPED and rows.loc[is_method, f"{metric}_gap"].notna().any():
+    if info(metric).gap and rows.loc[is_method, f"{metric}_gap"].notna().any():
         score = rows[f"{metric}_gap"]
     elif info(metric).better == "maximize":
         score = -rows[metric]
@@ -64,7 +61,8 @@ def _best(rows: pd.DataFrame, metric: str) -> pd.Series:
 def paper_cells(table: pd.DataFrame, latex: bool = False, trials: bool = True
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(cells, bold): one row per method (Retrain, Original, then the methods), columns grouped by
-    selection rule (blind, oracle), each group UA, RA, TA, MIA, Avg. gap, RTE (s), n[, trial]."""
+    selection rule (blind, oracle), each group the FIELD columns (UA, RA, TA, MIA, Avg. gap,
+    Time (s)), n[, trial]."""
     if table.empty:
         return pd.DataFrame(), pd.DataFrame()
     order = [m for m in REFERENCE_ROWS if m in set(table["method"])] + \
@@ -128,19 +126,19 @@ def latex_escape(text: str) -> str:
     return out
 
 
-def caption(a: "Analysis") -> str:
+def caption(a: Analysis) -> str:
     rules = "; ".join(f"{GROUP[r.name].lower()}: {r.text}" for r in a.rules)
     return (f"Sweep {a.spec.name}: mean ± sample std over n seeds (per row); in parentheses the "
-            f"absolute gap to Retrain's mean; bold: closest to Retrain (avg. gap, RTE: smallest) among "
+            f"absolute gap to Retrain's mean; bold: closest to Retrain (avg. gap, time: smallest) among "
             f"the methods. Each method's configuration is picked by the {rules}. UA, RA, TA, MIA in %, "
-            f"RTE in seconds of the unlearning procedure.")
+            f"time in seconds of the unlearning procedure.")
 
 
 def table_records(table: pd.DataFrame) -> list[dict]:
     return [{k: plain(v) for k, v in r.items()} for r in table.to_dict(orient="records")]
 
 
-def export(a: "Analysis", fmt_: str) -> str:
+def export(a: Analysis, fmt_: str) -> str:
     """The field's table as `md`, `latex`, `csv` (tidy: one row per selection x method, numeric)
     or `json` ({sweep, selection rules, rows})."""
     if fmt_ == "md":
@@ -203,7 +201,10 @@ def front_table(front: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
 
 # -- the paper's numbers beside ours -------------------------------------------------------------
 
-PAPER_COLS = {"UA": "ua", "RA": "ra", "TA": "ta", "MIA": "mia_efficacy", "Avg. gap": "avg_gap"}
+# metric -> its column in the reference CSVs (sweeps/reference/); their run time is `rte_min`, the
+# papers' "RTE" column: minutes of unlearning, our runtime_s / 60 (not DeepUnlearn's rte)
+PAPER_COLS = {"unlearn_acc": "ua", "retain_acc": "ra", "test_acc": "ta", "mia_efficacy": "mia_efficacy",
+              "avg_gap": "avg_gap"}
 
 
 def read_reference(table: str, scenario: str) -> pd.DataFrame:
@@ -216,23 +217,22 @@ def reference_citation(table: str) -> list[str]:
             if ln.startswith("#")]
 
 
-def beside_paper(a: "Analysis") -> pd.DataFrame:
+def beside_paper(a: Analysis) -> pd.DataFrame:
     """Ours (the sweep's own rule: the oracle group of an oracle sweep, as the papers tuned) beside
-    the paper's mean ± std, per metric; RTE in minutes as the papers report it."""
+    the paper's mean ± std, per metric; the run time in minutes as the papers report it."""
     paper = read_reference(a.spec.reference.table, a.spec.reference.scenario)
     ours = a.table[a.table["selection"] == a.spec.selection_rule]
-    label = dict((m, lab) for lab, m in FIELD)
     rows = []
     for _, r in ours.iterrows():
         key = "retrain" if r["method"] == "Retrain" else str(r["method"])
         p = paper[paper["method"] == key]
         row = {"method": r["method"], "n": r["n"]}
-        for lab, col in PAPER_COLS.items():
-            m = next(m for m, x in label.items() if x == lab)
+        for m, col in PAPER_COLS.items():
+            lab = info(m).table
             row[f"{lab} ours"] = fmt(r[m], r[f"{m}_std"])
             row[f"{lab} paper"] = (fmt(p.iloc[0][col], p.iloc[0].get(f"{col.split('_')[0]}_std", math.nan))
                                    if len(p) else "")
-        row["RTE ours (min)"] = fmt(r["runtime_s"] / 60, r["runtime_s_std"] / 60)
-        row["RTE paper (min)"] = fmt(p.iloc[0]["rte_min"]) if len(p) else ""
+        row["Time ours (min)"] = fmt(r["runtime_s"] / 60, r["runtime_s_std"] / 60)
+        row["Time paper (min)"] = fmt(p.iloc[0]["rte_min"]) if len(p) else ""
         rows.append(row)
     return pd.DataFrame(rows)

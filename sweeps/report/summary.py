@@ -1,0 +1,133 @@
+"""A sweep's analysis for people: the one-screen summary the CLI prints, the JSON of `analyze
+--json`, and the report on disk (`write_report`): runs/<name>/report/ report.md, table.md,
+table.tex, table.csv, trials.csv, front.csv, front.png, front.html, history.png and epochs.png (when
+the spec records per-epoch metrics, `base.eval.eval_every`).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from sweeps.report import plots, tables
+from sweeps.report.analysis import Analysis, analyze
+from sweeps.report.audit_results import audit_section
+from sweeps.report.tables import plain
+from sweeps.results import read_history
+from sweeps.spec import SweepSpec
+from unlearning.redact import scrub_text
+
+# -- text ----------------------------------------------------------------------------------------
+
+def summary_text(a: Analysis) -> str:
+    """The one-screen summary the CLI prints: counts, the front with n per row, the picks."""
+    c = a.configs
+    n_ok = int((c["state"] == "COMPLETE").sum()) if len(c) else 0
+    n_feas = int(c["feasible"].sum()) if len(c) else 0
+    objs = ", ".join(f"{o.direction} {o.metric}" for o in a.spec.objectives)
+    ref = ", ".join(f"{o.metric}={x:.4g}" for o, x in zip(a.spec.objectives, a.reference_point))
+    lines = [f"sweep {a.spec.name}: {len(c)} configuration(s) x {len(a.spec.seeds)} seed(s), {n_ok} "
+             f"complete, {n_feas} feasible; objectives: {objs}; selection rule: {a.spec.selection_rule}",
+             f"Pareto front ({len(a.front)} configuration(s)), hypervolume {a.hypervolume:.4g} at "
+             f"reference point ({ref})"]
+    lines += ["  " + ln for ln in tables.text_table(tables.front_table(a.front, a.spec)).splitlines()]
+    for r in a.rules:
+        p = a.picks[r.name]
+        if len(p):
+            lines.append(f"{r.name} pick ({r.text}): " + ", ".join(
+                f"{m} trial {int(t)}" for m, t in zip(p["method"], p["trial_number"])))
+    return "\n".join(lines)
+
+
+def to_json(a: Analysis) -> dict:
+    """What `analyze --json` prints: counts, the reference point, hypervolume, the front and the
+    picks (metric means, stds and n), all plain JSON (NaN -> null)."""
+    def rows(df: pd.DataFrame) -> list[dict]:
+        keep = ["trial_number", "method", "params_json", "n", "feasible",
+                *[c for o in a.spec.objectives for c in (o.metric, f"{o.metric}_std")]]
+        out = []
+        for r in df[[k for k in keep if k in df]].to_dict(orient="records"):
+            r["params"] = json.loads(r.pop("params_json"))
+            out.append({k: plain(v) for k, v in r.items()})
+        return out
+
+    c = a.configs
+    return {"sweep": a.spec.name, "selection_rule": a.spec.selection_rule,
+            "configurations": len(c), "complete": int((c["state"] == "COMPLETE").sum()) if len(c) else 0,
+            "feasible": int(c["feasible"].sum()) if len(c) else 0,
+            "objectives": [o.model_dump() for o in a.spec.objectives],
+            "reference_point": [plain(x) for x in a.reference_point],
+            "hypervolume": plain(a.hypervolume), "front": rows(a.front),
+            "picks": {r.name: {"rule": r.text, "configs": rows(a.picks[r.name])} for r in a.rules},
+            "table": tables.table_records(a.table)}
+
+
+# -- the report ----------------------------------------------------------------------------------
+
+def write_report(run_dir: str | Path, spec: SweepSpec) -> tuple[Analysis, Path]:
+    """Analyze the record and write report/ (files in the module docstring), each file under a temp
+    name then renamed. Returns (analysis, path of report.md)."""
+    run_dir = Path(run_dir)
+    out = run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    a = analyze(run_dir, spec)
+    history = read_history(run_dir).to_pandas()
+    write_file(out / "trials.csv", a.configs.to_csv(index=False))
+    write_file(out / "front.csv", tables.front_table(a.front, spec).to_csv(index=False))
+    for fmt, name in (("csv", "table.csv"), ("md", "table.md"), ("latex", "table.tex")):
+        write_file(out / name, tables.export(a, fmt))
+    write_file(out / "front.png", lambda p: plots.front_png(a, p))
+    write_file(out / "history.png", lambda p: plots.history_png(a, p))
+    write_file(out / "front.html", plots.front_html(a))
+    has_epochs = write_file(out / "epochs.png", lambda p: plots.epochs_png(a, history, p))
+    md = [f"# Sweep `{spec.name}`\n\n", f"{spec.description}\n\n" if spec.description else "",
+          "```\n" + summary_text(a) + "\n```\n\n",
+          f"Selection rule: **{spec.selection_rule}** ("
+          + ("an objective or constraint peeks at Retrain" if spec.selection_rule == "oracle"
+             else "no objective or constraint uses Retrain") + "). ",
+          "Constraints (feasibility filter, on the mean over seeds): "
+          + (", ".join(f"{c.metric}" + (f" <= {c.max:g}" if c.max is not None else "")
+                       + (f" >= {c.min:g}" if c.min is not None else "") for c in spec.constraints)
+             or "none") + ".\n",
+          "\n## Pareto front\n\n", tables.markdown(tables.front_table(a.front, spec)),
+          "\n![trade-off](front.png)\n\nInteractive: [front.html](front.html)\n",
+          "\n## The field's table\n\n", tables.caption(a) + "\n\n", tables.export(a, "md"),
+          "\nAlso as LaTeX ([table.tex](table.tex)) and CSV ([table.csv](table.csv)); "
+          "`unlearn-sweep export` writes any of them.\n"]
+    if spec.reference is not None and len(a.table):
+        side = tables.beside_paper(a)
+        write_file(out / "beside_paper.csv", side.to_csv(index=False))
+        md += [f"\n## Beside the paper ({spec.reference.scenario})\n\n",
+               "\n".join(f"> {ln}" for ln in tables.reference_citation(spec.reference.table)) + "\n\n",
+               tables.markdown(side)]
+    audit = audit_section(run_dir)
+    if audit:  # `unlearn-sweep audit` (or the spec's audit:) has run
+        md += [audit + "\n"]
+    md += ["\n## Objective history\n\n![history](history.png)\n"]
+    if has_epochs:
+        md += ["\n## Per-epoch UA, RA, TA of the picks\n\n![epochs](epochs.png)\n"]
+    md += ["\nFiles: trials.csv (every configuration, with n and the sample std), front.csv, "
+           "table.{md,tex,csv}; the record itself is ../trials/*.parquet (read with "
+           "`sweeps.results.read_results`).\n"]
+    write_file(out / "report.md", "".join(md))
+    return a, out / "report.md"
+
+
+def write_file(path: Path, content) -> bool:
+    """Write `content` (a str, or `fn(tmp)` that writes a file) under a temp name with the same
+    suffix (matplotlib reads the format from it), then rename it over `path`: a reader never sees
+    half a file. `fn` returning False writes nothing and removes a stale `path`. Returns whether
+    `path` exists now."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    # text leaves the process here: the one scrubber cuts out anything that looks like a secret
+    wrote = tmp.write_text(scrub_text(content)) if isinstance(content, str) else content(tmp)
+    if wrote is False:
+        path.unlink(missing_ok=True)
+        return False
+    os.replace(tmp, path)
+    return True
+
+
+__all__ = ["summary_text", "to_json", "write_file", "write_report"]

@@ -1,0 +1,184 @@
+"""The verbs that read a sweep's record: status, analyze, export, compare. They need only the run
+directory (no data set, no Ray, no torch): a record copied to a laptop still reports."""
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+
+from orchestrator.verbs.common import RUN_HELP, emit, resolve_run_dir, spec_from_dir
+from unlearning.errors import UserError
+
+
+def add_parsers(sub) -> None:
+    run_help = RUN_HELP
+    st = sub.add_parser("status", help="trial counts and the current Pareto front of a sweep")
+    st.add_argument("dir", metavar="RUN", help=run_help)
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=cmd_status)
+
+    an = sub.add_parser("analyze", help="write the report (Pareto front, tables, plots) of a sweep")
+    an.add_argument("dir", metavar="RUN", help=run_help)
+    an.add_argument("--json", action="store_true",
+                    help="print the analysis as JSON (the report is written too)")
+    an.set_defaults(func=cmd_analyze)
+
+    ex = sub.add_parser("export", help="the field's table of a sweep as markdown, LaTeX, CSV or JSON")
+    ex.add_argument("dir", metavar="RUN", help=run_help)
+    ex.add_argument("--format", choices=["md", "latex", "csv", "json"], default="md")
+    ex.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    ex.set_defaults(func=cmd_export)
+
+    cp = sub.add_parser("compare", help="several sweeps: fronts overlaid, hypervolume at one reference point")
+    cp.add_argument("dirs", nargs="+", metavar="RUN", help=run_help)
+    cp.add_argument("--ref", metavar="V1,V2,...", help="the reference point, one value per objective in "
+                    "its own units (default: the worst end of each metric's natural range, e.g. 100 for "
+                    "a minimised percent, 0 for a maximised one)")
+    cp.add_argument("--out", metavar="DIR", help="where compare.png, compare.html, compare.csv go "
+                    "(default runs/compare)")
+    cp.add_argument("--json", action="store_true", help="machine-readable output")
+    cp.set_defaults(func=cmd_compare)
+
+
+
+def _driver_state(run_dir: Path) -> str:
+    from sweeps.rundir import DriverLock, alive
+
+    owner = DriverLock(run_dir).owner()
+    if not owner:
+        return "no driver running"
+    pid, host = owner.get("pid"), owner.get("host")
+    if host != socket.gethostname():  # a process on another host cannot be checked from here
+        return f"lock held by pid {pid} on {host} since {owner.get('started', '?')} (not checkable here)"
+    if isinstance(pid, int) and alive(pid):
+        return f"driver running (pid {pid}, since {owner.get('started', '?')})"
+    return f"no driver running (a stale lock of pid {pid} is left; the next run takes it over)"
+
+
+def cmd_status(args) -> int:
+    from sweeps.report.analysis import analyze_runs
+    from sweeps.report.summary import summary_text, to_json
+    from sweeps.results import record_problems, scan_record
+    from sweeps.rundir import DriverLock, alive
+    from sweeps.study import superseded
+
+    run_dir = resolve_run_dir(args.dir)
+    spec = spec_from_dir(run_dir, [], read_only=True)
+    scans = scan_record(run_dir)  # the record is read once
+    study, problems = record_problems(spec, run_dir, scans)
+    states: dict[str, int] = {}
+    sup = superseded(study) if study is not None else set()
+    for t in (study.get_trials(deepcopy=False) if study is not None else []):
+        name = t.state.name + (" (re-enqueued)" if t.number in sup else "")
+        states[name] = states.get(name, 0) + 1
+    analysis = analyze_runs(scans["trials"].table.to_pandas(), spec, run_dir=run_dir)
+    if args.json:
+        owner = DriverLock(run_dir).owner() or {}
+        pid, host = owner.get("pid"), owner.get("host")
+        live = (isinstance(pid, int) and alive(pid)) if host in (None, socket.gethostname()) else None
+        print(json.dumps({"run_dir": str(run_dir), "n_trials": spec.n_trials, "study": states,
+                          "driver": {"pid": pid, "host": host, "running": live},
+                          "record_problems": problems, **to_json(analysis)}, indent=2))
+        return 0
+    print(f"sweep {spec.name} in {run_dir}: n_trials {spec.n_trials}, study "
+          + (", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "empty")
+          + f"; {_driver_state(run_dir)}")
+    for line in problems:
+        print(f"record: {line}")
+    print(summary_text(analysis))
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from sweeps import results as R
+    from sweeps.report.summary import summary_text, to_json, write_report
+    from sweeps.results import record_problems
+    from sweeps.rundir import DriverLock
+
+    run_dir = resolve_run_dir(args.dir)
+    spec = spec_from_dir(run_dir, [], read_only=True)
+    scans = R.scan_record(run_dir)  # read once, for the problems and the compaction
+    _, problems = record_problems(spec, run_dir, scans)
+    for line in problems:
+        print(f"record: {line}", file=sys.stderr)
+    lock = DriverLock(run_dir)
+    try:  # compact a large record while no driver writes to it; skipped when one does
+        lock.acquire()
+        try:
+            R.compact(run_dir, scans)
+        finally:
+            lock.release()
+    except (UserError, OSError):
+        pass
+    try:
+        analysis, report = write_report(run_dir, spec)
+    except OSError as e:
+        raise UserError(f"{run_dir}/report: cannot write the report ({e.strerror or e})") from None
+    if args.json:
+        print(json.dumps({"report": str(report), "record_problems": problems, **to_json(analysis)},
+                         indent=2))
+        return 0
+    print(summary_text(analysis))
+    print(f"report: {report}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from sweeps.report.analysis import analyze
+    from sweeps.report.audit_results import audit_section, audit_summary
+    from sweeps.report.tables import export
+
+    run_dir = resolve_run_dir(args.dir)
+    text = export(analyze(run_dir, spec_from_dir(run_dir, [], read_only=True)), args.format)
+    audit = audit_summary(run_dir)  # the per-example audit's summary goes with the table
+    if audit is not None and args.format == "md":
+        text += audit_section(run_dir) + "\n"
+    elif audit is not None and args.format == "json":
+        from sweeps.report.tables import plain
+
+        doc = json.loads(text)
+        doc["audit"] = [{k: plain(v) for k, v in r.items()} for r in audit.to_dict("records")]
+        text = json.dumps(doc, indent=2) + "\n"
+    elif audit is not None and args.format == "latex":
+        text += "\n% the per-example audit (unlearn-sweep audit)\n" + audit.style.hide(axis="index") \
+            .format(precision=3, na_rep="--", escape="latex").format_index(escape="latex", axis=1) \
+            .to_latex(hrules=True)
+    emit(text, args.out)
+    return 0
+
+
+def parse_ref(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise UserError(f"--ref: expected numbers separated by commas (one per objective), got {text!r}"
+                        ) from None
+
+
+def cmd_compare(args) -> int:
+    from sweeps.report import plots
+    from sweeps.report.compare import compare, summary_text
+    from sweeps.report.summary import write_file
+
+    dirs = [resolve_run_dir(d) for d in args.dirs]
+    c = compare([(d, spec_from_dir(d, [], read_only=True)) for d in dirs], ref=parse_ref(args.ref))
+    out = Path(args.out) if args.out else Path("runs") / "compare"
+    out.mkdir(parents=True, exist_ok=True)
+    write_file(out / "compare.png", lambda p: plots.compare_png(c, p))
+    write_file(out / "compare.html", plots.compare_html(c))
+    write_file(out / "compare.csv", c.table.to_csv(index=False))
+    if args.json:
+        from sweeps.report.tables import table_records
+
+        print(json.dumps({"reference_point": c.reference_point, "reference_from_data": c.reference_from_data,
+                          "objectives": [o.model_dump() for o in c.analyses[0].spec.objectives],
+                          "runs": table_records(c.table), "out": str(out)}, indent=2))
+        return 0
+    print(summary_text(c))
+    print(f"plots: {out / 'compare.png'}, {out / 'compare.html'}")
+    return 0
+
+

@@ -9,6 +9,7 @@ bad input raises UserError before anything runs.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import platform
 import time
@@ -23,6 +24,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from unlearning import metrics as M
 from unlearning.audit_config import RelearnConfig
+from unlearning.checkpoints import Checkpoints
 from unlearning.config import StrictModel, one_line
 from unlearning.data import DataConfig, Dataset, load_dataset
 from unlearning.errors import TrialFailed, UserError
@@ -30,7 +32,7 @@ from unlearning.loop import autocast_factory, run_loop
 from unlearning.methods import Context, get_method
 from unlearning.models import MODELS, build_model
 from unlearning.oracle import (TrainRecipe, Trained, cache_files, cache_key, cached_train, code_version,
-                               frozen_copy, get_oracles, install_files, oracle_parts)
+                               frozen_copy, get_oracles, install_checkpoints, install_files, oracle_parts)
 from unlearning.relearn import ain, relearn_time
 from unlearning.splits import MethodData, Split, SplitConfig, make_split
 
@@ -79,13 +81,18 @@ class TrialConfig(StrictModel):
     precision: Literal["fp32", "bf16"] = "fp32"
     eval: EvalConfig = EvalConfig()
     cache_dir: str | None = None  # oracle cache; default $UNLEARN_SWEEP_CACHE or ~/.cache/unlearn-sweep
+    # released models to start from instead of training them (unlearning/checkpoints.py); left out
+    # of the dump when absent, so configs without one keep their fingerprints
+    checkpoints: Checkpoints | None = Field(None, exclude_if=lambda v: v is None)
 
     @model_validator(mode="after")
     def _check_names(self):
         # UserError (not ValueError) passes through pydantic untouched: one line, already pathed
         cls = get_method(self.method)
-        if self.model not in MODELS:
-            raise UserError(f"unknown model {self.model!r}; known: {', '.join(sorted(MODELS))}")
+        MODELS.lookup(self.model)
+        if self.checkpoints is not None and self.checkpoints.retrain is not None and not (
+                self.retrain or getattr(cls, "from_oracle", False)):
+            raise UserError("checkpoints.retrain: given, but this trial uses no Retrain (retrain: false)")
         if self.device != "auto":
             try:
                 torch.device(self.device)
@@ -277,12 +284,14 @@ def start_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # batch shapes are static: tune each conv once
         torch.cuda.reset_peak_memory_stats(device)
+    cache_dir = Path(cfg.cache_dir or default_cache_dir())
+    pins = install_checkpoints(cfg.checkpoints, cache_dir, cfg.model, ds)  # bad file: UserError
     try:
         original, retrained = get_oracles(
             ds, split, model_name=cfg.model, recipe=cfg.train, train_seed=cfg.seeds.train_seed,
-            device=device, autocast=autocast, cache_dir=Path(cfg.cache_dir or default_cache_dir()),
+            device=device, autocast=autocast, cache_dir=cache_dir,
             retrain=cfg.retrain or getattr(method_cls, "from_oracle", False),
-            precision=cfg.precision if device.type == "cuda" else "fp32")
+            precision=cfg.precision if device.type == "cuda" else "fp32", checkpoints=pins)
         if getattr(method_cls, "from_oracle", False):
             u = Unlearned(retrained.model, retrained.runtime_s, retrained.history, [], len(split.retain))
         else:
@@ -297,7 +306,8 @@ def start_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None
                                                       target=reference["original"]["forget_acc"])
         relearn = {} if cfg.eval.relearn is None else _relearn_metrics(
             u.model, ds, split, cfg.eval.relearn, device, autocast, reference["original"]["forget_acc"])
-        retrain_s = None if retrained is None else retrained.runtime_s
+        # a Retrain given as a checkpoint has no training time here: no RTE
+        retrain_s = None if retrained is None or math.isnan(retrained.runtime_s) else retrained.runtime_s
         u = replace(u, model=None)  # the tail needs no model: free it for the next trial
         rest = lambda: _complete(cfg, outputs, reference, relearn, u, retrain_s)  # noqa: E731
     except Exception as e:  # noqa: BLE001 - every failure of a started trial is data
@@ -394,7 +404,7 @@ def _reference_metrics(cfg: TrialConfig, kind: str, trained, ds: Dataset, split:
     on except the method (data, split, model, recipe, seeds, eval, precision, device, cache) plus the
     stored training runtime, which tells one training of the oracle from another. With the relearning
     attack on, `target` (the original's forget accuracy) gives Retrain its relearn time too."""
-    key = repr((kind, cfg.data, cfg.split, cfg.model, cfg.train, cfg.seeds.split_seed,
+    key = repr((kind, cfg.data, cfg.split, cfg.model, cfg.train, cfg.checkpoints, cfg.seeds.split_seed,
                 cfg.seeds.train_seed, cfg.eval, amp, str(ds.device),
                 str(cfg.cache_dir or default_cache_dir()), trained.runtime_s, target))
     if key not in _REFERENCE_METRICS:
@@ -480,7 +490,8 @@ def warm_kernels(model: torch.nn.Module, ds: Dataset, batch_size: int, autocast,
 def probe(cfg: TrialConfig) -> dict[str, Any]:
     """Everything a trial does before it trains, as far as it goes without training: the device
     exists, the data set's files are found and read, the split can be drawn, the model accepts the
-    inputs. Raises UserError with the reason; returns what was found."""
+    inputs, the checkpoints given fit it (and are installed in the oracle cache). Raises UserError
+    with the reason; returns what was found."""
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
     ds = load_dataset(cfg.data, device)
@@ -496,6 +507,7 @@ def probe(cfg: TrialConfig) -> dict[str, Any]:
     if tuple(out.shape) != (len(x), ds.num_classes):
         raise UserError(f"model: {cfg.model} gives outputs of shape {tuple(out.shape)} for "
                         f"{ds.num_classes} classes")
+    install_checkpoints(cfg.checkpoints, Path(cfg.cache_dir or default_cache_dir()), cfg.model, ds)
     # no warm_up() here: a trial warms its own process before its timer, and this check is on the
     # path to a sweep's first submitted trial (about a second of imports)
     return {"ok": True, "device": str(device), "data": repr(ds), "forget": len(split.forget),
@@ -510,9 +522,11 @@ def oracle_task(cfg: TrialConfig, kind: Literal["original", "retrain"]) -> dict[
     ds = load_dataset(cfg.data, device)
     split = make_split(ds, cfg.split, cfg.seeds.split_seed)
     cache_dir = Path(cfg.cache_dir or default_cache_dir())
+    pins = install_checkpoints(cfg.checkpoints, cache_dir, cfg.model, ds, kinds=(kind,))
     parts, idx = oracle_parts(kind, ds, split, model_name=cfg.model, recipe=cfg.train,
                               train_seed=cfg.seeds.train_seed,
-                              precision=cfg.precision if device.type == "cuda" else "fp32")
+                              precision=cfg.precision if device.type == "cuda" else "fp32",
+                              checkpoint=pins.get(kind))
     warm_up()
     t = cached_train(cache_dir, parts, ds, idx, cfg.model, cfg.train, cfg.seeds.train_seed, device,
                      autocast_factory(device, cfg.precision))

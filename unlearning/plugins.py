@@ -95,8 +95,10 @@ def load_plugin_source(name: str, source: bytes | Mapping[str, bytes], sha256: s
         sources = {key: bytes(source)}
     else:
         sources = dict(source)
-    if not sources or not all(isinstance(b, (bytes, bytearray)) for b in sources.values()):
-        raise UserError(f"plug-in {name}: its source must be bytes or {{file: bytes}}")
+    if not all(isinstance(b, (bytes, bytearray)) for b in sources.values()) or not (
+            "__init__.py" in sources or len(sources) == 1):
+        raise UserError(f"plug-in {name}: its source must be bytes, or {{file: bytes}} of one module or "
+                        "of a package (with its __init__.py)")
     digest = source_sha256(sources)
     if sha256 is not None and digest != sha256:
         raise UserError(f"plug-in {name}: its source hashes to {digest[:12]}..., expected "

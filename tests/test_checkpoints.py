@@ -18,7 +18,8 @@ from unlearning.errors import UserError
 from unlearning.models import build_model
 from unlearning.oracle import cache_key, oracle_parts
 from unlearning.splits import make_split
-from unlearning.trial import probe, run_trial, untimed
+from unlearning.tasks import probe
+from unlearning.trial import run_trial, untimed
 
 
 def cached_state(cfg, kind: str, cache) -> dict[str, torch.Tensor]:

@@ -166,7 +166,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path, 
 
 
 def test_checkpoints_are_left_out_of_a_config_without_them_so_fingerprints_stay():
-    from sweeps.study import fingerprint
+    from sweeps.fingerprint import fingerprint
 
     plain = digits_config()
     assert "checkpoints" not in plain.model_dump() and "checkpoints" not in plain.model_dump(mode="json")

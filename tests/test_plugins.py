@@ -141,7 +141,7 @@ def test_a_model_factory_that_returns_no_module_is_one_line(tmp_path, registries
 
 
 def test_a_plugin_method_is_documented_and_searchable_like_a_builtin(tmp_path, registries):
-    from orchestrator.cli import method_docs
+    from orchestrator.verbs.trial import method_docs
     from sweeps.spec import load_spec
     from tests.sweep_util import small_spec
 

@@ -37,7 +37,7 @@ from typing import Any, Callable, TextIO
 import optuna
 from optuna.trial import TrialState
 
-from cluster.backend import Backend, Handle, Outcome
+from cluster.backend import Backend, BackendLost, Handle, Outcome
 from orchestrator.oracles import OracleJob, OraclePlan
 from orchestrator.progress import Progress
 from sweeps import results as R
@@ -244,6 +244,10 @@ class Driver:
                 self._interrupt("interrupted")
                 raise Aborted(f"{self.run_dir}: cannot write the record ({os_reason(e)}); runs "
                               "recorded so far are intact, `resume` continues once it is fixed") from None
+            except BackendLost as e:  # the cluster itself is gone (its head): stop cleanly, one line
+                self._interrupt("interrupted")
+                raise Aborted(f"{e}; runs recorded so far are intact, `resume` continues on a new "
+                              "cluster") from None
             if self.stopped:
                 self._interrupt("stopped")
         except BaseException:

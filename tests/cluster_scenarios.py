@@ -138,8 +138,8 @@ def landed(run_dir: Path, n: int, driver: Driver, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
-def _cluster(root: Path, workers: int = 2, **kw) -> LocalCluster:
-    return LocalCluster(root, workers=workers,
+def _cluster(logs: Path, workers: int = 2, **kw) -> LocalCluster:
+    return LocalCluster(workers=workers, logs=logs,
                         env={"FAKE_TASK_SECONDS": str(TRIAL_S), "FAKE_TASK_RUNNING": "~/running"}, **kw)
 
 
@@ -163,7 +163,7 @@ def worker_killed(root: Path) -> dict:
     """A worker node killed mid-trial (SIGKILL to every process of it): its trial runs again on
     another node, nothing is lost or recorded twice, the sweep finishes (exit 0)."""
     expected = uninterrupted(root)
-    with _cluster(root / "nodes") as c:
+    with _cluster(root / "logs") as c:
         victim = c.workers[0]
         spec = write_spec(c.head.dir)
         d = Driver(c, c.head, ["run", spec, "--out", c.head.dir / "run", "--address", c.address])
@@ -184,7 +184,7 @@ def worker_killed(root: Path) -> dict:
 def worker_joins(root: Path) -> dict:
     """A worker node started while the sweep runs is used: trials run on it."""
     expected = uninterrupted(root, n_trials=16)
-    with _cluster(root / "nodes", workers=1) as c:
+    with _cluster(root / "logs", workers=1) as c:
         spec = write_spec(c.head.dir, n_trials=16)
         d = Driver(c, c.head, ["run", spec, "--out", c.head.dir / "run", "--address", c.address])
         landed(c.head.dir / "run", 1, d)  # the sweep is under way
@@ -205,7 +205,7 @@ def worker_cut_off(root: Path, down_s: float = 12.0) -> dict:
     """A worker node's link down for longer than Ray's health check: the node counts as lost, its
     trial runs again elsewhere; when the link comes back, nothing is recorded twice."""
     expected = uninterrupted(root)
-    with _cluster(root / "nodes") as c:
+    with _cluster(root / "logs") as c:
         victim = c.workers[0]
         spec = write_spec(c.head.dir)
         d = Driver(c, c.head, ["run", spec, "--out", c.head.dir / "run", "--address", c.address])
@@ -235,7 +235,7 @@ def head_lost(root: Path, head_timeout_s: float = 5.0, n: int = 20) -> dict:
     the cause (exit 1, no traceback, the record whole); `resume` against a new cluster continues
     the same record to the uninterrupted sweep's configurations."""
     expected = uninterrupted(root, n_trials=n)
-    with _cluster(root / "nodes") as c:
+    with _cluster(root / "logs") as c:
         home = c.workers[0]  # a node of the cluster that is not the head: the driver survives it
         spec = write_spec(home.dir, n_trials=n)
         d = Driver(c, home, ["run", spec, "--out", home.dir / "run", "--address", c.address],
@@ -253,7 +253,7 @@ def head_lost(root: Path, head_timeout_s: float = 5.0, n: int = 20) -> dict:
         run = root / "run"
         shutil.copytree(home.dir / "run", run)  # the record, carried to the new cluster
     landed_before = len(_rows(run))
-    with _cluster(root / "nodes2") as c2:
+    with _cluster(root / "logs2") as c2:
         moved = c2.head.dir / "run"
         shutil.move(str(run), moved)
         t0 = time.monotonic()
@@ -263,3 +263,72 @@ def head_lost(root: Path, head_timeout_s: float = 5.0, n: int = 20) -> dict:
         assert check_record(moved, n) == expected
     return {"driver_exit_after_kill_s": round(t_end - t_kill, 2), "head_timeout_s": head_timeout_s,
             "rows_before_resume": landed_before, "resume_s": round(t_resume, 2), "line": errors[0]}
+
+
+# -- SLURM -----------------------------------------------------------------------------------------
+
+TEMPLATE = Path(__file__).resolve().parents[1] / "cluster" / "templates" / "slurm-ray.sh"
+PREEMPTIONS = {  # how a test stops the job mid-sweep, and what that stands for
+    "requeue": ["scontrol", "requeue"],  # preemption (PreemptMode=REQUEUE): SIGTERM to the job
+    "time-limit": ["scancel", "--batch", "--signal=USR1"],  # --signal=B:USR1@120 before the limit
+}
+
+
+def slurm_sweep(root: Path, preempt: str | None = None, n: int = 12) -> dict:
+    """The real template under SLURM (slurmctld + a slurmd on each of 2 nodes, tests/cluster_util.py):
+    `sbatch` runs a sweep of fake trials to the end, the record complete. With `preempt`, the job is
+    stopped mid-sweep (PREEMPTIONS): its driver stops gracefully, the job runs again (requeued)
+    and continues the same record, ending with an uninterrupted sweep's configurations."""
+    from tests.cluster_util import Slurm
+
+    expected = uninterrupted(root, name="slurm", n_trials=n)
+    with LocalCluster(workers=1, ray=False, logs=root / "logs",
+                      env={"FAKE_TASK_SECONDS": str(TRIAL_S)}) as c:
+        t0 = time.monotonic()
+        s = Slurm(c, cpus=2)
+        t_up = time.monotonic()
+        spec, run = write_spec(c.head.dir, name="slurm", n_trials=n), c.head.dir / "run"
+        job = s.sbatch(["--nodes=2", "--cpus-per-task=2", "--gpus-per-node=0", "--time=15",
+                        TEMPLATE, spec, run], UNLEARN_SWEEP=f"{sys.executable} -m tests.drive")
+        log = c.head.dir / f"unlearn-sweep-{job}.log"
+        figures = {"slurm_up_s": round(t_up - t0, 2)}
+        if preempt:
+            deadline = time.monotonic() + 180
+            while len(list((run / "trials").glob("*.parquet"))) < 3:
+                assert s.job(job).get("JobState") in ("PENDING", "RUNNING"), (s.job(job), _text(log))
+                assert time.monotonic() < deadline, _text(log)
+                time.sleep(0.1)
+            t_stop = time.monotonic()
+            r = s.cmd([*PREEMPTIONS[preempt], str(job)])
+            assert r.returncode == 0, r.stderr
+            landed_before = len(list((run / "trials").glob("*.parquet")))
+            while "interrupted (SIGTERM)" not in _text(log):
+                assert time.monotonic() < t_stop + 60, _text(log)[-3000:]
+                time.sleep(0.1)
+            t_stopped = time.monotonic()
+            while "(restart 1)" not in _text(log):
+                assert time.monotonic() < t_stop + 300, (s.job(job), _text(log)[-3000:])
+                time.sleep(0.2)
+            t_again = time.monotonic()
+            info = s.wait_job(job, restarts=1)
+            figures.update(driver_stopped_s=round(t_stopped - t_stop, 2),
+                           running_again_s=round(t_again - t_stop, 2),
+                           done_s=round(time.monotonic() - t_stop, 2), runs_landed_before_stop=landed_before)
+        else:
+            info = s.wait_job(job)
+        figures["job_s"] = round(time.monotonic() - t_up, 2)
+        text = _text(log)
+        assert info["ExitCode"] == "0:0", (info, text)
+        assert "Traceback" not in text, text[-3000:]
+        assert check_record(run, n) == expected, text[-3000:]
+        starts = text.count("unlearn-sweep: job ")
+        if preempt:
+            assert "interrupted (SIGTERM)" in text, text[-3000:]  # the first driver stopped by our path
+            assert starts == 2, text[-3000:]
+        else:
+            assert starts == 1, text[-3000:]
+    return figures
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else f"({path.name} not written)"

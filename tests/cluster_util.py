@@ -1,14 +1,15 @@
 """A real cluster on one machine, for tests and for trying a cluster by hand (docs/cluster.md).
 
-    with LocalCluster(tmp_path, workers=2) as c:        # a head and two workers, Ray running
+    with LocalCluster(workers=2, logs=tmp_path) as c:   # a head and two workers, Ray running
         driver = c.popen(c.head, [*DRIVE, "run", spec, "--out", run_dir, "--address", c.address])
         c.kill(c.workers[0])                            # the whole node, every process of it
         c.link(c.workers[1], up=False)                  # cut off the network
 
 Each node is a small "machine": a network namespace with its own address on a private bridge,
-its own host name and /etc/hosts (a UTS and a mount namespace, so SLURM's daemons can tell the
-nodes apart), and its own working directory, HOME and oracle cache under `root/<name>`: nodes share
-no directory unless a test hands them one. The bridge lives in a namespace of its own: nothing is
+its own host name, /etc/hosts and /tmp (a UTS and a mount namespace: SLURM's daemons tell the nodes
+apart by name, and Ray's default /tmp/ray is the node's own), and its own working directory, HOME
+and oracle cache, `<base>/<name>` (base: /var/tmp/usc-<id>, outside /tmp): nodes share no directory
+unless a test hands them one. The bridge lives in a namespace of its own: nothing is
 attached to the machine's network, so every packet stays inside the cluster's namespaces (and
 their loopbacks), and several clusters (other test sessions) can use the same addresses at once.
 
@@ -16,7 +17,8 @@ Everything is started by the harness as child processes and ended by process id:
 `ray start --block` (SIGTERM to it stops its node), a killed node by SIGKILL to every process in its
 namespace (that is what "its processes" means here: nothing else can be in it). `close()` (also on
 a failing test) ends every process of every node, deletes the namespaces and the bridge, and
-removes Ray's temporary folder; never `ray stop`, never a process found by its name.
+removes the nodes' folders (their *.log files copied to `logs` first, for a failing test's report);
+never `ray stop`, never a process found by its name.
 
 Token authentication stays on: one random token for the cluster, in every node's environment
 (RAY_AUTH_TOKEN, RAY_AUTH_MODE=token) and in the drivers started with `popen`. Ray's health check
@@ -102,7 +104,6 @@ class Node:
     ip: str
     port: str  # its end of the bridge, in the bridge's namespace
     dir: Path
-    ray_tmp: Path
     holder: subprocess.Popen | None = None  # holds the node's UTS and mount namespaces
     ray: subprocess.Popen | None = None  # `ray start --block`
     started: list[subprocess.Popen] = field(default_factory=list)
@@ -127,19 +128,21 @@ class Node:
 
 class LocalCluster:
     """`workers` worker nodes and a head, each with `cpus` CPUs for Ray (see the module docstring).
-    `ray=False` makes the machines only (a test starts what it wants on them)."""
+    `ray=False` makes the machines only (a test starts what it wants on them). `env`: more
+    environment for every process on every node."""
 
-    def __init__(self, root: Path, workers: int = 2, cpus: float = 1, *, ray: bool = True,
+    def __init__(self, workers: int = 2, cpus: float = 1, *, ray: bool = True,
                  env: dict[str, str] | None = None, health: dict[str, str] | None = None,
-                 head_cpus: float | None = None):
-        self.root = Path(root)
+                 head_cpus: float | None = None, logs: Path | None = None):
         self.tag = uuid.uuid4().hex[:6]  # namespace names are machine-wide: unique per cluster
+        self.logs = logs
         self.token = secrets.token_hex(32)
         self.extra_env = dict(env or {})
         self.health = dict(FAST_HEALTH_CHECK if health is None else health)
         self.cpus = cpus
         self.nodes: list[Node] = []
-        self._tmp = Path(tempfile.mkdtemp(prefix=f"usc-{self.tag}-", dir="/tmp"))  # short: AF_UNIX
+        # not under /tmp: each node has its own /tmp, where the others' folders would not be seen
+        self.base = Path(tempfile.mkdtemp(prefix=f"usc-{self.tag}-", dir="/var/tmp"))
         self.bridge = f"usc-{self.tag}-br"
         self._closed = False
         try:
@@ -176,10 +179,11 @@ class LocalCluster:
         """A new machine on the bridge (no Ray yet: `start_ray`)."""
         i = len(self.nodes)
         ns = f"usc-{self.tag}-{i}"
-        node = Node(name, ns, f"{SUBNET}.{i + 1}", f"p{i}", self.root / name, self._tmp / name)
+        node = Node(name, ns, f"{SUBNET}.{i + 1}", f"p{i}", self.base / name)
         self.nodes.append(node)
-        node.dir.mkdir(parents=True, exist_ok=True)
-        node.cache.mkdir(exist_ok=True)
+        for d in (node.dir, node.cache, node.dir / "tmp"):
+            d.mkdir(parents=True, exist_ok=True)
+        (node.dir / "tmp").chmod(0o1777)
         _ip("netns", "add", ns)
         _ip("link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", node.port,
             "netns", self.bridge)
@@ -190,15 +194,15 @@ class LocalCluster:
         _ip("-n", ns, "link", "set", "lo", "up")
         self._write_hosts()
         # the holder: a process in the node's network namespace that unshares a UTS namespace (its
-        # host name) and a private mount namespace (its /etc/hosts); every later process joins them.
-        # nsenter and unshare exec (no fork): its pid is the `sleep` that holds them
-        hosts = self._tmp / f"hosts-{name}"
-        shutil.copy(self._tmp / "hosts", hosts)
+        # host name) and a private mount namespace (its /etc/hosts and /tmp); every later process
+        # joins them. nsenter and unshare exec (no fork): its pid is the `sleep` that holds them
+        hosts = self.base / f"hosts-{name}"
+        shutil.copy(self.base / "hosts", hosts)
         node.holder = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{ns}", "unshare", "--uts", "--mount", "--propagation",
-             "private", "sh", "-c", f"hostname {name} && mount --bind {hosts} /etc/hosts && echo ready"
-             " && exec sleep infinity"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            start_new_session=True)
+             "private", "sh", "-c", f"hostname {name} && mount --bind {hosts} /etc/hosts && "
+             f"mount --bind {node.dir / 'tmp'} /tmp && echo ready && exec sleep infinity"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         line = node.holder.stdout.readline()
         if line.strip() != "ready":
             raise RuntimeError(f"node {name}: {line}{node.holder.stderr.read()}")
@@ -206,9 +210,9 @@ class LocalCluster:
 
     def _write_hosts(self) -> None:
         lines = ["127.0.0.1 localhost"] + [f"{n.ip} {n.name}" for n in self.nodes]
-        (self._tmp / "hosts").write_text("\n".join(lines) + "\n")
+        (self.base / "hosts").write_text("\n".join(lines) + "\n")
         for n in self.nodes:  # the bind mount shows the file's new content to every node
-            p = self._tmp / f"hosts-{n.name}"
+            p = self.base / f"hosts-{n.name}"
             if p.exists():
                 p.write_text("\n".join(lines) + "\n")
 
@@ -255,8 +259,7 @@ class LocalCluster:
         Returns once this `ray start` says Ray runs (see `wait_for_nodes` for the whole cluster)."""
         cpus = self.cpus if cpus is None else cpus
         args = [str(BIN / "ray"), "start", "--block", f"--node-ip-address={node.ip}",
-                f"--num-cpus={cpus:g}", "--disable-usage-stats", f"--temp-dir={node.ray_tmp}",
-                "--object-store-memory=100000000"]
+                f"--num-cpus={cpus:g}", "--disable-usage-stats", "--object-store-memory=100000000"]
         if resources:
             import json
             args.append(f"--resources={json.dumps(resources)}")
@@ -318,7 +321,8 @@ class LocalCluster:
     # -- the end ----------------------------------------------------------------------------------
     def close(self) -> None:
         """End every process of every node (SIGTERM to `ray start`, then SIGKILL to whatever is left
-        in the namespace), delete the namespaces, the bridge and Ray's temporary folder."""
+        in the namespace), delete the namespaces, the bridge and the nodes' folders (their logs
+        copied to `logs` first)."""
         if self._closed:
             return
         self._closed = True
@@ -344,7 +348,11 @@ class LocalCluster:
         for node in self.nodes:
             subprocess.run(["ip", "netns", "del", node.ns], capture_output=True)
         subprocess.run(["ip", "netns", "del", self.bridge], capture_output=True)
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        if self.logs is not None:  # each node's process logs, SLURM's
+            for log in self.base.glob("*/*.log"):
+                (self.logs / log.parent.name).mkdir(parents=True, exist_ok=True)
+                shutil.copy(log, self.logs / log.parent.name / log.name)
+        shutil.rmtree(self.base, ignore_errors=True)
         if errors:
             raise AssertionError("; ".join(errors))
 
@@ -365,3 +373,121 @@ def namespaces_left(cluster: LocalCluster) -> list[str]:
     """The cluster's namespaces still listed by `ip netns list` (for tests of the teardown)."""
     r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
     return [ln.split()[0] for ln in r.stdout.splitlines() if ln.startswith(f"usc-{cluster.tag}-")]
+
+
+# -- SLURM ------------------------------------------------------------------------------------------
+
+SLURM_CONF = """\
+# a SLURM cluster for tests (tests/cluster_util.py): no munge, no cgroups, state under {dir}
+ClusterName=usc{tag}
+SlurmctldHost={ctl}({ctl_ip})
+SlurmctldPort=6817
+SlurmdPort=6818
+AuthType=auth/none
+CredType=cred/none
+# quick for tests: a requeued job may start again cred_expire after (default 120 s), the scheduler
+# looks every 2 s (default 60 s, backfill 30 s); SIGKILL comes KillWait after SIGTERM (the default)
+AuthInfo=cred_expire=10
+SchedulerParameters=sched_interval=2,bf_interval=2
+KillWait=30
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation={dir}/state
+SlurmdSpoolDir={dir}/spool/%n
+SlurmctldPidFile={dir}/slurmctld.pid
+SlurmdPidFile={dir}/slurmd-%n.pid
+SlurmctldLogFile={dir}/slurmctld.log
+SlurmdLogFile={dir}/slurmd-%n.log
+SlurmdParameters=config_overrides
+ReturnToService=2
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+{nodes}
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+def slurm_unavailable() -> str | None:
+    """Why SLURM cannot run here (None when it can): the cluster's needs, and Debian's slurm-wlm."""
+    why = unavailable()
+    if why:
+        return why
+    for tool in ("slurmctld", "slurmd", "sbatch", "scontrol"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install slurm-wlm)"
+    return None
+
+
+class Slurm:
+    """slurmctld on the head and a slurmd on every node of `cluster` (made with ray=False), each
+    node with `cpus` CPUs; authentication off (auth/none: nothing outside the namespaces reaches
+    them), processes tracked by parentage (no cgroups), state, spool and logs in the cluster's
+    folder. Commands (`sbatch`, `scontrol`, ...) run on the head with SLURM_CONF set; a job gets
+    the environment it was submitted with (sbatch's default), SLURM_CONF included."""
+
+    def __init__(self, cluster: LocalCluster, cpus: int = 2):
+        self.c = cluster
+        self.dir = cluster.base / "slurm"
+        for d in (self.dir / "state", self.dir / "spool"):
+            d.mkdir(parents=True, exist_ok=True)
+        nodes = "\n".join(f"NodeName={n.name} NodeAddr={n.ip} CPUs={cpus} RealMemory=1000 State=UNKNOWN"
+                          for n in cluster.nodes)
+        self.conf = self.dir / "slurm.conf"
+        self.conf.write_text(SLURM_CONF.format(dir=self.dir, tag=cluster.tag, ctl=cluster.head.name,
+                                               ctl_ip=cluster.head.ip, nodes=nodes))
+        self.daemons = [cluster.popen(cluster.head, ["slurmctld", "-D", "-f", str(self.conf)],
+                                      env=self.env(cluster.head))]
+        self.daemons += [cluster.popen(n, ["slurmd", "-D", "-f", str(self.conf)], env=self.env(n))
+                         for n in cluster.nodes]
+        deadline = time.monotonic() + 60
+        while True:
+            r = self.cmd(["sinfo", "-h", "-o", "%T %D"])
+            if r.returncode == 0 and r.stdout.split() == ["idle", str(len(cluster.nodes))]:
+                break
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self.daemons):
+                raise RuntimeError(f"SLURM did not come up: {r.stdout} {r.stderr} "
+                                   f"{self.log('slurmctld')[-2000:]}")
+            time.sleep(0.3)
+
+    def env(self, node: Node, **extra: str) -> dict[str, str]:
+        return self.c.env(node, SLURM_CONF=str(self.conf), **extra)
+
+    def log(self, name: str) -> str:
+        p = self.dir / f"{name}.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def cmd(self, args: list[str], env: dict[str, str] | None = None, timeout: float = 60
+            ) -> subprocess.CompletedProcess:
+        return self.c.run(self.c.head, args, env=env or self.env(self.c.head), timeout=timeout)
+
+    def sbatch(self, args: list[str], **env: str) -> int:
+        r = self.cmd(["sbatch", "--parsable", *map(str, args)], env=self.env(self.c.head, **env))
+        if r.returncode != 0:
+            raise AssertionError(f"sbatch {args}: {r.stderr.strip()}")
+        return int(r.stdout.strip().split(";")[0])
+
+    def job(self, job: int) -> dict[str, str]:
+        """`scontrol show job`'s fields (JobState, Restarts, ExitCode, ...)."""
+        r = self.cmd(["scontrol", "show", "job", "-o", str(job)])
+        return dict(kv.split("=", 1) for kv in r.stdout.split() if "=" in kv)
+
+    def wait_job(self, job: int, states: tuple[str, ...] = ("COMPLETED",), timeout: float = 300,
+                 restarts: int = 0) -> dict[str, str]:
+        """Until the job is in one of `states` after at least `restarts` requeues; fails early
+        on a state it cannot leave (FAILED, CANCELLED, ...) that is not asked for."""
+        final = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"}
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.job(job)
+            state = info.get("JobState", "")
+            if state in states and int(info.get("Restarts", 0)) >= restarts:
+                return info
+            assert state not in final - set(states), f"job {job}: {info}"
+            assert time.monotonic() < deadline, f"job {job} after {timeout} s: {info}"
+            time.sleep(0.5)

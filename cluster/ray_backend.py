@@ -14,8 +14,9 @@ Trial actors
     `cpus_per_trial` CPUs and `gpus_per_trial` GPUs each (0.25 packs four on a GPU), capped by
     `max_concurrent`. The pool grows when nodes join (checked about once a second, `_check_nodes`,
     from `submit`, `wait` and `capacity`): a node added mid-sweep takes trials. It does not shrink
-    when nodes go: the replacements of a lost node's actors wait for room. Each actor is one worker process that calls `fn` trial after trial, so what
-    the task function caches per process (data on the device, original/Retrain models) is reused.
+    when nodes go: the replacements of a lost node's actors wait for room. Each actor is one
+    worker process that calls `fn` trial after trial, so what the task function caches per process
+    (data on the device, original/Retrain models) is reused.
     A request that no node can meet is rejected before anything starts (ClusterConfigError, one
     line), instead of a sweep that waits forever.
 
@@ -40,8 +41,9 @@ Faults
     runs it again. The cluster itself lost (its head's GCS no longer accepts connections for
     UNLEARN_SWEEP_RAY_HEAD_TIMEOUT seconds, by default half of the 60 s after which Ray ends a
     driver that lost its GCS, RAY_gcs_rpc_server_reconnect_timeout_s): `submit`, `wait` and
-    `capacity` raise BackendLost (one line), and `shutdown` disconnects from what is left. A result that reports running out of memory retires its actor: it takes no new
-    task and is replaced by a fresh process once its tasks are done (fragmented CUDA caches).
+    `capacity` raise BackendLost (one line), and `shutdown` disconnects from what is left. A
+    result that reports running out of memory retires its actor: it takes no new task and is
+    replaced by a fresh process once its tasks are done (fragmented CUDA caches).
 
 Shared files
     `share(blob)` puts bytes in Ray's object store once and returns a small callable that, called
@@ -416,10 +418,10 @@ class RayBackend:
         self._gcs_down_since = None
         return True
 
-    def _kill(self, actor) -> None:
-        """ray.kill, unless the GCS does not answer (then it would block; Ray ends the actors of a
-        driver that goes, and a lost cluster's are gone with it)."""
-        if self._gcs_ok(fresh=True):
+    def _kill(self, actor, check: bool = True) -> None:
+        """ray.kill, unless the GCS does not answer (`check`: asked now): it would block. Ray ends
+        the actors of a driver that goes, and a lost cluster's are gone with it."""
+        if not check or self._gcs_ok(fresh=True):
             try:
                 ray.kill(actor, no_restart=True)
             except Exception:
@@ -583,7 +585,7 @@ class RayBackend:
         if ray.is_initialized() and self._gcs_ok(fresh=True):  # a cluster lost is not asked
             for actor in [s.actor for s in self._slots] + [getattr(self, "_inbox", None)]:
                 if actor is not None:
-                    self._kill(actor)
+                    self._kill(actor, check=False)
         self._slots.clear()
         self._tasks.clear()
         self._queued.clear()

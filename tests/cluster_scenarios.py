@@ -129,10 +129,17 @@ def running_on(node: Node, driver: Driver, timeout: float = 120) -> float:
     return time.monotonic()
 
 
+def n_landed(run_dir: Path) -> int:
+    """Runs in the record's one-run files (not temporary files)."""
+    from sweeps.results import _files
+
+    return len(_files(run_dir / "trials"))
+
+
 def landed(run_dir: Path, n: int, driver: Driver, timeout: float = 120) -> None:
     """Wait until `n` runs are in the record."""
     deadline = time.monotonic() + timeout
-    while len(list((run_dir / "trials").glob("*.parquet"))) < n:
+    while n_landed(run_dir) < n:
         assert driver.proc.poll() is None, f"the driver ended: {driver.stderr[-3000:]}"
         assert time.monotonic() < deadline, f"fewer than {n} runs landed: {driver.stderr[-3000:]}"
         time.sleep(0.05)
@@ -153,6 +160,23 @@ def _on(rows: list[dict], node: Node) -> list[dict]:
     return [r for r in rows if str(r["node"]).startswith(f"{node.ip}/")]
 
 
+def start_sweep(c: LocalCluster, node: Node, n: int = N_TRIALS, **env: str) -> tuple[Driver, Path]:
+    """A driver on `node` running a sweep of `n` fake trials (spec and record in its folder)."""
+    run = node.dir / "run"
+    spec = write_spec(node.dir, n_trials=n)
+    return Driver(c, node, ["run", spec, "--out", run, "--address", c.address], **env), run
+
+
+def reran_elsewhere(run: Path, victim: Node, expected: set, n: int = N_TRIALS) -> int:
+    """The record is whole and holds `expected`; the runs that had to run again (attempt > 0)
+    ran off `victim`. Returns how many did."""
+    assert check_record(run, n) == expected
+    rows = _rows(run)
+    reruns = [r for r in rows if r["attempt"] > 0]
+    assert reruns and not _on(reruns, victim), [(r["attempt"], r["node"]) for r in rows]
+    return len(reruns)
+
+
 RETRY = r"seed \d+: .*; retry \d+/\d+"  # the driver resubmits a lost run
 FINISHED = r"\] finished: "  # the last run landed (the report is written after)
 
@@ -165,37 +189,31 @@ def worker_killed(root: Path) -> dict:
     expected = uninterrupted(root)
     with _cluster(root / "logs") as c:
         victim = c.workers[0]
-        spec = write_spec(c.head.dir)
-        d = Driver(c, c.head, ["run", spec, "--out", c.head.dir / "run", "--address", c.address])
+        d, run = start_sweep(c, c.head)
         running_on(victim, d)
         t_kill = c.kill(victim)
         t_retry = d.wait_line(RETRY)
         t_done = d.wait_line(FINISHED)
         assert d.finish() == 0, d.stderr[-3000:]
-        assert check_record(c.head.dir / "run", N_TRIALS) == expected
-        rows = _rows(c.head.dir / "run")
-        reruns = [r for r in rows if r["attempt"] > 0]
-        assert reruns and not _on(reruns, victim), [(r["attempt"], r["node"]) for r in rows]
-        assert "node lost" in d.stderr or "died" in d.stderr, d.stderr[-3000:]
+        reruns = reran_elsewhere(run, victim, expected)
     return {"retry_after_kill_s": round(t_retry - t_kill, 2), "done_after_kill_s": round(t_done - t_kill, 2),
-            "reruns": len(reruns)}
+            "reruns": reruns}
 
 
 def worker_joins(root: Path) -> dict:
     """A worker node started while the sweep runs is used: trials run on it."""
     expected = uninterrupted(root, n_trials=16)
     with _cluster(root / "logs", workers=1) as c:
-        spec = write_spec(c.head.dir, n_trials=16)
-        d = Driver(c, c.head, ["run", spec, "--out", c.head.dir / "run", "--address", c.address])
-        landed(c.head.dir / "run", 1, d)  # the sweep is under way
+        d, run = start_sweep(c, c.head, n=16)
+        landed(run, 1, d)  # the sweep is under way
         new = c.add_node("w2")
         t_join = time.monotonic()
         c.start_ray(new)
         t_up = time.monotonic()
         t_used = running_on(new, d)
         assert d.finish() == 0, d.stderr[-3000:]
-        assert check_record(c.head.dir / "run", 16) == expected
-        on_new = _on(_rows(c.head.dir / "run"), new)
+        assert check_record(run, 16) == expected
+        on_new = _on(_rows(run), new)
         assert on_new, "no trial ran on the node that joined"
     return {"ray_start_s": round(t_up - t_join, 2), "first_trial_after_join_s": round(t_used - t_up, 2),
             "trials_on_new_node": len(on_new)}
@@ -207,8 +225,7 @@ def worker_cut_off(root: Path, down_s: float = 12.0) -> dict:
     expected = uninterrupted(root)
     with _cluster(root / "logs") as c:
         victim = c.workers[0]
-        spec = write_spec(c.head.dir)
-        d = Driver(c, c.head, ["run", spec, "--out", c.head.dir / "run", "--address", c.address])
+        d, run = start_sweep(c, c.head)
         running_on(victim, d)
         c.link(victim, up=False)
         t_cut = time.monotonic()
@@ -217,17 +234,14 @@ def worker_cut_off(root: Path, down_s: float = 12.0) -> dict:
         c.link(victim, up=True)
         t_back = time.monotonic()
         assert d.finish() == 0, d.stderr[-3000:]
-        assert check_record(c.head.dir / "run", N_TRIALS) == expected
-        rows = _rows(c.head.dir / "run")
-        reruns = [r for r in rows if r["attempt"] > 0]
-        assert reruns and not _on(reruns, victim)
+        reruns = reran_elsewhere(run, victim, expected)
         # the node came back to a cluster that had declared it dead: its raylet leaves
         deadline = time.monotonic() + 60
         while victim.ray.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         ray_left = victim.ray.poll() is not None
     return {"retry_after_cut_s": round(t_retry - t_cut, 2), "down_s": round(t_back - t_cut, 2),
-            "reruns": len(reruns), "returned_node_left_cluster": ray_left}
+            "reruns": reruns, "returned_node_left_cluster": ray_left}
 
 
 def head_lost(root: Path, head_timeout_s: float = 5.0, n: int = 20) -> dict:
@@ -237,10 +251,8 @@ def head_lost(root: Path, head_timeout_s: float = 5.0, n: int = 20) -> dict:
     expected = uninterrupted(root, n_trials=n)
     with _cluster(root / "logs") as c:
         home = c.workers[0]  # a node of the cluster that is not the head: the driver survives it
-        spec = write_spec(home.dir, n_trials=n)
-        d = Driver(c, home, ["run", spec, "--out", home.dir / "run", "--address", c.address],
-                   UNLEARN_SWEEP_RAY_HEAD_TIMEOUT=str(head_timeout_s))
-        landed(home.dir / "run", 2, d)
+        d, first = start_sweep(c, home, n=n, UNLEARN_SWEEP_RAY_HEAD_TIMEOUT=str(head_timeout_s))
+        landed(first, 2, d)
         running_on(c.head, d)
         t_kill = c.kill(c.head)
         rc = d.finish(timeout=120)
@@ -251,7 +263,7 @@ def head_lost(root: Path, head_timeout_s: float = 5.0, n: int = 20) -> dict:
         errors = [ln for ln in err.splitlines() if ln.startswith("unlearn-sweep:")]
         assert len(errors) == 1 and "the Ray cluster is gone" in errors[0], err[-3000:]
         run = root / "run"
-        shutil.copytree(home.dir / "run", run)  # the record, carried to the new cluster
+        shutil.copytree(first, run)  # the record, carried to the new cluster
     landed_before = len(_rows(run))
     with _cluster(root / "logs2") as c2:
         moved = c2.head.dir / "run"
@@ -294,14 +306,14 @@ def slurm_sweep(root: Path, preempt: str | None = None, n: int = 12) -> dict:
         figures = {"slurm_up_s": round(t_up - t0, 2)}
         if preempt:
             deadline = time.monotonic() + 180
-            while len(list((run / "trials").glob("*.parquet"))) < 3:
+            while n_landed(run) < 3:
                 assert s.job(job).get("JobState") in ("PENDING", "RUNNING"), (s.job(job), _text(log))
                 assert time.monotonic() < deadline, _text(log)
                 time.sleep(0.1)
             t_stop = time.monotonic()
             r = s.cmd([*PREEMPTIONS[preempt], str(job)])
             assert r.returncode == 0, r.stderr
-            landed_before = len(list((run / "trials").glob("*.parquet")))
+            landed_before = n_landed(run)
             while "interrupted (SIGTERM)" not in _text(log):
                 assert time.monotonic() < t_stop + 60, _text(log)[-3000:]
                 time.sleep(0.1)

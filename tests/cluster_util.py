@@ -49,7 +49,7 @@ SUBNET = "10.77.0"
 
 # Ray's system config, read from RAY_<name> by the GCS (src/ray/common/ray_config_def.h): a node
 # whose raylet misses 5 health checks 500 ms apart (each given 1 s) is marked dead, within ~3 s of
-# its processes dying and ~5-8 s of it dropping off the network. Ray's defaults (first check after
+# its processes dying and ~7-9 s of it dropping off the network. Ray's defaults (first check after
 # 5 s, then every 3 s, each given 10 s, 5 misses) take ~15 s and about a minute.
 FAST_HEALTH_CHECK = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "500",
                      "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "5"}

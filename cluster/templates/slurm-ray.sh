@@ -123,6 +123,7 @@ if [ -z "$STOPPING" ]; then
 fi
 if [ -n "$REQUEUE" ]; then
   echo "unlearn-sweep: stopped before the time limit; job $SLURM_JOB_ID requeued to continue the record"
-  scontrol requeue "$SLURM_JOB_ID"
+  scontrol requeue "$SLURM_JOB_ID" || echo "unlearn-sweep: the requeue was refused; sbatch this" \
+    "script again (or unlearn-sweep resume) to continue" >&2
 fi
 exit "$rc"

@@ -284,11 +284,17 @@ def scan_record(run_dir: Path) -> dict[str, Scan]:
                                                                  ("history", HISTORY_SCHEMA))}
 
 
+ROW_ORDER = [("trial_number", "ascending"), ("split_seed", "ascending"), ("train_seed", "ascending"),
+             ("unlearn_seed", "ascending"), ("ended_at", "ascending")]
+
+
 def read_results(run_dir: str | Path) -> pa.Table:
-    """Every trial row of a run directory (or of a trials/ folder) as one Table; temp files and
-    unreadable files left out (`scan` reports them)."""
+    """Every trial row of a run directory (or of a trials/ folder) as one Table, ordered by trial
+    number, then seeds (then end time: a run redone under a new code version after the old one);
+    temp files and unreadable files left out (`scan` reports them)."""
     d = Path(run_dir)
-    return scan(d / "trials" if (d / "trials").is_dir() else d, BASE_SCHEMA).table
+    t = scan(d / "trials" if (d / "trials").is_dir() else d, BASE_SCHEMA).table
+    return t.sort_by([k for k in ROW_ORDER if k[0] in t.column_names])
 
 
 def read_history(run_dir: str | Path) -> pa.Table:

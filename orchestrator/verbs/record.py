@@ -141,9 +141,9 @@ def cmd_export(args) -> int:
         doc["audit"] = [{k: plain(v) for k, v in r.items()} for r in audit.to_dict("records")]
         text = json.dumps(doc, indent=2) + "\n"
     elif audit is not None and args.format == "latex":
-        text += "\n% the per-example audit (unlearn-sweep audit)\n" + audit.style.hide(axis="index") \
-            .format(precision=3, na_rep="--", escape="latex").format_index(escape="latex", axis=1) \
-            .to_latex(hrules=True)
+        from sweeps.report.audit_results import audit_latex
+
+        text += "\n% the per-example audit (unlearn-sweep audit)\n" + audit_latex(run_dir)
     emit(text, args.out)
     return 0
 

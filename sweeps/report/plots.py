@@ -24,7 +24,7 @@ import pandas as pd
 from sweeps.catalogue import CATALOGUE
 from sweeps.report import tables
 from sweeps.report.analysis import Analysis
-from sweeps.report.units import axis_label, info
+from sweeps.report.units import axis_label, hv_text, info
 from sweeps.results import EPOCH_METRICS
 
 MARKERS = {"blind": ("D", "diamond", "blind pick"), "oracle": ("*", "star", "oracle pick")}
@@ -209,7 +209,7 @@ def front_png(a: Analysis, path: Path) -> None:
     ax.set_ylabel(_label(yc, yd))
     n_feas = int(ok["feasible"].sum()) if len(ok) else 0
     ax.set_title(f"{a.spec.name}: {n_feas} feasible of {len(ok)} complete configurations\n"
-                 f"mean ± sample std over seeds; hypervolume {a.hypervolume:.4g}", fontsize=10)
+                 f"mean ± sample std over seeds; hypervolume {hv_text(a.hypervolume)}", fontsize=10)
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: labels[i] not in s["colors"])  # methods first
@@ -410,7 +410,7 @@ def front_figure(a: Analysis):
                               annotation_text=f"{text}: feasible {'above' if side == 'ge' else 'below'}",
                               annotation_position="bottom left" if side == "le" else "top left")
     fig.update_layout(
-        title=f"{a.spec.name}: trade-off, mean ± sample std over seeds (hypervolume {a.hypervolume:.4g})",
+        title=f"{a.spec.name}: trade-off, mean ± sample std over seeds (hypervolume {hv_text(a.hypervolume)})",
         xaxis=dict(title=_label(xc, xd), range=list(s["xlim"])),
         yaxis=dict(title=_label(yc, yd), range=list(s["ylim"])),
         template="plotly_white", legend=dict(font=dict(size=11)), hoverlabel=dict(align="left"),
@@ -497,7 +497,7 @@ def compare_png(c, path: Path) -> None:
         for label, a in zip(c.labels, c.analyses):
             f = a.configs[a.configs["feasible"]].sort_values("trial_number")
             best = f[o.metric].cummin() if o.direction == "minimize" else f[o.metric].cummax()
-            ax.step(f["trial_number"], best, where="post", label=f"{label}: hypervolume {a.hypervolume:.4g}")
+            ax.step(f["trial_number"], best, where="post", label=f"{label}: hypervolume {hv_text(a.hypervolume)}")
         ax.set_xlabel("trial")
         ax.set_ylabel(axis_label(o.metric, o.direction))
     else:
@@ -508,7 +508,7 @@ def compare_png(c, path: Path) -> None:
                         elinewidth=0.6, capsize=1.5, alpha=0.45)
             if len(sx):
                 ax.step(sx, sy, where="post", color=col, lw=1.6,
-                        label=f"{label}: front of {len(a.front)}, hypervolume {a.hypervolume:.4g}")
+                        label=f"{label}: front of {len(a.front)}, hypervolume {hv_text(a.hypervolume)}")
                 far = s["ylim"][0] if yd == "maximize" else s["ylim"][1]
                 ax.fill_between(sx, sy, far, step="post", color=col, alpha=0.10, lw=0)
         ax.set_xlim(*s["xlim"])
@@ -518,7 +518,8 @@ def compare_png(c, path: Path) -> None:
     ax.set_title(f"fronts of {len(c.labels)} run(s); hypervolume at the shared reference point "
                  f"({_ref_text(c)})", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    if ax.get_legend_handles_labels()[0]:  # no run has a feasible configuration yet: no legend
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -542,7 +543,7 @@ def compare_html(c) -> str:
                                      hovertemplate="%{text}<extra>" + html.escape(label) + "</extra>"))
             fig.add_trace(go.Scatter(x=sx, y=sy, mode="lines", line=dict(color=col, width=2, shape="hv"),
                                      legendgroup=label, hoverinfo="skip",
-                                     name=f"{label}: front, hypervolume {a.hypervolume:.4g}"))
+                                     name=f"{label}: front, hypervolume {hv_text(a.hypervolume)}"))
         fig.update_layout(xaxis=dict(title=axis_label(xc, xd), range=list(s["xlim"])),
                           yaxis=dict(title=axis_label(yc, yd), range=list(s["ylim"])))
     fig.update_layout(title=f"hypervolume at the shared reference point ({_ref_text(c)})",

@@ -15,6 +15,7 @@ from sweeps.report import plots, tables
 from sweeps.report.analysis import Analysis, analyze
 from sweeps.report.audit_results import audit_section
 from sweeps.report.tables import plain
+from sweeps.report.units import hv_text
 from sweeps.results import read_history
 from sweeps.spec import SweepSpec
 from unlearning.redact import scrub_text
@@ -30,9 +31,13 @@ def summary_text(a: Analysis) -> str:
     ref = ", ".join(f"{o.metric}={x:.4g}" for o, x in zip(a.spec.objectives, a.reference_point))
     lines = [f"sweep {a.spec.name}: {len(c)} configuration(s) x {len(a.spec.seeds)} seed(s), {n_ok} "
              f"complete, {n_feas} feasible; objectives: {objs}; selection rule: {a.spec.selection_rule}",
-             f"Pareto front ({len(a.front)} configuration(s)), hypervolume {a.hypervolume:.4g} at "
+             f"Pareto front ({len(a.front)} configuration(s)), hypervolume {hv_text(a.hypervolume)} at "
              f"reference point ({ref})"]
-    lines += ["  " + ln for ln in tables.text_table(tables.front_table(a.front, a.spec)).splitlines()]
+    if a.runs.empty:
+        lines.append("  no run on record yet: the sweep is starting (its oracle phase trains the Original "
+                     "and Retrain models first) or was stopped before its first trial landed")
+    else:
+        lines += ["  " + ln for ln in tables.text_table(tables.front_table(a.front, a.spec)).splitlines()]
     for r in a.rules:
         p = a.picks[r.name]
         if len(p):

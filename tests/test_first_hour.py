@@ -1,0 +1,98 @@
+"""What a researcher meets in the first hour with the record (issue 18): a run with no rows yet
+reports instead of crashing, the files a paper or a script reads hold numbers of the right type,
+rows come in trial order, and a hypervolume shows the change a resume makes."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from orchestrator.cli import main
+from orchestrator.runner import run_sweep
+from sweeps.report.analysis import analyze
+from sweeps.report.summary import summary_text, write_report
+from sweeps.results import read_results
+from sweeps.spec import load_spec
+from tests.sweep_util import fake_task, small_spec
+
+
+@pytest.fixture
+def no_rows(tmp_path, monkeypatch):
+    """runs/lock2 as a sweep stopped in its oracle phase leaves it: spec.yaml, no trial row."""
+    monkeypatch.chdir(tmp_path)
+    d = tmp_path / "runs" / "lock2"
+    d.mkdir(parents=True)
+    (d / "spec.yaml").write_text(yaml.safe_dump(small_spec(name="lock2")))
+    return d
+
+
+def test_analyze_and_compare_of_a_run_with_no_rows_report_instead_of_a_traceback(no_rows, capsys):
+    # before: KeyError 'forget_gap' in the plots, a 45-line traceback
+    assert main(["analyze", "lock2"]) == 0
+    out = capsys.readouterr().out
+    assert "no run on record yet" in out and "hypervolume 0 " in out
+    assert (no_rows / "report" / "report.md").is_file() and (no_rows / "report" / "front.png").is_file()
+    assert main(["compare", "lock2", "--out", "cmp"]) == 0
+    out, err = capsys.readouterr()
+    assert "no run on record yet in: lock2" in out and "Traceback" not in err
+    assert main(["analyze", "lock2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["configurations"] == 0
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    d = tmp_path_factory.mktemp("finished")
+    spec = load_spec(small_spec(n_trials=6, seeds=[0, 1]))
+    run_sweep(spec, d, fn=fake_task, log=None)
+    write_report(d, spec)
+    return d, spec
+
+
+def test_table_csv_writes_trial_and_n_as_integers(finished):
+    d, _ = finished
+    import csv
+
+    rows = list(csv.DictReader((d / "report" / "table.csv").open()))
+    methods = [r for r in rows if r["method"] not in ("Retrain", "Original")]
+    assert methods and all(r["trial"].isdigit() and r["n"].isdigit() for r in methods)  # not "10.0"
+    assert all(r["trial"] == "" for r in rows if r["method"] in ("Retrain", "Original"))
+
+
+def test_compare_csv_stores_numbers_not_formatted_text(finished, tmp_path, capsys):
+    d, _ = finished
+    assert main(["compare", str(d), str(d), "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "(n=2)" in text  # the terminal shows mean ± std (n=...)
+    c = pd.read_csv(tmp_path / "compare.csv")
+    for col in ("best_forget_gap", "best_forget_gap_std", "best_test_acc", "hypervolume"):
+        assert pd.api.types.is_float_dtype(c[col]), col
+    assert (c["best_forget_gap_n"] == 2).all() and "(n=" not in (tmp_path / "compare.csv").read_text()
+
+
+def test_read_results_orders_rows_by_trial_then_seed(finished):
+    d, _ = finished
+    t = read_results(d).to_pandas()
+    keys = list(zip(t["trial_number"], t["unlearn_seed"]))
+    assert keys == sorted(keys) and len(set(keys)) == len(keys) == 12
+    # fingerprints (the file names) are in another order: the sort is not an accident of the files
+    assert list(t["fingerprint"]) != sorted(t["fingerprint"]) or list(t["trial_number"]) == sorted(
+        t["trial_number"])
+
+
+def test_hypervolume_shows_the_change_a_resume_makes(tmp_path):
+    # before: "9966" before and after a resume that added a front point (4 significant digits)
+    from sweeps.report.units import hv_text
+
+    assert hv_text(9966.4213) != hv_text(9966.9901) and hv_text(9966.4213) == "9966.421"
+    spec = load_spec(small_spec(n_trials=3, sampler={"name": "random", "seed": 4}))
+    run_sweep(spec, tmp_path, fn=fake_task, log=None)
+    before = analyze(tmp_path, spec)
+    more = load_spec(small_spec(n_trials=12, sampler={"name": "random", "seed": 4}))
+    run_sweep(more, tmp_path, fn=fake_task, log=None)
+    after = analyze(tmp_path, more)
+    assert after.hypervolume > before.hypervolume
+    shown = [ln for ln in (summary_text(before), summary_text(after)) for ln in ln.splitlines()
+             if "hypervolume" in ln]
+    assert shown[0] != shown[1] and hv_text(after.hypervolume) in shown[1]

@@ -96,3 +96,61 @@ def test_hypervolume_shows_the_change_a_resume_makes(tmp_path):
     shown = [ln for ln in (summary_text(before), summary_text(after)) for ln in ln.splitlines()
              if "hypervolume" in ln]
     assert shown[0] != shown[1] and hv_text(after.hypervolume) in shown[1]
+
+
+# -- plots ----------------------------------------------------------------------------------------
+
+def _marker_vertices(marker: str):
+    from matplotlib.markers import MarkerStyle
+
+    m = MarkerStyle(marker)
+    return m.get_path().transformed(m.get_transform()).vertices
+
+
+def _drawn_with(collection, marker: str) -> bool:
+    import numpy as np
+
+    paths, want = collection.get_paths(), _marker_vertices(marker)
+    return bool(paths) and paths[0].vertices.shape == want.shape and np.allclose(paths[0].vertices, want)
+
+
+def test_plots_say_mean_and_std_only_when_there_are_several_seeds(tmp_path):
+    from sweeps.report.plots import front_figure_mpl
+
+    for seeds, said in (([0], "one seed per configuration"), ([0, 1], "mean ± sample std over seeds")):
+        spec = load_spec(small_spec(n_trials=3, seeds=seeds))
+        run_sweep(spec, tmp_path / str(len(seeds)), fn=fake_task, log=None)
+        fig = front_figure_mpl(analyze(tmp_path / str(len(seeds)), spec))
+        title = fig.axes[0].get_title()
+        assert said in title and (len(seeds) > 1 or "±" not in title), title
+
+
+def test_the_legend_shows_the_off_frame_marker_that_is_drawn(tmp_path):
+    # before: the legend said ">" whatever was drawn (here "v": infeasible points below the frame)
+    from sweeps.report.plots import EDGE_MARKERS, front_figure_mpl
+
+    spec = load_spec(small_spec(n_trials=16, sampler={"name": "random", "seed": 1}))
+    run_sweep(spec, tmp_path, fn=fake_task, log=None)
+    ax = front_figure_mpl(analyze(tmp_path, spec)).axes[0]
+    drawn = {mk for _, mk, _ in EDGE_MARKERS for c in ax.collections
+             if len(c.get_offsets()) and _drawn_with(c, mk)}
+    assert drawn, "the record was meant to put infeasible points beyond the frame"
+    legend = {t.get_text(): h for t, h in zip(ax.get_legend().get_texts(), ax.get_legend().legend_handles)}
+    shown = {mk for text, h in legend.items() if "the frame" in text for _, mk, _ in EDGE_MARKERS
+             if _drawn_with(h, mk)}
+    assert shown == drawn, (shown, drawn)
+
+
+def test_both_picks_stay_visible_when_they_coincide(tmp_path):
+    # one configuration: the blind and the oracle rule pick it both; a filled star used to hide the diamond
+    from sweeps.report.plots import front_figure_mpl
+
+    spec = load_spec(small_spec(n_trials=1, methods={"ft": {"space": {"lr": 0.01}}}))
+    run_sweep(spec, tmp_path, fn=fake_task, log=None)
+    a = analyze(tmp_path, spec)
+    assert a.picks["blind"]["trial_number"].tolist() == a.picks["oracle"]["trial_number"].tolist()
+    ax = front_figure_mpl(a).axes[0]
+    [diamond] = [c for c in ax.collections if len(c.get_offsets()) and _drawn_with(c, "D")]
+    [star] = [c for c in ax.collections if len(c.get_offsets()) and _drawn_with(c, "*")]
+    assert (diamond.get_facecolors()[:, 3] == 0).all()  # hollow: what is inside shows through
+    assert diamond.get_sizes()[0] > star.get_sizes()[0] and star.get_zorder() > diamond.get_zorder()

@@ -563,7 +563,7 @@ def load_spec(raw: dict[str, Any], sets: list[tuple[str, Any]] = (), *, check_da
     try:
         spec = SweepSpec.model_validate(raw, context=context)
     except ValidationError as e:
-        raise UserError(one_line(e, tags=DIM_TYPES)) from None
+        raise UserError(one_line(e, tags=DIM_TYPES, model=SweepSpec)) from None
     if not read_only:
         check_spec(spec, check_data=check_data)
     return spec

@@ -41,7 +41,9 @@ def add_parsers(sub) -> None:
     rp.add_argument("--force", action="store_true", help="as for run")
     rp.add_argument("--backend", choices=["inline", "ray"], help="override resources.backend")
     rp.add_argument("--address", help="an existing Ray cluster (as for run)")
-    rp.add_argument("--set", **setf)
+    rp.add_argument("--set", **{**setf, "help": "override base.eval.*, base.device, base.cache_dir, resources.* "
+                                "or tracking.* for these runs (base.eval.mia=true, resources.max_concurrent=2); "
+                                "nothing that would make other configurations"})
     rp.set_defaults(func=cmd_replicate)
 
     au = sub.add_parser("audit", help="per-example audits (U-LiRA, KLoM, relearn time) of a sweep's "
@@ -52,7 +54,8 @@ def add_parsers(sub) -> None:
     au.add_argument("--kind", help="comma-separated: ulira,klom,relearn (default: all three)")
     au.add_argument("--backend", choices=["inline", "ray"], help="override resources.backend")
     au.add_argument("--address", help="an existing Ray cluster (as for run)")
-    au.add_argument("--set", **setf)
+    au.add_argument("--set", **{**setf, "help": "override the audit's settings or resources "
+                                "(audit.klom_examples=500, audit.relearn.max_steps=400, resources.max_concurrent=2)"})
     au.set_defaults(func=cmd_audit)
 
     pr = sub.add_parser("presets", help="list the bundled sweep specs; `presets show NAME` prints one")

@@ -154,3 +154,17 @@ def test_both_picks_stay_visible_when_they_coincide(tmp_path):
     [star] = [c for c in ax.collections if len(c.get_offsets()) and _drawn_with(c, "*")]
     assert (diamond.get_facecolors()[:, 3] == 0).all()  # hollow: what is inside shows through
     assert diamond.get_sizes()[0] > star.get_sizes()[0] and star.get_zorder() > diamond.get_zorder()
+
+
+def test_a_sweep_extended_by_resume_proposes_what_an_uninterrupted_one_proposes(tmp_path):
+    # before: TPE's start-up was min(10, max(2, n_trials // 3)): 2 random trials for the first run of
+    # 6, 4 for a sweep of 12, so `resume --set n_trials=12` searched differently from a 12-trial sweep
+    def configs(d):
+        t = read_results(d).to_pandas()
+        return list(zip(t["trial_number"], t["method"], t["params_json"]))
+
+    run_sweep(load_spec(small_spec(n_trials=6)), tmp_path / "extended", fn=fake_task, log=None)
+    run_sweep(load_spec(small_spec(n_trials=12)), tmp_path / "extended", fn=fake_task, log=None)
+    run_sweep(load_spec(small_spec(n_trials=12)), tmp_path / "whole", fn=fake_task, log=None)
+    assert len(configs(tmp_path / "whole")) == 12
+    assert configs(tmp_path / "extended") == configs(tmp_path / "whole")

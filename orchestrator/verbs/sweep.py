@@ -58,6 +58,13 @@ def add_parsers(sub) -> None:
                                 "(audit.klom_examples=500, audit.relearn.max_steps=400, resources.max_concurrent=2)"})
     au.set_defaults(func=cmd_audit)
 
+    sp = sub.add_parser("stop", help="stop a running sweep, replicate or audit from another shell, "
+                        "gracefully (as Ctrl-C: trials re-enqueued, `resume` continues)")
+    sp.add_argument("dir", metavar="RUN", help=run_help)
+    sp.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                    help="how long to wait for it to let go of its lock (default 60; 0: do not wait)")
+    sp.set_defaults(func=cmd_stop)
+
     pr = sub.add_parser("presets", help="list the bundled sweep specs; `presets show NAME` prints one")
     pr.add_argument("action", nargs="?", choices=["list", "show"], default="list")
     pr.add_argument("name", nargs="?", metavar="NAME", help="the preset to print as YAML (with show)")
@@ -196,3 +203,18 @@ def cmd_presets(args) -> int:
     return 0
 
 
+
+
+def cmd_stop(args) -> int:
+    """SIGTERM to the process holding the run's lock (orchestrator/control.py); exit 0 once it has
+    gone, 1 when nothing runs there or it is still stopping after --wait."""
+    from orchestrator.control import NothingToStop, stop
+
+    run_dir = resolve_run_dir(args.dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory")
+    try:
+        return 0 if stop(run_dir, wait_s=max(args.wait, 0.0)) else EXIT_FAILED
+    except NothingToStop as e:
+        print(f"unlearn-sweep: {e}", file=sys.stderr)
+        return EXIT_FAILED

@@ -1,0 +1,148 @@
+"""The verbs Optuna and Ray Tune users reach for (issue 18): `trials` (every trial with its state,
+parameters, n and values, like `optuna trials`), `stop` (a running sweep ended gracefully from
+another shell), `status` naming a running replicate or audit."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from orchestrator.cli import main
+from orchestrator.runner import run_sweep
+from sweeps import results as R
+from sweeps.rundir import DriverLock
+from sweeps.spec import load_spec
+from sweeps.study import open_study
+from tests.sweep_util import fake_task, small_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def failing_rl(payload, on_epoch=None):
+    """The fake task, except that every rl run fails (a typed failure, as a method's bug would)."""
+    if payload["method"] == "rl":
+        return {"state": "FAIL", "failure": {"kind": "diverged", "message": "non-finite loss in epoch 0"},
+                "method": "rl", "params": payload.get("params", {}), "config": payload}
+    return fake_task(payload, on_epoch)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A sweep of 8 trials on 2 seeds where rl fails, plus one trial left RUNNING (a driver killed)."""
+    d = tmp_path_factory.mktemp("trials") / "t"
+    spec = load_spec(small_spec(n_trials=8, seeds=[0, 1], sampler={"name": "random", "seed": 3}))
+    run_sweep(spec, d, fn=failing_rl, log=None)
+    study = open_study(spec, d)
+    t = study.ask()
+    t.suggest_categorical("method", list(spec.methods))
+    return d, spec
+
+
+def test_trials_lists_every_trial_with_state_params_n_and_values(run, capsys):
+    d, spec = run
+    assert main(["trials", str(d)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("sweep t: 9 trial(s): ") and "1 running" in lines[0]
+    assert "forget_gap ↓" in lines[1] and "test_acc ↑" in lines[1] and "params" in lines[1]
+    t = R.read_results(d).to_pandas()
+    for number, g in t.groupby("trial_number"):
+        row = next(ln for ln in lines[2:] if ln.split()[0] == str(number))
+        method = g["method"].iloc[0]
+        assert f" {method} " in row and f"lr={json.loads(g['params_json'].iloc[0])['lr']:.4g}" in row
+        assert ("COMPLETE" in row) == (method == "ft") and ("non-finite loss" in row) == (method == "rl")
+    assert any(ln.split()[1] == "RUNNING" for ln in lines[2:])
+
+
+def test_trials_filters_by_method_and_state_and_speaks_json(run, capsys):
+    d, spec = run
+    assert main(["trials", str(d), "--method", "ft", "--state", "complete", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    t = R.read_results(d).to_pandas()
+    ft = t[t["method"] == "ft"]
+    assert [r["number"] for r in rows] == sorted(set(ft["trial_number"]))
+    for r in rows:
+        g = ft[ft["trial_number"] == r["number"]]
+        assert r["state"] == "COMPLETE" and r["method"] == "ft" and r["n"] == 2 == len(g)
+        assert r["values"]["forget_gap"] == pytest.approx(g["forget_gap"].mean())
+        assert r["stds"]["test_acc"] == pytest.approx(g["test_acc"].std())
+        assert set(r["params"]) == {"lr"}  # the searched ones (epochs is fixed)
+    assert main(["trials", str(d), "--state", "fail", "--json"]) == 0
+    failed = json.loads(capsys.readouterr().out)
+    assert failed and all(r["method"] == "rl" and r["failure_kind"] == "diverged" for r in failed)
+    assert main(["trials", str(d), "--state", "running", "--json"]) == 0
+    [running] = json.loads(capsys.readouterr().out)
+    assert running["n"] == 0 and running["values"]["forget_gap"] is None and running["method"] in spec.methods
+    assert main(["trials", str(d), "--method", "nope"]) == 2
+    assert "nope is not a method of sweep t" in capsys.readouterr().err
+    assert main(["trials", str(d), "--state", "done"]) == 2
+
+
+# -- stop and status --------------------------------------------------------------------------------
+
+def _env(**extra) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "FAKE_TASK_SECONDS": "0.3", **extra}
+
+
+def test_stop_ends_a_running_sweep_gracefully_from_another_shell(tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(small_spec(n_trials=40)))
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "tests.drive", "run", str(spec), "--out", str(run_dir),
+                             "--backend", "inline"], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and len(R._files(run_dir / "trials")) < 2:
+        time.sleep(0.05)
+    assert proc.poll() is None
+    assert main(["status", str(run_dir)]) == 0
+    assert f"sweep running (pid {proc.pid}" in capsys.readouterr().out
+    assert main(["stop", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"sent SIGTERM to the sweep (pid {proc.pid})" in out and "stopped: no driver running" in out
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err
+    s = load_spec(yaml.safe_load((run_dir / "spec.yaml").read_text()), check_data=False)
+    study = open_study(s, run_dir)
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))  # re-enqueued, not left
+    assert 2 <= len(R.read_results(run_dir)) < 40 and not (run_dir / "driver.lock").exists()
+    assert main(["stop", str(run_dir)]) == 1  # nothing runs there now: one line, not bad input
+    assert "nothing to stop (no driver running)" in capsys.readouterr().err
+
+
+def test_stop_refuses_a_lock_of_another_host_in_one_line(tmp_path, capsys):
+    (tmp_path / "driver.lock").write_text(json.dumps({"pid": 4242, "host": "elsewhere", "started": "x"}))
+    assert main(["stop", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "pid 4242 on host elsewhere, which this host cannot signal" in err
+
+
+def test_status_names_a_running_replicate_and_audit(run, capsys):
+    d, _ = run
+    (d / "audit").mkdir(exist_ok=True)
+    locks = [DriverLock(d, role="replicate"), DriverLock(d / "audit", role="audit")]
+    for lock in locks:
+        lock.acquire()
+    try:
+        assert main(["status", str(d)]) == 0
+        head = capsys.readouterr().out.splitlines()[0]
+        assert f"replicate running (pid {os.getpid()}" in head and f"audit running (pid {os.getpid()}" in head
+        assert main(["status", str(d), "--json"]) == 0
+        st = json.loads(capsys.readouterr().out)
+        assert st["driver"]["role"] == "replicate" and st["driver"]["running"] is True
+        assert {lk["role"] for lk in st["locks"]} == {"replicate", "audit"}
+        assert all(lk["host"] == socket.gethostname() for lk in st["locks"])
+    finally:
+        for lock in locks:
+            lock.release()
+    assert main(["status", str(d)]) == 0
+    assert "no driver running" in capsys.readouterr().out.splitlines()[0]

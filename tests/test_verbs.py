@@ -146,3 +146,43 @@ def test_status_names_a_running_replicate_and_audit(run, capsys):
             lock.release()
     assert main(["status", str(d)]) == 0
     assert "no driver running" in capsys.readouterr().out.splitlines()[0]
+
+
+# -- plan ---------------------------------------------------------------------------------------------
+
+def _tree(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else []
+
+
+def test_plan_shows_space_runs_oracles_and_an_estimate_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("UNLEARN_SWEEP_CACHE", str(cache))
+    raw = small_spec(n_trials=5, seeds=[0, {"split_seed": 1, "train_seed": 1}],
+                     base={"data": {"name": "digits"}, "model": "mlp"})
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["plan", "s.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "ft: epochs = 1; lr log-float [0.001, 0.1]" in out and "rl: lr float [0.001, 0.1]" in out
+    assert "runs: 5 configuration(s) x 2 seed(s) = 10 run(s)" in out
+    assert "oracles: 4 model(s) for the seeds, 4 to train" in out  # an Original and a Retrain per seed pair
+    assert "the first 5 configuration(s) at random" in out
+    est = next(ln for ln in out.splitlines() if ln.startswith("estimate: about "))
+    assert "10 run(s) x" in est and "from a probe here" in est
+    assert out.rstrip().endswith("nothing was started or written")
+    assert _tree(tmp_path) == ["s.yaml"] and not cache.exists()  # no run directory, no oracle cache
+    assert main(["run", "s.yaml", "--dry-run", "--no-probe"]) == 0
+    out = capsys.readouterr().out
+    assert "estimate: none without a probe" in out and _tree(tmp_path) == ["s.yaml"]
+
+
+def test_plan_of_a_run_on_record_estimates_from_the_record(run, capsys):
+    d, _ = run
+    before = _tree(d)
+    assert main(["plan", str(d), "--set", "n_trials=12", "--no-probe", "--json"]) == 0
+    p = json.loads(capsys.readouterr().out)
+    t = R.read_results(d).to_pandas()
+    assert p["exists"] and p["runs"] == 24 and p["runs_on_record"] == int((t["state"] == "COMPLETE").sum())
+    assert p["runs_to_do"] == (12 - t["trial_number"].nunique()) * 2
+    assert p["estimate"]["source"].startswith("the record") and p["estimate"]["run_s"] > 0
+    assert _tree(d) == before

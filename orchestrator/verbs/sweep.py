@@ -15,6 +15,9 @@ def add_parsers(sub) -> None:
     r = sub.add_parser("run", help="run a sweep from a spec file or a preset (see `presets`)")
     r.add_argument("spec", metavar="SPEC|PRESET")
     r.add_argument("--out", help="the run directory (default runs/<name>)")
+    r.add_argument("--dry-run", dest="dry_run", action="store_true",
+                   help="print the plan (as `plan`) and start nothing")
+    r.add_argument("--no-probe", dest="no_probe", action="store_true", help="with --dry-run: no timing probe")
     r.set_defaults(func=cmd_run)
     rs = sub.add_parser("resume", help="continue a sweep (after a crash, Ctrl-C, or with more trials)")
     rs.add_argument("dir", metavar="RUN", help=run_help)
@@ -57,6 +60,17 @@ def add_parsers(sub) -> None:
     au.add_argument("--set", **{**setf, "help": "override the audit's settings or resources "
                                 "(audit.klom_examples=500, audit.relearn.max_steps=400, resources.max_concurrent=2)"})
     au.set_defaults(func=cmd_audit)
+
+    pl = sub.add_parser("plan", help="before spending compute: the resolved search space, configurations "
+                        "x seeds = runs, the oracles to train, a time estimate; starts and writes nothing")
+    pl.add_argument("spec", metavar="SPEC|PRESET|RUN", help="a spec file, a preset, or a run directory to continue")
+    pl.add_argument("--out", help="the run directory (default runs/<name>)")
+    pl.add_argument("--backend", choices=["inline", "ray"], help="override resources.backend")
+    pl.add_argument("--set", **setf)
+    pl.add_argument("--no-probe", dest="no_probe", action="store_true",
+                    help="no timing probe (the estimate then needs runs on record)")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    pl.set_defaults(func=cmd_plan)
 
     sp = sub.add_parser("stop", help="stop a running sweep, replicate or audit from another shell, "
                         "gracefully (as Ctrl-C: trials re-enqueued, `resume` continues)")
@@ -113,6 +127,8 @@ def analysis_has_complete(analysis) -> bool:
 
 
 def cmd_run(args) -> int:
+    if getattr(args, "dry_run", False):
+        return cmd_plan(args)
     from sweeps.spec import load_spec, read_spec_source, spec_conflict
 
     spec = load_spec(read_spec_source(args.spec), sweep_sets(args))
@@ -218,3 +234,23 @@ def cmd_stop(args) -> int:
     except NothingToStop as e:
         print(f"unlearn-sweep: {e}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def cmd_plan(args) -> int:
+    """`plan` and `run --dry-run`: orchestrator/plan.py, printed; nothing started or written."""
+    import json
+
+    from orchestrator.plan import make_plan, plan_text
+    from sweeps.spec import load_spec, read_spec_source
+
+    source = Path(args.spec).expanduser()
+    if (source / "spec.yaml").is_file() or (not source.exists() and (Path("runs") / args.spec / "spec.yaml").is_file()
+                                            and not args.spec.endswith((".yaml", ".yml"))):
+        run_dir = resolve_run_dir(args.spec)  # a run to continue: its own spec, as `resume` takes it
+        spec = spec_from_dir(run_dir, sweep_sets(args))
+    else:
+        spec = load_spec(read_spec_source(args.spec), sweep_sets(args))
+        run_dir = Path(args.out).expanduser() if args.out else Path("runs") / spec.name
+    p = make_plan(spec, run_dir, do_probe=not getattr(args, "no_probe", False))
+    print(json.dumps(p, indent=2, default=str) if getattr(args, "json", False) else plan_text(p))
+    return 0

@@ -168,3 +168,52 @@ def test_a_sweep_extended_by_resume_proposes_what_an_uninterrupted_one_proposes(
     run_sweep(load_spec(small_spec(n_trials=12)), tmp_path / "whole", fn=fake_task, log=None)
     assert len(configs(tmp_path / "whole")) == 12
     assert configs(tmp_path / "extended") == configs(tmp_path / "whole")
+
+
+# -- importances and parallel coordinates -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def two_params(tmp_path_factory):
+    """ft searching lr (which the fake's metrics follow) and momentum (which they ignore)."""
+    d = tmp_path_factory.mktemp("importance")
+    spec = load_spec(small_spec(n_trials=24, sampler={"name": "random", "seed": 0}, methods={"ft": {"space": {
+        "lr": {"type": "log-float", "low": 1e-3, "high": 1e-1},
+        "momentum": {"type": "float", "low": 0.0, "high": 0.9}}}}))
+    run_sweep(spec, d, fn=fake_task, log=None)
+    return d, spec
+
+
+def test_importances_per_objective_over_feasible_configurations(two_params):
+    from sweeps.report.importance import param_importances
+
+    d, spec = two_params
+    a = analyze(d, spec)
+    imp = param_importances(a)
+    n_feasible = int(a.configs["feasible"].sum())
+    assert 2 <= n_feasible < len(a.configs)  # some are infeasible: they are left out
+    assert set(imp["objective"]) == {"forget_gap", "test_acc"} and (imp["n"] == n_feasible).all()
+    assert (imp["evaluator"] == "fanova").all()
+    for _, g in imp.groupby("objective"):
+        w = g.set_index("param")["importance"]
+        assert w.sum() == pytest.approx(1.0) and w["lr"] > w["momentum"]
+
+
+def test_importances_switch_to_ped_anova_on_large_sweeps(two_params, monkeypatch):
+    from sweeps.report import importance
+
+    d, spec = two_params
+    monkeypatch.setattr(importance, "FANOVA_MAX", 3)
+    imp = importance.param_importances(analyze(d, spec))
+    assert len(imp) and (imp["evaluator"] == "ped-anova").all()
+
+
+def test_the_report_has_importances_and_a_parallel_coordinates_page(two_params):
+    d, spec = two_params
+    a, report = write_report(d, spec)
+    md = report.read_text()
+    assert "## Parameter importances (feasible configurations)" in md and "| lr " in md
+    page = (d / "report" / "parallel.html").read_text()
+    assert page.count("Plotly.newPlot(") == 1 and "parcoords" in page and "infeasible grey" in page
+    assert "<script src=" not in page  # plotly.js inline: opens offline
+    assert pd.read_csv(d / "report" / "importances.csv").columns.tolist() == \
+        ["method", "objective", "param", "importance", "evaluator", "n"]

@@ -1,7 +1,8 @@
 """A sweep's analysis for people: the one-screen summary the CLI prints, the JSON of `analyze
 --json`, and the report on disk (`write_report`): runs/<name>/report/ report.md, table.md,
-table.tex, table.csv, trials.csv, front.csv, front.png, front.html, history.png and epochs.png (when
-the spec records per-epoch metrics, `base.eval.eval_every`).
+table.tex, table.csv, trials.csv, front.csv, front.png, front.html, history.png, epochs.png (when
+the spec records per-epoch metrics, `base.eval.eval_every`), importances.csv and parallel.html
+(sweeps/report/importance.py).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweeps.report import plots, tables
+from sweeps.report import importance, plots, tables
 from sweeps.report.analysis import Analysis, analyze
 from sweeps.report.audit_results import audit_section
 from sweeps.report.tables import plain
@@ -87,6 +88,10 @@ def write_report(run_dir: str | Path, spec: SweepSpec) -> tuple[Analysis, Path]:
     write_file(out / "history.png", lambda p: plots.history_png(a, p))
     write_file(out / "front.html", plots.front_html(a))
     has_epochs = write_file(out / "epochs.png", lambda p: plots.epochs_png(a, history, p))
+    imp = importance.param_importances(a)
+    write_file(out / "importances.csv", imp.to_csv(index=False))
+    parallel = importance.parallel_html(a)
+    write_file(out / "parallel.html", parallel if parallel is not None else lambda p: False)
     md = [f"# Sweep `{spec.name}`\n\n", f"{spec.description}\n\n" if spec.description else "",
           "```\n" + summary_text(a) + "\n```\n\n",
           f"Selection rule: **{spec.selection_rule}** ("
@@ -110,6 +115,11 @@ def write_report(run_dir: str | Path, spec: SweepSpec) -> tuple[Analysis, Path]:
     audit = audit_section(run_dir)
     if audit:  # `unlearn-sweep audit` (or the spec's audit:) has run
         md += [audit + "\n"]
+    md += ["\n## Parameter importances (feasible configurations)\n\n",
+           "How much of each objective's variation over the feasible configurations each searched "
+           "parameter explains, per method (Optuna's evaluators; sweeps/report/importance.py says which "
+           "and why). Also [importances.csv](importances.csv); every configuration on parallel axes, "
+           "infeasible ones grey: [parallel.html](parallel.html).\n\n", importance.importance_markdown(imp)]
     md += ["\n## Objective history\n\n![history](history.png)\n"]
     if has_epochs:
         md += ["\n## Per-epoch UA, RA, TA of the picks\n\n![epochs](epochs.png)\n"]

@@ -217,3 +217,44 @@ def test_the_report_has_importances_and_a_parallel_coordinates_page(two_params):
     assert "<script src=" not in page  # plotly.js inline: opens offline
     assert pd.read_csv(d / "report" / "importances.csv").columns.tolist() == \
         ["method", "objective", "param", "importance", "evaluator", "n"]
+
+
+def test_the_record_joins_the_optuna_study_by_its_parameter_names(tmp_path):
+    # before: the record's p_lr against the study's ltu.lr, with no documented way between them
+    import optuna
+
+    from sweeps.results import study_params
+    from sweeps.study import storage_for
+
+    spec = load_spec(small_spec(n_trials=6, seeds=[0, 1]))
+    run_sweep(spec, tmp_path, fn=fake_task, log=None)
+    runs = read_results(tmp_path).to_pandas()
+    study = optuna.load_study(study_name=spec.name, storage=storage_for(spec, tmp_path))
+    joined = study_params(runs).merge(study.trials_dataframe(), left_on="trial_number", right_on="number",
+                                      suffixes=("", "_study"))
+    assert len(joined) == len(runs) == 12
+    cols = [c for c in study_params(runs).columns if c.startswith("params_")]
+    assert "params_method" in cols and "params_ft.lr" in cols and "params_ft.epochs" not in cols  # fixed
+    for c in cols:
+        ours, theirs = joined[c], joined[f"{c}_study"]
+        assert ((ours == theirs) | (ours.isna() & theirs.isna())).all(), c
+    # a record written before the column reads as it did, and still maps (with its spec)
+    old = runs.assign(study_params_json=None)
+    assert study_params(old, spec).equals(study_params(runs))
+
+
+def test_a_record_from_before_the_mapping_column_still_reads(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sweeps.results import BASE_SCHEMA
+
+    spec = load_spec(small_spec(n_trials=2))
+    run_sweep(spec, tmp_path / "new", fn=fake_task, log=None)
+    t = read_results(tmp_path / "new").drop_columns(["study_params_json"])
+    (tmp_path / "old" / "trials").mkdir(parents=True)
+    pq.write_table(t, tmp_path / "old" / "trials" / "a.parquet")
+    got = read_results(tmp_path / "old")
+    assert got.num_rows == 2 and got.column("study_params_json").null_count == 2
+    assert pa.types.is_string(BASE_SCHEMA.field("study_params_json").type)
+    assert analyze(tmp_path / "old", spec).configs["n"].tolist() == [1, 1]

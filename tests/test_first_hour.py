@@ -254,7 +254,12 @@ def test_a_record_from_before_the_mapping_column_still_reads(tmp_path):
     t = read_results(tmp_path / "new").drop_columns(["study_params_json"])
     (tmp_path / "old" / "trials").mkdir(parents=True)
     pq.write_table(t, tmp_path / "old" / "trials" / "a.parquet")
+    from sweeps.results import study_params
+
     got = read_results(tmp_path / "old")
-    assert got.num_rows == 2 and got.column("study_params_json").null_count == 2
+    assert got.num_rows == 2 and "study_params_json" not in got.column_names
     assert pa.types.is_string(BASE_SCHEMA.field("study_params_json").type)
     assert analyze(tmp_path / "old", spec).configs["n"].tolist() == [1, 1]
+    assert study_params(got.to_pandas(), spec).equals(study_params(read_results(tmp_path / "new").to_pandas()))
+    with pytest.raises(ValueError, match="pass the run's spec"):
+        study_params(got.to_pandas())

@@ -186,3 +186,33 @@ def test_plan_of_a_run_on_record_estimates_from_the_record(run, capsys):
     assert p["runs_to_do"] == (12 - t["trial_number"].nunique()) * 2
     assert p["estimate"]["source"].startswith("the record") and p["estimate"]["run_s"] > 0
     assert _tree(d) == before
+
+
+# -- W&B: the sweep-level run -------------------------------------------------------------------------
+
+def test_wandb_gets_a_sweep_level_run_beside_the_trials(tmp_path):
+    from sweeps.rundir import run_identity
+    from tests.wandb_offline import offline_runs
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(small_spec(n_trials=2, tracking={"wandb": {"mode": "offline",
+                                                                                "project": "p"}})))
+    env = {k: v for k, v in _env(FAKE_TASK_SECONDS="0").items() if k != "WANDB_MODE"}  # conftest's switch
+    res = subprocess.run([sys.executable, "-m", "tests.drive", "run", str(spec), "--out", str(tmp_path / "r"),
+                          "--backend", "inline"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = offline_runs(tmp_path / "r" / "wandb")
+    group = run_identity(tmp_path / "r")["run_id"]
+    assert all(r["group"] == group for r in runs)
+    trials = [r for r in runs if r["name"] != "t-sweep"]
+    [sweep] = [r for r in runs if r["name"] == "t-sweep"]
+    assert len(trials) == 2 and sweep["exit_code"] == 0
+    assert sweep["config"]["name"] == "t" and sweep["config"]["n_trials"] == 2
+    s = sweep["summary"]
+    assert s["configurations"] == 2 and s["hypervolume"] > 0 and s["pick/oracle"].startswith(("ft", "rl"))
+    for table in ("front", "field", "configurations"):
+        assert s[f"table/{table}/_type"] == "table-file", table
+    assert s["table/configurations/nrows"] == 2 and s["table/field/nrows"] >= 4  # Retrain, Original, picks
+    for plot in ("front", "history"):
+        assert s[f"plot/{plot}/_type"] == "image-file", plot

@@ -103,6 +103,7 @@ def _run_and_report(spec, run_dir: Path, args) -> int:
     from sweeps.results import failure_reasons, read_results
 
     analysis, report = write_report(run_dir, spec)
+    _to_wandb(spec, run_dir, analysis, report)
     print(summary_text(analysis))
     reasons = failure_reasons(read_results(run_dir))
     if reasons:
@@ -119,6 +120,14 @@ def _run_and_report(spec, run_dir: Path, args) -> int:
         print("unlearn-sweep: no trial completed; the reasons are above", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _to_wandb(spec, run_dir: Path, analysis, report: Path) -> None:
+    """With W&B on, the sweep-level run beside the per-trial ones (orchestrator/tracking.py)."""
+    from orchestrator.tracking import log_sweep_report
+
+    log_sweep_report(spec, run_dir, analysis, report.parent,
+                     warn=lambda msg: print(f"[{spec.name}] {msg}", file=sys.stderr))
 
 
 def analysis_has_complete(analysis) -> bool:
@@ -167,6 +176,7 @@ def cmd_replicate(args) -> int:
     out = replicate_sweep(spec, run_dir, top=args.top, seeds=args.seeds, per_method=args.per_method,
                           force=args.force)
     analysis, report = write_report(run_dir, spec)
+    _to_wandb(spec, run_dir, analysis, report)
     print(summary_text(analysis))
     print(f"report: {report}")
     print(f"replicate: {out['done']} configuration(s) done, {out['failed']} failed, {out['reused']} run(s) "

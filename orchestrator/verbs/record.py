@@ -182,7 +182,7 @@ def cmd_compare(args) -> int:
 
 def cmd_trials(args) -> int:
     from sweeps.report.tables import plain
-    from sweeps.trials import trial_rows, trials_text
+    from sweeps.report.trials import trial_rows, trials_text
 
     run_dir = resolve_run_dir(args.dir)
     spec = spec_from_dir(run_dir, [], read_only=True)

@@ -71,6 +71,14 @@ def oracle_needs(spec: SweepSpec) -> list[dict[str, Any]]:
         split = make_split(ds, cfg.split, cfg.seeds.split_seed)
         cache = Path(cfg.cache_dir or default_cache_dir()).expanduser()
         for kind in ("original", "retrain") if cfg.retrain else ("original",):
+            given = getattr(cfg.checkpoints, kind, None) if cfg.checkpoints is not None else None
+            if given is not None:  # a released model: installed by the trial, never trained
+                if ("file", kind, str(given.path)) not in seen:
+                    seen.add(("file", kind, str(given.path)))
+                    out.append({"kind": kind, "train_seed": cfg.seeds.train_seed, "split_seed": cfg.seeds.split_seed,
+                                "examples": 0, "epochs": 0, "cache": str(cache), "cached": True,
+                                "checkpoint": str(given.path)})
+                continue
             key, idx = oracle_parts(kind, ds, split, model_name=cfg.model, recipe=cfg.train,
                                     train_seed=cfg.seeds.train_seed)
             k = cache_key(key)
@@ -189,8 +197,9 @@ def plan_text(p: dict[str, Any]) -> str:
     for o in p["oracles"]:
         lines.append(f"  {o['kind']:<8} train_seed {o['train_seed']}"
                      + (f" split_seed {o['split_seed']}" if o["kind"] == "retrain" else "")
-                     + f": {o['epochs']} epoch(s) on {o['examples']} examples, "
-                     + ("cached" if o["cached"] else "to train"))
+                     + (f": the checkpoint {o['checkpoint']}" if o.get("checkpoint") else
+                        f": {o['epochs']} epoch(s) on {o['examples']} examples, "
+                        + ("cached" if o["cached"] else "to train")))
     lines.append(f"backend: {p['backend']}, {p['slots']} trial(s) at once ({p['slots_why']})")
     e = p["estimate"]
     if "total_s" in e:

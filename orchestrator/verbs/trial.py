@@ -56,17 +56,15 @@ def _methods():
 
 
 def _models():
-    from unlearning.models import MODELS
+    from unlearning.registry import MODELS
 
     return sorted(MODELS)
 
 
 def _datasets():
-    import typing
+    from unlearning.registry import DATA_SETS
 
-    from unlearning.data import DataConfig
-
-    return typing.get_args(DataConfig.model_fields["name"].annotation)
+    return sorted(DATA_SETS)
 
 
 def trial_config_from_args(args) -> "TrialConfig":  # noqa: F821
@@ -144,7 +142,8 @@ class OracleLines:
             line = (f"{name}: training {ev['epochs']} epoch(s) on {ev['examples']} examples (not in the "
                     "oracle cache yet; cached for every later trial)")
         elif ev["event"] == "cached":
-            line = f"{name}: from the oracle cache (trained in {ev['runtime_s']:.1f}s)"
+            t = ev["runtime_s"]
+            line = f"{name}: from the oracle cache " + (f"(trained in {t:.1f}s)" if t == t else "(a released checkpoint)")
         else:
             done, n, t = ev["epoch"] + 1, ev["epochs"], ev["elapsed_s"]
             left = t / done * (n - done)

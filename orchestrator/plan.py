@@ -138,8 +138,10 @@ def make_plan(spec: SweepSpec, run_dir: Path, *, do_probe: bool = True) -> dict[
     seeds = spec.seed_list()
     runs = read_results(run_dir).to_pandas() if (run_dir / "trials").is_dir() else None
     done = 0 if runs is None else int((runs["state"] == "COMPLETE").sum())
-    trials_done = 0 if runs is None else int(runs.loc[runs["phase"].fillna("search") == "search",
-                                                      "trial_number"].nunique())
+    trials_done = 0
+    if runs is not None:  # trials of the search (a record from before `replicate` has no phase)
+        search = runs[runs["phase"].fillna("search") == "search"] if "phase" in runs else runs
+        trials_done = int(search["trial_number"].nunique())
     configs = spec.n_trials if spec.sampler.name != "grid" else min(spec.n_trials, grid_size(spec))
     to_run = max(configs - trials_done, 0) * len(seeds)
     oracles = oracle_needs(spec)

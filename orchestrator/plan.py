@@ -206,8 +206,8 @@ def plan_text(p: dict[str, Any]) -> str:
     e = p["estimate"]
     if "total_s" in e:
         lines.append(f"estimate: about {_dur(e['total_s'])} ({_dur(e.get('oracle_wall_s', 0))} of oracle "
-                     f"training, then {p['runs_to_do']} run(s) x {e['run_s']:.1f}s / {p['slots']} slot(s)); "
-                     f"from {e['source']}, this machine's speed")
+                     f"training, then {p['runs_to_do']} run(s) x {e['run_s']:.1f}s / {p['slots']} slot(s)), "
+                     f"plus the backend's start and the report; from {e['source']}, this machine's speed")
     else:
         lines.append("estimate: none without a probe (drop --no-probe) or runs on record")
     lines.append("nothing was started or written")

@@ -190,6 +190,27 @@ def test_plan_of_a_run_on_record_estimates_from_the_record(run, capsys):
 
 # -- W&B: the sweep-level run -------------------------------------------------------------------------
 
+def test_the_sweep_level_run_holds_the_front_the_table_and_the_plots(tmp_path, monkeypatch):
+    from orchestrator.tracking import NullTracker, log_sweep_report
+    from sweeps.report.summary import write_report
+    from sweeps.rundir import run_identity
+    from tests.wandb_offline import offline_runs
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # conftest's kill switch
+    spec = load_spec(small_spec(n_trials=3, seeds=[0, 1], tracking={"wandb": {"mode": "offline"}}))
+    run_sweep(spec, tmp_path, fn=fake_task, log=None, tracker=NullTracker())  # no per-trial runs here
+    a, report = write_report(tmp_path, spec)
+    assert log_sweep_report(spec, tmp_path, a, report.parent)
+    [run] = offline_runs(tmp_path / "wandb")
+    assert run["name"] == "t-sweep" and run["group"] == run_identity(tmp_path)["run_id"]
+    s = run["summary"]
+    assert s["configurations"] == 3 and s["hypervolume"] == pytest.approx(a.hypervolume)
+    assert s["table/configurations/nrows"] == 3 and s["plot/front/_type"] == "image-file"
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # W&B off: nothing is logged
+    assert not log_sweep_report(spec, tmp_path, a, report.parent)
+
+
+@pytest.mark.slow
 def test_wandb_gets_a_sweep_level_run_beside_the_trials(tmp_path):
     from sweeps.rundir import run_identity
     from tests.wandb_offline import offline_runs

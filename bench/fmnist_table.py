@@ -7,6 +7,10 @@ mean ± std over the replicate seeds) written as JSON and markdown under bench/r
     python bench/fmnist_table.py --tiny           # the whole pipeline on digits, in about a minute
     python bench/fmnist_table.py --methods ft,neggrad_plus --trials 4
     python bench/fmnist_table.py --cost           # Original/Retrain training and per-run time of each method
+
+The full table writes bench/results/<preset>_table.{json,md} (the committed reference); `--tiny` and
+`--cost` write under runs/bench/ unless `--out` says otherwise, so a smoke run or a timing never
+overwrites a committed result.
     python bench/fmnist_table.py --preset fmnist_deepunlearn --jobs 1 --replicate-seeds 0-9  # GPU, Ray
 
 With `--jobs N` (default 2, this machine's cores) the Original/Retrain models of every seed are trained
@@ -181,7 +185,7 @@ def fmt(s: dict | None, digits: int = 2) -> str:
 
 def markdown(result: dict) -> str:
     head = ["method", *[c for c, _ in COLUMNS], "chosen parameters"]
-    lines = [f"# {result['preset']}: the method table\n",
+    lines = [f"# {result['preset']}: the method table on {result.get('data', 'Fashion-MNIST')}\n",
              f"Command: `{result['command']}`  ",
              f"Machine: {result['machine']['cpu']} ({result['machine']['cpu_count']} cores), "
              f"torch {result['versions']['torch']}, code {result['versions']['git']}  ",
@@ -293,7 +297,8 @@ def train_oracles(raw: dict, seeds: list[int]) -> None:
 def table(raw: dict, args) -> dict:
     run_root = Path(args.runs).resolve()
     how = args.replicate if args.replicate != "auto" else ("verb" if has_replicate_verb() else "sweep")
-    result = {**provenance(args.command), "preset": raw["name"], "run_root": str(run_root), "replicate_with": how,
+    result = {**provenance(args.command), "preset": raw["name"], "data": data_title(raw, args),
+              "run_root": str(run_root), "replicate_with": how,
               "jobs": args.jobs,
               "protocol": {"search": f"{args.trials} trial(s) per method on seeds {args.search_seeds} "
                                      f"({raw.get('sampler', {}).get('name', 'tpe')}, seed axes "
@@ -347,10 +352,14 @@ def cost(raw: dict, args) -> dict:
             "seeds": {"split_seed": 0, "train_seed": 0, "unlearn_seed": 0}}
     cfg = load_trial_config({**base, "method": "retrain"})
     ds = load_dataset(cfg.data)
+    print(f"--cost: the seed-0 Original and Retrain ({cfg.train.epochs} epochs each unless cached), then one "
+          f"run of each method at 1 epoch, {args.threads} torch thread(s)", flush=True)
+    from orchestrator.verbs.trial import OracleLines
+
     original, retrained = get_oracles(
         ds, make_split(ds, cfg.split, 0), model_name=cfg.model, recipe=cfg.train, train_seed=0,
         device=torch.device("cpu"), autocast=contextlib.nullcontext,
-        cache_dir=Path(cfg.cache_dir or default_cache_dir()))
+        cache_dir=Path(cfg.cache_dir or default_cache_dir()), progress=OracleLines(sys.stdout))
     out["oracles"] = {"original_s": original.runtime_s, "retrain_s": retrained.runtime_s,
                       "epochs": cfg.train.epochs, "trained_now": not (original.cached or retrained.cached)}
     print(f"Original {original.runtime_s:.1f}s, Retrain {retrained.runtime_s:.1f}s of training", flush=True)
@@ -370,8 +379,11 @@ def cost(raw: dict, args) -> dict:
             row["note"] = "the first run also evaluates Original and Retrain (memoised after)"
         out["rows"].append(row)
         print(f"{label:11} {r.state:8} unlearning {row['runtime_s']:7.2f}s  total {total:7.2f}s", flush=True)
-    out["estimate"] = estimate(out, raw, args)
+    out["estimate"] = e = estimate(out, raw, args)
     out["machine"]["load_avg_at_end"] = list(os.getloadavg())
+    print(f"estimate for the whole table: {e['total_min']:.0f} min (oracles {e['oracles_s'] / 60:.1f} min, "
+          f"runs {e['runs_s'] / 60:.1f} min, shared over {e['jobs']} process(es); assumes {e['assumes']})",
+          flush=True)
     return out
 
 
@@ -414,6 +426,13 @@ def midpoint(d):
     return round(mid) if "int" in d["type"] else mid
 
 
+def data_title(raw: dict, args) -> str:
+    """The data set a table is on, for its title: `--tiny` runs on digits, not Fashion-MNIST."""
+    name = raw["base"]["data"]["name"]
+    return {"fashion_mnist": "Fashion-MNIST", "digits": "digits (scikit-learn)"}.get(name, name) + \
+        (" (--tiny: 2-epoch oracles, 1-epoch methods)" if args.tiny else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="fmnist_cpu")
@@ -427,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replicate-with-sweep", dest="replicate", action="store_const", const="sweep")
     ap.add_argument("--backend", choices=["inline", "ray"], help="override the preset's backend")
     ap.add_argument("--runs", help="where the sweeps' run directories go (default runs/bench-<preset>)")
-    ap.add_argument("--out", help="result files without suffix (default bench/results/<preset>_table)")
+    ap.add_argument("--out", help="result files without suffix (default bench/results/<preset>_table; "
+                    "with --tiny or --cost runs/bench/<name>_table or _cost)")
     ap.add_argument("--jobs", type=int, default=2, help="processes, one torch thread each (default 2: "
                     "this 2-core machine); each evaluates its Original/Retrain models once")
     ap.add_argument("--oracles", metavar="SEEDS", help=argparse.SUPPRESS)  # a job: train these seeds' oracles
@@ -455,7 +475,9 @@ def main(argv: list[str] | None = None) -> int:
         train_oracles(raw, seed_ints(args.oracles))
         return 0
     result = cost(raw, args) if args.cost else table(raw, args)
-    out = Path(args.out or ROOT / "bench" / "results" / f"{name}_{'cost' if args.cost else 'table'}")
+    # only the full table goes to the committed results by default; a smoke run or a timing does not
+    where = ROOT / "runs" / "bench" if args.tiny or args.cost else ROOT / "bench" / "results"
+    out = Path(args.out or where / f"{name}_{'cost' if args.cost else 'table'}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.json.tmp")
     tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -150,7 +150,7 @@ class AuditDriver:
         tasks = plan(self.spec, self.audit, configs)
         d = AR.audit_dir(self.run_dir)
         d.mkdir(parents=True, exist_ok=True)
-        lock = DriverLock(d)
+        lock = DriverLock(d, role="audit")
         lock.acquire()
         try:
             done = AR.done_tasks(self.run_dir)

@@ -1,5 +1,6 @@
 """The sweep's progress view: a tqdm bar (rate, ETA, counts, best so far) on a terminal, one plain
-line per finished trial when stderr is not a TTY (CI, log files, `2> log`).
+line per finished trial when stderr is not a TTY (CI, log files, `2> log`) or is a terminal whose
+size reads 0 columns (`script`, some container and CI ptys: a bar there prints nothing at all).
 
     progress = Progress.for_study(spec, study, stream=sys.stderr)   # counts and best from the study
     progress.told(number, values, feasible)   # a trial was told to Optuna
@@ -7,13 +8,17 @@ line per finished trial when stderr is not a TTY (CI, log files, `2> log`).
     progress.close()
 
 Counts include the trials finished before a resume (seeded from the study), so "7/16" and the best
-so far are right after `resume`; the rate and ETA use this session's trials only. `running` is
+so far are right after `resume`; the rate and ETA use this session's trials only, counted from
+the first trials told (the first wave: what landed at the first update), so the start-up before
+them (Ray, the oracle phase, a worker's first-trial warm-up) does not inflate the ETA. `running` is
 taken after the driver has refilled its slots, so it counts what actually runs: the line is printed
 then, not at the instant a run lands (when its slot is momentarily empty).
 """
 from __future__ import annotations
 
+import io
 import math
+import os
 import sys
 import time
 from typing import TextIO
@@ -30,8 +35,10 @@ class Progress:
         self.stream, self.start_count, self.t0 = stream, counted, time.perf_counter()
         self.running, self.per_node = 0, {}
         self._dirty = False
+        self._first: tuple[float, int] | None = None  # (when, counted) at the first update with news
         self._tty = bar if bar is not None else bool(stream is not None and
-                                                     getattr(stream, "isatty", lambda: False)())
+                                                     getattr(stream, "isatty", lambda: False)()
+                                                     and columns(stream) > 0)
         self._bar = None
         self._started = False
 
@@ -42,10 +49,11 @@ class Progress:
         if self.stream is not None and self._tty:
             from tqdm import tqdm
 
+            # our rate and ETA (`pace`) in the postfix, not tqdm's: its clock starts before the first
+            # trial, so its first ETA counted the start-up (4m04s shown for a 35 s remainder)
             self._bar = tqdm(total=self.total, initial=self.counted, file=self.stream, desc=f"[{self.name}]",
-                             unit="trial", dynamic_ncols=True, smoothing=0.1,
-                             bar_format="{desc} {bar} {n_fmt}/{total_fmt} [{elapsed}<{remaining}, "
-                                        "{rate_fmt}{postfix}]")
+                             unit="trial", dynamic_ncols=True,
+                             bar_format="{desc} {bar} {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
 
     @classmethod
     def for_study(cls, spec, study, counted: int, stream: TextIO | None = sys.stderr, **kw) -> "Progress":
@@ -87,6 +95,8 @@ class Progress:
         the trials told since the last call."""
         if not self._started:
             self._start()
+        if self._dirty and self._first is None:
+            self._first = (time.perf_counter(), self.counted)
         changed = running != self.running or (per_node or {}) != self.per_node
         self.running, self.per_node = running, dict(per_node or {})
         if self.stream is None:
@@ -94,7 +104,7 @@ class Progress:
         if self._bar is not None:
             if self._dirty or changed:
                 self._bar.n = self.counted
-                self._bar.set_postfix_str(self.status(), refresh=True)
+                self._bar.set_postfix_str(self.bar_text(), refresh=True)
         elif self._dirty:
             print(f"[{self.name}] {self.line()}", file=self.stream, flush=True)
         self._dirty = False
@@ -111,7 +121,7 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.n = self.counted
-            self._bar.set_postfix_str(self.status(), refresh=True)
+            self._bar.set_postfix_str(self.bar_text(), refresh=True)
             self._bar.close()
             self._bar = None
         elif self._dirty and self.stream is not None:
@@ -130,17 +140,40 @@ class Progress:
                 + (f" | per node: {nodes}" if nodes else ""))
 
     def rate(self) -> float:
-        """Trials per second in this session (NaN before the first)."""
-        n, dt = self.counted - self.start_count, time.perf_counter() - self.t0
+        """Trials per second in this session since the first trials were told (NaN until more
+        have been told after them)."""
+        if self._first is None:
+            return math.nan
+        t, c = self._first
+        n, dt = self.counted - c, time.perf_counter() - t
         return n / dt if n > 0 and dt > 0 else math.nan
 
-    def line(self) -> str:
+    def pace(self) -> str:
+        """`12 trials/h, ETA 2m30s`, or "" before the rate is known."""
         r = self.rate()
+        if not math.isfinite(r):
+            return ""
         left = max(self.total - self.counted, 0)
-        speed = f"{r:.2f} trials/s" if r >= 1 else f"{r * 3600:.0f} trials/h"
-        pace = "" if not math.isfinite(r) else \
-            f" | {speed}, ETA {_duration(left / r) if left else 'done'}"
-        return f"{self.counted}/{self.total} trials: {self.status()}{pace}"
+        speed = f"{r:.2f} trials/s" if r >= 1 else f"{r * 60:.1f} trials/min" if r * 60 >= 1 \
+            else f"{r * 3600:.0f} trials/h"
+        return f"{speed}, ETA {_duration(left / r) if left else 'done'}"
+
+    def bar_text(self) -> str:
+        pace = self.pace()
+        return f"{pace} | {self.status()}" if pace else self.status()
+
+    def line(self) -> str:
+        pace = self.pace()
+        return f"{self.counted}/{self.total} trials: {self.status()}" + (f" | {pace}" if pace else "")
+
+
+def columns(stream) -> int:
+    """The width of the terminal `stream` writes to: 0 where the size reads 0 (a pty nobody sized);
+    80 when the stream has no file descriptor to ask (a stand-in that calls itself a TTY)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
+        return 80
 
 
 def _better(best: tuple[float, int] | None, value: float, number: int, direction: str

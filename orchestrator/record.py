@@ -29,21 +29,22 @@ def os_reason(e: OSError) -> str:
 
 
 class Record:
-    def __init__(self, run_dir: Path, journal: bool, say: Callable[[str], None]):
+    def __init__(self, run_dir: Path, journal: bool, say: Callable[[str], None], role: str = "sweep"):
         self.run_dir, self.say = Path(run_dir), say
         self.journal = self.run_dir / "study.journal" if journal else None
         self.created = not self.run_dir.exists()
-        self.lock = DriverLock(self.run_dir)
+        self.lock = DriverLock(self.run_dir, role)
         self.states: dict[str, tuple[str, FailureKind | None]] = {}  # fingerprint -> (state, kind)
         self.replay: JournalReplay | None = None  # the journal replayed while the backend starts
         self._since_compact = 0
 
     @classmethod
     def open(cls, run_dir: Path, *, journal: bool, force: bool = False,
-             say: Callable[[str], None] = lambda msg: None) -> "Record":
-        """Create the run directory if needed, take its lock, check there is room, repair it. Every
-        way this can fail is one UserError line; a directory it created is removed again."""
-        rec = cls(run_dir, journal, say)
+             say: Callable[[str], None] = lambda msg: None, role: str = "sweep") -> "Record":
+        """Create the run directory if needed, take its lock (naming `role`: sweep or replicate),
+        check there is room, repair it. Every way this can fail is one UserError line; a directory
+        it created is removed again."""
+        rec = cls(run_dir, journal, say, role)
         try:
             rec.run_dir.mkdir(parents=True, exist_ok=True)
             rec.lock.acquire(force=force)

@@ -103,7 +103,7 @@ class Driver:
         t_start = time.perf_counter()
         with self.stop.installed():
             record = Record.open(self.run_dir, journal=not self.spec.storage, force=self.force,
-                                 say=self.say)
+                                 say=self.say, role="replicate" if self.replicate else "sweep")
             source, retried = self._run(record)
         wall = time.perf_counter() - t_start
         what = "configuration(s) replicated" if self.replicate else "trial(s) done"

@@ -5,7 +5,10 @@ start -> log (per epoch, as rows arrive) -> finish; then close at the end of the
     tracker = make_tracker({"wandb": {"mode": "offline"}}, sweep_name, out_dir)
 
 W&B: one run per trial, grouped by the sweep's name, config = the trial's parameters (and its whole
-TrialConfig under `trial`), per-epoch rows logged as they arrive, metrics in the summary at the end.
+TrialConfig under `trial`), per-epoch rows logged as they arrive, metrics in the summary at the end;
+and, once the report is written, one sweep-level run in the same group (`log_sweep_report`: job type
+"sweep", the spec as config, the hypervolume and counts in the summary, the front, the field's table
+and every configuration as W&B tables, the report's plots as images).
 Mode "offline" by default (runs land under `<out_dir>/wandb/`; `wandb sync` uploads them later),
 "online" when configured (needs WANDB_API_KEY or `wandb login`), "disabled" for a no-op. Nothing
 that looks like a secret (keys named *api_key*, *token*, *secret*, *password*, ..., or the value of
@@ -198,6 +201,32 @@ class WandbTracker:
         except Exception as e:
             self._fail(f"finishing a run failed ({type(e).__name__}: {e})")
 
+    def log_sweep(self, name: str, config: dict[str, Any], summary: dict[str, Any],
+                  tables: dict[str, Any], images: dict[str, Path]) -> None:
+        """One sweep-level run (job type "sweep") in the trials' group: `config`, `summary` scalars,
+        `tables` (name -> pandas DataFrame) as W&B tables, `images` (name -> file) as W&B images. Its
+        id is fixed per sweep, so `wandb sync` of several (a run, then a resume) updates one run."""
+        if self._broken:
+            return
+        try:
+            run = self._wandb.init(
+                project=self.project, entity=self.entity, group=self.sweep, job_type="sweep", name=name,
+                id=_run_id(name), resume="allow", tags=self.tags or None, notes=self.notes,
+                config=scrub(config), dir=str(self.dir) if self.dir else None, mode=self.mode,
+                reinit="create_new", settings=self._settings())
+            logged: dict[str, Any] = {}
+            for key, df in tables.items():
+                logged[key] = self._wandb.Table(dataframe=_plain_frame(df))
+            for key, path in images.items():
+                if Path(path).is_file():
+                    logged[key] = self._wandb.Image(str(path))
+            run.log(logged)
+            for k, v in scrub(_scalars(summary)).items():
+                run.summary[k] = v
+            run.finish(exit_code=0)
+        except Exception as e:
+            self._fail(f"the sweep's run failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+
     def close(self) -> None:
         for key in list(self._runs):  # trials that never finished (driver stopped, cancelled)
             self.finish(key, {"state": "FAIL", "error": "sweep ended before the trial finished"})
@@ -206,6 +235,47 @@ class WandbTracker:
                 self._wandb.teardown()
             except Exception as e:
                 self._fail(f"teardown failed ({type(e).__name__}: {e})")
+
+
+def _run_id(name: str) -> str:
+    """A W&B run id from a name: its allowed characters, at most 64."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_-]", "-", name)[:64]
+
+
+def _plain_frame(df):
+    """A DataFrame W&B's Table takes: nullable integers and NaN as None, objects as they are."""
+    return df.astype(object).where(df.notna(), None)
+
+
+def log_sweep_report(spec, run_dir: Path, analysis, report_dir: Path, warn=None) -> bool:
+    """The sweep-level W&B run (see the module docstring) of a sweep whose report was just written;
+    nothing when W&B is off. A failure warns once (a view: Parquet is the record). Returns whether
+    a run was logged."""
+    from sweeps.report import tables as T
+    from sweeps.report.summary import to_json
+    from sweeps.rundir import run_identity
+
+    run_id = (run_identity(Path(run_dir)) or {}).get("run_id", spec.name)
+    tracker = make_tracker(spec.tracking.model_dump(), run_id, Path(run_dir), warn=warn)
+    if not isinstance(tracker, WandbTracker) or not tracker.active:
+        return False
+    a = analysis
+    doc = to_json(a)
+    summary = {k: doc[k] for k in ("configurations", "complete", "feasible", "hypervolume", "selection_rule")}
+    summary["reference_point"] = ", ".join(f"{x:g}" for x in a.reference_point)
+    for rule in a.rules:
+        p = a.picks[rule.name]
+        summary[f"pick/{rule.name}"] = ", ".join(f"{m} trial {int(t)}" for m, t in zip(p["method"], p["trial_number"]))
+    keep = ["trial_number", "method", "params_json", "n", "feasible",
+            *[c for o in spec.objectives for c in (o.metric, f"{o.metric}_std")]]
+    tables = {"table/front": T.front_table(a.front, spec), "table/field": a.table,
+              "table/configurations": a.configs[[c for c in keep if c in a.configs]]}
+    images = {f"plot/{n}": report_dir / f"{n}.png" for n in ("front", "history", "epochs")}
+    tracker.log_sweep(f"{spec.name}-sweep", spec.dump(), summary, tables, images)
+    tracker.close()
+    return tracker.active
 
 
 def make_tracker(tracking_cfg: dict[str, Any] | None, sweep_name: str, out_dir: Path, warn=None

@@ -51,6 +51,10 @@ BASE_FIELDS = [
     # why a FAIL row failed (unlearning.errors.FailureKind: user_error, diverged, out_of_memory,
     # timeout, lost_worker, interrupted, error); null for COMPLETE rows and rows from before the column
     pa.field("failure_kind", pa.string()),
+    # the run's parameters as its Optuna trial holds them ({"method": "ltu", "ltu.lr": 0.01, ...}: the
+    # searched ones, named `<method>.<param>`), so the record joins with the study (`study_params`);
+    # null in rows from before the column (`study_params` derives it for them)
+    pa.field("study_params_json", pa.string()),
 ]
 BASE_SCHEMA = pa.schema(BASE_FIELDS)
 
@@ -142,6 +146,7 @@ def trial_row(*, spec: SweepSpec, number: int, fp: str, config: dict[str, Any], 
         "ended_at": _ts(r.get("ended_at") or ended_at), "selection_rule": spec.selection_rule,
         "phase": phase, "seeds_in_trial": seeds_in_trial, "run_id": run_id,
         "failure_kind": failure.kind.value if failure is not None else None,
+        "study_params_json": json.dumps(study_names(spec, config.get("method"), params), sort_keys=True),
     }
     for m in METRIC_COLUMNS:
         row[m] = metrics.get(m)
@@ -151,6 +156,34 @@ def trial_row(*, spec: SweepSpec, number: int, fp: str, config: dict[str, Any], 
     for k, v in params.items():
         row[f"p_{k}"] = v
     return row
+
+
+def study_names(spec: SweepSpec, method: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    """A run's parameters as the Optuna study names them: `method`, then `<method>.<param>` for each
+    searched (non-fixed) parameter of its space (sweeps/space.py; fixed values never reach Optuna)."""
+    space = spec.methods[method].space if method in spec.methods else {}
+    return {"method": method, **{f"{method}.{p}": params[p] for p, d in space.items()
+                                 if d.type != "fixed" and p in params}}
+
+
+def study_params(runs, spec: SweepSpec | None = None):
+    """The record's rows (a pandas DataFrame from `read_results`) with their parameters in Optuna's
+    naming, ready to join `study.trials_dataframe()` on `trial_number` = `number`: columns
+    `trial_number` and `params_method`, `params_<method>.<param>` (trials_dataframe's names).
+    Rows written before the `study_params_json` column need `spec` (the run's spec.yaml) to know
+    which parameters were searched."""
+    import pandas as pd
+
+    def names(r) -> dict[str, Any]:
+        if isinstance(r.get("study_params_json"), str):
+            return json.loads(r["study_params_json"])
+        if spec is None:
+            raise ValueError("rows from before study_params_json: pass the run's spec")
+        return study_names(spec, r["method"], json.loads(r["params_json"]))
+
+    rows = [{"trial_number": r["trial_number"], **{f"params_{k}": v for k, v in names(r).items()}}
+            for r in runs.to_dict("records")]
+    return pd.DataFrame(rows, index=runs.index)
 
 
 def history_rows(spec: SweepSpec, number: int, fp: str, method: str, result: dict[str, Any] | None
@@ -284,11 +317,17 @@ def scan_record(run_dir: Path) -> dict[str, Scan]:
                                                                  ("history", HISTORY_SCHEMA))}
 
 
+ROW_ORDER = [("trial_number", "ascending"), ("split_seed", "ascending"), ("train_seed", "ascending"),
+             ("unlearn_seed", "ascending"), ("ended_at", "ascending")]
+
+
 def read_results(run_dir: str | Path) -> pa.Table:
-    """Every trial row of a run directory (or of a trials/ folder) as one Table; temp files and
-    unreadable files left out (`scan` reports them)."""
+    """Every trial row of a run directory (or of a trials/ folder) as one Table, ordered by trial
+    number, then seeds (then end time: a run redone under a new code version after the old one);
+    temp files and unreadable files left out (`scan` reports them)."""
     d = Path(run_dir)
-    return scan(d / "trials" if (d / "trials").is_dir() else d, BASE_SCHEMA).table
+    t = scan(d / "trials" if (d / "trials").is_dir() else d, BASE_SCHEMA).table
+    return t.sort_by([k for k in ROW_ORDER if k[0] in t.column_names])
 
 
 def read_history(run_dir: str | Path) -> pa.Table:

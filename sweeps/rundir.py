@@ -47,10 +47,11 @@ class DriverLock:
     refused (this host cannot tell whether that driver lives) unless `force`; on this host a lock
     whose flock is free is stale. `release` removes the file only if it is still ours."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, role: str = "sweep"):
         self.path = run_dir / "driver.lock"
         self.fd: int | None = None
         self.token = secrets.token_hex(8)
+        self.role = role  # what holds it (sweep, replicate, analyze, audit): `status` says so
 
     def owner(self) -> dict[str, Any] | None:
         """Who the file names (None: no lock, or not readable as one)."""
@@ -60,7 +61,7 @@ class DriverLock:
             return None
 
     def acquire(self, force: bool = False) -> None:
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "token": self.token,
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "token": self.token, "role": self.role,
               "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         for _ in range(10):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -16,4 +16,4 @@ def make_sampler(spec: SweepSpec, index: int | None = None) -> optuna.samplers.B
     seed = spec.sampler.seed
     if seed is not None and index is not None:
         seed = int.from_bytes(hashlib.sha256(f"{seed}/{index}".encode()).digest()[:4], "little")
-    return spec.sampler.build(seed, len(spec.objectives), spec.n_trials)
+    return spec.sampler.build(seed, len(spec.objectives))

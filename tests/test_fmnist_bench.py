@@ -20,6 +20,7 @@ def run_tiny(tmp_path, methods: str, jobs: int) -> dict:
     d = json.loads(out.with_suffix(".json").read_text())
     assert d["replicate_with"] == "sweep" and "fmnist_table.py --tiny" in d["command"]
     md = out.with_suffix(".md").read_text()
+    assert md.startswith("# fmnist_cpu: the method table on digits") and "Fashion-MNIST" not in md
     assert "| method | UA | RA | TA | MIA-efficacy | Indisc. | Avg. gap | RTE |" in md
     assert all(f"| {r['label']} |" in md for r in d["rows"])
     return d
@@ -63,3 +64,14 @@ def test_cost_mode_times_each_method_once(tmp_path):
 
 def test_seed_grammar():
     assert fmnist_table.seed_ints("0-4") == [0, 1, 2, 3, 4] and fmnist_table.seed_ints("0,2,5-6") == [0, 2, 5, 6]
+
+
+def test_tiny_and_cost_write_under_runs_never_over_the_committed_results(tmp_path, monkeypatch, capsys):
+    # before: `--tiny` and `--cost` wrote bench/results/fmnist_cpu_tiny_table.* and fmnist_cpu_cost.json
+    monkeypatch.setattr(fmnist_table, "ROOT", tmp_path)
+    assert fmnist_table.main(["--tiny", "--cost", "--methods", "ft", "--runs", str(tmp_path / "runs")]) == 0
+    assert (tmp_path / "runs" / "bench" / "fmnist_cpu_tiny_cost.json").is_file()
+    assert not (tmp_path / "bench").exists()
+    out = capsys.readouterr().out  # it says what it does, and its estimate, not only in the JSON
+    assert "--cost: the seed-0 Original and Retrain" in out and "estimate for the whole table:" in out
+    assert ("Original epoch" in out) or ("Original: from the oracle cache" in out)

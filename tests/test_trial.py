@@ -178,7 +178,7 @@ def test_cli_trial_json_is_one_trial_result():
     (["--method", "nope"], "unknown method"),
     (["--model", "nope"], "unknown model"),
     (["--data", "imagenet"], "data.name"),
-    (["--set", "bogus=1"], "params.bogus: unknown key"),
+    (["--set", "bogus=1"], "--set bogus: neither a parameter of ft nor a trial field"),
     (["--set", "split.bogus=1"], "split.bogus: unknown key"),
     (["--data", "cifar10", "--data-root", "/does/not/exist"], "does not exist"),
     (["--set", "split.scenario=class", "--set", "split.forget_class=10"], "out of range"),

@@ -22,7 +22,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from pydantic import Field
@@ -67,8 +67,10 @@ class Trained:
 
 
 def train_from_scratch(ds: Dataset, idx: torch.Tensor, model_name: str, recipe: TrainRecipe, seed: int,
-                       device: torch.device, autocast) -> Trained:
-    """Train a fresh model on train-set indices `idx` with `recipe` (cross-entropy, the one loop)."""
+                       device: torch.device, autocast, on_epoch: Callable[[dict], None] | None = None
+                       ) -> Trained:
+    """Train a fresh model on train-set indices `idx` with `recipe` (cross-entropy, the one loop);
+    `on_epoch` gets each epoch's row as it ends (progress for a person waiting)."""
     torch.manual_seed(seed)
     model = models_mod.build_model(model_name, ds.in_shape, ds.num_classes).to(device)
     if device.type == "cuda" and len(ds.in_shape) == 3:
@@ -80,7 +82,7 @@ def train_from_scratch(ds: Dataset, idx: torch.Tensor, model_name: str, recipe: 
     cfg = ft.Config(**{k: getattr(recipe, k) for k in MethodConfig.model_fields})
     method = ft(cfg, Context(view, model, device, gen, autocast))
     t0 = time.perf_counter()
-    history, _ = loop_mod.run_loop(model, method)
+    history, _ = loop_mod.run_loop(model, method, on_epoch=on_epoch)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     model.eval()
@@ -147,11 +149,12 @@ def _load_cached(weights: Path, meta: Path, model_name: str, ds: Dataset, device
 
 
 def cached_train(cache_dir: Path, key_parts: dict[str, Any], ds: Dataset, idx: torch.Tensor,
-                 model_name: str, recipe: TrainRecipe, seed: int, device: torch.device, autocast
-                 ) -> Trained:
+                 model_name: str, recipe: TrainRecipe, seed: int, device: torch.device, autocast,
+                 on_epoch: Callable[[dict], None] | None = None) -> Trained:
     """`train_from_scratch`, memoised on disk under a hash of `key_parts` (the .pt is loaded with
     weights_only: a cache file cannot run code). A checkpoint's key is never trained: it must have
-    been installed (`install_checkpoint`)."""
+    been installed (`install_checkpoint`). `on_epoch`: as for train_from_scratch (never called when
+    the model comes from the cache)."""
     key = cache_key(key_parts)
     weights, meta = cache_dir / f"{key}.pt", cache_dir / f"{key}.json"
     with _locked(weights):
@@ -160,7 +163,7 @@ def cached_train(cache_dir: Path, key_parts: dict[str, Any], ds: Dataset, idx: t
         if "checkpoint" in key_parts:
             raise UserError(f"the {key_parts['kind']} checkpoint {key_parts['checkpoint'][:12]}... is "
                             f"not in the oracle cache {cache_dir}, and its file is not here")
-        out = train_from_scratch(ds, idx, model_name, recipe, seed, device, autocast)
+        out = train_from_scratch(ds, idx, model_name, recipe, seed, device, autocast, on_epoch)
         _atomic_write(weights, lambda p: torch.save(out.model.state_dict(), p))
         info = {"key": key_parts, "runtime_s": out.runtime_s, "history": out.history,
                 "device": str(device), "created": time.time()}
@@ -220,27 +223,42 @@ def oracle_parts(kind: Literal["original", "retrain"], ds: Dataset, split: Split
     return {**base, "kind": "retrain", "split": split.digest()}, split.retain
 
 
+OracleProgress = Callable[[str, dict], None]
+
+
 def oracle(kind: Literal["original", "retrain"], ds: Dataset, split: Split, *, model_name: str,
            recipe: TrainRecipe, train_seed: int, device: torch.device, autocast, cache_dir: Path,
-           precision: str = "fp32", checkpoint: str | None = None) -> Trained:
+           precision: str = "fp32", checkpoint: str | None = None,
+           progress: OracleProgress | None = None) -> Trained:
     """One cached oracle (see `oracle_parts`), trained here if this node's cache lacks it; with
-    `checkpoint`, the installed weights file of that sha256."""
+    `checkpoint`, the installed weights file of that sha256. `progress(kind, event)` hears what
+    happens: {"event": "train", "epochs": n, "examples": m} before training, then each epoch's row
+    with "event": "epoch", or {"event": "cached", "runtime_s": s} when it was on disk (NaN for a
+    released checkpoint, which no one trained here)."""
     key, idx = oracle_parts(kind, ds, split, model_name=model_name, recipe=recipe,
                             train_seed=train_seed, precision=precision, checkpoint=checkpoint)
-    return cached_train(cache_dir, key, ds, idx, model_name, recipe, train_seed, device, autocast)
+    on_epoch = None
+    if progress is not None:
+        if not (cache_dir / f"{cache_key(key)}.pt").exists():
+            progress(kind, {"event": "train", "epochs": recipe.epochs, "examples": len(idx)})
+        on_epoch = lambda row: progress(kind, {**row, "event": "epoch", "epochs": recipe.epochs})  # noqa: E731
+    out = cached_train(cache_dir, key, ds, idx, model_name, recipe, train_seed, device, autocast, on_epoch)
+    if progress is not None and out.cached:
+        progress(kind, {"event": "cached", "runtime_s": out.runtime_s})
+    return out
 
 
 def get_oracles(ds: Dataset, split: Split, *, model_name: str, recipe: TrainRecipe, train_seed: int,
                 device: torch.device, autocast, cache_dir: Path, retrain: bool = True,
-                precision: str = "fp32", checkpoints: dict[str, str] | None = None
-                ) -> tuple[Trained, Trained | None]:
+                precision: str = "fp32", checkpoints: dict[str, str] | None = None,
+                progress: OracleProgress | None = None) -> tuple[Trained, Trained | None]:
     """(original, retrain or None). Both cached. `precision` is the one training actually used (bf16
     only on CUDA): bf16 oracles get their own keys, fp32 keys stay as they were. `checkpoints`
     ({"original" | "retrain": sha256}, from `install_checkpoints`) names installed weights files
-    used instead of training."""
+    used instead of training. `progress`: see `oracle`."""
     pins = checkpoints or {}
     kw = dict(model_name=model_name, recipe=recipe, train_seed=train_seed, device=device,
-              autocast=autocast, cache_dir=cache_dir, precision=precision)
+              autocast=autocast, cache_dir=cache_dir, precision=precision, progress=progress)
     return (oracle("original", ds, split, checkpoint=pins.get("original"), **kw),
             oracle("retrain", ds, split, checkpoint=pins.get("retrain"), **kw) if retrain else None)
 

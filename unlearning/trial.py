@@ -86,7 +86,7 @@ class TrialConfig(StrictModel):
         try:
             self._method_config = cls.Config(**self.params)
         except ValidationError as e:
-            raise UserError(one_line(e, "params")) from None
+            raise UserError(one_line(e, "params", model=cls.Config)) from None
         return self
 
     _method_config: MethodConfig = PrivateAttr()  # validated once, with the config
@@ -101,7 +101,7 @@ def load_trial_config(raw: dict[str, Any]) -> TrialConfig:
     try:
         return TrialConfig(**raw)
     except ValidationError as e:
-        raise UserError(one_line(e)) from None
+        raise UserError(one_line(e, model=TrialConfig)) from None
 
 
 class TrialResult(BaseModel):
@@ -188,18 +188,21 @@ def _epoch_eval(cfg: TrialConfig, model, ds: Dataset, split: Split, amp: bool, e
 # -- the trial -----------------------------------------------------------------------------------
 
 def run_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None, *,
-              method_data: Callable[..., MethodData] = MethodData) -> TrialResult:
+              method_data: Callable[..., MethodData] = MethodData,
+              on_oracle: Callable[[str, dict], None] | None = None) -> TrialResult:
     """Run one trial. Raises UserError for bad input discovered while loading (missing data root,
     forget class out of range); every failure after that is a FAIL result with the reason.
 
     `method_data` builds the method's data door (called as MethodData is); the default is the
     device-resident one. bench/trial_throughput.py passes a CPU-DataLoader door to measure the
-    reference codebases' way with the same method and the same loop."""
-    return start_trial(cfg, on_epoch, method_data=method_data)()
+    reference codebases' way with the same method and the same loop. `on_oracle(kind, event)`: the
+    Original's and Retrain's training as it goes (unlearning.oracle.oracle says what it hears)."""
+    return start_trial(cfg, on_epoch, method_data=method_data, on_oracle=on_oracle)()
 
 
 def start_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None, *,
-                method_data: Callable[..., MethodData] = MethodData) -> Callable[[], TrialResult]:
+                method_data: Callable[..., MethodData] = MethodData,
+                on_oracle: Callable[[str, dict], None] | None = None) -> Callable[[], TrialResult]:
     """`run_trial` in two parts. Everything that needs the device runs now: the unlearning, the
     forward passes of evaluation, the reference models' metrics, the relearning attack. The returned
     callable does the rest on the CPU alone (the MIA SVC, seconds at CIFAR size; the gaps) and
@@ -226,7 +229,8 @@ def start_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None
             ds, split, model_name=cfg.model, recipe=cfg.train, train_seed=cfg.seeds.train_seed,
             device=device, autocast=autocast, cache_dir=cache_dir,
             retrain=cfg.retrain or method_cls.from_oracle,
-            precision=cfg.precision if device.type == "cuda" else "fp32", checkpoints=pins)
+            precision=cfg.precision if device.type == "cuda" else "fp32", checkpoints=pins,
+            progress=on_oracle)
         if method_cls.from_oracle:
             u = Unlearned(retrained.model, retrained.runtime_s, retrained.history, [], len(split.retain))
         else:

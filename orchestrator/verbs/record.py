@@ -3,7 +3,6 @@ directory (no data set, no Ray, no torch): a record copied to a laptop still rep
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from pathlib import Path
 
@@ -40,27 +39,22 @@ def add_parsers(sub) -> None:
     cp.add_argument("--json", action="store_true", help="machine-readable output")
     cp.set_defaults(func=cmd_compare)
 
+    tr = sub.add_parser("trials", help="every trial of a sweep: state, method, parameters, n and values "
+                        "(like `optuna trials`)")
+    tr.add_argument("dir", metavar="RUN", help=run_help)
+    tr.add_argument("--method", metavar="M[,M]", help="only these methods")
+    tr.add_argument("--state", metavar="S[,S]", help="only these states: complete, fail, running, waiting "
+                    "(re-enqueued trials are fail)")
+    tr.add_argument("--json", action="store_true", help="one JSON object per trial, in a list")
+    tr.set_defaults(func=cmd_trials)
 
-
-def _driver_state(run_dir: Path) -> str:
-    from sweeps.rundir import DriverLock, alive
-
-    owner = DriverLock(run_dir).owner()
-    if not owner:
-        return "no driver running"
-    pid, host = owner.get("pid"), owner.get("host")
-    if host != socket.gethostname():  # a process on another host cannot be checked from here
-        return f"lock held by pid {pid} on {host} since {owner.get('started', '?')} (not checkable here)"
-    if isinstance(pid, int) and alive(pid):
-        return f"driver running (pid {pid}, since {owner.get('started', '?')})"
-    return f"no driver running (a stale lock of pid {pid} is left; the next run takes it over)"
 
 
 def cmd_status(args) -> int:
     from sweeps.report.analysis import analyze_runs
     from sweeps.report.summary import summary_text, to_json
     from sweeps.results import record_problems, scan_record
-    from sweeps.rundir import DriverLock, alive
+    from orchestrator.control import holders, state_text
     from sweeps.study import superseded
 
     run_dir = resolve_run_dir(args.dir)
@@ -73,17 +67,19 @@ def cmd_status(args) -> int:
         name = t.state.name + (" (re-enqueued)" if t.number in sup else "")
         states[name] = states.get(name, 0) + 1
     analysis = analyze_runs(scans["trials"].table.to_pandas(), spec, run_dir=run_dir)
+    hs = holders(run_dir)
     if args.json:
-        owner = DriverLock(run_dir).owner() or {}
-        pid, host = owner.get("pid"), owner.get("host")
-        live = (isinstance(pid, int) and alive(pid)) if host in (None, socket.gethostname()) else None
+        d = next((h for h in hs if h.lock.parent == run_dir), None)
         print(json.dumps({"run_dir": str(run_dir), "n_trials": spec.n_trials, "study": states,
-                          "driver": {"pid": pid, "host": host, "running": live},
+                          "driver": {"pid": d.pid if d else None, "host": d.host if d else None,
+                                     "running": d.live if d else False, "role": d.role if d else None},
+                          "locks": [{"lock": str(h.lock), "role": h.role, "pid": h.pid, "host": h.host,
+                                     "since": h.started, "running": h.live} for h in hs],
                           "record_problems": problems, **to_json(analysis)}, indent=2))
         return 0
     print(f"sweep {spec.name} in {run_dir}: n_trials {spec.n_trials}, study "
           + (", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "empty")
-          + f"; {_driver_state(run_dir)}")
+          + f"; {state_text(run_dir)}")
     for line in problems:
         print(f"record: {line}")
     print(summary_text(analysis))
@@ -102,7 +98,7 @@ def cmd_analyze(args) -> int:
     _, problems = record_problems(spec, run_dir, scans)
     for line in problems:
         print(f"record: {line}", file=sys.stderr)
-    lock = DriverLock(run_dir)
+    lock = DriverLock(run_dir, role="analyze")
     try:  # compact a large record while no driver writes to it; skipped when one does
         lock.acquire()
         try:
@@ -141,9 +137,9 @@ def cmd_export(args) -> int:
         doc["audit"] = [{k: plain(v) for k, v in r.items()} for r in audit.to_dict("records")]
         text = json.dumps(doc, indent=2) + "\n"
     elif audit is not None and args.format == "latex":
-        text += "\n% the per-example audit (unlearn-sweep audit)\n" + audit.style.hide(axis="index") \
-            .format(precision=3, na_rep="--", escape="latex").format_index(escape="latex", axis=1) \
-            .to_latex(hrules=True)
+        from sweeps.report.audit_results import audit_latex
+
+        text += "\n% the per-example audit (unlearn-sweep audit)\n" + audit_latex(run_dir)
     emit(text, args.out)
     return 0
 
@@ -182,3 +178,34 @@ def cmd_compare(args) -> int:
     return 0
 
 
+
+
+def cmd_trials(args) -> int:
+    from sweeps.report.tables import plain
+    from sweeps.report.trials import trial_rows, trials_text
+
+    run_dir = resolve_run_dir(args.dir)
+    spec = spec_from_dir(run_dir, [], read_only=True)
+    rows, notice = trial_rows(spec, run_dir)
+    if notice:
+        print(f"record: {notice}", file=sys.stderr)
+    wanted = lambda text: {x.strip().lower() for x in text.split(",") if x.strip()}  # noqa: E731
+    if args.method:
+        methods = wanted(args.method)
+        unknown = methods - {m.lower() for m in spec.methods}
+        if unknown:
+            raise UserError(f"--method: {', '.join(sorted(unknown))} is not a method of sweep {spec.name} "
+                            f"({', '.join(spec.methods)})")
+        rows = [r for r in rows if str(r["method"]).lower() in methods]
+    if args.state:
+        states = wanted(args.state)
+        known = {"complete", "fail", "running", "waiting", "pruned"}
+        if states - known:
+            raise UserError(f"--state: {', '.join(sorted(states - known))} is not a state ({', '.join(sorted(known))})")
+        rows = [r for r in rows if r["state"].lower() in states]
+    if args.json:
+        print(json.dumps([{k: (plain(v) if not isinstance(v, (dict, list)) else v) for k, v in r.items()}
+                          for r in rows], indent=2))
+        return 0
+    print(trials_text(spec, rows))
+    return 0

@@ -15,6 +15,9 @@ def add_parsers(sub) -> None:
     r = sub.add_parser("run", help="run a sweep from a spec file or a preset (see `presets`)")
     r.add_argument("spec", metavar="SPEC|PRESET")
     r.add_argument("--out", help="the run directory (default runs/<name>)")
+    r.add_argument("--dry-run", dest="dry_run", action="store_true",
+                   help="print the plan (as `plan`) and start nothing")
+    r.add_argument("--no-probe", dest="no_probe", action="store_true", help="with --dry-run: no timing probe")
     r.set_defaults(func=cmd_run)
     rs = sub.add_parser("resume", help="continue a sweep (after a crash, Ctrl-C, or with more trials)")
     rs.add_argument("dir", metavar="RUN", help=run_help)
@@ -41,7 +44,9 @@ def add_parsers(sub) -> None:
     rp.add_argument("--force", action="store_true", help="as for run")
     rp.add_argument("--backend", choices=["inline", "ray"], help="override resources.backend")
     rp.add_argument("--address", help="an existing Ray cluster (as for run)")
-    rp.add_argument("--set", **setf)
+    rp.add_argument("--set", **{**setf, "help": "override base.eval.*, base.device, base.cache_dir, resources.* "
+                                "or tracking.* for these runs (base.eval.mia=true, resources.max_concurrent=2); "
+                                "nothing that would make other configurations"})
     rp.set_defaults(func=cmd_replicate)
 
     au = sub.add_parser("audit", help="per-example audits (U-LiRA, KLoM, relearn time) of a sweep's "
@@ -52,8 +57,27 @@ def add_parsers(sub) -> None:
     au.add_argument("--kind", help="comma-separated: ulira,klom,relearn (default: all three)")
     au.add_argument("--backend", choices=["inline", "ray"], help="override resources.backend")
     au.add_argument("--address", help="an existing Ray cluster (as for run)")
-    au.add_argument("--set", **setf)
+    au.add_argument("--set", **{**setf, "help": "override the audit's settings or resources "
+                                "(audit.klom_examples=500, audit.relearn.max_steps=400, resources.max_concurrent=2)"})
     au.set_defaults(func=cmd_audit)
+
+    pl = sub.add_parser("plan", help="before spending compute: the resolved search space, configurations "
+                        "x seeds = runs, the oracles to train, a time estimate; starts and writes nothing")
+    pl.add_argument("spec", metavar="SPEC|PRESET|RUN", help="a spec file, a preset, or a run directory to continue")
+    pl.add_argument("--out", help="the run directory (default runs/<name>)")
+    pl.add_argument("--backend", choices=["inline", "ray"], help="override resources.backend")
+    pl.add_argument("--set", **setf)
+    pl.add_argument("--no-probe", dest="no_probe", action="store_true",
+                    help="no timing probe (the estimate then needs runs on record)")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    pl.set_defaults(func=cmd_plan)
+
+    sp = sub.add_parser("stop", help="stop a running sweep, replicate or audit from another shell, "
+                        "gracefully (as Ctrl-C: trials re-enqueued, `resume` continues)")
+    sp.add_argument("dir", metavar="RUN", help=run_help)
+    sp.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                    help="how long to wait for it to let go of its lock (default 60; 0: do not wait)")
+    sp.set_defaults(func=cmd_stop)
 
     pr = sub.add_parser("presets", help="list the bundled sweep specs; `presets show NAME` prints one")
     pr.add_argument("action", nargs="?", choices=["list", "show"], default="list")
@@ -79,6 +103,7 @@ def _run_and_report(spec, run_dir: Path, args) -> int:
     from sweeps.results import failure_reasons, read_results
 
     analysis, report = write_report(run_dir, spec)
+    _to_wandb(spec, run_dir, analysis, report)
     print(summary_text(analysis))
     reasons = failure_reasons(read_results(run_dir))
     if reasons:
@@ -97,12 +122,22 @@ def _run_and_report(spec, run_dir: Path, args) -> int:
     return 0
 
 
+def _to_wandb(spec, run_dir: Path, analysis, report: Path) -> None:
+    """With W&B on, the sweep-level run beside the per-trial ones (orchestrator/tracking.py)."""
+    from orchestrator.tracking import log_sweep_report
+
+    log_sweep_report(spec, run_dir, analysis, report.parent,
+                     warn=lambda msg: print(f"[{spec.name}] {msg}", file=sys.stderr))
+
+
 def analysis_has_complete(analysis) -> bool:
     c = analysis.configs
     return bool(len(c)) and bool((c["state"] == "COMPLETE").any())
 
 
 def cmd_run(args) -> int:
+    if getattr(args, "dry_run", False):
+        return cmd_plan(args)
     from sweeps.spec import load_spec, read_spec_source, spec_conflict
 
     spec = load_spec(read_spec_source(args.spec), sweep_sets(args))
@@ -141,6 +176,7 @@ def cmd_replicate(args) -> int:
     out = replicate_sweep(spec, run_dir, top=args.top, seeds=args.seeds, per_method=args.per_method,
                           force=args.force)
     analysis, report = write_report(run_dir, spec)
+    _to_wandb(spec, run_dir, analysis, report)
     print(summary_text(analysis))
     print(f"report: {report}")
     print(f"replicate: {out['done']} configuration(s) done, {out['failed']} failed, {out['reused']} run(s) "
@@ -193,3 +229,38 @@ def cmd_presets(args) -> int:
     return 0
 
 
+
+
+def cmd_stop(args) -> int:
+    """SIGTERM to the process holding the run's lock (orchestrator/control.py); exit 0 once it has
+    gone, 1 when nothing runs there or it is still stopping after --wait."""
+    from orchestrator.control import NothingToStop, stop
+
+    run_dir = resolve_run_dir(args.dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory")
+    try:
+        return 0 if stop(run_dir, wait_s=max(args.wait, 0.0)) else EXIT_FAILED
+    except NothingToStop as e:
+        print(f"unlearn-sweep: {e}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def cmd_plan(args) -> int:
+    """`plan` and `run --dry-run`: orchestrator/plan.py, printed; nothing started or written."""
+    import json
+
+    from orchestrator.plan import make_plan, plan_text
+    from sweeps.spec import load_spec, read_spec_source
+
+    source = Path(args.spec).expanduser()
+    if (source / "spec.yaml").is_file() or (not source.exists() and (Path("runs") / args.spec / "spec.yaml").is_file()
+                                            and not args.spec.endswith((".yaml", ".yml"))):
+        run_dir = resolve_run_dir(args.spec)  # a run to continue: its own spec, as `resume` takes it
+        spec = spec_from_dir(run_dir, sweep_sets(args))
+    else:
+        spec = load_spec(read_spec_source(args.spec), sweep_sets(args))
+        run_dir = Path(args.out).expanduser() if args.out else Path("runs") / spec.name
+    p = make_plan(spec, run_dir, do_probe=not getattr(args, "no_probe", False))
+    print(json.dumps(p, indent=2, default=str) if getattr(args, "json", False) else plan_text(p))
+    return 0

@@ -75,27 +75,86 @@ def trial_config_from_args(args) -> "TrialConfig":  # noqa: F821
                        ("data_root", "data.root"), ("device", "device"), ("cache_dir", "cache_dir")):
         if getattr(args, flag) is not None:
             raw = set_path(raw, path, getattr(args, flag))
-    for key, value in parse_sets(args.set):
+    sets = parse_sets(args.set)
+    for key, _ in sets:
+        if key.split(".")[0] not in TrialConfig.model_fields:
+            _check_param(key, raw.get("method", TrialConfig.model_fields["method"].default))
+    for key, value in sets:
         # a top-level TrialConfig field, or else a parameter of the method
         target = key if key.split(".")[0] in TrialConfig.model_fields else f"params.{key}"
         raw = set_path(raw, target, value)
     return load_trial_config(raw)
 
 
+def _check_param(key: str, method: str) -> None:
+    """`--set KEY=...` that is no TrialConfig field must be a parameter of the method: else one line
+    naming the nearest key and both lists (`lrr` -> did you mean lr?)."""
+    from unlearning.config import did_you_mean
+    from unlearning.methods import all_methods
+    from unlearning.trial import TrialConfig
+
+    cls = all_methods().get(method)
+    if cls is None:  # the config names the unknown method in its own line
+        return
+    params, fields = list(cls.Config.model_fields), list(TrialConfig.model_fields)
+    if key in params:
+        return
+    hint = did_you_mean(key, [*params, *fields])
+    hint = hint if "did you mean" in hint else ""
+    raise UserError(f"--set {key}: neither a parameter of {method} nor a trial field{hint} ({method}'s "
+                    f"parameters: {', '.join(params)}; trial fields: {', '.join(fields)})")
+
+
 def cmd_trial(args) -> int:
     from unlearning.trial import run_trial
 
     cfg = trial_config_from_args(args)
-    progress = None
-    if not args.json:
-        progress = lambda row: print(f"  epoch {row['epoch']:>3}  loss {row['loss']:.4f}  "  # noqa: E731
-                                     f"{row['elapsed_s']:.1f}s", file=sys.stderr)
-    result = run_trial(cfg, on_epoch=progress)
+    # progress on stderr (also with --json, whose stdout stays one JSON object): the oracles'
+    # training can take minutes on a real data set, and silence reads as a hang
+    result = run_trial(cfg, on_epoch=epoch_line, on_oracle=OracleLines(sys.stderr))
     if args.json:
         print(result.model_dump_json())
     else:
         print(format_result(result))
     return 0 if result.state == "COMPLETE" else 1
+
+
+def epoch_line(row: dict) -> None:
+    """One line per unlearning epoch; UA, RA, TA too where `eval.eval_every` measured them."""
+    accs = "".join(f"  {lab} {row[k]:.2f}" for lab, k in (("UA", "unlearn_acc"), ("RA", "retain_acc"),
+                                                          ("TA", "test_acc")) if row.get(k) is not None)
+    print(f"  epoch {row['epoch'] + 1:>3}  loss {row['loss']:.4f}{accs}  {row['elapsed_s']:.1f}s",
+          file=sys.stderr, flush=True)
+
+
+class OracleLines:
+    """What the oracle training says, as lines: the model it trains (not in the cache), each epoch
+    with the time left, or that it came from the cache."""
+
+    NAMES = {"original": "Original", "retrain": "Retrain"}
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def __call__(self, kind: str, ev: dict) -> None:
+        name = self.NAMES.get(kind, kind)
+        if ev["event"] == "train":
+            line = (f"{name}: training {ev['epochs']} epoch(s) on {ev['examples']} examples (not in the "
+                    "oracle cache yet; cached for every later trial)")
+        elif ev["event"] == "cached":
+            t = ev["runtime_s"]
+            line = f"{name}: from the oracle cache " + (f"(trained in {t:.1f}s)" if t == t else "(a released checkpoint)")
+        else:
+            done, n, t = ev["epoch"] + 1, ev["epochs"], ev["elapsed_s"]
+            left = t / done * (n - done)
+            line = f"  {name} epoch {done:>3}/{n}  loss {ev['loss']:.4f}  {t:.1f}s, about {left:.0f}s left"
+        print(line, file=self.stream, flush=True)
+
+
+def _cell(v) -> str:
+    import math
+
+    return f"{v:>14.2f}" if isinstance(v, (int, float)) and math.isfinite(v) else f"{'—':>14}"
 
 
 def format_result(r) -> str:
@@ -106,10 +165,11 @@ def format_result(r) -> str:
         lines.append(f"error: {r.error}")
         return "\n".join(lines)
     lines.append(head)
-    rows = [(r.method, r.metrics)] + [(k, v) for k, v in r.reference.items()]
+    # the references as they are (— where a metric does not apply: a reference has no avg_gap or
+    # runtime of unlearning); Retrain once when it is the method itself
+    rows = [(r.method, r.metrics)] + [(k, v) for k, v in r.reference.items() if k != r.method]
     for name, m in rows:
-        lines.append(f"{name:10}" + "".join(f"{m.get(k, float('nan')):>14.2f}"
-                                            for k in (*keys, "avg_gap", "runtime_s")))
+        lines.append(f"{name:10}" + "".join(_cell(m.get(k)) for k in (*keys, "avg_gap", "runtime_s")))
     lines.append(f"retain examples seen: {int(r.metrics['retain_examples_seen'])}   "
                  f"params: {json.dumps(r.params)}")
     return "\n".join(lines)

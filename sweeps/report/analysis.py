@@ -110,6 +110,10 @@ def front_hypervolume(front: pd.DataFrame, objectives, ref: list[float]) -> floa
 
 # -- per configuration ---------------------------------------------------------------------------
 
+_ALL_METRICS = [*METRIC_COLUMNS, *(m.name for m in CATALOGUE if m.column == "run"),
+                *(f"{r}_{m}" for r in ("original", "retrain") for m in REFERENCE_METRICS)]
+
+
 def metric_columns(runs: pd.DataFrame) -> list[str]:
     """The record's metric columns in `runs`: the metric block, the run's own (runtime_s), then
     Original's and Retrain's."""
@@ -125,8 +129,12 @@ def per_config(runs: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     (groupby/agg): a 10,000-run record takes well under a second."""
     cols = ["method", "params_json", "trial_number", "state", "error", "n", "n_runs", "replicated",
             "fingerprints", "feasible"]
-    if runs.empty:
-        return pd.DataFrame(columns=cols)
+    if runs.empty:  # no run has landed yet: the same columns, so every reader finds its metric
+        metrics = metric_columns(pd.DataFrame(columns=_ALL_METRICS))
+        empty = pd.DataFrame(columns=cols + [c for m in metrics for c in (m, f"{m}_std")])
+        # typed, so that `configs[configs["feasible"]]` filters rows instead of picking columns
+        return empty.astype({"feasible": bool, "n": int, "trial_number": int, **dict.fromkeys(
+            [c for m in metrics for c in (m, f"{m}_std")], float)})
     runs = runs.assign(phase=runs["phase"].fillna("search") if "phase" in runs else "search")
     metrics = metric_columns(runs)
     # a seed that ran twice (a new code version, a new fingerprint): the newest complete run counts
@@ -334,7 +342,10 @@ def field_table(a: Analysis) -> pd.DataFrame:
                 if m in GAPPED:
                     row[f"{m}_gap"] = abs(row[m] - c.get(f"retrain_{m}", math.nan))
             rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if len(table):  # integers stay integers in table.csv (Retrain and Original have no trial)
+        table = table.astype({"trial": "Int64", "n": "Int64"})
+    return table
 
 
 def _reference_rows(runs: pd.DataFrame) -> list[dict]:

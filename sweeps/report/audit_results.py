@@ -121,18 +121,96 @@ def _cell(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def _label(r) -> str:
+    """`trial 12 (top 1) ltu`: the configuration's trial number (as in every other table), its
+    rank by the sweep's selection rule and its method; a baseline by its name."""
+    if pd.isna(r.get("rank")):
+        return str(r["method"])
+    t = r.get("trial_number")
+    return (f"trial {int(t)} " if t is not None and pd.notna(t) else "") + \
+        f"(top {int(r['rank']) + 1}) {r['method']}"
+
+
+def ain_caveat(df: pd.DataFrame) -> str | None:
+    """The note AIN needs where Retrain relearned in 0 steps (random forgetting: Retrain's forget
+    accuracy is already at the target), which makes AIN = 100 x RT + 1: a relearn time, no ratio."""
+    if "relearn_steps_retrain" not in df or "ain" not in df:
+        return None
+    rt_r = pd.to_numeric(df["relearn_steps_retrain"], errors="coerce")
+    if not (rt_r == 0).any():
+        return None
+    return ("AIN caveat: RT Retrain is 0 here (Retrain is already at the target forget accuracy, as "
+            "on random forgetting), so AIN = (RT + 0.01) / 0.01 = 100 × RT + 1 restates the relearn "
+            "time RT and says nothing about closeness to Retrain; read RT, or audit class-wise "
+            "forgetting, where Retrain has to learn the forget set (docs/metrics.md).")
+
+
+def _intro(meta: dict[str, Any]) -> str:
+    n = meta.get("shadows", "?")
+    return (f"{n} shadows (U-LiRA: each unlearned shadow audited against the other {n}-1, "
+            f"{meta.get('variance', 'global')} variance), {n} unlearned originals against {n} "
+            "reference Retrain models (KLoM, relearn time in optimizer steps; AIN = (RT + 0.01) / "
+            "(RT_Retrain + 0.01)). U-LiRA AUC 0.5 and KLoM 0 = indistinguishable from Retrain; "
+            f"kinds: {', '.join(meta.get('kinds', []))}; wall time {meta.get('wall_s', math.nan):.0f} s. "
+            "Definitions: docs/metrics.md.")
+
+
 def _markdown(df: pd.DataFrame, meta: dict[str, Any]) -> str:
     cols = [(h, c) for h, c in COLUMNS if c in df]
     head = ["configuration"] + [h for h, _ in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in df.iterrows():
-        name = r["method"] if pd.isna(r.get("rank")) else f"#{int(r['rank'])} {r['method']} {r['params']}"
+        name = _label(r) + (f": {r['params']}" if not pd.isna(r.get("rank")) and r.get("params") else "")
         lines.append("| " + " | ".join([name] + [_cell(r.get(c)) for _, c in cols]) + " |")
-    n = meta.get("shadows", "?")
-    intro = (f"{n} shadows (U-LiRA: each unlearned shadow audited against the other {n}-1, "
-             f"{meta.get('variance', 'global')} variance), {n} unlearned originals against {n} "
-             "reference Retrain models (KLoM, relearn time in optimizer steps; AIN = (RT + 0.01) / "
-             "(RT_Retrain + 0.01)). U-LiRA AUC 0.5 and KLoM 0 = indistinguishable from Retrain; "
-             f"kinds: {', '.join(meta.get('kinds', []))}; wall time {meta.get('wall_s', math.nan):.0f} s. "
-             "Definitions: docs/metrics.md.\n\n")
-    return intro + "\n".join(lines) + "\n"
+    caveat = ain_caveat(df)
+    return _intro(meta) + "\n\n" + "\n".join(lines) + "\n" + (f"\n{caveat}\n" if caveat else "")
+
+
+# the LaTeX table's column groups: (group, [(sub-header, column)])
+LATEX_GROUPS = [("U-LiRA", [("AUC", "ulira_auc"), (r"TPR@1\%", "ulira_tpr_at_1pct"),
+                            (r"@0.1\%", "ulira_tpr_at_0.1pct"), ("offl.", "ulira_offline_auc")]),
+                ("KLoM", [("forget", "klom_forget_mean"), ("retain", "klom_retain_mean"),
+                          ("val", "klom_val_mean")]),
+                ("Relearn", [("RT", "relearn_steps"), ("RT$_r$", "relearn_steps_retrain"), ("AIN", "ain")])]
+
+
+def audit_latex(run_dir: str | Path) -> str | None:
+    """The audit's summary as a booktabs table sized for a one-column article (the export of
+    `--format latex`; the markdown export's content): one row per configuration (trial, method),
+    the metrics grouped U-LiRA / KLoM / relearn, the parameters and the caveats in the caption.
+    None without an audit."""
+    from sweeps.report.tables import latex_escape
+
+    p = audit_dir(run_dir) / "summary.parquet"
+    if not p.is_file():
+        return None
+    t = pq.read_table(p)
+    meta = json.loads((t.schema.metadata or {}).get(b"unlearn_sweep.audit", b"{}"))
+    df = t.to_pandas()
+    groups = [(g, [(h, c) for h, c in cols if c in df]) for g, cols in LATEX_GROUPS]
+    groups = [(g, cols) for g, cols in groups if cols]
+    cols = [c for _, gc in groups for _, c in gc]
+    configs = "; ".join(f"trial {int(r['trial_number'])}: {r['method']}" + (f" ({r['params']})" if r.get("params") else "")
+                        for _, r in df.iterrows() if not pd.isna(r.get("rank")) and pd.notna(r.get("trial_number")))
+    caveat = ain_caveat(df)
+    caption = latex_escape(f"Per-example audit of sweep {meta.get('sweep', '')}. " + _intro(meta)
+                           + (f" Configurations: {configs}." if configs else "")
+                           + (f" {caveat}" if caveat else ""))
+    lines = [r"\begin{table}", r"\centering", r"\footnotesize", r"\setlength{\tabcolsep}{2.5pt}",
+             rf"\caption{{{caption}}}", r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
+             r"\begin{tabular}{l" + "r" * len(cols) + "}", r"\toprule",
+             " & " + " & ".join(rf"\multicolumn{{{len(gc)}}}{{c}}{{{g}}}" for g, gc in groups) + r" \\"]
+    at = 2
+    rules = []
+    for _, gc in groups:
+        rules.append(rf"\cmidrule(lr){{{at}-{at + len(gc) - 1}}}")
+        at += len(gc)
+    lines += ["".join(rules), " & ".join(["Trial: method", *(h for _, gc in groups for h, _ in gc)]) + r" \\",
+              r"\midrule"]
+    for _, r in df.iterrows():
+        t = r.get("trial_number")
+        trial = "" if pd.isna(r.get("rank")) or t is None or pd.isna(t) else f"{int(t)}: "
+        vals = [_cell(r.get(c)).replace("—", "--") for c in cols]
+        lines.append(" & ".join([trial + latex_escape(str(r["method"])), *vals]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
+    return "\n".join(lines) + "\n"

@@ -7,6 +7,7 @@ the runs together only for a metric with no natural bound (run time).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pandas as pd
 
 from sweeps.report.analysis import Analysis, analyze_runs, objective_matrix, per_config
 from sweeps.report.tables import fmt
-from sweeps.report.units import default_reference
+from sweeps.report.units import default_reference, hv_text
 from sweeps.results import read_results
 from sweeps.spec import SweepSpec
 from unlearning.errors import UserError
@@ -67,14 +68,15 @@ def compare(runs: list[tuple[Path, SweepSpec]], ref: list[float] | None = None) 
                "feasible": int(c["feasible"].sum()) if len(c) else 0, "front": len(a.front),
                "hypervolume": a.hypervolume}
         feas = c[c["feasible"]] if len(c) else c
-        for o in first:
+        for o in first:  # numbers, so compare.csv reads as data; summary_text formats them
+            best = None
             if len(feas) and feas[o.metric].notna().any():
                 col = feas[o.metric]
                 best = feas.loc[col.idxmin() if o.direction == "minimize" else col.idxmax()]
-                row[f"best {o.metric}"] = (f"{fmt(best[o.metric], best.get(f'{o.metric}_std'))} "
-                                           f"(n={int(best['n'])})")
-            else:
-                row[f"best {o.metric}"] = "—"
+            row[f"best_{o.metric}"] = float(best[o.metric]) if best is not None else math.nan
+            row[f"best_{o.metric}_std"] = float(best.get(f"{o.metric}_std", math.nan)) \
+                if best is not None else math.nan
+            row[f"best_{o.metric}_n"] = int(best["n"]) if best is not None else 0
         rows.append(row)
     return Comparison(labels, analyses, list(ref), from_data, pd.DataFrame(rows))
 
@@ -87,6 +89,14 @@ def summary_text(c: Comparison) -> str:
     objs = c.analyses[0].spec.objectives
     ref = ", ".join(f"{o.metric}={x:.4g}{' (from the data)' if d else ''}"
                     for o, x, d in zip(objs, c.reference_point, c.reference_from_data))
-    t = c.table.assign(hypervolume=[f"{h:.6g}" for h in c.table["hypervolume"]])
+    t = c.table.assign(hypervolume=[hv_text(h) for h in c.table["hypervolume"]])
+    for o in objs:
+        m = f"best_{o.metric}"
+        t[f"best {o.metric}"] = [f"{fmt(v, s)} (n={n})" if n else "—"
+                                 for v, s, n in zip(t[m], t[f"{m}_std"], t[f"{m}_n"])]
+        t = t.drop(columns=[m, f"{m}_std", f"{m}_n"])
+    empty = [lab for lab, a in zip(c.labels, c.analyses) if a.runs.empty]
+    note = (f"\nno run on record yet in: {', '.join(empty)} (a sweep still in its oracle phase, or "
+            "stopped before its first trial landed)") if empty else ""
     return (f"hypervolume at the shared reference point ({ref})\n"
-            + t.to_markdown(index=False, tablefmt="plain"))
+            + t.to_markdown(index=False, tablefmt="plain") + note)

@@ -24,7 +24,7 @@ import pandas as pd
 from sweeps.catalogue import CATALOGUE
 from sweeps.report import tables
 from sweeps.report.analysis import Analysis
-from sweeps.report.units import axis_label, info
+from sweeps.report.units import axis_label, hv_text, info
 from sweeps.results import EPOCH_METRICS
 
 MARKERS = {"blind": ("D", "diamond", "blind pick"), "oracle": ("*", "star", "oracle pick")}
@@ -161,13 +161,32 @@ def _edge(v: np.ndarray, lim: tuple[float, float]) -> tuple[np.ndarray, np.ndarr
 
 # -- matplotlib ----------------------------------------------------------------------------------
 
+def spread_text(a: Analysis) -> str:
+    """What a point and its bars are: "mean ± sample std over seeds" only where some configuration
+    has more than one seed; with one seed each, a single draw per configuration, no bars."""
+    n = a.configs["n"] if len(a.configs) else pd.Series(dtype=int)
+    return "mean ± sample std over seeds" if (n > 1).any() else "one seed per configuration (no error bars)"
+
+
+# off-frame infeasible points: (side of the frame, the marker drawn there, its words in the legend)
+EDGE_MARKERS = [((0, -1), "v", "below"), ((0, 1), "^", "above"), ((-1, 0), "<", "left of"),
+                ((1, 0), ">", "right of")]
+
+
 def front_png(a: Analysis, path: Path) -> None:
+    fig = front_figure_mpl(a)
+    fig.savefig(path)
+    _plt().close(fig)
+
+
+def front_figure_mpl(a: Analysis):
+    """The matplotlib figure of front.png (the caller saves and closes it)."""
     plt = _plt()
     s = _scene(a)
     (xc, xd), (yc, yd) = s["x"], s["y"]
     fig, ax = plt.subplots(figsize=(8.4, 5.4), dpi=120)
     ok, xlim, ylim = s["ok"], s["xlim"], s["ylim"]
-    outside = 0
+    outside = dict.fromkeys([mk for _, mk, _ in EDGE_MARKERS], 0)  # marker -> points drawn with it
     for method, g in ok.groupby("method", sort=True):
         col = s["colors"][method]
         f, inf = g[g["feasible"]], g[~g["feasible"]]
@@ -181,43 +200,58 @@ def front_png(a: Analysis, path: Path) -> None:
             cx, sx = _edge(x, xlim)
             cy, sy = _edge(y, ylim)
             inside = (sx == 0) & (sy == 0)
-            outside += int((~inside).sum())
             ax.scatter(cx[inside], cy[inside], s=30, facecolors="none", edgecolors=col, alpha=0.7, zorder=2)
-            for side_x, side_y, mk in ((0, -1, "v"), (0, 1, "^"), (-1, 0, "<"), (1, 0, ">")):
+            for (side_x, side_y), mk, _ in EDGE_MARKERS:
                 # below or above the frame: a down or up triangle; only left or right of it: a side one
                 sel = ~inside & (((sy == side_y) & (side_y != 0)) |
                                  ((sx == side_x) & (side_x != 0) & (sy == 0)))
+                outside[mk] += int(sel.sum())
                 ax.scatter(cx[sel], cy[sel], marker=mk, s=26, facecolors="none", edgecolors=col,
                            alpha=0.7, zorder=2)
     fx, fy = _front_line(a, xc, xd, yc)
     if len(fx):
         ax.step(fx, fy, where="post", color="black", lw=1.2, label="Pareto front", zorder=4)
     for r, (mk, _, text), p, x, y in _pick_points(a, xc, yc):
-        ax.scatter(x, y, marker=mk, s=150 if mk == "*" else 70,
-                   c=[s["colors"].get(m, "k") for m in p["method"]], edgecolors="black", linewidths=1.0, zorder=5)
-        ax.scatter([], [], marker=mk, s=90, c="white", edgecolors="black", label=f"{text} ({r.short})")
+        # the blind pick a large hollow diamond, the oracle pick a filled star drawn inside it: where
+        # both rules pick the same configuration, both marks stay visible
+        cols = [s["colors"].get(m, "k") for m in p["method"]]
+        style = _pick_style(mk)
+        if style["hollow"]:
+            ax.scatter(x, y, marker=mk, s=style["s"], facecolors="none", edgecolors=cols,
+                       linewidths=2.0, zorder=5)
+            ax.scatter([], [], marker=mk, s=style["s"] * 0.6, facecolors="none", edgecolors="black",
+                       linewidths=1.5, label=f"{text} ({r.short})")
+        else:
+            ax.scatter(x, y, marker=mk, s=style["s"], c=cols, edgecolors="black", linewidths=0.8, zorder=6)
+            ax.scatter([], [], marker=mk, s=style["s"] * 0.6, c="white", edgecolors="black",
+                       linewidths=0.8, label=f"{text} ({r.short})")
     _shade_bounds(ax, s["xb"], "x", xlim)
     _shade_bounds(ax, s["yb"], "y", ylim)
     if len(ok) > int(ok["feasible"].sum()):
         ax.scatter([], [], s=30, facecolors="none", edgecolors="grey", label="infeasible (hollow)")
-    if outside:
-        ax.scatter([], [], marker=">", s=26, facecolors="none", edgecolors="grey",
-                   label=f"{outside} infeasible beyond the frame")
+    for _, mk, where in EDGE_MARKERS:  # one entry per marker drawn, with the marker drawn
+        if outside[mk]:
+            ax.scatter([], [], marker=mk, s=26, facecolors="none", edgecolors="grey",
+                       label=f"{outside[mk]} infeasible {where} the frame")
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
     ax.set_xlabel(_label(xc, xd))
     ax.set_ylabel(_label(yc, yd))
     n_feas = int(ok["feasible"].sum()) if len(ok) else 0
     ax.set_title(f"{a.spec.name}: {n_feas} feasible of {len(ok)} complete configurations\n"
-                 f"mean ± sample std over seeds; hypervolume {a.hypervolume:.4g}", fontsize=10)
+                 f"{spread_text(a)}; hypervolume {hv_text(a.hypervolume)}", fontsize=10)
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: labels[i] not in s["colors"])  # methods first
     ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=8, loc="upper left",
               bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
+
+
+def _pick_style(marker: str) -> dict:
+    """The blind pick (a diamond): large and hollow; any other (the oracle star): filled, smaller."""
+    return {"hollow": True, "s": 190} if marker == "D" else {"hollow": False, "s": 120}
 
 
 def _shade_bounds(ax, bounds, axis: str, lim: tuple[float, float]) -> None:
@@ -327,8 +361,8 @@ def epochs_png(a: Analysis, history: pd.DataFrame, path: Path) -> bool:
         ax.set_ylabel(axis_label(m, None))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=6.5, loc="best")
-    fig.suptitle(f"{a.spec.name}: per-epoch metrics of each method's picks (mean ± std over seeds)",
-                 fontsize=10)
+    fig.suptitle(f"{a.spec.name}: per-epoch metrics of each method's picks "
+                 f"({'mean ± std over seeds' if (curves['n'] > 1).any() else 'one seed each'})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -391,11 +425,12 @@ def front_figure(a: Analysis):
         fig.add_trace(go.Scatter(x=fx, y=fy, mode="lines", line=dict(color="black", width=1.5, shape="hv"),
                                  name="Pareto front", hoverinfo="skip"))
     for r, (_, symbol, text), p, x, y in _pick_points(a, xc, yc):
+        cols = [s["colors"].get(m, "black") for m in p["method"]]
+        hollow = symbol == "diamond"  # as in front.png: a coinciding star shows inside the diamond
         fig.add_trace(go.Scatter(
             x=x, y=y, mode="markers", name=f"{text} ({r.short})",
-            marker=dict(symbol=symbol, size=17 if symbol == "star" else 12,
-                        color=[s["colors"].get(m, "black") for m in p["method"]],
-                        line=dict(color="black", width=1)),
+            marker=dict(symbol="diamond-open" if hollow else symbol, size=20 if hollow else 14,
+                        color=cols, line=dict(color=cols if hollow else "black", width=2.5 if hollow else 1)),
             text=hover_texts(p, a), hovertemplate="%{text}<extra></extra>"))
     for bounds, axis in ((s["xb"], "x"), (s["yb"], "y")):
         lim = s["xlim"] if axis == "x" else s["ylim"]
@@ -410,7 +445,7 @@ def front_figure(a: Analysis):
                               annotation_text=f"{text}: feasible {'above' if side == 'ge' else 'below'}",
                               annotation_position="bottom left" if side == "le" else "top left")
     fig.update_layout(
-        title=f"{a.spec.name}: trade-off, mean ± sample std over seeds (hypervolume {a.hypervolume:.4g})",
+        title=f"{a.spec.name}: trade-off, {spread_text(a)} (hypervolume {hv_text(a.hypervolume)})",
         xaxis=dict(title=_label(xc, xd), range=list(s["xlim"])),
         yaxis=dict(title=_label(yc, yd), range=list(s["ylim"])),
         template="plotly_white", legend=dict(font=dict(size=11)), hoverlabel=dict(align="left"),
@@ -438,8 +473,8 @@ td,th{{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}}</style></h
 <h2>{name}: trade-off ({a.spec.selection_rule} selection)</h2>
 <p>Hover a point for its configuration and metrics; click a legend entry to hide it; drag to zoom,
 double-click to see every point. The axes open on the feasible configurations; infeasible ones are
-hollow, and those beyond the first frame show when you zoom out. Diamond: each method's blind pick;
-star: its oracle pick.</p>
+hollow, and those beyond the first frame show when you zoom out. Hollow diamond: each method's blind
+pick; star: its oracle pick (inside the diamond when both rules pick the same configuration).</p>
 {figure}
 <h3>Pareto front</h3>{front.to_html(index=False, border=0) if len(front) else "<p>(empty front)</p>"}
 <h3>The field's table</h3><p>{html.escape(tables.caption(a))}</p>
@@ -497,7 +532,7 @@ def compare_png(c, path: Path) -> None:
         for label, a in zip(c.labels, c.analyses):
             f = a.configs[a.configs["feasible"]].sort_values("trial_number")
             best = f[o.metric].cummin() if o.direction == "minimize" else f[o.metric].cummax()
-            ax.step(f["trial_number"], best, where="post", label=f"{label}: hypervolume {a.hypervolume:.4g}")
+            ax.step(f["trial_number"], best, where="post", label=f"{label}: hypervolume {hv_text(a.hypervolume)}")
         ax.set_xlabel("trial")
         ax.set_ylabel(axis_label(o.metric, o.direction))
     else:
@@ -508,7 +543,7 @@ def compare_png(c, path: Path) -> None:
                         elinewidth=0.6, capsize=1.5, alpha=0.45)
             if len(sx):
                 ax.step(sx, sy, where="post", color=col, lw=1.6,
-                        label=f"{label}: front of {len(a.front)}, hypervolume {a.hypervolume:.4g}")
+                        label=f"{label}: front of {len(a.front)}, hypervolume {hv_text(a.hypervolume)}")
                 far = s["ylim"][0] if yd == "maximize" else s["ylim"][1]
                 ax.fill_between(sx, sy, far, step="post", color=col, alpha=0.10, lw=0)
         ax.set_xlim(*s["xlim"])
@@ -518,7 +553,8 @@ def compare_png(c, path: Path) -> None:
     ax.set_title(f"fronts of {len(c.labels)} run(s); hypervolume at the shared reference point "
                  f"({_ref_text(c)})", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    if ax.get_legend_handles_labels()[0]:  # no run has a feasible configuration yet: no legend
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -542,7 +578,7 @@ def compare_html(c) -> str:
                                      hovertemplate="%{text}<extra>" + html.escape(label) + "</extra>"))
             fig.add_trace(go.Scatter(x=sx, y=sy, mode="lines", line=dict(color=col, width=2, shape="hv"),
                                      legendgroup=label, hoverinfo="skip",
-                                     name=f"{label}: front, hypervolume {a.hypervolume:.4g}"))
+                                     name=f"{label}: front, hypervolume {hv_text(a.hypervolume)}"))
         fig.update_layout(xaxis=dict(title=axis_label(xc, xd), range=list(s["xlim"])),
                           yaxis=dict(title=axis_label(yc, yd), range=list(s["ylim"])))
     fig.update_layout(title=f"hypervolume at the shared reference point ({_ref_text(c)})",

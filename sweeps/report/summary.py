@@ -1,7 +1,8 @@
 """A sweep's analysis for people: the one-screen summary the CLI prints, the JSON of `analyze
 --json`, and the report on disk (`write_report`): runs/<name>/report/ report.md, table.md,
-table.tex, table.csv, trials.csv, front.csv, front.png, front.html, history.png and epochs.png (when
-the spec records per-epoch metrics, `base.eval.eval_every`).
+table.tex, table.csv, trials.csv, front.csv, front.png, front.html, history.png, epochs.png (when
+the spec records per-epoch metrics, `base.eval.eval_every`), importances.csv and parallel.html
+(sweeps/report/importance.py).
 """
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweeps.report import plots, tables
+from sweeps.report import importance, plots, tables
 from sweeps.report.analysis import Analysis, analyze
 from sweeps.report.audit_results import audit_section
 from sweeps.report.tables import plain
+from sweeps.report.units import hv_text
 from sweeps.results import read_history
 from sweeps.spec import SweepSpec
 from unlearning.redact import scrub_text
@@ -30,9 +32,13 @@ def summary_text(a: Analysis) -> str:
     ref = ", ".join(f"{o.metric}={x:.4g}" for o, x in zip(a.spec.objectives, a.reference_point))
     lines = [f"sweep {a.spec.name}: {len(c)} configuration(s) x {len(a.spec.seeds)} seed(s), {n_ok} "
              f"complete, {n_feas} feasible; objectives: {objs}; selection rule: {a.spec.selection_rule}",
-             f"Pareto front ({len(a.front)} configuration(s)), hypervolume {a.hypervolume:.4g} at "
+             f"Pareto front ({len(a.front)} configuration(s)), hypervolume {hv_text(a.hypervolume)} at "
              f"reference point ({ref})"]
-    lines += ["  " + ln for ln in tables.text_table(tables.front_table(a.front, a.spec)).splitlines()]
+    if a.runs.empty:
+        lines.append("  no run on record yet: the sweep is starting (its oracle phase trains the Original "
+                     "and Retrain models first) or was stopped before its first trial landed")
+    else:
+        lines += ["  " + ln for ln in tables.text_table(tables.front_table(a.front, a.spec)).splitlines()]
     for r in a.rules:
         p = a.picks[r.name]
         if len(p):
@@ -82,6 +88,10 @@ def write_report(run_dir: str | Path, spec: SweepSpec) -> tuple[Analysis, Path]:
     write_file(out / "history.png", lambda p: plots.history_png(a, p))
     write_file(out / "front.html", plots.front_html(a))
     has_epochs = write_file(out / "epochs.png", lambda p: plots.epochs_png(a, history, p))
+    imp = importance.param_importances(a)
+    write_file(out / "importances.csv", imp.to_csv(index=False))
+    parallel = importance.parallel_html(a)
+    write_file(out / "parallel.html", parallel if parallel is not None else lambda p: False)
     md = [f"# Sweep `{spec.name}`\n\n", f"{spec.description}\n\n" if spec.description else "",
           "```\n" + summary_text(a) + "\n```\n\n",
           f"Selection rule: **{spec.selection_rule}** ("
@@ -105,6 +115,11 @@ def write_report(run_dir: str | Path, spec: SweepSpec) -> tuple[Analysis, Path]:
     audit = audit_section(run_dir)
     if audit:  # `unlearn-sweep audit` (or the spec's audit:) has run
         md += [audit + "\n"]
+    md += ["\n## Parameter importances (feasible configurations)\n\n",
+           "How much of each objective's variation over the feasible configurations each searched "
+           "parameter explains, per method (Optuna's evaluators; sweeps/report/importance.py says which "
+           "and why). Also [importances.csv](importances.csv); every configuration on parallel axes, "
+           "infeasible ones grey: [parallel.html](parallel.html).\n\n", importance.importance_markdown(imp)]
     md += ["\n## Objective history\n\n![history](history.png)\n"]
     if has_epochs:
         md += ["\n## Per-epoch UA, RA, TA of the picks\n\n![epochs](epochs.png)\n"]

@@ -1,7 +1,8 @@
 """Tables for people and papers, from the numbers `sweeps.report.analysis` computes: the field's table
 (SalUn's Table 1 layout: mean ± sample std over seeds, the gap to Retrain in parentheses, Original
 and Retrain rows, best in bold, n per row, blind and oracle selection side by side) as markdown
-(`DataFrame.to_markdown`), LaTeX (`Styler.to_latex`; needs booktabs), CSV and JSON; the front
+(`DataFrame.to_markdown`), LaTeX (one booktabs table per selection rule, sized for a one-column
+article), CSV and JSON; the front
 table; our numbers beside a paper's. Formatting only: nothing here reads the record.
 """
 from __future__ import annotations
@@ -99,29 +100,84 @@ def to_markdown(table: pd.DataFrame) -> str:
     return cells.rename_axis("method").to_markdown() + "\n"
 
 
-def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None = None) -> str:
-    """A booktabs tabular (in a table environment when a caption is given), Retrain and Original
-    set apart by a rule, bold = `_best`."""
-    cells, bold = paper_cells(table, latex=True, trials=False)
-    if cells.empty:
+def to_latex(table: pd.DataFrame, captions: dict[str, str] | None = None, label: str | None = None) -> str:
+    """The field's table as LaTeX that fits a one-column article (booktabs; nothing else): one
+    `table` per selection rule (both side by side were 15 columns, 367pt too wide), 8 columns each
+    (Method, UA, RA, TA, MIA, Avg. gap, Time (s), n), each cell the mean with the sample std as a
+    subscript, the gap to Retrain in parentheses on a line below, bold = `_best`, Retrain and
+    Original set apart by a rule. `captions`: selection rule -> caption (LaTeX); `label` gets
+    `-<rule>` appended."""
+    if table.empty:
         return "% no complete configuration yet\n"
-    css = bold.map(lambda b: "font-weight: bold;" if b else "")
-    sty = (cells.style.apply(lambda _: css, axis=None)
-           .format_index(escape="latex", axis=0).format_index(escape="latex", axis=1))
-    tex = sty.to_latex(hrules=True, convert_css=True, multicol_align="c",
-                       column_format="l" + "r" * cells.shape[1], caption=caption, label=label)
-    lines = tex.splitlines()
-    for i, ln in enumerate(lines):  # a rule between the references and the methods
-        if ln.startswith("Original &") and i + 1 < len(lines) and not lines[i + 1].startswith("\\bottomrule"):
-            lines.insert(i + 1, r"\midrule")
-            break
+    out = [LATEX_NOTE]
+    for sel, rows in table.groupby("selection", sort=False):
+        out.append(_latex_one(rows, (captions or {}).get(sel), f"{label}-{sel}" if label else None))
+    return "\n".join(out)
+
+
+LATEX_NOTE = ("% unlearn-sweep: the field's table, one table per selection rule; needs "
+              "\\usepackage{booktabs} and \\usepackage{graphicx}\n")
+
+
+def _latex_one(rows: pd.DataFrame, caption: str | None, label: str | None) -> str:
+    order = [m for m in REFERENCE_ROWS if m in set(rows["method"])] + \
+        sorted(set(rows["method"]) - set(REFERENCE_ROWS))
+    rows = rows.set_index("method", drop=False).reindex(order)
+    bold = {m: _best(rows.assign(method=rows.index), m) for _, m in FIELD}
+    lines = [r"\begin{table}", r"\centering", r"\footnotesize", r"\setlength{\tabcolsep}{2.5pt}"]
+    if caption:
+        lines.append(rf"\caption{{{caption}}}")
+    if label:
+        lines.append(rf"\label{{{label}}}")
+    # a typical table is narrower than the line; one with very long method names or huge numbers is
+    # scaled down to the line's width instead of running into the margin
+    lines += [r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
+              r"\begin{tabular}{l" + "r" * (len(FIELD) + 1) + "}", r"\toprule",
+              " & ".join(["Method", *(latex_escape(lab) for lab, _ in FIELD), "$n$"]) + r" \\", r"\midrule"]
+    for i, (name, r) in enumerate(rows.iterrows()):
+        if i and name not in REFERENCE_ROWS and rows.index[i - 1] in REFERENCE_ROWS:
+            lines[-1] = r"\midrule"  # in place of the space after the references
+        cells = [latex_escape(str(name))]
+        gaps = [""]
+        for _, m in FIELD:
+            cells.append(_latex_cell(r[m], r[f"{m}_std"], bool(bold[m].loc[name]), _digits(m, r[m])))
+            g = r.get(f"{m}_gap", math.nan)
+            gaps.append(f"({g:.2f})" if name != "Retrain" and g is not None and pd.notna(g) else "")
+        cells.append(str(int(r["n"])) if pd.notna(r["n"]) else "")
+        lines.append(" & ".join(cells) + r" \\")
+        if any(gaps):
+            lines.append(" & ".join(gaps + [""]) + r" \\")
+        lines.append(r"\addlinespace[2pt]")
+    if lines[-1].startswith(r"\addlinespace"):
+        lines.pop()
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+def _digits(metric: str, mean) -> int:
+    """Decimals: 2 for percentages and gaps (as the field prints them); a run time keeps about
+    three significant digits (1234 s, 56.7 s, 1.23 s), which is all its noise allows."""
+    if metric != "runtime_s" or mean is None or pd.isna(mean):
+        return 2
+    return 0 if abs(mean) >= 100 else 1 if abs(mean) >= 10 else 2
+
+
+def _latex_cell(mean, std, bold: bool, digits: int = 2) -> str:
+    """`94.21$_{\pm0.33}$` (the std left out for n = 1), bold mean when `bold`, -- when unknown."""
+    if mean is None or pd.isna(mean) or not math.isfinite(float(mean)):
+        return "--"
+    s = f"{float(mean):.{digits}f}"
+    s = rf"\textbf{{{s}}}" if bold else s
+    if std is not None and pd.notna(std) and math.isfinite(float(std)):
+        s += rf"$_{{\pm{float(std):.{digits}f}}}$"
+    return s
 
 
 def latex_escape(text: str) -> str:
     out = text
     for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
-                 ("±", r"$\pm$"), ("↓", r"$\downarrow$"), ("↑", r"$\uparrow$"), ("|", r"$|$")):
+                 ("±", r"$\pm$"), ("↓", r"$\downarrow$"), ("↑", r"$\uparrow$"), ("|", r"$|$"),
+                 ("×", r"$\times$"), ("—", "---"), ("−", "-")):
         out = out.replace(a, b)
     return out
 
@@ -134,6 +190,15 @@ def caption(a: Analysis) -> str:
             f"time in seconds of the unlearning procedure.")
 
 
+def latex_caption(a: Analysis, rule) -> str:
+    """The caption of one selection rule's LaTeX table."""
+    return latex_escape(
+        f"Sweep {a.spec.name}, {GROUP[rule.name].lower()} (each method's configuration: {rule.text}). "
+        "Mean with the sample std over n seeds as a subscript (none for n = 1); in parentheses below, "
+        "the absolute gap to Retrain's mean; bold: closest to Retrain (avg. gap, time: smallest) "
+        "among the methods. UA, RA, TA, MIA in %, time in seconds of the unlearning procedure.")
+
+
 def table_records(table: pd.DataFrame) -> list[dict]:
     return [{k: plain(v) for k, v in r.items()} for r in table.to_dict(orient="records")]
 
@@ -144,7 +209,8 @@ def export(a: Analysis, fmt_: str) -> str:
     if fmt_ == "md":
         return to_markdown(a.table)
     if fmt_ == "latex":
-        return to_latex(a.table, caption=latex_escape(caption(a)), label=f"tab:{a.spec.name}")
+        return to_latex(a.table, captions={r.name: latex_caption(a, r) for r in a.rules},
+                        label=f"tab:{a.spec.name}")
     if fmt_ == "csv":
         return a.table.to_csv(index=False)
     if fmt_ == "json":
@@ -156,6 +222,8 @@ def export(a: Analysis, fmt_: str) -> str:
 
 def plain(v):
     """A JSON-safe scalar: numpy numbers to Python, NaN and inf to None."""
+    if v is pd.NA or v is pd.NaT:
+        return None
     if isinstance(v, (np.integer,)):
         return int(v)
     if isinstance(v, np.bool_):

@@ -55,3 +55,9 @@ def default_reference(objectives, values: np.ndarray | None = None) -> tuple[lis
             from_data.append(False)
         ref.append(float(r))
     return ref, from_data
+
+
+def hv_text(hv: float) -> str:
+    """A hypervolume as text, with enough digits that a resume which adds a point to the front
+    shows a change (9966.42 -> 9968.07; four significant digits printed both as 9966)."""
+    return f"{hv:.7g}" if math.isfinite(hv) else "—"

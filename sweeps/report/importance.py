@@ -1,0 +1,150 @@
+"""Which parameters matter, per objective and per method: Optuna's importance evaluators on the
+feasible configurations of the record (their means over seeds), a view that respects the sweep's
+constraints (an infeasible corner of the space does not make a parameter look important).
+
+Per method, because each method has its own parameters (`<method>.<param>` in the study): an
+evaluator sees only the parameters every trial it is given has. Fixed dimensions are left out.
+
+The evaluator: fANOVA (Optuna's default, and what optuna-dashboard shows: a random forest fitted to
+the objective, its variance split by functional ANOVA; sound on the few trials of a typical sweep),
+seeded, for a method with up to FANOVA_MAX configurations; PED-ANOVA above that (Optuna's fast
+evaluator, Watanabe et al. 2023: how the top quantile's parameter distribution differs from the
+whole's; it needs many trials, which such sweeps have), because fANOVA's cost grows quickly (per
+objective 0.6 s at 100 trials, 24 s at 1,000, 180 s at 3,000 on this project's loaded 2-core CPU,
+against 0.01-0.04 s for PED-ANOVA), and `analyze` must stay quick on a large record. Each row names
+its evaluator and n. With few configurations (fewer than 10) the numbers are a hint, not a finding.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+
+import pandas as pd
+
+from sweeps.report.analysis import Analysis
+from sweeps.spec import CategoricalDim, FixedDim, IntDim, SweepSpec
+
+FANOVA_MAX = 100
+FEW = 10
+
+
+def distributions(spec: SweepSpec, method: str) -> dict:
+    """Optuna distributions of the method's searched (non-fixed) parameters, by the spec's names."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out = {}
+    for p, d in spec.methods[method].space.items():
+        if isinstance(d, FixedDim):
+            continue
+        if isinstance(d, CategoricalDim):
+            out[p] = CategoricalDistribution(d.choices)
+        elif isinstance(d, IntDim):
+            out[p] = IntDistribution(d.low, d.high, log=d.log, step=1 if d.log else (d.step or 1))
+        else:
+            out[p] = FloatDistribution(d.low, d.high, log=d.log, step=getattr(d, "step", None))
+    return out
+
+
+def param_importances(a: Analysis) -> pd.DataFrame:
+    """Columns: method, objective, param, importance (summing to 1 per method and objective),
+    evaluator, n (feasible configurations it saw). Empty when no method has two feasible
+    configurations with a searched parameter."""
+    import optuna
+    from optuna.importance import (FanovaImportanceEvaluator, PedAnovaImportanceEvaluator,
+                                   get_param_importances)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    c = a.configs
+    feas = c[c["feasible"]] if len(c) else c
+    rows = []
+    for method, g in feas.groupby("method", sort=True):
+        if method not in a.spec.methods:
+            continue
+        dists = distributions(a.spec, method)
+        if not dists or len(g) < 2:
+            continue
+        evaluator = "fanova" if len(g) <= FANOVA_MAX else "ped-anova"
+        for o in a.spec.objectives:
+            study = optuna.create_study(direction=o.direction)
+            trials = []
+            for params_json, v in zip(g["params_json"], g[o.metric]):
+                p = json.loads(params_json)
+                trials.append(optuna.trial.create_trial(params={k: p[k] for k in dists}, distributions=dists,
+                                                        value=float(v)))
+            study.add_trials(trials)
+            ev = FanovaImportanceEvaluator(seed=0) if evaluator == "fanova" else PedAnovaImportanceEvaluator()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    got = get_param_importances(study, evaluator=ev)
+            except (ValueError, RuntimeError, ZeroDivisionError):  # nothing varies, too few trials
+                continue
+            rows += [{"method": method, "objective": o.metric, "param": k, "importance": float(v),
+                      "evaluator": evaluator, "n": len(g)} for k, v in got.items()]
+    return pd.DataFrame(rows, columns=["method", "objective", "param", "importance", "evaluator", "n"])
+
+
+def importance_markdown(imp: pd.DataFrame) -> str:
+    """One table per method: its parameters by their importance for each objective."""
+    if imp.empty:
+        return "_(no method has two feasible configurations with a searched parameter yet)_\n"
+    out = []
+    for method, g in imp.groupby("method", sort=True):
+        n, ev = int(g["n"].iloc[0]), g["evaluator"].iloc[0]
+        t = g.pivot(index="param", columns="objective", values="importance")
+        t = t.loc[t.max(axis=1).sort_values(ascending=False).index]
+        out.append(f"**{method}** ({n} feasible configuration(s), {ev}"
+                   + (f"; fewer than {FEW}: a hint, not a finding" if n < FEW else "") + ")\n\n"
+                   + t.map(lambda v: f"{v:.2f}").rename_axis("parameter").to_markdown() + "\n")
+    return "\n".join(out)
+
+
+def parallel_html(a: Analysis) -> str | None:
+    """parallel.html: per method, a parallel-coordinates view (plotly, plotly.js inline: opens
+    offline) of its searched parameters and the objectives, one line per complete configuration,
+    feasible ones in colour, infeasible ones grey (drag along an axis to select a range). None when
+    no configuration is complete."""
+    import html
+
+    import numpy as np
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    c = a.configs
+    ok = c[c["state"] == "COMPLETE"] if len(c) else c
+    if ok.empty:
+        return None
+    figures = []
+    for method, g in ok.groupby("method", sort=True):
+        if method not in a.spec.methods:
+            continue
+        dists = distributions(a.spec, method)
+        params = [json.loads(p) for p in g["params_json"]]
+        dims = []
+        for name, d in dists.items():
+            vals = [p.get(name) for p in params]
+            if getattr(d, "choices", None) is not None:
+                index = {ch: i for i, ch in enumerate(d.choices)}
+                dims.append(dict(label=name, values=[index.get(v, -1) for v in vals],
+                                 tickvals=list(range(len(d.choices))), ticktext=[str(x) for x in d.choices]))
+            elif getattr(d, "log", False):
+                dims.append(dict(label=f"log10 {name}", values=np.log10(np.asarray(vals, dtype=float))))
+            else:
+                dims.append(dict(label=name, values=np.asarray(vals, dtype=float)))
+        for o in a.spec.objectives:
+            dims.append(dict(label=f"{o.metric} {'↓' if o.direction == 'minimize' else '↑'}",
+                             values=g[o.metric].to_numpy(dtype=float)))
+        feasible = g["feasible"].to_numpy(dtype=float)
+        fig = go.Figure(go.Parcoords(
+            line=dict(color=feasible, colorscale=[[0, "#c8c8c8"], [1, "#1f77b4"]], cmin=0, cmax=1),
+            dimensions=dims))
+        fig.update_layout(title=f"{method}: {int(feasible.sum())} feasible (blue) of {len(g)} complete "
+                                f"configuration(s), infeasible grey", height=420, template="plotly_white")
+        figures.append(pio.to_html(fig, include_plotlyjs=not figures, full_html=False,
+                                   config={"displaylogo": False}))
+    name = html.escape(a.spec.name)
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{name}: parameters</title></head>'
+            f'<body style="font-family:sans-serif;margin:1.5em"><h2>{name}: parameters and objectives</h2>'
+            "<p>One line per complete configuration (means over its seeds); blue: feasible, grey: "
+            "infeasible. Drag along an axis to keep a range; drag an axis title to reorder.</p>"
+            + "".join(figures) + "</body></html>\n")

@@ -33,6 +33,8 @@ class Record:
         self.run_dir, self.say = Path(run_dir), say
         self.journal = self.run_dir / "study.journal" if journal else None
         self.created = not self.run_dir.exists()
+        # the topmost folder that `open` creates (--out a/b/run with no a/): what a refusal removes
+        self._made = next((p for p in [*reversed(self.run_dir.parents), self.run_dir] if not p.exists()), None)
         self.lock = DriverLock(self.run_dir)
         self.states: dict[str, tuple[str, FailureKind | None]] = {}  # fingerprint -> (state, kind)
         self.replay: JournalReplay | None = None  # the journal replayed while the backend starts
@@ -132,5 +134,5 @@ class Record:
             self._forget()
 
     def _forget(self) -> None:
-        if self.created:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+        if self.created and self._made is not None:
+            shutil.rmtree(self._made, ignore_errors=True)

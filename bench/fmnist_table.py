@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.command = " ".join(["python", "bench/fmnist_table.py", *(sys.argv[1:] if argv is None else argv)])
 
-    from orchestrator.cli import parse_sets
+    from orchestrator.verbs.common import parse_sets
     from sweeps.spec import read_spec_source, set_path_any
 
     raw = read_spec_source(args.preset)

@@ -108,7 +108,7 @@ def _build(run_dir: str, n: int, seeds: int) -> None:
 def _resume(mark: str, argv: list[str]) -> int:
     """`unlearn-sweep resume ...`, stopped at the driver's first submit (as Ctrl-C would stop it);
     the moment, the backend's start and the probe go to the file `mark`."""
-    from orchestrator import cli, runner
+    from orchestrator import cli, pool, runner
 
     spent = {"backend_s": 0.0, "probe_s": 0.0}
 
@@ -125,11 +125,11 @@ def _resume(mark: str, argv: list[str]) -> int:
     if hasattr(runner.Driver, "_probe"):
         runner.Driver._probe = timed("probe_s", runner.Driver._probe)
 
-    def first_submit(self, run):
+    def first_submit(self, task):
         Path(mark).write_text(json.dumps({"t_submit": time.time(), **spent}))
         raise KeyboardInterrupt
 
-    runner.Driver._submit = first_submit
+    pool.TaskPool._submit = first_submit
     return cli.main(["resume", *argv])
 
 

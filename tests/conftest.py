@@ -27,3 +27,26 @@ def digits_config(method: str = "ft", **fields):
 
     raw = {"method": method, "data": {"name": "digits"}, "model": "small_cnn", **fields}
     return load_trial_config(raw)
+
+
+@pytest.fixture
+def registries():
+    """The registries, the loaded plug-ins and the import system restored after the test: what one
+    test registers never leaks into another."""
+    import sys
+
+    from unlearning import plugins, registry
+
+    for reg in registry.REGISTRIES.values():
+        reg._load_builtins()
+    saved = {key: dict(reg._entries) for key, reg in registry.REGISTRIES.items()}
+    loaded, finders, modules = dict(plugins._LOADED), list(sys.meta_path), set(sys.modules)
+    yield registry
+    for key, reg in registry.REGISTRIES.items():
+        reg._entries = saved[key]
+    plugins._LOADED.clear()
+    plugins._LOADED.update(loaded)
+    sys.meta_path[:] = finders
+    for m in set(sys.modules) - modules:
+        if m.startswith("unlearn_plugin_") or m.startswith("labpkg"):
+            del sys.modules[m]

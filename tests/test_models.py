@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from unlearning.errors import UserError
-from unlearning.models import MODELS, build_model, count_params, register
+from unlearning.models import MODELS, build_model, count_params
+from unlearning.registry import register_model
 
 NAMES = ["lenet", "mlp", "resnet18", "resnet18_imagenet", "small_cnn", "vgg16_bn"]
 BIG = {"resnet18", "vgg16_bn"}
@@ -100,9 +101,11 @@ def test_numpy_ints_accepted():
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 
-def test_duplicate_registration_rejected():
-    with pytest.raises(ValueError):
-        register("mlp")(lambda in_shape, num_classes: nn.Identity())
+def test_duplicate_registration_rejected_naming_both_sources():
+    with pytest.raises(UserError) as e:
+        register_model("mlp")(lambda in_shape, num_classes: nn.Identity())
+    assert "model 'mlp' is registered twice" in str(e.value) and "unlearning/models.py" in str(e.value)
+    assert __file__ in str(e.value) or __name__ in str(e.value)
     assert sorted(MODELS) == NAMES
 
 

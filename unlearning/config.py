@@ -89,10 +89,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML file holding a mapping; any problem is one UserError line naming the file. Files over
     MAX_YAML_BYTES and YAML aliases are refused before anything is built from them."""
     from unlearning.errors import UserError
+    from unlearning.files import file_problem
 
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: no such file")
+    if (problem := file_problem(p)) is not None:  # a FIFO would block the read: refused, not opened
+        raise UserError(f"{p}: {problem}")
     try:
         size = p.stat().st_size
         if size > MAX_YAML_BYTES:

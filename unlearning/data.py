@@ -5,7 +5,9 @@ Sources: `digits` (scikit-learn's 8x8 handwriting, shipped with the package: the
 `synthetic` (CIFAR-shaped images with learnable class structure, any size: for benchmarks and tests),
 `cifar10`, `cifar100`, `svhn`, `tinyimagenet` read from a local root, and `mnist`, `fashion_mnist`
 read from their IDX files (unlearning.formats); Fashion-MNIST is found without configuration where the
-Debian package dataset-fashion-mnist installs it.
+Debian package dataset-fashion-mnist installs it. `npz` and `image_folder` read a user's own data from
+files (unlearning.datafiles). Each source is a loader `(DataConfig) -> Dataset` registered with
+`unlearning.register_dataset`, the door a plug-in's data sets use too.
 
 Protocol (reference codebases, see docs): a validation set of `val_fraction` of each class is held out
 of the official training set with `DataConfig.seed`; the official test set is the test set. Digits has
@@ -23,22 +25,29 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from unlearning.config import StrictModel
 from unlearning.errors import DataError
+from unlearning.files import file_problem, folder_problem
 from unlearning.formats import IDX_SOURCES, how_to_get
+from unlearning.registry import DATA_SETS, register_dataset
 
 DISK_SETS = ("cifar10", "cifar100", "svhn", "tinyimagenet")
 IDX_SETS = tuple(IDX_SOURCES)  # mnist, fashion_mnist: IDX files; fashion_mnist has a default root
+FILE_SETS = ("npz", "image_folder")  # a user's data as files, read by unlearning.datafiles
+BUILTIN_SETS = ("digits", "synthetic", *DISK_SETS, *IDX_SETS, *FILE_SETS)
 
 
 class DataConfig(StrictModel):
     """Which data set, where it lives, and how validation is held out."""
 
-    name: Literal["digits", "synthetic", "cifar10", "cifar100", "svhn", "tinyimagenet", "mnist",
-                  "fashion_mnist"] = "digits"
-    root: str | None = None  # folder holding the files of a disk data set (fashion_mnist: see data_root)
+    # any registered data set; the annotation lists the built-ins (what `--help` shows), the
+    # validator accepts every name in the registry (plug-ins' too)
+    name: Literal[BUILTIN_SETS] = "digits"  # type: ignore[valid-type]
+    # folder holding the files of a disk data set (fashion_mnist: see data_root); npz: the .npz file;
+    # image_folder: the folder holding train/ and test/
+    root: str | None = None
     download: bool = False  # fetch with torchvision when missing (needs internet and the vision extra)
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     seed: int = 0  # the val (and digits test) hold-out; not a trial seed
@@ -54,6 +63,13 @@ class DataConfig(StrictModel):
     num_classes: int = Field(10, ge=2)
     image_size: int = Field(32, ge=8)
     augment: bool | None = None  # None = the data set's convention (crop+flip for CIFAR-like images)
+
+    @field_validator("name", mode="wrap")
+    @classmethod
+    def _registered(cls, name, handler):
+        if isinstance(name, str) and name in DATA_SETS:
+            return name
+        raise ValueError(f"unknown data set {name!r}; known: {', '.join(sorted(DATA_SETS))}")
 
 
 @dataclass(frozen=True)
@@ -142,30 +158,62 @@ def augment(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator | None) 
 
 def load_dataset(cfg: DataConfig, device: torch.device | str = "cpu") -> Dataset:
     """The data set of `cfg` on `device`. Cached per process and device: a long-lived trial actor
-    reads and uploads its data once, and every later trial gathers batches on the device."""
-    return _on_device(cfg, str(torch.device(device)))
+    reads and uploads its data once, and every later trial gathers batches on the device. The
+    loader's result is checked (`check_dataset`): a plug-in's mistake is one DataError line."""
+    # the loader is part of the key: a plug-in loaded anew (edited) is not served its old data
+    return _on_device(cfg, DATA_SETS.lookup(cfg.name), str(torch.device(device)))
 
 
 @functools.lru_cache(maxsize=4)
-def _on_device(cfg: DataConfig, device: str) -> Dataset:
-    ds = _load_cached(cfg)
+def _on_device(cfg: DataConfig, loader, device: str) -> Dataset:
+    ds = _load_cached(cfg, loader)
     return ds if device == "cpu" else ds.to(device)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(cfg: DataConfig) -> Dataset:
-    if cfg.name == "digits":
-        ds = _digits(cfg)
-    elif cfg.name == "synthetic":
-        ds = _synthetic(cfg)
-    else:
-        ds = _disk(cfg)
+def _load_cached(cfg: DataConfig, loader) -> Dataset:
+    ds = check_dataset(loader(cfg), cfg.name)
     if cfg.channels is not None or cfg.resize is not None:
         ds = _reshape_images(ds, cfg)
     if cfg.augment is False:
         ds = replace(ds, crop_pad=0, flip=False)
     elif cfg.augment is True and ds.crop_pad == 0 and not ds.flip:
         ds = replace(ds, crop_pad=max(1, ds.in_shape[-1] // 8))
+    return ds
+
+
+def check_dataset(ds, name: str) -> Dataset:
+    """`ds` if it is a Dataset as the built-ins give it, else DataError (one line naming the data set
+    and the first problem): images (N, C, H, W) uint8 or float, the same C, H, W in every split;
+    labels int64 (N,) in 0..num_classes-1, as many as images; train and test not empty."""
+    where = f"data set {name!r} ({DATA_SETS.origin(name)})" if name in DATA_SETS else f"data set {name!r}"
+    if not isinstance(ds, Dataset):
+        raise DataError(f"{where}: its loader returned a {type(ds).__name__}, not an unlearning.Dataset "
+                        "(unlearning.dataset_from_arrays builds one)")
+    if not (isinstance(ds.num_classes, int) and ds.num_classes >= 2):
+        raise DataError(f"{where}: num_classes is {ds.num_classes!r}; expected an int >= 2")
+    shape = None
+    for split in ("train", "val", "test"):
+        x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
+        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+            raise DataError(f"{where}: x_{split} and y_{split} must be torch tensors")
+        if x.ndim != 4 or not (x.dtype == torch.uint8 or x.dtype.is_floating_point):
+            raise DataError(f"{where}: x_{split} has shape {tuple(x.shape)} and dtype {x.dtype}; "
+                            "expected (N, C, H, W), uint8 or float")
+        if shape is not None and tuple(x.shape[1:]) != shape:
+            raise DataError(f"{where}: x_{split} images are {tuple(x.shape[1:])}, x_train's {shape}")
+        shape = tuple(x.shape[1:])
+        if y.dtype != torch.int64 or y.ndim != 1 or len(y) != len(x):
+            raise DataError(f"{where}: y_{split} has shape {tuple(y.shape)} and dtype {y.dtype}; "
+                            f"expected ({len(x)},) int64 labels")
+        if len(y) == 0 and split != "val":
+            raise DataError(f"{where}: the {split} set is empty")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= ds.num_classes):
+            raise DataError(f"{where}: y_{split} spans {int(y.min())}..{int(y.max())}, outside "
+                            f"0..{ds.num_classes - 1}")
+    if len(ds.mean) not in (1, shape[0]) or len(ds.std) != len(ds.mean) or min(ds.std) <= 0:
+        raise DataError(f"{where}: mean {ds.mean} and std {ds.std} must have one value (or one per "
+                        f"channel, {shape[0]}), std > 0")
     return ds
 
 
@@ -278,8 +326,16 @@ def data_root(cfg: DataConfig) -> Path | None:
 
 
 def missing_root(cfg: DataConfig) -> str | None:
-    """One line saying why the data root of an IDX set (`IDX_SETS`) is unusable, or None. For
-    checking a spec before anything runs; the files themselves are checked when read."""
+    """One line saying why the data root of an IDX set (`IDX_SETS`) or of a user's files
+    (`FILE_SETS`) is unusable, or None. For checking a spec before anything runs; the files
+    themselves are checked when read."""
+    if cfg.name in FILE_SETS:
+        want = "the .npz file" if cfg.name == "npz" else "the folder holding train/ and test/"
+        if cfg.root is None:
+            return f"{cfg.name} needs data.root: {want}"
+        check = file_problem if cfg.name == "npz" else folder_problem
+        problem = check(Path(cfg.root).expanduser())
+        return None if problem is None else f"{cfg.root}: {problem} ({cfg.name} reads {want})"
     if cfg.name not in IDX_SETS or cfg.download:
         return None
     root = data_root(cfg)
@@ -310,3 +366,9 @@ def _disk(cfg: DataConfig) -> Dataset:
     mean, std, pad, flip = _STATS[cfg.name]
     return _assemble(cfg.name, raw.x_train, raw.y_train, raw.x_test, raw.y_test, raw.num_classes,
                      cfg, mean, std, pad, flip)
+
+
+register_dataset("digits", _digits)
+register_dataset("synthetic", _synthetic)
+for _set in (*DISK_SETS, *IDX_SETS):
+    register_dataset(_set, _disk)

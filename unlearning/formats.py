@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from unlearning.errors import DataError
+from unlearning.files import file_problem
 
 CACHE = ".unlearn_sweep_cache.npz"
 
@@ -53,6 +54,16 @@ class Raw:
 def _line(e: BaseException) -> str:
     """An exception as one short line (messages of pickle/scipy/PIL errors may span lines)."""
     return " ".join(f"{type(e).__name__}: {e}".split())[:200]
+
+
+def _present(name: str, path: Path) -> bool:
+    """True for a regular file, False when nothing is at `path`; DataError for anything else there (a
+    FIFO or a device would block its reader forever; a folder is not the file)."""
+    if not os.path.lexists(path):
+        return False
+    if (problem := file_problem(path)) is not None:
+        raise DataError(f"{name}: {path}: {problem}")
+    return True
 
 
 def _check(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, where: Path) -> tuple:
@@ -91,7 +102,7 @@ class _DataOnlyUnpickler(pickle.Unpickler):
 
 
 def _pickle(name: str, path: Path) -> dict:
-    if not path.is_file():
+    if not _present(name, path):
         raise DataError(f"{name}: missing file {path}")
     try:
         with open(path, "rb") as f:  # written by Python 2: bytes keys
@@ -140,7 +151,7 @@ _CIFAR = {
 def _cifar(name: str, root: Path) -> Raw:
     title, sub, train, test, key, k, meta, names_key = _CIFAR[name]
     d = _folder(name, root, sub, f"the python version of {title}")
-    names = _pickle(name, d / meta).get(names_key) if (d / meta).is_file() else None  # meta optional
+    names = _pickle(name, d / meta).get(names_key) if _present(name, d / meta) else None  # meta optional
     return Raw(*_cifar_split(name, [d / f for f in train], key, k),
                *_cifar_split(name, [d / test], key, k), k,
                None if names is None else [n.decode() if isinstance(n, bytes) else str(n) for n in names])
@@ -165,7 +176,7 @@ def _svhn_split(path: Path):
 
 def _svhn(root: Path) -> Raw:
     for d in (root, root / "svhn"):
-        if (d / "train_32x32.mat").is_file() and (d / "test_32x32.mat").is_file():
+        if _present("svhn", d / "train_32x32.mat") and _present("svhn", d / "test_32x32.mat"):
             return Raw(*_svhn_split(d / "train_32x32.mat"), *_svhn_split(d / "test_32x32.mat"), 10,
                        [str(i) for i in range(10)])
     raise DataError(f"svhn: no train_32x32.mat and test_32x32.mat under {root} or {root / 'svhn'} "
@@ -176,6 +187,8 @@ def _svhn(root: Path) -> Raw:
 def _decode(path: Path) -> np.ndarray:
     from PIL import Image
 
+    if (problem := file_problem(path)) is not None:
+        raise DataError(f"tinyimagenet: {path}: {problem}")
     try:
         with Image.open(path) as im:
             a = np.asarray(im.convert("RGB"))  # a few images are grayscale
@@ -205,7 +218,7 @@ def _tiny_from_images(d: Path, wnids: list[str]) -> dict:
         train += files
         y_train += [index[w]] * len(files)
     ann = d / "val" / "val_annotations.txt"
-    if not ann.is_file():
+    if not _present("tinyimagenet", ann):
         raise DataError(f"tinyimagenet: missing file {ann} (the val labels)")
     test, y_test = [], []
     for n, line in enumerate(ann.read_text().splitlines(), 1):
@@ -239,13 +252,13 @@ def _save_atomic(path: Path, arrays: dict) -> None:
 
 def _tiny(root: Path) -> Raw:
     d = _folder("tinyimagenet", root, "tiny-imagenet-200", "the unpacked tiny-imagenet-200.zip")
-    if not (d / "wnids.txt").is_file():
+    if not _present("tinyimagenet", d / "wnids.txt"):
         raise DataError(f"tinyimagenet: missing file {d / 'wnids.txt'}")
     wnids = sorted((d / "wnids.txt").read_text().split())
     if not wnids:
         raise DataError(f"tinyimagenet: {d / 'wnids.txt'} lists no classes")
     arrays = None
-    if (d / CACHE).is_file():
+    if _present("tinyimagenet", d / CACHE):
         try:
             with np.load(d / CACHE, allow_pickle=False) as z:  # a cache file never runs code
                 arrays = {k: z[k] for k in z.files}
@@ -289,6 +302,8 @@ def read_idx(path: str | Path) -> np.ndarray:
     .gz). A torn or foreign file (bad gzip stream, magic, header, or a value count that disagrees
     with the header) is a one-line DataError naming the file."""
     path = Path(path)
+    if (problem := file_problem(path)) is not None:
+        raise DataError(f"cannot read IDX file {path}: {problem}")
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as f:
@@ -312,9 +327,9 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(data, dtype, offset=head).reshape(dims).astype(dtype.newbyteorder("="))
 
 
-def _idx_file(d: Path, stem: str) -> Path | None:
+def _idx_file(name: str, d: Path, stem: str) -> Path | None:
     for p in (d / stem, d / f"{stem}.gz"):  # the uncompressed file wins when both exist
-        if p.is_file():
+        if _present(name, p):
             return p
     return None
 
@@ -335,11 +350,11 @@ def _idx_split(name: str, images: Path, labels: Path):
 def _idx(name: str, root: Path) -> Raw:
     tv = IDX_SOURCES[name][1]
     for d in (root, root / tv / "raw"):
-        files = [_idx_file(d, stem) for stem in _IDX_FILES]
+        files = [_idx_file(name, d, stem) for stem in _IDX_FILES]
         if all(files):
             break
     else:
-        missing = next(s for s, f in zip(_IDX_FILES, [_idx_file(root, s) for s in _IDX_FILES]) if not f)
+        missing = next(s for s, f in zip(_IDX_FILES, [_idx_file(name, root, s) for s in _IDX_FILES]) if not f)
         raise DataError(f"{name}: no {missing}[.gz] under {root} (nor under {root / tv / 'raw'}); "
                         f"{how_to_get(name)}")
     return Raw(*_idx_split(name, files[0], files[1]), *_idx_split(name, files[2], files[3]), 10)

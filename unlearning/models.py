@@ -1,9 +1,10 @@
-"""Model registry: build an image classifier by name.
+"""The built-in models, and `build_model`: an image classifier by name.
 
-Contract for every registered builder: ``builder(in_shape, num_classes) -> nn.Module`` where
-``in_shape = (channels, height, width)``; the module maps a float tensor ``(N, C, H, W)`` to logits
-``(N, num_classes)``. Models are plain ``nn.Module``s; they do not normalise their inputs (the data
-layer does), so a trial can swap models without touching data handling.
+Contract for every registered factory (`unlearning.register_model`, the door built-ins and plug-ins
+share): ``factory(in_shape, num_classes) -> nn.Module`` where ``in_shape = (channels, height,
+width)``; the module maps a float tensor ``(N, C, H, W)`` to logits ``(N, num_classes)``. Models are
+plain ``nn.Module``s; they do not normalise their inputs (the data layer does), so a trial can swap
+models without touching data handling.
 
 Supported input sizes: from 8x8 grayscale (scikit-learn digits, ``(1, 8, 8)``) up to ``(3, 64, 64)``
 and beyond; any number of input channels.
@@ -11,49 +12,35 @@ and beyond; any number of input channels.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from unlearning.errors import UserError
+from unlearning.registry import MODELS, register_model
 
 InShape = tuple[int, int, int]
-Builder = Callable[[InShape, int], nn.Module]
-
-MODELS: dict[str, Builder] = {}
-
-
-def register(name: str) -> Callable[[Builder], Builder]:
-    """Decorator adding ``builder`` to :data:`MODELS` under ``name``; returns the builder unchanged.
-
-    Raises ``ValueError`` if ``name`` is already taken (a programming error, not a user one).
-    """
-
-    def decorate(builder: Builder) -> Builder:
-        if name in MODELS:
-            raise ValueError(f"model {name!r} is already registered")
-        MODELS[name] = builder
-        return builder
-
-    return decorate
 
 
 def build_model(name: str, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """Build the model registered as ``name`` for inputs of ``in_shape`` (C, H, W).
 
     Raises :class:`UserError` (one-line message) for an unknown name, an ``in_shape`` that is not
-    three positive ints, or ``num_classes < 1``.
+    three positive ints, ``num_classes < 1``, or a factory that returns something other than an
+    ``nn.Module``.
     """
-    if name not in MODELS:
-        raise UserError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+    factory = MODELS.lookup(name)
     shape = _positive_ints(in_shape)
     if shape is None or len(shape) != 3:
         raise UserError(f"in_shape must be three positive ints (C, H, W), got {in_shape!r}")
     classes = _positive_ints([num_classes])
     if classes is None:
         raise UserError(f"num_classes must be a positive int, got {num_classes!r}")
-    return MODELS[name](shape, classes[0])
+    model = factory(shape, classes[0])
+    if not isinstance(model, nn.Module):
+        raise UserError(f"model {name!r} ({MODELS.origin(name)}): its factory returned a "
+                        f"{type(model).__name__}, not a torch.nn.Module")
+    return model
 
 
 def _positive_ints(values) -> tuple[int, ...] | None:
@@ -79,7 +66,7 @@ def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
 # --------------------------------------------------------------------------------------------- mlp
 
 
-@register("mlp")
+@register_model("mlp")
 def mlp(in_shape: InShape, num_classes: int) -> nn.Module:
     """Flatten -> Linear(256) -> ReLU -> Linear(256) -> ReLU -> Linear(num_classes)."""
     c, h, w = in_shape
@@ -97,7 +84,7 @@ def mlp(in_shape: InShape, num_classes: int) -> nn.Module:
 # ---------------------------------------------------------------------------------------- small_cnn
 
 
-@register("small_cnn")
+@register_model("small_cnn")
 def small_cnn(in_shape: InShape, num_classes: int) -> nn.Module:
     """conv32-BN-ReLU, conv64-BN-ReLU, maxpool2, conv128-BN-ReLU, global avg pool, linear.
 
@@ -165,7 +152,7 @@ class ResNet18(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
-@register("resnet18")
+@register_model("resnet18")
 def resnet18(in_shape: InShape, num_classes: int) -> nn.Module:
     """CIFAR-style ResNet-18 (about 11.17M parameters at 3 channels, 10 classes)."""
     return ResNet18(in_shape[0], num_classes)
@@ -191,7 +178,7 @@ class ResNet18ImageNet(ResNet18):
                 nn.init.zeros_(m.bias)
 
 
-@register("resnet18_imagenet")
+@register_model("resnet18_imagenet")
 def resnet18_imagenet(in_shape: InShape, num_classes: int) -> nn.Module:
     """torchvision's ResNet-18 (11,181,642 parameters at 3 channels, 10 classes). Needs H, W >= 2
     (the stem divides the side by four; adaptive pooling takes any size after that)."""
@@ -201,7 +188,7 @@ def resnet18_imagenet(in_shape: InShape, num_classes: int) -> nn.Module:
 # -------------------------------------------------------------------------------------------- lenet
 
 
-@register("lenet")
+@register_model("lenet")
 def lenet(in_shape: InShape, num_classes: int) -> nn.Module:
     """LeNet-style: LeNet-5's two 5x5 convolutions (6 and 16 channels, each BN - ReLU - maxpool2)
     and a wider fully connected head, 512 - 256 - num_classes. The convolutions are padded (2), so
@@ -230,7 +217,7 @@ _VGG16_CFG: tuple[int | str, ...] = (
 )
 
 
-@register("vgg16_bn")
+@register_model("vgg16_bn")
 def vgg16_bn(in_shape: InShape, num_classes: int) -> nn.Module:
     """VGG-16 with BatchNorm, global average pool, and a single linear layer 512 -> num_classes.
 

@@ -3,6 +3,8 @@ on the retain set), trained once and cached on disk.
 
 Cache key = a content hash of everything that determines the weights: the data tensors, the split
 (Retrain only), the model name, the training recipe, `train_seed`, and the source of the training code.
+A model given as a file (a released checkpoint, unlearning/checkpoints.py) is installed in the same
+cache under its file's content hash and the model name, which alone determine it.
 Files are written under a temporary name and renamed (a crash never leaves a torn file), loaded with
 `weights_only=True` (a cache file cannot run code), and guarded by a lock file so two workers sharing a
 cache directory train a model once.
@@ -28,7 +30,9 @@ from pydantic import Field
 from unlearning import data as data_mod
 from unlearning import loop as loop_mod
 from unlearning import models as models_mod
+from unlearning.checkpoints import Checkpoints, check_state_dict, read_checkpoint
 from unlearning.data import Dataset
+from unlearning.errors import UserError
 from unlearning.methods import Context, get_method
 from unlearning.methods.base import MethodConfig
 from unlearning.splits import MethodData, Split
@@ -130,22 +134,32 @@ def install_files(cache_dir: Path, files: dict[str, Any]) -> int:
     return written
 
 
+def _load_cached(weights: Path, meta: Path, model_name: str, ds: Dataset, device: torch.device
+                 ) -> Trained:
+    model = models_mod.build_model(model_name, ds.in_shape, ds.num_classes)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model = model.to(device).eval()
+    if device.type == "cuda" and len(ds.in_shape) == 3:
+        model = model.to(memory_format=torch.channels_last)
+    info = json.loads(meta.read_text())
+    runtime = info["runtime_s"]  # None for an installed checkpoint: no one here trained it
+    return Trained(model, float("nan") if runtime is None else runtime, info["history"], cached=True)
+
+
 def cached_train(cache_dir: Path, key_parts: dict[str, Any], ds: Dataset, idx: torch.Tensor,
                  model_name: str, recipe: TrainRecipe, seed: int, device: torch.device, autocast
                  ) -> Trained:
     """`train_from_scratch`, memoised on disk under a hash of `key_parts` (the .pt is loaded with
-    weights_only: a cache file cannot run code)."""
+    weights_only: a cache file cannot run code). A checkpoint's key is never trained: it must have
+    been installed (`install_checkpoint`)."""
     key = cache_key(key_parts)
     weights, meta = cache_dir / f"{key}.pt", cache_dir / f"{key}.json"
     with _locked(weights):
         if weights.exists() and meta.exists():
-            model = models_mod.build_model(model_name, ds.in_shape, ds.num_classes)
-            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-            model = model.to(device).eval()
-            if device.type == "cuda" and len(ds.in_shape) == 3:
-                model = model.to(memory_format=torch.channels_last)
-            info = json.loads(meta.read_text())
-            return Trained(model, info["runtime_s"], info["history"], cached=True)
+            return _load_cached(weights, meta, model_name, ds, device)
+        if "checkpoint" in key_parts:
+            raise UserError(f"the {key_parts['kind']} checkpoint {key_parts['checkpoint'][:12]}... is "
+                            f"not in the oracle cache {cache_dir}, and its file is not here")
         out = train_from_scratch(ds, idx, model_name, recipe, seed, device, autocast)
         _atomic_write(weights, lambda p: torch.save(out.model.state_dict(), p))
         info = {"key": key_parts, "runtime_s": out.runtime_s, "history": out.history,
@@ -162,14 +176,44 @@ def oracle_key(ds: Dataset, model_name: str, recipe: TrainRecipe, seed: int, pre
             "code": code_version()}
     if precision != "fp32":
         base["precision"] = precision
-    return base
+    return {**base, **_outside_code(ds, model_name)}
+
+
+def _outside_code(ds: Dataset, model_name: str) -> dict[str, Any]:
+    """What determines a model beyond `code_version` when a name comes from outside unlearning/data.py
+    and models.py (empty for theirs, so their keys are as they always were): a registered model's
+    source hash (a plug-in edited under the same name builds another network), and the
+    normalisation and augmentation a data set's loader chose (its tensors are in `data` already)."""
+    out: dict[str, Any] = {}
+    if (src := models_mod.MODELS.source_sha256(model_name)) is not None:
+        out["model_source"] = src
+    if ds.name not in data_mod.DATA_SETS or data_mod.DATA_SETS.module(ds.name) != data_mod.__name__:
+        out["data_prep"] = {"mean": list(ds.mean), "std": list(ds.std), "crop_pad": ds.crop_pad,
+                            "flip": ds.flip}
+    return out
+
+
+def checkpoint_parts(kind: Literal["original", "retrain"], sha256: str, model_name: str) -> dict[str, Any]:
+    """The cache-key parts of a model given as a file: its content hash and the architecture it is
+    loaded into determine it. No data, recipe, seed or code trained it, so none is in its key."""
+    parts = {"kind": kind, "checkpoint": sha256, "model": model_name}
+    if (src := models_mod.MODELS.source_sha256(model_name)) is not None:
+        parts["model_source"] = src
+    return parts
 
 
 def oracle_parts(kind: Literal["original", "retrain"], ds: Dataset, split: Split, *, model_name: str,
-                 recipe: TrainRecipe, train_seed: int, precision: str = "fp32"
-                 ) -> tuple[dict[str, Any], torch.Tensor]:
+                 recipe: TrainRecipe, train_seed: int, precision: str = "fp32",
+                 checkpoint: str | None = None) -> tuple[dict[str, Any], torch.Tensor]:
     """(cache-key parts, training indices) of an oracle: the original (all training examples; does
-    not depend on the split) or Retrain (the retain set of `split`)."""
+    not depend on the split) or Retrain (the retain set of `split`). With `checkpoint` (the sha256 of
+    an installed weights file), the parts of that file instead (`checkpoint_parts`)."""
+    if checkpoint is not None:
+        idx = torch.arange(len(ds.y_train)) if kind == "original" else split.retain
+        return checkpoint_parts(kind, checkpoint, model_name), idx
+    # An original given as a checkpoint changes only the original's key: Retrain is trained from
+    # scratch on the retain set and never sees the original, so its key (and cached model) is the
+    # same with or without one.
     base = oracle_key(ds, model_name, recipe, train_seed, precision)
     if kind == "original":
         return {**base, "kind": "original"}, torch.arange(len(ds.y_train))
@@ -178,21 +222,68 @@ def oracle_parts(kind: Literal["original", "retrain"], ds: Dataset, split: Split
 
 def oracle(kind: Literal["original", "retrain"], ds: Dataset, split: Split, *, model_name: str,
            recipe: TrainRecipe, train_seed: int, device: torch.device, autocast, cache_dir: Path,
-           precision: str = "fp32") -> Trained:
-    """One cached oracle (see `oracle_parts`), trained here if this node's cache lacks it."""
+           precision: str = "fp32", checkpoint: str | None = None) -> Trained:
+    """One cached oracle (see `oracle_parts`), trained here if this node's cache lacks it; with
+    `checkpoint`, the installed weights file of that sha256."""
     key, idx = oracle_parts(kind, ds, split, model_name=model_name, recipe=recipe,
-                            train_seed=train_seed, precision=precision)
+                            train_seed=train_seed, precision=precision, checkpoint=checkpoint)
     return cached_train(cache_dir, key, ds, idx, model_name, recipe, train_seed, device, autocast)
 
 
 def get_oracles(ds: Dataset, split: Split, *, model_name: str, recipe: TrainRecipe, train_seed: int,
                 device: torch.device, autocast, cache_dir: Path, retrain: bool = True,
-                precision: str = "fp32") -> tuple[Trained, Trained | None]:
+                precision: str = "fp32", checkpoints: dict[str, str] | None = None
+                ) -> tuple[Trained, Trained | None]:
     """(original, retrain or None). Both cached. `precision` is the one training actually used (bf16
-    only on CUDA): bf16 oracles get their own keys, fp32 keys stay as they were."""
+    only on CUDA): bf16 oracles get their own keys, fp32 keys stay as they were. `checkpoints`
+    ({"original" | "retrain": sha256}, from `install_checkpoints`) names installed weights files
+    used instead of training."""
+    pins = checkpoints or {}
     kw = dict(model_name=model_name, recipe=recipe, train_seed=train_seed, device=device,
               autocast=autocast, cache_dir=cache_dir, precision=precision)
-    return oracle("original", ds, split, **kw), (oracle("retrain", ds, split, **kw) if retrain else None)
+    return (oracle("original", ds, split, checkpoint=pins.get("original"), **kw),
+            oracle("retrain", ds, split, checkpoint=pins.get("retrain"), **kw) if retrain else None)
+
+
+def install_checkpoint(cache_dir: Path, kind: Literal["original", "retrain"], path: str | Path,
+                       model_name: str, ds: Dataset, *, sha256: str | None = None,
+                       what: str | None = None) -> str:
+    """Put the weights file at `path` in the oracle cache as the `kind` model of `model_name`, after
+    reading it safely and checking it against the model built for `ds`'s input shape and classes
+    (`checkpoints.read_checkpoint`, `check_state_dict`); returns its sha256. With `sha256` given and
+    already installed, the cached copy is checked and the file is not needed (a node that lacks
+    it). Raises UserError naming `what` (default `checkpoints.<kind>`)."""
+    what = what or f"checkpoints.{kind}"
+    model = models_mod.build_model(model_name, ds.in_shape, ds.num_classes)
+    if sha256 is not None:
+        key = cache_key(checkpoint_parts(kind, sha256, model_name))
+        weights, meta = cache_dir / f"{key}.pt", cache_dir / f"{key}.json"
+        if weights.exists() and meta.exists():
+            cached = read_checkpoint(weights, what=what)
+            check_state_dict(cached.state, model, what=what, path=str(path), model_name=model_name)
+            return sha256
+    ckpt = read_checkpoint(path, sha256=sha256, what=what)
+    check_state_dict(ckpt.state, model, what=what, path=ckpt.path, model_name=model_name)
+    parts = checkpoint_parts(kind, ckpt.sha256, model_name)
+    key = cache_key(parts)
+    weights, meta = cache_dir / f"{key}.pt", cache_dir / f"{key}.json"
+    with _locked(weights):
+        if not (weights.exists() and meta.exists()):
+            _atomic_write(weights, lambda p: torch.save(ckpt.state, p))
+            info = {"key": parts, "runtime_s": None, "history": [], "source": ckpt.path,
+                    "created": time.time()}
+            _atomic_write(meta, lambda p: p.write_text(json.dumps(info)))
+    return ckpt.sha256
+
+
+def install_checkpoints(checkpoints: Checkpoints | None, cache_dir: Path, model_name: str, ds: Dataset,
+                        kinds: tuple[str, ...] = ("original", "retrain")) -> dict[str, str]:
+    """`install_checkpoint` for each of `kinds` that `checkpoints` gives: {kind: sha256}, what
+    `get_oracles` takes."""
+    if checkpoints is None:
+        return {}
+    return {kind: install_checkpoint(cache_dir, kind, ref.path, model_name, ds, sha256=ref.sha256)
+            for kind in kinds if (ref := getattr(checkpoints, kind)) is not None}
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:

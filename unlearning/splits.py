@@ -123,6 +123,10 @@ class Batch:
     kind: str
 
 
+# what `MethodData.batches` serves, and so what a Method's `mode` may be
+BATCH_MODES = ("forget", "retain", "mixed", "paired")
+
+
 class MethodData:
     """What a method may touch. Every gather goes through `_gather`, which marks the indices as
     seen; evaluation uses the Dataset directly and is not counted."""
@@ -162,9 +166,10 @@ class MethodData:
         return torch.randperm(n, device=self.ds.device, generator=self.gen)
 
     def batches(self, mode: str, batch_size: int, augment: bool = True) -> Iterator[Batch]:
-        """One epoch of batches. mode: 'forget' | 'retain' (shuffled passes over one set), 'mixed'
-        (both sets shuffled together; `forget` marks rows, shapes stay static), 'paired' (each retain
-        batch joined by a forget batch of the same size, the forget set cycled)."""
+        """One epoch of batches. mode (one of BATCH_MODES): 'forget' | 'retain' (shuffled passes over
+        one set), 'mixed' (both sets shuffled together; `forget` marks rows, shapes stay static),
+        'paired' (each retain batch joined by a forget batch of the same size, the forget set
+        cycled)."""
         if mode in ("forget", "retain"):
             pool = self.forget if mode == "forget" else self.retain
             order = pool[self._perm(len(pool))]

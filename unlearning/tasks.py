@@ -25,7 +25,8 @@ from unlearning.data import load_dataset
 from unlearning.errors import FailureKind, UserError
 from unlearning.loop import autocast_factory
 from unlearning.models import build_model
-from unlearning.oracle import cache_files, cache_key, cached_train, install_files, oracle_parts
+from unlearning.oracle import (cache_files, cache_key, cached_train, install_checkpoints, install_files,
+                               oracle_parts)
 from unlearning.splits import make_split
 from unlearning.trial import (TrialConfig, TrialResult, default_cache_dir, failure_of, load_trial_config,
                               resolve_device, start_trial)
@@ -35,7 +36,8 @@ from unlearning.warmup import warm_up
 def probe(cfg: TrialConfig) -> dict[str, Any]:
     """Everything a trial does before it trains, as far as it goes without training: the device
     exists, the data set's files are found and read, the split can be drawn, the model accepts the
-    inputs. Raises UserError with the reason; returns what was found."""
+    inputs, the checkpoints given fit it (and are installed in the oracle cache). Raises UserError
+    with the reason; returns what was found."""
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
     ds = load_dataset(cfg.data, device)
@@ -51,6 +53,7 @@ def probe(cfg: TrialConfig) -> dict[str, Any]:
     if tuple(out.shape) != (len(x), ds.num_classes):
         raise UserError(f"model: {cfg.model} gives outputs of shape {tuple(out.shape)} for "
                         f"{ds.num_classes} classes")
+    install_checkpoints(cfg.checkpoints, Path(cfg.cache_dir or default_cache_dir()), cfg.model, ds)
     # no warm_up() here: a trial warms its own process before its timer, and this check is on the
     # path to a sweep's first submitted trial (about a second of imports)
     return {"ok": True, "device": str(device), "data": repr(ds), "forget": len(split.forget),
@@ -65,9 +68,11 @@ def oracle_task(cfg: TrialConfig, kind: Literal["original", "retrain"]) -> dict[
     ds = load_dataset(cfg.data, device)
     split = make_split(ds, cfg.split, cfg.seeds.split_seed)
     cache_dir = Path(cfg.cache_dir or default_cache_dir())
+    pins = install_checkpoints(cfg.checkpoints, cache_dir, cfg.model, ds, kinds=(kind,))
     parts, idx = oracle_parts(kind, ds, split, model_name=cfg.model, recipe=cfg.train,
                               train_seed=cfg.seeds.train_seed,
-                              precision=cfg.precision if device.type == "cuda" else "fp32")
+                              precision=cfg.precision if device.type == "cuda" else "fp32",
+                              checkpoint=pins.get(kind))
     warm_up()
     t = cached_train(cache_dir, parts, ds, idx, cfg.model, cfg.train, cfg.seeds.train_seed, device,
                      autocast_factory(device, cfg.precision))

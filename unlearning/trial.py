@@ -10,6 +10,7 @@ runs. What a backend worker runs around it (probe, oracle tasks, JSON payloads) 
 from __future__ import annotations
 
 import copy
+import math
 import os
 import platform
 import time
@@ -25,6 +26,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from unlearning import metrics as M
 from unlearning.audit_config import RelearnConfig
+from unlearning.checkpoints import Checkpoints
 from unlearning.config import SEED_MAX, StrictModel, one_line
 from unlearning.data import DataConfig, Dataset, load_dataset
 from unlearning.errors import Failure, FailureKind, TrialFailed, UserError
@@ -32,7 +34,8 @@ from unlearning.evaluate import EvalConfig, Outputs, derived, evaluate, model_ou
 from unlearning.loop import autocast_factory, run_loop
 from unlearning.methods import Context, MethodConfig, get_method
 from unlearning.models import MODELS
-from unlearning.oracle import TrainRecipe, Trained, code_version, frozen_copy, get_oracles
+from unlearning.oracle import (TrainRecipe, Trained, code_version, frozen_copy, get_oracles,
+                               install_checkpoints)
 from unlearning.relearn import relearn_time
 from unlearning.splits import MethodData, Split, SplitConfig, make_split
 from unlearning.warmup import warm_kernels, warm_up
@@ -62,13 +65,18 @@ class TrialConfig(StrictModel):
     precision: Literal["fp32", "bf16"] = "fp32"
     eval: EvalConfig = EvalConfig()
     cache_dir: str | None = None  # oracle cache; default $UNLEARN_SWEEP_CACHE or ~/.cache/unlearn-sweep
+    # released models to start from instead of training them (unlearning/checkpoints.py); left out
+    # of the dump when absent, so configs without one keep their fingerprints
+    checkpoints: Checkpoints | None = Field(None, exclude_if=lambda v: v is None)
 
     @model_validator(mode="after")
     def _check_names(self):
         # UserError (not ValueError) passes through pydantic untouched: one line, already pathed
         cls = get_method(self.method)
-        if self.model not in MODELS:
-            raise UserError(f"unknown model {self.model!r}; known: {', '.join(sorted(MODELS))}")
+        MODELS.lookup(self.model)
+        if self.checkpoints is not None and self.checkpoints.retrain is not None and not (
+                self.retrain or cls.from_oracle):
+            raise UserError("checkpoints.retrain: given, but this trial uses no Retrain (retrain: false)")
         if self.device != "auto":
             try:
                 torch.device(self.device)
@@ -211,12 +219,14 @@ def start_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # batch shapes are static: tune each conv once
         torch.cuda.reset_peak_memory_stats(device)
+    cache_dir = Path(cfg.cache_dir or default_cache_dir())
+    pins = install_checkpoints(cfg.checkpoints, cache_dir, cfg.model, ds)  # bad file: UserError
     try:
         original, retrained = get_oracles(
             ds, split, model_name=cfg.model, recipe=cfg.train, train_seed=cfg.seeds.train_seed,
-            device=device, autocast=autocast, cache_dir=Path(cfg.cache_dir or default_cache_dir()),
+            device=device, autocast=autocast, cache_dir=cache_dir,
             retrain=cfg.retrain or method_cls.from_oracle,
-            precision=cfg.precision if device.type == "cuda" else "fp32")
+            precision=cfg.precision if device.type == "cuda" else "fp32", checkpoints=pins)
         if method_cls.from_oracle:
             u = Unlearned(retrained.model, retrained.runtime_s, retrained.history, [], len(split.retain))
         else:
@@ -231,7 +241,8 @@ def start_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None
                                                       target=reference["original"]["forget_acc"])
         relearn = {} if cfg.eval.relearn is None else _relearn_metrics(
             u.model, ds, split, cfg.eval.relearn, device, autocast, reference["original"]["forget_acc"])
-        retrain_s = None if retrained is None else retrained.runtime_s
+        # a Retrain given as a checkpoint has no training time here: no RTE
+        retrain_s = None if retrained is None or math.isnan(retrained.runtime_s) else retrained.runtime_s
         u = replace(u, model=None)  # the tail needs no model: free it for the next trial
         rest = lambda: _complete(cfg, outputs, reference, relearn, u, retrain_s)  # noqa: E731
     except Exception as e:  # noqa: BLE001 - every failure of a started trial is data
@@ -335,7 +346,7 @@ def _reference_metrics(cfg: TrialConfig, kind: str, trained, ds: Dataset, split:
     on except the method (data, split, model, recipe, seeds, eval, precision, device, cache) plus the
     stored training runtime, which tells one training of the oracle from another. With the relearning
     attack on, `target` (the original's forget accuracy) gives Retrain its relearn time too."""
-    key = repr((kind, cfg.data, cfg.split, cfg.model, cfg.train, cfg.seeds.split_seed,
+    key = repr((kind, cfg.data, cfg.split, cfg.model, cfg.train, cfg.checkpoints, cfg.seeds.split_seed,
                 cfg.seeds.train_seed, cfg.eval, amp, str(ds.device),
                 str(cfg.cache_dir or default_cache_dir()), trained.runtime_s, target))
     if key not in _REFERENCE_METRICS:
@@ -347,5 +358,3 @@ def _reference_metrics(cfg: TrialConfig, kind: str, trained, ds: Dataset, split:
                                         autocast_factory(ds.device, cfg.precision), target))
         _REFERENCE_METRICS[key] = out
     return dict(_REFERENCE_METRICS[key])
-
-

@@ -56,17 +56,15 @@ def _methods():
 
 
 def _models():
-    from unlearning.models import MODELS
+    from unlearning.registry import MODELS
 
     return sorted(MODELS)
 
 
 def _datasets():
-    import typing
+    from unlearning.registry import DATA_SETS
 
-    from unlearning.data import DataConfig
-
-    return typing.get_args(DataConfig.model_fields["name"].annotation)
+    return sorted(DATA_SETS)
 
 
 def trial_config_from_args(args) -> "TrialConfig":  # noqa: F821

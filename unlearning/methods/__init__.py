@@ -1,47 +1,32 @@
-"""The method registry. Each method lives in its own short file and registers itself by name."""
+"""The built-in methods, one short file each. Each registers itself with `register` (which is
+`unlearning.register_method`, the door a plug-in's methods use too) into `unlearning.registry.METHODS`."""
 from __future__ import annotations
 
 import importlib
 import pkgutil
 
-from unlearning.errors import UserError
 from unlearning.methods.base import Context, Method, MethodConfig, Step, ce, masked_mean
+from unlearning.registry import METHODS, register_method
 
-METHODS: dict[str, type[Method]] = {}
-
-
-def register(cls: type[Method]) -> type[Method]:
-    """Class decorator: make a Method available by its `name`."""
-    if cls.name in METHODS and METHODS[cls.name] is not cls:
-        raise RuntimeError(f"method {cls.name!r} registered twice")
-    METHODS[cls.name] = cls
-    return cls
+register = register_method
 
 
-_loaded = False
-
-
-def _load_all() -> None:
-    """Import every method file once (each registers itself); later registrations (plug-ins,
-    tests) add to the same registry."""
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for mod in pkgutil.iter_modules(__path__):
-            if mod.name != "base":
-                importlib.import_module(f"{__name__}.{mod.name}")
+def _import_builtins() -> None:
+    """Import every method file of this folder (each registers itself). Called by the registry on
+    its first use."""
+    for mod in pkgutil.iter_modules(__path__):
+        if mod.name != "base":
+            importlib.import_module(f"{__name__}.{mod.name}")
 
 
 def get_method(name: str) -> type[Method]:
-    _load_all()
-    if name not in METHODS:
-        raise UserError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+    """The method registered as `name`; UserError (one line listing the known ones) if none."""
+    return METHODS.lookup(name)
 
 
 def all_methods() -> dict[str, type[Method]]:
-    _load_all()
-    return dict(sorted(METHODS.items()))
+    """Every registered method (built-ins and loaded plug-ins), by name."""
+    return {name: METHODS[name] for name in sorted(METHODS)}
 
 
 __all__ = ["METHODS", "Context", "Method", "MethodConfig", "Step", "all_methods", "ce",

@@ -7,6 +7,9 @@ is gone. Prints, and writes as JSON with --out, each process's name and how many
 kill it was last seen.
 
     .venv/bin/python bench/ray_after_sigkill.py --repeat 3 --out runs/bench/ray_after_sigkill.json
+
+bench/results/ray_after_sigkill.json: with cluster/reaper.py (0.6-0.8 s with the dashboard, under
+0.1 s without); ray_after_sigkill_before.json: without it (61 s: the raylet's agents).
 """
 from __future__ import annotations
 

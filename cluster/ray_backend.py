@@ -7,7 +7,9 @@ Where Ray runs
     address None (and no RAY_ADDRESS): an embedded Ray started here, dashboard on 127.0.0.1 only,
     token authentication left as Ray sets it (on by default since 2.5x). "auto", "host:port",
     "ray://host:port" or RAY_ADDRESS: an existing cluster. If this process already called
-    ray.init, that instance is used and left running at shutdown.
+    ray.init, that instance is used and left running at shutdown. Either way ray.init leaves the
+    process's signal handlers as they are (the driver's stop path stays live while Ray starts), and
+    an embedded Ray's processes end with the driver, even one killed with SIGKILL (cluster/reaper.py).
 
 Trial actors
     A pool of actors, one per trial slot: as many as the cluster's live nodes can hold at
@@ -73,6 +75,7 @@ except ImportError as e:  # pragma: no cover - ray is a dependency, but keep the
 
 from cluster import ray_private
 from cluster.backend import BackendLost, Handle, Outcome, ProgressFn, TaskFn
+from cluster.reaper import Reaper
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +232,7 @@ class RayBackend:
         self._lost: str | None = None  # why the cluster counts as gone (BackendLost)
         self._spawn_failures = 0
         self._context = None  # what ray.init returned, when this backend called it
+        self._reaper: Reaper | None = None  # ends an embedded Ray's processes if this driver dies
         self._started_ray = self._connect(address, num_cpus, num_gpus, include_dashboard)
         try:
             size = self._pool_size(max_concurrent, check_resources)
@@ -265,18 +269,19 @@ class RayBackend:
                     include_dashboard = os.environ.get("UNLEARN_SWEEP_RAY_DASHBOARD", "1") != "0"
                 # token auth stays on (Ray's default); its notice saying so is not the user's business
                 logging.getLogger(ray_private.TOKEN_SETUP_LOGGER).setLevel(logging.ERROR)
-                with ray_private.loopback_only(), _without_secrets():
+                with ray_private.loopback_only(), _without_secrets(), ray_private.keep_signal_handlers():
                     self._context = ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
                                              include_dashboard=include_dashboard,
                                              dashboard_host="127.0.0.1", log_to_driver=True,
                                              configure_logging=False)
+                self._reaper = Reaper.start(ray_private.session_dir())
             else:
                 if num_cpus is not None or num_gpus is not None:
                     raise ClusterConfigError("num_cpus/num_gpus only apply to an embedded Ray "
                                              f"(address is {address!r})")
                 _check_reachable(address)
                 _token_mode_if_token()
-                with _stderr_kept_on_success():  # not Ray's retry lines when it fails
+                with _stderr_kept_on_success(), ray_private.keep_signal_handlers():  # not Ray's retry lines
                     self._context = ray.init(address=address, log_to_driver=True,
                                              configure_logging=False)
         except ClusterConfigError:
@@ -593,6 +598,8 @@ class RayBackend:
         # a lost cluster: disconnect too, or Ray ends this process when it gives up on the GCS
         if (self._started_ray or self._lost) and ray.is_initialized():
             ray.shutdown()
+        if self._reaper is not None:
+            self._reaper.stop()
 
     def __enter__(self) -> "RayBackend":
         return self

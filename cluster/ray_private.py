@@ -3,7 +3,9 @@ were checked on; tests/test_private_apis.py fails loudly, naming the Ray version
 
 Why private: Ray has no public way to (1) start an embedded instance on loopback only, (2) tell a
 driver that joins a token-protected cluster to send its token after `import ray` read the mode,
-(3) ask whether token authentication is on (for the dashboard hint).
+(3) ask whether token authentication is on (for the dashboard hint), (4) find the session directory
+of an embedded instance (for cluster/reaper.py), (5) keep the caller's signal handlers while
+ray.init runs.
 """
 from __future__ import annotations
 
@@ -67,3 +69,27 @@ def global_node():
     import ray
 
     return ray._private.worker._global_node
+
+
+def session_dir() -> str:
+    """The session directory of the Ray this process started (its processes keep their logs there)."""
+    return global_node().get_session_dir_path()
+
+
+@contextlib.contextmanager
+def keep_signal_handlers() -> Iterator[None]:
+    """ray.init replaces the caller's SIGTERM handler three times over: with a Python handler that
+    exits with status 15 (ray.init's own), one that kills Ray's processes and exits 1 (the head node
+    it starts here), and, in C, absl's failure handler (the core worker's), which prints a stack and
+    ends the process with SIGABRT. None of them says a word, and each bypassed the driver's clean
+    stop. Inside the block Ray installs none of them in this process (its workers keep absl's
+    handler: their crashes still print a stack), so the caller's handlers stay live throughout."""
+    from ray._private import ray_constants, utils
+
+    original = utils.set_sigterm_handler, ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER
+    utils.set_sigterm_handler = lambda handler: None
+    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True  # read when the core worker starts
+    try:
+        yield
+    finally:
+        utils.set_sigterm_handler, ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = original

@@ -174,14 +174,14 @@ class AuditDriver:
     def _execute(self, todo: list[Task]) -> None:
         from orchestrator.pool import TaskPool
         from orchestrator.runner import make_backend
-        from orchestrator.signals import StopSignals
+        from orchestrator.signals import current
         from unlearning.audit import run_audit_task
 
-        stop = StopSignals()
-        with stop.installed():  # SIGINT / SIGTERM end the audit cleanly; a later call resumes
+        stop = current()
+        # SIGINT / SIGTERM end the audit cleanly (deferred: acted on between steps); a later call resumes
+        with stop.installed(), stop.deferred():
             resources = self.spec.resources.model_copy(update={"max_concurrent": self.audit.max_concurrent})
             backend = self._backend or make_backend(resources, run_audit_task)
-            stop.install()  # again: ray.init installs handlers of its own
             try:
                 pool = TaskPool(backend, max_retries=self.spec.resources.max_retries,
                                 max_concurrent=self.audit.max_concurrent, stop=stop, say=self.say)

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
 
 from cluster.backend import Backend, Handle, Outcome
-from orchestrator.signals import StopSignals
+from orchestrator.signals import StopSignals, current
 from unlearning.errors import Failure, FailureKind
 
 
@@ -63,7 +63,7 @@ class TaskPool:
     def __init__(self, backend: Backend, *, max_retries: int = 2, max_concurrent: int | None = None,
                  stop: StopSignals | None = None, say: Callable[[str], None] = lambda msg: None):
         self.backend, self.max_retries, self.max_concurrent = backend, max_retries, max_concurrent
-        self.stop, self.say = stop or StopSignals(), say
+        self.stop, self.say = stop or current(), say
         self.inflight: dict[Handle, Task] = {}
         self.retried = 0
         self._submitting: Task | None = None

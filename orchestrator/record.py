@@ -33,6 +33,9 @@ class Record:
         self.run_dir, self.say = Path(run_dir), say
         self.journal = self.run_dir / "study.journal" if journal else None
         self.created = not self.run_dir.exists()
+        # the folders above it that `open` creates (--out a/b/run with no a/): a refusal removes them
+        # too, each only if empty (another sweep may have started in one meanwhile)
+        self._parents_made = [p for p in self.run_dir.parents if not p.exists()]
         self.lock = DriverLock(self.run_dir, role)
         self.states: dict[str, tuple[str, FailureKind | None]] = {}  # fingerprint -> (state, kind)
         self.replay: JournalReplay | None = None  # the journal replayed while the backend starts
@@ -135,3 +138,8 @@ class Record:
     def _forget(self) -> None:
         if self.created:
             shutil.rmtree(self.run_dir, ignore_errors=True)
+            for p in self._parents_made:  # nearest first
+                try:
+                    p.rmdir()
+                except OSError:  # not empty (or gone): not ours alone
+                    break

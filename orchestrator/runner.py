@@ -5,13 +5,15 @@ runs its source of runs through the task pool, and shuts everything down whateve
     replicate_sweep(spec, "runs/quickstart", top=2, seeds="0-9")
 
 Start-up: take the run directory (lock; repair a torn journal tail, set unreadable Parquet aside) ->
+a search whose study already holds its n_trials, with nothing to redo, ends here (no backend) ->
 start the backend -> probe it (a worker loads the data, builds the split and the model) -> only then
 open the study and write spec.yaml and run.json -> the source (orchestrator/sources.py: Search
 reconciles the study with the record; Replicate takes the chosen configurations) -> the oracle phase
 and the runs, through one TaskPool (orchestrator/pool.py).
 
-Stopping: SIGINT, SIGTERM and SIGHUP take one path on every backend (orchestrator/signals.py, our
-handlers installed again after Ray started, which installs its own): the pool cancels what runs and
+Stopping: SIGINT, SIGTERM and SIGHUP take one path on every backend, from the CLI's first
+instruction to its last (orchestrator/signals.py; ray.init leaves our handlers in place): the
+driver runs with signals deferred and looks at them between steps; the pool cancels what runs and
 lands it "interrupted", the source re-enqueues its open trials, the backend (and an embedded Ray
 with its agents) shuts down, the lock is released; the CLI exits 128 + the signal number. A failure
 budget (`max_failures`, `fail_fast`) stops a sweep whose trials keep failing, with a non-zero exit.
@@ -19,6 +21,7 @@ budget (`max_failures`, `fail_fast`) stops a sweep whose trials keep failing, wi
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,13 +31,13 @@ from cluster.backend import Backend, BackendLost
 from orchestrator.oracles import OraclePlan
 from orchestrator.pool import TaskPool
 from orchestrator.record import Record, os_reason
-from orchestrator.signals import Interrupted, StopSignals
-from orchestrator.sources import Replicate, Search
+from orchestrator.signals import Interrupted, current
+from orchestrator.sources import Replicate, Search, redo_rules
 from sweeps.fingerprint import fingerprint
-from sweeps.rundir import new_run_identity, run_identity
-from sweeps.spec import SweepSpec
-from sweeps.study import open_study
-from unlearning.config import dump_yaml
+from sweeps.rundir import new_run_identity, run_identity, write_identity
+from sweeps.spec import SweepSpec, load_spec, spec_fingerprint
+from sweeps.study import counted, open_study, to_reconcile
+from unlearning.config import dump_yaml, load_yaml_text
 from unlearning.errors import Aborted, UserError
 from unlearning.redact import scrub, scrub_text
 
@@ -76,17 +79,18 @@ class Driver:
     oracle phase (a custom task function knows neither)."""
 
     def __init__(self, spec: SweepSpec, run_dir: Path, *, backend: Backend | None = None,
-                 tracker=None, fn: Callable[..., Any] | None = None, log: TextIO | None = sys.stderr,
+                 tracker=None, fn: Callable[..., Any] | None = None, log: TextIO | None | str = "stderr",
                  force: bool = False, attach: str | None = None,
                  replicate: tuple[list[tuple[int, str, dict[str, Any]]], list[dict[str, int]]] | None = None,
                  oracle_phase: bool | None = None):
-        self.spec, self.run_dir, self.log_to = spec, Path(run_dir), log
+        # `log`: where its lines go (None: nowhere); the process's stderr as it is now by default
+        self.spec, self.run_dir, self.log_to = spec, Path(run_dir), sys.stderr if log == "stderr" else log
         self._backend, self._tracker, self._fn = backend, tracker, fn
         self.force, self.attach, self.replicate = force, attach, replicate
         custom = fn is not None or backend is not None
         self.oracle_phase = spec.resources.oracle_phase and (not custom if oracle_phase is None
                                                              else oracle_phase)
-        self.stop = StopSignals()
+        self.stop = current()  # the CLI's, installed since its first instruction
         self.progress = None  # the source's progress view, once it exists: messages go through it
         self.tracker = None  # the tracker (a view that never raises), once the run has its identity
 
@@ -101,11 +105,18 @@ class Driver:
     # -- the run -------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         t_start = time.perf_counter()
-        with self.stop.installed():
+        # signals deferred: one that comes while the record is written is acted on at the next step
+        with self.stop.installed(), self.stop.deferred():
+            self.stop.check()
             record = Record.open(self.run_dir, journal=not self.spec.storage, force=self.force,
                                  say=self.say, role="replicate" if self.replicate else "sweep")
             source, retried = self._run(record)
+        self.stop.check()  # a signal during the last steps (the compaction): the sweep stopped there
         wall = time.perf_counter() - t_start
+        if source is None:  # nothing was left to run
+            return {"done": 0, "failed": 0, "reused": 0, "retried": 0, "oracles": {}, "duplicates": 0,
+                    "wall_s": wall, "run_dir": str(self.run_dir), "stopped": None, "stop_failed": False,
+                    "failures": {}}
         what = "configuration(s) replicated" if self.replicate else "trial(s) done"
         self.say(f"finished: {source.done} {what}, {source.failed} failed, {source.book.reused} run(s) "
                  f"reused from Parquet, {retried} retried, {wall:.1f}s")
@@ -116,12 +127,17 @@ class Driver:
                 "failures": dict(source.failures)}
 
     def _run(self, record: Record):
-        """Everything between taking the run directory and letting it go: (source, retries)."""
+        """Everything between taking the run directory and letting it go: (source, retries), or
+        (None, 0) when a search has nothing left to run."""
         backend = tracker = source = None
         started = False
         try:
+            done = self._nothing_left(record)
+            if done is not None:
+                self.say(f"nothing left to run: the study holds {done} trial(s), n_trials is "
+                         f"{self.spec.n_trials} (`resume --set n_trials=N` runs more)")
+                return None, 0
             backend = self._start_backend()
-            self.stop.install()  # again: ray.init replaced the SIGTERM handler
             if getattr(backend, "dashboard_hint", None):
                 self.say(backend.dashboard_hint)
             self.stop.check()
@@ -163,6 +179,27 @@ class Driver:
             record.release(remove=not started)
 
     # -- start-up ------------------------------------------------------------------------------------
+    def _nothing_left(self, record: Record) -> int | None:
+        """The trials on record when a search has nothing left to run: its study (read only) holds
+        n_trials trials that count, and none to redo (left RUNNING, missing from Parquet, failed for
+        a transient reason). None otherwise, or when that cannot be told without the backend."""
+        if self.replicate is not None or record.created or record.journal is None:
+            return None
+        from sweeps.journal import Damaged, read_study
+
+        ident = run_identity(self.run_dir)
+        if ident is None or not record.journal.is_file() or \
+                ident.get("spec_fingerprint") != self._recorded_spec()[1]:  # not this sweep: the
+            return None  # normal path says why (the study's own checks)
+        try:
+            study = read_study(record.journal.read_bytes(), ident["study_name"])
+        except Damaged:
+            return None
+        if study is None or to_reconcile(study, **redo_rules(record, ident["run_id"])):
+            return None
+        done = counted(study)
+        return done if done >= self.spec.n_trials else None
+
     def _start_backend(self) -> Backend:
         if self._backend is not None:
             return self._backend
@@ -213,10 +250,19 @@ class Driver:
             record.repair_journal()
         study = open_study(self.spec, self.run_dir, ident["study_name"], must_exist=must_exist,
                            storage=storage)
-        if fresh:
-            (self.run_dir / "run.json").write_text(json.dumps(ident, indent=1))
-        (self.run_dir / "spec.yaml").write_text(dump_yaml(scrub(self.spec.dump())))
+        text, fp = self._recorded_spec()
+        if fresh or ident.get("spec_fingerprint") != fp:  # new, or from before fingerprints
+            write_identity(self.run_dir, {**ident, "sweep": self.spec.name, "spec_fingerprint": fp})
+        tmp = self.run_dir / f".spec.yaml.{os.getpid()}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, self.run_dir / "spec.yaml")
         return ident["run_id"], study
+
+    def _recorded_spec(self) -> tuple[str, str]:
+        """(spec.yaml's text, the fingerprint of the spec it records): the spec scrubbed of secrets,
+        as every later command reads it back and checks it against run.json."""
+        text = dump_yaml(scrub(self.spec.dump()))
+        return text, spec_fingerprint(load_spec(load_yaml_text(text), read_only=True))
 
     def _make_tracker(self, run_id: str):
         from orchestrator.tracking import NullTracker, SafeTracker, make_tracker

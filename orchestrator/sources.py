@@ -49,6 +49,13 @@ def _reason(row: dict[str, Any]) -> tuple[FailureKind, str]:
     return kind, R.reason_key(row.get("error") or "")
 
 
+def redo_rules(record, run_id: str) -> dict[str, Any]:
+    """What a resumed search redoes (sweeps.study.reconcile's rules): a trial whose runs the record
+    lacks, or that failed for a transient reason (a lost worker, an interruption), of this run."""
+    return {"missing": lambda fps: any(not record.has(fp) for fp in fps),
+            "rerun": lambda kind: kind is not None and FailureKind(kind).transient, "run_id": run_id}
+
+
 class _Sweep:
     """What both sources share: the book, the progress view, the tally."""
 
@@ -91,9 +98,7 @@ class Search(_Sweep):
     def _reconcile(self, record) -> None:
         """Bring the study in line with the record (sweeps/study.reconcile), then count what the
         study already holds: trials told, configurations sampled, configurations on record."""
-        redo = reconcile(self.study, missing=lambda fps: any(not record.has(fp) for fp in fps),
-                         rerun=lambda kind: kind is not None and FailureKind(kind).transient,
-                         run_id=self.run_id)
+        redo = reconcile(self.study, **redo_rules(record, self.run_id))
         for why, numbers in redo.items():
             self.say(f"resume: {len(numbers)} trial(s) {why} re-enqueued ({', '.join(map(str, numbers))})")
         self.counted = counted(self.study)

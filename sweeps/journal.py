@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -128,6 +129,27 @@ def read_study(data: bytes, study_name: str) -> StudyView | None:
     if sid is None:
         return None
     return StudyView(study_name, studies[sid][1], studies[sid][2])
+
+
+_STUDY_OP = re.compile(rb'^\{"op_code":\s*[01],')  # CREATE_STUDY, DELETE_STUDY, as Optuna writes them
+
+
+def study_names(path: Path) -> list[str]:
+    """The studies a journal holds (created and not deleted), in creation order, from its study
+    records alone (a journal of 10,000 trials is scanned in milliseconds). Damaged lines are skipped."""
+    names: list[str] = []
+    for line in path.read_bytes().split(b"\n"):
+        if not _STUDY_OP.match(line):
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("op_code") == CREATE_STUDY and rec.get("study_name") not in names:
+            names.append(rec.get("study_name"))
+        elif rec.get("op_code") == DELETE_STUDY and 0 <= rec.get("study_id", -1) < len(names):
+            names[rec["study_id"]] = None  # ids count every study created, deleted or not
+    return [n for n in names if n is not None]
 
 
 def _compatible(a: str, b: str) -> bool:

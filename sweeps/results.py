@@ -421,6 +421,30 @@ def reason_key(error: str) -> str:
 
 # -- what a read-only verb reports about the record -----------------------------------------------
 
+def nonfinite(table: pa.Table, limit: int = 10) -> list[str]:
+    """One line per value of a COMPLETE row that is NaN or infinite (a metric column: a worker
+    never writes one, so it came from outside), naming the trial, its seed and the column; at most
+    `limit` lines, then a count of the rest. Null (a metric not computed) is not listed."""
+    import pyarrow.compute as pc
+
+    if table.num_rows == 0 or "state" not in table.column_names:
+        return []
+    complete = table.filter(pc.equal(table.column("state"), "COMPLETE"))
+    found = []
+    for name in complete.column_names:
+        col = complete.column(name)
+        if not pa.types.is_floating(col.type) or name == "gpu_fraction":
+            continue
+        bad = pc.fill_null(pc.invert(pc.is_finite(col)), False)
+        for i in pc.indices_nonzero(bad).to_pylist():
+            found.append((complete.column("trial_number")[i].as_py(), complete.column("seed_index")[i].as_py(),
+                          complete.column("fingerprint")[i].as_py(), name, col[i].as_py()))
+    lines = [f"trial {t} seed {s} (run {fp[:12]}): {name} is {v} in a COMPLETE row (not a number the "
+             "analysis can use)" for t, s, fp, name, v in sorted(found, key=lambda f: (f[0], f[1], f[3]))]
+    return lines[:limit] + ([f"... and {len(lines) - limit} more non-finite value(s)"] if len(lines) > limit
+                            else [])
+
+
 def record_problems(spec: SweepSpec, run_dir: Path, scans: dict[str, Scan] | None = None
                     ) -> tuple[Any, list[str]]:
     """(the study, read only; one line per problem of the record): files that cannot be read, the
@@ -431,6 +455,7 @@ def record_problems(spec: SweepSpec, run_dir: Path, scans: dict[str, Scan] | Non
 
     scans = scans or scan_record(run_dir)
     lines = [ln for sub in ("trials", "history") for ln in scans[sub].problems()]
+    lines += nonfinite(scans["trials"].table)
     study, notice = load_study_readonly(spec, run_dir)
     if notice:
         lines.append(notice)

@@ -1,5 +1,11 @@
 """A run directory's identity (run.json) and its lock (driver.lock): which sweep and study it holds,
-and which driver, if any, is writing it."""
+and which driver, if any, is writing it.
+
+run.json: {"run_id", "created", "study_name", "sweep", "spec_fingerprint", "version"}. The sweep's
+name and the fingerprint of what defines it (sweeps.spec.spec_fingerprint: what `spec_difference`
+compares) as spec.yaml recorded it, the Optuna study it fills, the project version that created it.
+`identity_problem` checks a run directory against it: every command that opens one does
+(orchestrator/verbs/common.py)."""
 from __future__ import annotations
 
 import fcntl
@@ -16,7 +22,7 @@ from unlearning.errors import UserError
 if TYPE_CHECKING:
     from sweeps.spec import SweepSpec
 
-RUN_FILE = "run.json"  # the run's identity: {"run_id", "created", "study_name"}
+RUN_FILE = "run.json"  # the run's identity (module docstring)
 
 
 def run_identity(run_dir: Path) -> dict[str, Any] | None:
@@ -31,11 +37,51 @@ def run_identity(run_dir: Path) -> dict[str, Any] | None:
 def new_run_identity(spec: SweepSpec, attach: str | None = None) -> dict[str, Any]:
     """A fresh id for a new run directory. In a shared storage the study is named by the id, so two
     sweeps of the same name never attach to each other by accident; `attach` names an existing
-    study to join on purpose."""
+    study to join on purpose. The spec's fingerprint is added by `recorded` (with spec.yaml)."""
+    from unlearning import __version__
+
     run_id = f"{spec.name}-{secrets.token_hex(4)}"
     name = attach or (run_id if spec.storage else spec.name)
-    return {"run_id": run_id, "study_name": name,
+    return {"run_id": run_id, "study_name": name, "sweep": spec.name, "version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def write_identity(run_dir: Path, ident: dict[str, Any]) -> None:
+    """run.json, written under a temp name and renamed (never half a file)."""
+    tmp = run_dir / f".{RUN_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(ident, indent=1))
+    os.replace(tmp, run_dir / RUN_FILE)
+
+
+def identity_problem(run_dir: Path, spec: SweepSpec) -> str | None:
+    """What in a run directory disagrees with its run.json, in one line (None: nothing): spec.yaml
+    (`spec`, as loaded from it) replaced by another sweep's or edited in what defines the sweep, or a
+    journal that does not hold the study run.json names. A run directory from before run.json held
+    the fingerprint is checked for its journal only."""
+    from sweeps.spec import spec_fingerprint
+
+    ident = run_identity(run_dir) or {}
+    sweep, fp = ident.get("sweep"), ident.get("spec_fingerprint")
+    if sweep and sweep != spec.name:
+        return (f"{run_dir}: spec.yaml is sweep {spec.name!r} but this run directory was created for sweep "
+                f"{sweep!r} (run.json): a spec.yaml copied from another sweep?")
+    if fp and fp != spec_fingerprint(spec):
+        return (f"{run_dir}: spec.yaml is not the spec this run was started with (spec fingerprint "
+                f"{spec_fingerprint(spec)}, run.json records {fp}): edited or replaced by hand?")
+    journal = run_dir / "study.journal"
+    if spec.storage or not journal.is_file():
+        return None
+    from sweeps.journal import study_names
+
+    want = ident.get("study_name") or spec.name
+    names = study_names(journal)
+    if names and want not in names:
+        return (f"{run_dir}: study.journal holds study {', '.join(map(repr, names))}, not {want!r} "
+                "(run.json): a journal from another sweep?")
+    if len(names) > 1:
+        return (f"{run_dir}: study.journal holds {len(names)} studies ({', '.join(map(repr, names))}); "
+                f"this run fills {want!r} only")
+    return None
 
 
 class DriverLock:

@@ -23,6 +23,8 @@ Shape (docs/sweeps.md has the full reference):
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
@@ -33,7 +35,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from sweeps import catalogue
 from unlearning.audit_config import AuditConfig
-from unlearning.config import StrictModel, one_line, read_yaml
+from unlearning.config import SEED_MAX, StrictModel, one_line, read_yaml
 from unlearning.errors import UserError
 
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -43,6 +45,10 @@ REFERENCE_DIR = Path(__file__).parent / "reference"
 # objective or constraint on one that needs Retrain makes the selection rule "oracle")
 METRICS: dict[str, bool] = {m.name: m.retrain for m in catalogue.CATALOGUE if m.objective}
 SEED_KEYS = ("split_seed", "train_seed", "unlearn_seed")
+MAX_SEEDS = 10_000  # seed entries in one list (`seeds`, `replicate.seeds`, `--seeds 0-9999`)
+# the most trials one sweep may ask for: a record of 100,000 trials is tested to stay fast
+# (docs/sweeps.md); 10**12 is a typo, not a plan
+MAX_TRIALS = 100_000
 
 
 def blind_metrics(m: dict[str, float]) -> dict[str, float]:
@@ -235,7 +241,7 @@ TPE_STARTUP_TRIALS = 5
 
 class SamplerSpec(StrictModel):
     name: Literal["tpe", "nsga2", "nsga3", "gp", "random", "grid"] = "tpe"
-    seed: int | None = 0
+    seed: int | None = Field(0, ge=0, le=SEED_MAX)
     options: dict[str, Any] = Field(default_factory=dict)  # passed to the Optuna sampler
 
     @model_validator(mode="before")
@@ -341,7 +347,10 @@ def parse_seeds(value: Any) -> list[int | dict[str, int]]:
         lo, dash, hi = part.partition("-")
         if not lo.isdigit() or (dash and not hi.isdigit()):
             raise ValueError(f"not a seed list: {value!r} (expected e.g. 0-9 or 0,1,2)")
-        out += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
+        first, last = int(lo), int(hi) if dash else int(lo)
+        if last > SEED_MAX or last - first + 1 + len(out) > MAX_SEEDS:  # before the list is built
+            raise ValueError(f"{part}: seeds are 0 to {SEED_MAX}, at most {MAX_SEEDS:,} of them")
+        out += list(range(first, last + 1))
     if not out:
         raise ValueError("no seeds given")
     return out
@@ -355,11 +364,15 @@ def _seed_entries(seeds: list[int | dict[str, int]]) -> list[int | dict[str, int
                 raise error_at((i, bad[0]), "unknown key")
             if not all(isinstance(v, int) and not isinstance(v, bool) for v in s.values()):
                 raise error_at((i,), "seeds are integers")
+        for key, v in (s.items() if isinstance(s, dict) else [(None, s)]):
+            if not 0 <= v <= SEED_MAX:
+                raise error_at((i,) if key is None else (i, key), f"{v} is not a seed (0 to {SEED_MAX})")
     return seeds
 
 
 # ints (which seeds they set: `seed_axes`) or mappings of split_seed, train_seed, unlearn_seed
-SeedList = Annotated[list[int | dict[str, int]], Field(min_length=1), AfterValidator(_seed_entries)]
+SeedList = Annotated[list[int | dict[str, int]], Field(min_length=1, max_length=MAX_SEEDS),
+                     AfterValidator(_seed_entries)]
 
 
 class ReplicateSpec(StrictModel):
@@ -387,7 +400,7 @@ class SweepSpec(StrictModel):
     objectives: list[Objective] = Field(min_length=1)
     constraints: list[Constraint] = Field(default_factory=list)
     sampler: SamplerSpec = SamplerSpec()
-    n_trials: int = Field(20, ge=1)
+    n_trials: int = Field(20, ge=1)  # at most MAX_TRIALS
     # the failure budget: stop (non-zero exit) after this many failed trials (null: no limit), or
     # when the first `fail_fast` trials all fail for the same reason (0: never)
     max_failures: int | None = Field(None, ge=1)
@@ -451,6 +464,28 @@ class SweepSpec(StrictModel):
             raise ValueError("a metric appears twice")
         return v
 
+    @field_validator("n_trials")
+    @classmethod
+    def _a_plan(cls, v):
+        if v > MAX_TRIALS:
+            raise ValueError(f"{v:,} trials is more than one sweep takes (at most {MAX_TRIALS:,}; a "
+                             "record that large stays fast, docs/sweeps.md)")
+        return v
+
+    @field_validator("constraints")
+    @classmethod
+    def _satisfiable(cls, v):
+        """Entries on one metric are one range: the highest min must not be above the lowest max."""
+        for i, c in enumerate(v):
+            for j, other in enumerate(v[:i]):
+                if other.metric != c.metric:
+                    continue
+                for lo, hi, at in ((c.min, other.max, j), (other.min, c.max, j)):
+                    if lo is not None and hi is not None and lo > hi:
+                        raise error_at((i,), f"{c.metric}: min {lo:g} and max {hi:g} (constraints.{at}) "
+                                       "leave no value: no trial could be feasible")
+        return v
+
     @model_validator(mode="after")
     def _grid_has_steps(self):
         if self.sampler.name == "grid":
@@ -512,29 +547,53 @@ def set_path_any(tree: Any, path: str, value: Any, _full: str | None = None) -> 
 
 
 # spec fields a later run may change without it becoming another sweep: more trials, more seeds,
-# other resources or tracking extend the same record
+# other resources or tracking extend the same record; so do where a trial runs and caches (base's
+# EXTENSIBLE_BASE: not in a run's fingerprint either). Everything else (the space, the methods, the
+# data, base, constraints, objectives, the sampler, seed_axes, select, ...) is what the sweep is.
 EXTENSIBLE = ("n_trials", "seeds", "resources", "tracking", "description", "max_failures", "fail_fast",
               "replicate", "audit")
+EXTENSIBLE_BASE = ("device", "cache_dir")
+ABSENT = "(absent)"
 
 
-def spec_conflict(old: dict[str, Any], new: dict[str, Any], _path: str = "") -> str | None:
-    """The first path where two spec dumps differ in a way that makes them different sweeps
-    (None: the same sweep, perhaps extended)."""
-    keys = sorted(set(old) | set(new)) if isinstance(old, dict) and isinstance(new, dict) else None
-    if keys is None:
-        return None if old == new else (_path or "<root>")
-    for k in keys:
-        if not _path and k in EXTENSIBLE:
-            continue
-        where = f"{_path}.{k}" if _path else str(k)
+def sweep_identity(dump: dict[str, Any]) -> dict[str, Any]:
+    """The part of a spec dump that defines its sweep: all but EXTENSIBLE (and base's
+    EXTENSIBLE_BASE)."""
+    out = {k: v for k, v in dump.items() if k not in EXTENSIBLE}
+    if isinstance(out.get("base"), dict):
+        out["base"] = {k: v for k, v in out["base"].items() if k not in EXTENSIBLE_BASE}
+    return out
+
+
+def spec_difference(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    """The first (path, old value, new value) where two spec dumps are different sweeps; None when
+    they are the same sweep, perhaps extended. A key one side lacks has the value ABSENT."""
+    return _first_difference(sweep_identity(old), sweep_identity(new), "")
+
+
+def _first_difference(old: Any, new: Any, path: str) -> tuple[str, Any, Any] | None:
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):  # entry by entry
+        old, new = dict(enumerate(old)), dict(enumerate(new))
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return None if old == new else (path or "<root>", old, new)
+    for k in sorted(set(old) | set(new), key=str):
+        where = f"{path}.{k}" if path else str(k)
         if k not in old or k not in new:
             if old.get(k) != new.get(k):
-                return where
+                return where, old.get(k, ABSENT), new.get(k, ABSENT)
             continue
-        found = spec_conflict(old[k], new[k], where)
+        found = _first_difference(old[k], new[k], where)
         if found:
             return found
     return None
+
+
+def spec_fingerprint(spec: SweepSpec) -> str:
+    """A hash of what defines the sweep (`sweep_identity`: what `spec_difference` compares), as
+    validated: fields at their defaults are left out, so a field added by a later version (with its
+    default) does not change the fingerprint of a spec.yaml written before."""
+    ident = sweep_identity(spec.model_dump(mode="json", exclude_defaults=True))
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def preset_names() -> list[str]:
@@ -646,4 +705,5 @@ def _probe_values(d: Dim) -> list[tuple[str, Any]]:
 
 __all__ = ["AuditSpec", "CategoricalDim", "Constraint", "Dim", "FixedDim", "FloatDim", "IntDim",
            "LogFloatDim", "LogIntDim", "METRICS", "Objective", "SweepSpec", "blind_metrics", "load_spec",
-           "preset_names", "read_spec_source", "set_path_any"]
+           "preset_names", "read_spec_source", "set_path_any", "spec_difference", "spec_fingerprint",
+           "sweep_identity"]

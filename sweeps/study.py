@@ -130,18 +130,17 @@ def open_study(spec: SweepSpec, run_dir: Path, name: str | None = None, *,
     return study
 
 
-def reconcile(study: optuna.Study, *, missing: Callable[[list[str]], bool] = lambda fps: False,
-              rerun: Callable[[str | None], bool] = lambda kind: False, run_id: str | None = None
-              ) -> dict[str, list[int]]:
-    """Bring the study in line with the record before a driver continues it. Re-enqueued (their
-    parameters asked again, the old trial not counted towards n_trials):
+def to_reconcile(study, *, missing: Callable[[list[str]], bool] = lambda fps: False,
+                 rerun: Callable[[str | None], bool] = lambda kind: False, run_id: str | None = None
+                 ) -> list[tuple[FrozenTrial, str]]:
+    """The trials a driver must re-enqueue before it continues the study, each with why (touches
+    nothing; an optuna.Study or a read-only sweeps.journal.StudyView):
       - trials left RUNNING by a driver that died;
       - finished trials whose runs `missing(fingerprints)` says are not (all) in Parquet;
       - failed trials whose failure kind (user attr failure_kind) `rerun(kind)` calls transient.
     Only this run directory's trials (user attr run_id, when given): a study shared on purpose
-    (--attach) holds other drivers' trials, running or recorded elsewhere.
-    Returns {reason: trial numbers}."""
-    out: dict[str, list[int]] = {}
+    (--attach) holds other drivers' trials, running or recorded elsewhere."""
+    out = []
     sup = superseded(study)
     for t in study.get_trials(deepcopy=False):
         if t.number in sup or t.state == TrialState.WAITING:
@@ -149,13 +148,20 @@ def reconcile(study: optuna.Study, *, missing: Callable[[list[str]], bool] = lam
         if run_id is not None and t.user_attrs.get("run_id", run_id) != run_id:
             continue
         if t.state == TrialState.RUNNING:
-            why = "left RUNNING by a driver that died"
+            out.append((t, "left RUNNING by a driver that died"))
         elif t.state in FINISHED and "method" in t.params and missing(t.user_attrs.get("fingerprints", [])):
-            why = "in the journal but missing from Parquet"
+            out.append((t, "in the journal but missing from Parquet"))
         elif t.state == TrialState.FAIL and rerun(t.user_attrs.get("failure_kind")):
-            why = "failed for a transient reason"
-        else:
-            continue
+            out.append((t, "failed for a transient reason"))
+    return out
+
+
+def reconcile(study: optuna.Study, **kw) -> dict[str, list[int]]:
+    """Bring the study in line with the record before a driver continues it: every trial of
+    `to_reconcile(study, **kw)` re-enqueued (its parameters asked again, the old trial not counted
+    towards n_trials). Returns {reason: trial numbers}."""
+    out: dict[str, list[int]] = {}
+    for t, why in to_reconcile(study, **kw):
         requeue(study, t, reason=why)
         out.setdefault(why, []).append(t.number)
     return out
@@ -169,6 +175,13 @@ def requeue(study: optuna.Study, trial: FrozenTrial | optuna.Trial, reason: str)
         study.enqueue_trial(dict(trial.params), user_attrs={"requeued_from": number})
     study.set_user_attr(SUPERSEDED, {**study.user_attrs.get(SUPERSEDED, {}), str(number): reason})
     study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def trials_done(spec: SweepSpec, run_dir: Path) -> int:
+    """How many trials of the run directory's study count towards n_trials (0 without a study);
+    read only."""
+    study, _ = load_study_readonly(spec, run_dir)
+    return counted(study) if study is not None else 0
 
 
 def counted(study: optuna.Study) -> int:

@@ -73,7 +73,9 @@ def fake_run_task(payload: dict, on_epoch=None) -> dict:
     from tests.sweep_util import fake_task
 
     if payload.get("task") in ("probe", "oracle"):  # nothing to check, no model to train
+        signal_driver(payload["task"])
         return {"ok": True, "files": {}}
+    signal_driver("trial")
     mark = None
     if os.environ.get("FAKE_TASK_RUNNING"):
         mark = Path(os.path.expanduser(os.environ["FAKE_TASK_RUNNING"])) / str(os.getpid())
@@ -85,6 +87,22 @@ def fake_run_task(payload: dict, on_epoch=None) -> dict:
     finally:
         if mark is not None:
             mark.unlink(missing_ok=True)
+
+
+def signal_driver(moment: str) -> None:
+    """Send the driver under test ($DRIVE_PID, set by tests/drive.py) the signal $SIGNAL_AT names
+    (MOMENT[:SIGNAL], default SIGTERM), once ($SIGNAL_DIR/sent marks it), if `moment` is its moment.
+    Runs in the driver or in a Ray worker."""
+    import signal
+
+    at, _, name = os.environ.get("SIGNAL_AT", "").partition(":")
+    if at != moment:
+        return
+    try:
+        os.close(os.open(Path(os.environ["SIGNAL_DIR"]) / "sent", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    os.kill(int(os.environ["DRIVE_PID"]), getattr(signal, name or "SIGTERM"))
 
 
 def fake_tail_task(payload: dict, on_epoch=None):

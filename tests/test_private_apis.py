@@ -24,6 +24,19 @@ def test_ray_private_names_exist_in_the_installed_ray():
     assert hasattr(authentication_utils, "is_token_auth_enabled"), f"{where} is_token_auth_enabled"
     assert ray_private.TOKEN_SETUP_LOGGER == setup.__name__
     assert hasattr(ray._private.worker, "_global_node"), f"{where} ray._private.worker._global_node"
+    from ray._private.node import Node
+
+    assert hasattr(Node, "get_session_dir_path"), f"{where} Node.get_session_dir_path (session_dir)"
+    import inspect
+
+    from ray._private import utils
+
+    assert hasattr(utils, "set_sigterm_handler"), f"{where} utils.set_sigterm_handler"
+    assert hasattr(ray_constants, "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"), \
+        f"{where} ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER"
+    for module in (ray._private.worker, ray._private.node):  # where ray.init installs its handlers
+        src = inspect.getsource(module)
+        assert "signal.signal(signal.SIGTERM" not in src, f"{where}: {module.__name__} sets SIGTERM directly"
     with ray_private.loopback_only():  # sets and restores, without starting anything
         assert ray_constants.ENABLE_RAY_CLUSTER is False
     assert isinstance(ray_private.token_auth_enabled(), bool)

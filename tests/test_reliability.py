@@ -89,8 +89,10 @@ def _no_traceback(*texts: str) -> None:
 # -- signals ---------------------------------------------------------------------------------------
 
 def _ray_processes(ray_tmp: str, within: float) -> list[str]:
-    """Processes of the Ray session started with RAY_TMPDIR=ray_tmp still alive after `within` s
-    (found by their environment: Ray renames its agents, `ray::DashboardAgent`)."""
+    """Processes of the Ray session started with RAY_TMPDIR=ray_tmp still alive after `within` s:
+    that RAY_TMPDIR in their environment, or a file under it open. (Ray's agents rename themselves,
+    `ray::DashboardAgent`, which leaves their environment unreadable: an environment-only search
+    missed them, and with them their 60 s after a driver's SIGKILL.)"""
     import psutil
 
     deadline = time.time() + within
@@ -98,7 +100,8 @@ def _ray_processes(ray_tmp: str, within: float) -> list[str]:
         left = []
         for p in psutil.process_iter(["name"]):
             try:
-                if p.environ().get("RAY_TMPDIR") == ray_tmp:
+                if p.environ().get("RAY_TMPDIR") == ray_tmp or \
+                        any(f.path.startswith(ray_tmp + "/") for f in p.open_files()):
                     left.append(p.info["name"])
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 pass
@@ -136,8 +139,11 @@ def test_sigterm_of_a_driver_on_ray_then_resume(tmp_path):
 
 @pytest.mark.ray
 def test_sigkill_of_a_driver_on_ray_leaves_no_ray_process_behind(tmp_path):
-    """Nothing can run in a driver killed with SIGKILL; the embedded Ray's processes notice their
-    parent is gone and end (measured: within about 3 s; the agents used to linger up to 80 s)."""
+    """Nothing can run in a driver killed with SIGKILL; the embedded Ray's processes end with it:
+    those it started by themselves, the raylet's agents by the reaper (cluster/reaper.py), which
+    kills them once the driver's pipe closes. Measured (bench/ray_after_sigkill.py, 3 runs each):
+    all gone 0.6-0.8 s after the kill with the dashboard, under 0.1 s without; 61 s before the
+    reaper (the agents waited out a 60 s report to the dead GCS). The test allows 15 s."""
     ray_tmp = tempfile.mkdtemp(prefix="rk", dir="/tmp")
     spec = _spec_file(tmp_path, n_trials=20, resources={"backend": "ray", "max_concurrent": 1})
     run_dir = tmp_path / "run"
@@ -146,7 +152,7 @@ def test_sigkill_of_a_driver_on_ray_leaves_no_ray_process_behind(tmp_path):
     assert _ray_processes(ray_tmp, within=0)  # the session runs
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not _ray_processes(ray_tmp, within=30), "Ray processes outlived the killed driver"
+    assert not _ray_processes(ray_tmp, within=15), "Ray processes outlived the killed driver"
     shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
@@ -507,3 +513,105 @@ def test_secrets_in_the_spec_or_the_environment_never_reach_a_file(tmp_path, mon
     meta = pq.read_metadata(tmp_path / "trials" / R.COMPACTED).metadata or {}
     assert not any(b"spec" in k for k in meta)
     assert "<redacted>" in (tmp_path / "spec.yaml").read_text()
+
+
+# -- outputs written whole --------------------------------------------------------------------------
+
+def _report_files(run_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((run_dir / "report").iterdir())}
+
+
+def test_a_report_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    """Before: report/ was written file by file, so a failure half-way (here a plot that raises; in
+    the field, `analyze` on a record with no readable row) left new tables beside the old report.md."""
+    from sweeps.report import plots
+    from sweeps.report.summary import write_report
+
+    spec = load_spec(small_spec(n_trials=3))
+    run_sweep(spec, tmp_path, fn=fake_task, log=None)
+    write_report(tmp_path, spec)
+    before = _report_files(tmp_path)
+    run_sweep(load_spec(small_spec(n_trials=5)), tmp_path, fn=fake_task, log=None)  # the tables change
+
+    def broken(*a, **kw):
+        raise RuntimeError("a plot that fails")
+
+    monkeypatch.setattr(plots, "front_html", broken)  # after the tables and two plots are written
+    with pytest.raises(RuntimeError):
+        write_report(tmp_path, load_spec(small_spec(n_trials=5)))
+    assert _report_files(tmp_path) == before
+    assert not list(tmp_path.glob(".report*")), "the folder being built was left"
+    monkeypatch.undo()
+    write_report(tmp_path, load_spec(small_spec(n_trials=5)))
+    after = _report_files(tmp_path)
+    assert after.keys() == before.keys() and after["table.csv"] != before["table.csv"]
+    assert b"5 configuration(s)" in after["report.md"]
+
+
+def test_analyze_on_a_record_without_a_readable_row_leaves_no_report_that_contradicts_itself(tmp_path,
+                                                                                            capsys):
+    spec = load_spec(small_spec(n_trials=3))
+    run_sweep(spec, tmp_path, fn=fake_task, log=None)
+    assert main(["analyze", str(tmp_path)]) == 0
+    before = _report_files(tmp_path)
+    c = tmp_path / "trials" / R.COMPACTED
+    c.write_bytes(c.read_bytes()[:100])  # truncated: no row can be read
+    try:
+        code = main(["analyze", str(tmp_path)])
+    except Exception:  # noqa: BLE001 - the analysis of an empty record is another issue's (18)
+        code = None
+    after = _report_files(tmp_path)
+    if code == 0:  # a new report, all of it about the record as it is now
+        assert b"0 configuration(s)" in after["report.md"] and after["table.csv"].count(b"\n") <= 1
+    else:  # or the previous one, untouched
+        assert after == before
+    assert not list(tmp_path.glob(".report*"))
+
+
+# -- values that are not numbers ---------------------------------------------------------------------
+
+def test_non_finite_values_in_the_record_are_named_and_not_counted_complete(tmp_path, capsys):
+    """Before: a COMPLETE row whose objective is NaN vanished from the front without a word while
+    status counted its configuration complete."""
+    import json
+
+    import pyarrow as pa
+
+    spec = load_spec(small_spec(n_trials=4))
+    run_sweep(spec, tmp_path, fn=fake_task, log=None)
+    c = tmp_path / "trials" / R.COMPACTED
+    t = pq.read_table(c)
+    rows = t.to_pylist()
+    victim = rows[1]
+    victim["test_acc"], victim["retain_acc"] = float("nan"), float("inf")
+    R.write_atomic(pa.Table.from_pylist(rows, schema=t.schema), c)
+    out = _status(tmp_path, capsys)
+    trial = victim["trial_number"]
+    assert f"record: trial {trial} seed 0 (run {victim['fingerprint'][:12]}): retain_acc is inf in a " \
+           "COMPLETE row" in out
+    assert f"record: trial {trial} seed 0 (run {victim['fingerprint'][:12]}): test_acc is nan" in out
+    assert "4 configuration(s) x 1 seed(s), 3 complete" in out
+    assert main(["analyze", str(tmp_path), "--json"]) == 0
+    got = capsys.readouterr()
+    assert "test_acc is nan in a COMPLETE row" in got.err
+    doc = json.loads(got.out)
+    assert doc["complete"] == 3 and trial not in [r["trial_number"] for r in doc["front"]]
+    configs = (tmp_path / "report" / "trials.csv").read_text()
+    assert "objective test_acc is missing or not finite in the record" in configs
+
+
+# -- secrets in free text ----------------------------------------------------------------------------
+
+def test_a_password_written_in_a_spec_string_reaches_no_file(tmp_path):
+    spec = load_spec(small_spec(n_trials=2, description="db password hunter2xyz, api_key=abcd1234efgh",
+                                tracking={"wandb": {"mode": "disabled", "notes": "secret: s3cr3tval"}}))
+    run_sweep(spec, tmp_path, fn=fake_task, log=None)
+    from sweeps.report.summary import write_report
+
+    write_report(tmp_path, spec)
+    for f in (p for p in tmp_path.rglob("*") if p.is_file()):
+        data = f.read_bytes()
+        for secret in (b"hunter2xyz", b"abcd1234efgh", b"s3cr3tval"):
+            assert secret not in data, f"{secret!r} reached {f}"
+    assert "password <redacted>" in (tmp_path / "spec.yaml").read_text()
+    assert "password <redacted>" in (tmp_path / "report" / "report.md").read_text()

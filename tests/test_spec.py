@@ -81,6 +81,20 @@ BAD = [
      "objectives.0.metric: unknown metric"),
     ("same objective twice", "objectives.1.metric", "forget_gap", "objectives: a metric appears twice"),
     ("unknown table", "reference", {"table": "x.csv", "scenario": "a"}, "reference.table: 'x.csv' is not in"),
+    # constraints on one metric are one range, across entries too
+    ("constraints that contradict each other across entries", "constraints",
+     [{"metric": "utility_drop", "max": 1}, {"metric": "utility_drop", "min": 5}],
+     "constraints.1: utility_drop: min 5 and max 1 (constraints.0) leave no value"),
+    # seeds: 0 .. 2**31 - 1, what every RNG takes and the record's int64 holds
+    ("a negative seed", "seeds", [0, -1], "seeds.1: -1 is not a seed (0 to 2147483647)"),
+    ("a seed beyond int64", "seeds", [2**70], "seeds.0: 1180591620717411303424 is not a seed"),
+    ("a seed mapping out of range", "seeds", [{"train_seed": 2**31}],
+     "seeds.0.train_seed: 2147483648 is not a seed"),
+    ("replicate seeds out of range", "replicate", {"seeds": "0-99999999999999"},
+     "replicate.seeds: 0-99999999999999: seeds are 0 to 2147483647, at most 10,000 of them"),
+    ("a negative sampler seed", "sampler.seed", -3, "sampler.seed: Input should be greater than or equal to 0"),
+    ("n_trials beyond the bound", "n_trials", 10**12,
+     "n_trials: 1,000,000,000,000 trials is more than one sweep takes (at most 100,000"),
 ]
 
 

@@ -115,3 +115,21 @@ def test_scrub(monkeypatch):
     assert got["nested"] == {"db_password": "<redacted>", "token": None}
     assert got["text"] == "a <redacted> b" and got["list"] == [{"secret": "<redacted>"}, 3]
     assert got["tokens_per_batch"] == "<redacted>"  # conservative: anything named like a token goes
+
+
+@pytest.mark.parametrize("text, scrubbed", [
+    ("my password hunter2 and more", "my password <redacted> and more"),
+    ("Password: hunter2", "Password: <redacted>"),
+    ("the pwd is hunter2", "the pwd is <redacted>"),
+    ('{"password": "hunter2"}', '{"password": "<redacted>"}'),  # a config as JSON text
+    ("api_key=abcd1234 then", "api_key=<redacted> then"),
+    ("the secret is xyzzy42", "the secret is <redacted>"),
+    ("token: abc123def", "token: <redacted>"),
+    # what is left alone: these words not naming a value, and values under 4 characters
+    ("token budget of 5, a secret sauce, keyword search, passport", None),
+    ("token: 12", None), ("lr 0.01 password", None),
+])
+def test_scrub_text_cuts_a_secret_named_in_prose(text, scrubbed):
+    from unlearning.redact import scrub_text
+
+    assert scrub_text(text, secrets=[]) == (text if scrubbed is None else scrubbed)

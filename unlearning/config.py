@@ -108,6 +108,9 @@ def set_path(tree: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return out
 
 
+# seeds are 0 .. 2**31 - 1: every RNG takes them (scikit-learn's random_state stops at 2**32 - 1, with
+# room for the small offsets derived seeds add) and the record stores them as int64
+SEED_MAX = 2**31 - 1
 MAX_YAML_BYTES = 1 << 20  # a spec or trial config is a few KB; anything this large is a mistake
 
 

@@ -6,9 +6,15 @@ What counts as a secret:
   - the value of any environment variable whose name contains KEY, TOKEN, SECRET or PASSWORD (or
     is a known credential variable), wherever it appears inside a string;
   - text in a known key format: W&B keys (40 hex digits), AWS access key ids, GitHub, Hugging Face,
-    OpenAI-style and Slack tokens, private-key blocks.
-A secret is replaced by "<redacted>". Lives in `unlearning` (the lowest layer) so every package can
-use it.
+    OpenAI-style and Slack tokens, private-key blocks;
+  - a secret written out in free text (a spec's description, W&B notes): the word after "password",
+    "passwd", "passphrase" or "pwd" ("password hunter2", "password: hunter2", "password is
+    hunter2"), and the value after "secret", "token", "api key", "access key", "private key" or
+    "credential" when a ":", "=" or "is" names it ("token: abc123", "api_key=...", "secret is ...").
+    Values of 4 characters or more; a bare "token budget" or "secret sauce" is left alone, but
+    "password is required" loses "required" (the cost of catching "password hunter2").
+A secret is replaced by "<redacted>" (the word that named it stays). Lives in `unlearning` (the
+lowest layer) so every package can use it.
 """
 from __future__ import annotations
 
@@ -41,6 +47,42 @@ _FORMAT_PARTS = [
 ]
 
 
+# a secret named in prose or in a config line (module docstring): the naming word and what joins it
+# to the value stay, the value goes
+_VALUE = r"""(["']?)([^\s"',;]{4,})"""
+_PHRASES = re.compile(
+    r"""(?i)(\b(?:passw(?:or)?d|passphrase|pwd)\b["']?(?:\s*[:=]\s*|\s+is\s+|\s+))""" + _VALUE + "|"
+    r"""(\b(?:secret|token|api[ _-]?key|apikey|access[ _-]?key|private[ _-]?key|credential)s?\b["']?"""
+    r"""(?:\s*[:=]\s*|\s+is\s+))""" + _VALUE)
+# where a phrase can start (lower case): the regex is tried there only, not at every character of
+# a 20 MB report
+_PHRASE_ANCHORS = ("passw", "passphrase", "pwd", "secret", "token", "api", "access", "private", "credential")
+
+
+def _phrase(m: re.Match) -> str:
+    lead, quote = (m.group(1), m.group(2)) if m.group(1) is not None else (m.group(4), m.group(5))
+    return f"{lead}{quote}{REDACTED}"
+
+
+def _scrub_phrases(text: str) -> str:
+    low = text.lower()
+    if len(low) != len(text):  # a case mapping that changes lengths: positions differ, scan it all
+        return _PHRASES.sub(_phrase, text)
+    starts = set()
+    for a in _PHRASE_ANCHORS:
+        i = low.find(a)
+        while i >= 0:
+            starts.add(i)
+            i = low.find(a, i + 1)
+    out, last = [], 0
+    for i in sorted(starts):
+        m = _PHRASES.match(text, i) if i >= last else None
+        if m:
+            out += [text[last:i], _phrase(m)]
+            last = m.end()
+    return "".join(out) + text[last:] if out else text
+
+
 @functools.lru_cache(maxsize=None)
 def _formats(present: tuple[int, ...]) -> re.Pattern:
     return re.compile("|".join(_FORMAT_PARTS[i][0] for i in present))
@@ -68,7 +110,7 @@ def secret_values(environ: dict[str, str] | None = None) -> list[str]:
 def scrub_text(text: str, secrets: list[str] | None = None) -> str:
     for s in secret_values() if secrets is None else secrets:
         text = text.replace(s, REDACTED)
-    return _formats_for(text).sub(REDACTED, text)
+    return _scrub_phrases(_formats_for(text).sub(REDACTED, text))
 
 
 def scrub(obj: Any, _secrets: list[str] | None = None) -> Any:

@@ -27,7 +27,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from unlearning import metrics as M
 from unlearning.audit_config import RelearnConfig
 from unlearning.checkpoints import Checkpoints
-from unlearning.config import StrictModel, one_line
+from unlearning.config import SEED_MAX, StrictModel, one_line
 from unlearning.data import DataConfig, Dataset, load_dataset
 from unlearning.errors import Failure, FailureKind, TrialFailed, UserError
 from unlearning.evaluate import EvalConfig, Outputs, derived, evaluate, model_outputs, score
@@ -45,9 +45,9 @@ class Seeds(StrictModel):
     """Separate seeds: which samples are forgotten, the original model, the method's randomness.
     A replication axis, never searched."""
 
-    split_seed: int = 0
-    train_seed: int = 0
-    unlearn_seed: int = 0
+    split_seed: int = Field(0, ge=0, le=SEED_MAX)
+    train_seed: int = Field(0, ge=0, le=SEED_MAX)
+    unlearn_seed: int = Field(0, ge=0, le=SEED_MAX)
 
 
 class TrialConfig(StrictModel):

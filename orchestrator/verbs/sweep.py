@@ -4,8 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from orchestrator.verbs.common import (EXIT_FAILED, RUN_HELP, SET_FLAG, resolve_run_dir, spec_from_dir,
-                                       sweep_sets)
+from orchestrator.verbs.common import (EXIT_FAILED, RUN_HELP, SET_FLAG, continue_spec, recorded_spec,
+                                       resolve_run_dir, spec_from_dir, sweep_sets)
 from unlearning.config import read_yaml
 from unlearning.errors import UserError
 
@@ -138,26 +138,21 @@ def analysis_has_complete(analysis) -> bool:
 def cmd_run(args) -> int:
     if getattr(args, "dry_run", False):
         return cmd_plan(args)
-    from sweeps.spec import load_spec, read_spec_source, spec_conflict
+    from sweeps.spec import load_spec, read_spec_source
 
     spec = load_spec(read_spec_source(args.spec), sweep_sets(args))
     run_dir = Path(args.out).expanduser() if args.out else Path("runs") / spec.name
-    old = run_dir / "spec.yaml"
-    if old.is_file():
-        try:  # re-validated, so fields added since it was written compare by their defaults
-            before = load_spec(read_yaml(old), check_data=False).dump()
-        except UserError as e:
-            raise UserError(f"{old} no longer loads ({e}); resume it by hand or choose another --out"
-                            ) from None
-        conflict = spec_conflict(before, spec.dump())
-        if conflict:  # n_trials, seeds, resources ... may change: that extends the same sweep
-            raise UserError(f"{run_dir} already holds sweep {spec.name!r} with a different {conflict}; "
-                            f"continue it with `unlearn-sweep resume {run_dir}` or choose another --out")
+    args.continue_with = f"`unlearn-sweep resume {run_dir}` continues"
+    if (run_dir / "spec.yaml").is_file():  # the same sweep, perhaps extended; or refused
+        recorded = recorded_spec(run_dir, writing=True)  # re-validated: fields added since take defaults
+        spec = continue_spec(run_dir, recorded, spec, origin="this spec",
+                             hint=f"continue it with `unlearn-sweep resume {run_dir}` or choose another --out")
     return _run_and_report(spec, run_dir, args)
 
 
 def cmd_resume(args) -> int:
     run_dir = resolve_run_dir(args.dir)
+    args.continue_with = f"`unlearn-sweep resume {run_dir}` continues"
     return _run_and_report(spec_from_dir(run_dir, sweep_sets(args)), run_dir, args)
 
 
@@ -172,7 +167,8 @@ def cmd_replicate(args) -> int:
             raise UserError(f"--set {key}: replicate reruns the sweep's own configurations; only "
                             f"{', '.join(p.rstrip('.') + ('.*' if p.endswith('.') else '') for p in REPLICATE_SETS)}"
                             " may change")
-    spec = spec_from_dir(run_dir, sets)
+    spec = spec_from_dir(run_dir, sets, extend=False)  # its own rule, above; spec.yaml is left as it is
+    args.continue_with = "running the same command again continues"
     out = replicate_sweep(spec, run_dir, top=args.top, seeds=args.seeds, per_method=args.per_method,
                           force=args.force)
     analysis, report = write_report(run_dir, spec)
@@ -194,6 +190,7 @@ def cmd_audit(args) -> int:
 
     run_dir = resolve_run_dir(args.dir)
     spec = spec_from_dir(run_dir, sweep_sets(args))
+    args.continue_with = "running the same command again continues"
     over = {k: v for k, v in (("top", args.top), ("shadows", args.shadows)) if v is not None}
     if args.kind:
         over["kinds"] = [k.strip() for k in args.kind.split(",") if k.strip()]

@@ -162,11 +162,17 @@ def per_config(runs: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     covered = ok[ok["phase"] == "search"].drop_duplicates(KEY + SEEDS).groupby(KEY).size()
     complete = covered.reindex(out.index, fill_value=0) >= need
     errors = runs[runs["state"] != "COMPLETE"].groupby(KEY)["error"].first().reindex(out.index)
-    out["state"] = np.where(complete, "COMPLETE", "FAIL")
-    out["error"] = np.where(complete, "", errors.fillna("missing seeds").astype(str))
+    # an objective that is missing or not a finite number (NaN or inf in the record) cannot be
+    # ranked: such a configuration is not complete (as the driver told Optuna), and says why
+    why = pd.Series("", index=out.index)
+    for o in reversed(spec.objectives):  # the first objective's reason wins
+        v = out[o.metric].astype(float) if o.metric in out else pd.Series(np.nan, index=out.index)
+        why = why.mask(~np.isfinite(v), f"objective {o.metric} is missing or not finite in the record")
+    out["state"] = np.where(complete & why.eq(""), "COMPLETE", "FAIL")
+    out["error"] = np.where(complete, why, errors.fillna("missing seeds").astype(str))
     out["n"] = out["n"].fillna(0).astype(int)
     out["fingerprints"] = out["fingerprints"].fillna("")
-    out["feasible"] = complete & feasible_mask(out, spec.constraints)
+    out["feasible"] = out["state"].eq("COMPLETE") & feasible_mask(out, spec.constraints)
     out = out.reset_index().sort_values("trial_number", kind="stable").reset_index(drop=True)
     return out[cols + [c for c in out.columns if c not in cols]]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -73,12 +74,66 @@ def to_json(a: Analysis) -> dict:
 # -- the report ----------------------------------------------------------------------------------
 
 def write_report(run_dir: str | Path, spec: SweepSpec) -> tuple[Analysis, Path]:
-    """Analyze the record and write report/ (files in the module docstring), each file under a temp
-    name then renamed. Returns (analysis, path of report.md)."""
+    """Analyze the record and write report/ (files in the module docstring) as a whole: built in a
+    folder beside it, then put in its place (`replace_folder`), so report/ is the previous report or
+    the new one, never a mix (a failure or a signal half-way leaves the previous one as it was).
+    Returns (analysis, path of report.md)."""
     run_dir = Path(run_dir)
-    out = run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
     a = analyze(run_dir, spec)
+    _remove_stale_builds(run_dir)
+    out = run_dir / f".report.{os.getpid()}.tmp"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    try:
+        _write_report_files(out, run_dir, spec, a)
+        replace_folder(out, run_dir / "report")
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return a, run_dir / "report" / "report.md"
+
+
+def _remove_stale_builds(run_dir: Path) -> None:
+    """Report folders a killed process was building (its pid gone)."""
+    from sweeps.rundir import alive
+
+    for p in run_dir.glob(".report.*.tmp"):
+        pid = p.name.split(".")[2]
+        if pid.isdigit() and not alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+    for p in run_dir.glob(".report.old-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def replace_folder(new: Path, dest: Path) -> None:
+    """Put folder `new` in the place of folder `dest` (which may not exist). Where the file system
+    can (Linux's renameat2 with RENAME_EXCHANGE: ext4, xfs, btrfs, tmpfs), the two swap in one step;
+    elsewhere (NFS) `dest` is renamed aside and `new` renamed into place, a moment without either."""
+    if dest.exists() and _exchange(new, dest):
+        shutil.rmtree(new, ignore_errors=True)  # it holds the previous report now
+        return
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+        os.replace(new, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, dest)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (renameat2 RENAME_EXCHANGE); False where that is not available."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not Linux, or a C library without it
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _write_report_files(out: Path, run_dir: Path, spec: SweepSpec, a: Analysis) -> None:
     history = read_history(run_dir).to_pandas()
     write_file(out / "trials.csv", a.configs.to_csv(index=False))
     write_file(out / "front.csv", tables.front_table(a.front, spec).to_csv(index=False))
@@ -127,7 +182,6 @@ def write_report(run_dir: str | Path, spec: SweepSpec) -> tuple[Analysis, Path]:
            "table.{md,tex,csv}; the record itself is ../trials/*.parquet (read with "
            "`sweeps.results.read_results`).\n"]
     write_file(out / "report.md", "".join(md))
-    return a, out / "report.md"
 
 
 def write_file(path: Path, content) -> bool:
@@ -136,13 +190,17 @@ def write_file(path: Path, content) -> bool:
     half a file. `fn` returning False writes nothing and removes a stale `path`. Returns whether
     `path` exists now."""
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    # text leaves the process here: the one scrubber cuts out anything that looks like a secret
-    wrote = tmp.write_text(scrub_text(content)) if isinstance(content, str) else content(tmp)
-    if wrote is False:
-        path.unlink(missing_ok=True)
-        return False
-    os.replace(tmp, path)
+    try:
+        # text leaves the process here: the one scrubber cuts out anything that looks like a secret
+        wrote = tmp.write_text(scrub_text(content)) if isinstance(content, str) else content(tmp)
+        if wrote is False:
+            path.unlink(missing_ok=True)
+            return False
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a signal: no temp file left behind
+        tmp.unlink(missing_ok=True)
+        raise
     return True
 
 
-__all__ = ["summary_text", "to_json", "write_file", "write_report"]
+__all__ = ["replace_folder", "summary_text", "to_json", "write_file", "write_report"]

@@ -1,0 +1,83 @@
+"""Ends an embedded Ray's processes once the driver that started them is gone, however it went
+(SIGKILL included).
+
+    reaper = Reaper.start(session_dir)   # right after ray.init(address="local")
+    ...
+    reaper.stop()                        # after ray.shutdown(): stragglers ended, the reaper reaped
+
+Why: the processes the driver starts itself (GCS, raylet, dashboard, monitors) die with it (Ray
+sets PR_SET_PDEATHSIG), and the workers follow the raylet within about 2 s; but the raylet's two
+agents (`ray::DashboardAgent`, `ray::RuntimeEnvAgent`), once they see the raylet gone, try to report
+its death to the GCS, which is gone too, and wait out the report's 60 s timeout.
+
+How: a separate small process (this file, run by path with `python -I`: the standard library only)
+reads a pipe whose writing end only the driver holds. The pipe closes when the driver exits; the
+reaper then sends SIGKILL to every process that has a file of the session directory open (Ray's
+processes keep their logs there; a renamed agent's environment is no longer readable, its open
+files are) and is named like Ray's (`ray::...`, `ray-dashboard-...`, raylet, gcs_server), so a
+`tail -f` of a log is left alone. Nothing else on the machine is touched: the session directory
+is this driver's own. Not covered: a driver killed inside ray.init, before the reaper starts.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+RAY_NAMES = ("ray::", "ray-dashboard", "raylet", "gcs_server")
+
+
+class Reaper:
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+
+    @classmethod
+    def start(cls, session_dir: str) -> "Reaper":
+        proc = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__), session_dir],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        return cls(proc)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Close the pipe (as the driver's death would), let the reaper end what is left, reap it."""
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=timeout_s)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+
+
+def session_processes(session_dir: str) -> list[int]:
+    """Processes named like Ray's that hold a file under `session_dir` open (this one excluded)."""
+    prefix = session_dir.rstrip("/") + "/"
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/comm") as f:
+                if not f.read().startswith(RAY_NAMES):
+                    continue
+            fds = f"/proc/{name}/fd"
+            if any(os.readlink(f"{fds}/{fd}").startswith(prefix) for fd in os.listdir(fds)):
+                found.append(int(name))
+        except OSError:  # gone meanwhile, or not ours to look at
+            continue
+    return found
+
+
+def main(session_dir: str) -> None:
+    for s in (signal.SIGINT, signal.SIGHUP):  # a terminal's Ctrl-C or hang-up is the driver's to handle
+        signal.signal(s, signal.SIG_IGN)
+    while sys.stdin.buffer.read(4096):  # returns b"" once the driver's end is closed
+        pass
+    for pid in session_processes(session_dir):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -6,6 +6,7 @@ trial at a time: exactly the search a user gets).
     python bench/sampler_bench.py --data digits                 # the quickstart: 32 trials x 5 seeds
     python bench/sampler_bench.py --data fmnist --trials 12     # fmnist_cpu, one method (eupmu)
     python bench/sampler_bench.py --samplers tpe,nsga2:population_size=8 --sampler-seeds 0-2
+    python bench/sampler_bench.py --summarize bench/results/sampler_bench_digits.json --fractions 0.99,0.995
 
 Data sets. `digits`: the quickstart preset (its two-method space, objectives forget_gap and test_acc,
 constraint utility_drop <= 3). `fmnist`: the fmnist_cpu preset (its four DeepUnlearn objectives; it
@@ -25,7 +26,10 @@ the process (data, oracle evaluation), so no timed sweep pays for them.
 `--arm` names the search strategy compared side by side in one run; `plain` (the sweep as it is) is
 the only one so far. The summary per arm and sampler: mean ± std (ddof 1) over sampler seeds of the
 hypervolume after k trials, and of the CPU-seconds to reach a fraction of the best hypervolume seen
-in the run (over the sweeps that reach it; how many did is given).
+in the run (over the sweeps that reach it; how many did is given); and, paired by sampler seed, the
+difference to random search (same arm) and to the plain arm (same sampler). Pairing is meaningful:
+the driver seeds each ask from (sampler seed, index), so for one seed every sampler's random start
+draws the same configurations.
 """
 from __future__ import annotations
 
@@ -91,7 +95,8 @@ def sweep_spec(raw: dict, sets: list, sampler: str, seed: int, n_trials: int, se
     no tracking."""
     kind, _, opts = sampler.partition(":")
     options = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in opts.split(",") if kv)}
-    return load_spec(raw, [*sets, ("name", name), ("sampler", {"name": kind, "seed": seed, "options": options}),
+    return load_spec(raw, [*sets, ("name", name),
+                           ("sampler", {"name": kind, "seed": seed, "options": options}),
                            ("n_trials", n_trials), ("seeds", seeds),
                            ("resources", {"backend": "inline", "cpus_per_trial": 1, "max_concurrent": 1}),
                            ("tracking", {"wandb": {"mode": "disabled"}})])
@@ -164,12 +169,34 @@ def summarize(sweeps: list[dict], at: list[int], fractions: list[float]) -> dict
                        for s in ss]
                 trials = [next((i + 1 for i, h in enumerate(s["hypervolume"]) if h >= f * best), None)
                           for s in ss]
-                row["cpu_s_to_fraction"][str(f)] = {**mean_std(hit), "reached": sum(h is not None for h in hit),
-                                                    "of": len(ss), "trials": mean_std(trials)}
+                row["cpu_s_to_fraction"][str(f)] = {**mean_std(hit), "of": len(ss), "trials": mean_std(trials),
+                                                    "reached": sum(h is not None for h in hit)}
             row["final_hypervolume"] = mean_std([s["hypervolume"][-1] for s in ss if s["hypervolume"]])
             row["cpu_s_total"] = mean_std([s["cpu_s"][-1] for s in ss if s["cpu_s"]])
             row["cpu_s_per_trial"] = mean_std([s["cpu_s"][-1] / s["trials"] for s in ss if s["trials"]])
+            for key, base in (("vs_random", (arm, "random")), ("vs_plain", ("plain", sampler))):
+                if base != (arm, sampler):
+                    row[key] = paired(ss, [s for s in sweeps if (s["arm"], s["sampler"]) == base], at)
             out.setdefault(arm, {})[sampler] = row
+    return out
+
+
+def paired(ss: list[dict], base: list[dict], at: list[int]) -> dict[str, Any] | None:
+    """Hypervolume after k trials minus the baseline's, paired by sampler seed (every sampler's first
+    configurations are the same random draws for one seed: the driver seeds each ask from (seed,
+    index)), and the CPU-seconds of the whole sweep minus the baseline's."""
+    by_seed = {b["sampler_seed"]: b for b in base}
+    pairs = [(s, by_seed[s["sampler_seed"]]) for s in ss if s["sampler_seed"] in by_seed]
+    if not pairs:
+        return None
+    out: dict[str, Any] = {"hypervolume_at": {}}
+    for k in at:
+        d = [s["hypervolume"][k - 1] - b["hypervolume"][k - 1] for s, b in pairs
+             if len(s["hypervolume"]) >= k and len(b["hypervolume"]) >= k]
+        out["hypervolume_at"][str(k)] = {**mean_std(d), "better": sum(x > 0 for x in d),
+                                         "worse": sum(x < 0 for x in d)}
+    out["cpu_s_total"] = mean_std([s["cpu_s"][-1] - b["cpu_s"][-1] for s, b in pairs
+                                   if s["cpu_s"] and b["cpu_s"]])
     return out
 
 
@@ -184,6 +211,7 @@ def markdown(doc: dict) -> str:
     at = [str(k) for k in s["at_trials"] if k <= s["n_trials"]]
     lines = [f"# Sampler bench: {s['data']} ({s['preset']})", "",
              f"Command: `{doc['command']}`  ",
+             *([f"Summary: `{doc['summarized']['command']}`  "] if doc.get("summarized") else []),
              f"Date: {doc['date']}; load average {doc['machine']['load_avg_start']} at the start, "
              f"{doc['machine']['load_avg_end']} at the end ({doc['machine']['cpus']} CPUs); "
              f"wall time {doc['wall_s'] / 60:.1f} min  ",
@@ -213,6 +241,17 @@ def markdown(doc: dict) -> str:
                 cells.append(f"{fmt(c, 0)} s ({c['reached']}/{c['of']}; {fmt(c['trials'], 1)} trials)"
                              if c["reached"] else f"— (0/{c['of']})")
             lines.append(f"| {arm} | {name} | " + " | ".join(cells) + " |")
+    rows = [(arm, name, row["vs_random"]) for arm in s["arms"] for name, row in summ.get(arm, {}).items()
+            if row.get("vs_random")]
+    if rows:
+        lines += ["", "Paired by sampler seed: hypervolume minus random search's after k trials, mean ± "
+                  "std over seeds (seeds better / worse):", "",
+                  "| arm | sampler | " + " | ".join(f"k={k}" for k in at) + " |",
+                  "|---|---|" + "---|" * len(at)]
+        for arm, name, v in rows:
+            lines.append(f"| {arm} | {name} | " + " | ".join(
+                f"{fmt(v['hypervolume_at'][k])} ({v['hypervolume_at'][k]['better']}/"
+                f"{v['hypervolume_at'][k]['worse']})" for k in at) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -244,7 +283,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--arms", default="plain", help=f"comma-separated, of {', '.join(ARMS)}")
     ap.add_argument("--methods", default=None, help="restrict the preset's space to these methods")
     ap.add_argument("--seeds", default="0", help="seeds per trial (the spec's `seeds`)")
-    ap.add_argument("--fractions", default=",".join(map(str, FRACTIONS)))
+    ap.add_argument("--fractions", default=",".join(map(str, FRACTIONS)),
+                    help="of the best hypervolume seen, for the CPU-seconds to reach them")
+    ap.add_argument("--at", default=",".join(map(str, AT_TRIALS)), help="trial counts for the summary")
+    ap.add_argument("--summarize", default=None, metavar="JSON",
+                    help="recompute the summary and the markdown of a finished run (no sweep runs)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a spec override (YAML value), as the CLI's --set")
     ap.add_argument("--cache-dir", default=None, help="oracle cache (default: $UNLEARN_SWEEP_CACHE)")
@@ -252,6 +295,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--task", default=None, help="module:function trial function (tests: a fake one)")
     ap.add_argument("--out", default=None, help="JSON (default bench/results/sampler_bench_<data>.json)")
     args = ap.parse_args(argv)
+    command = " ".join(["python", "bench/sampler_bench.py", *(argv if argv is not None else sys.argv[1:])])
+    fractions = [float(f) for f in args.fractions.split(",")]
+    if args.summarize:
+        doc = json.loads(Path(args.summarize).read_text())
+        at = [k for k in seed_ints(args.at) if k <= doc["setup"]["n_trials"]] or [doc["setup"]["n_trials"]]
+        doc["setup"].update(at_trials=at, fractions=fractions)
+        doc["summary"] = summarize(doc["sweeps"], at, fractions)
+        doc["summarized"] = {"command": command,
+                             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        return write(doc, Path(args.out or args.summarize))
     import yaml
 
     t_start = time.perf_counter()
@@ -271,7 +324,6 @@ def main(argv: list[str] | None = None) -> dict:
     if bad:
         ap.error(f"--arms: unknown arm {bad[0]!r} (known: {', '.join(ARMS)})")
     sampler_seeds, seeds = seed_ints(args.sampler_seeds), seed_ints(args.seeds)
-    fractions = [float(f) for f in args.fractions.split(",")]
     fn = load_task(args.task)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix=f"sampler-bench-{args.data}-"))
 
@@ -297,13 +349,13 @@ def main(argv: list[str] | None = None) -> dict:
     ref, from_data = reference(spec0, records)
     sweeps = [{"arm": r["arm"], "sampler": r["sampler"], "sampler_seed": r["sampler_seed"],
                **trace(r["spec"], r, ref)} for r in records]
-    at = [k for k in AT_TRIALS if k <= args.trials] or [args.trials]
+    at = [k for k in seed_ints(args.at) if k <= args.trials] or [args.trials]
     import optuna
     import torch
 
     doc = {
         "bench": "sampler_bench", "data": args.data,
-        "command": " ".join(["python", "bench/sampler_bench.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": command,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_avg_start": load0,
                     "load_avg_end": [round(x, 2) for x in os.getloadavg()]},
@@ -325,7 +377,11 @@ def main(argv: list[str] | None = None) -> dict:
         "summary": summarize(sweeps, at, fractions),
         "sweeps": sweeps,
     }
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"sampler_bench_{args.data}.json"
+    default = ROOT / "bench" / "results" / f"sampler_bench_{args.data}.json"
+    return write(doc, Path(args.out) if args.out else default)
+
+
+def write(doc: dict, out: Path) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(doc))

@@ -30,18 +30,20 @@ def _bench():
 def test_tiny_bench_writes_the_trace_of_every_sweep_and_the_summary(tmp_path):
     out, work = tmp_path / "sb.json", tmp_path / "work"
     bench = _bench()
-    doc = bench.main(["--data", "digits", "--trials", "3", "--sampler-seeds", "0", "--samplers",
-                      "tpe,nsga2:population_size=4", "--task", "tests.sweep_util:fake_task",
+    doc = bench.main(["--data", "digits", "--trials", "3", "--at", "1-3", "--sampler-seeds", "0",
+                      "--samplers", "tpe,nsga2:population_size=4,random", "--task", "tests.sweep_util:fake_task",
                       "--work", str(work), "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(doc))
-    assert "| plain | tpe | 1 |" in out.with_suffix(".md").read_text()
+    md = out.with_suffix(".md").read_text()
+    assert "| plain | tpe | 1 |" in md and "minus random" in md
     s = doc["setup"]
-    assert s["arms"] == ["plain"] and s["samplers"] == ["tpe", "nsga2:population_size=4"]
+    assert s["arms"] == ["plain"] and s["samplers"] == ["tpe", "nsga2:population_size=4", "random"]
     assert s["reference_point"] == [100.0, 0.0] and s["reference_from_data"] == [False, False]
     assert s["constraints"] == ["utility_drop <= 3"] and s["n_trials"] == 3
-    assert {"python", "torch", "optuna"} <= doc["versions"].keys() and len(doc["machine"]["load_avg_end"]) == 3
+    assert {"python", "torch", "optuna"} <= doc["versions"].keys()
+    assert len(doc["machine"]["load_avg_end"]) == 3
     assert [(w["arm"], w["sampler"], w["sampler_seed"]) for w in doc["sweeps"]] == [
-        ("plain", "tpe", 0), ("plain", "nsga2:population_size=4", 0)]
+        ("plain", "tpe", 0), ("plain", "nsga2:population_size=4", 0), ("plain", "random", 0)]
     for w in doc["sweeps"]:
         assert w["trials"] == len(w["hypervolume"]) == len(w["cpu_s"]) == len(w["feasible"]) == 3
         assert np.all(np.diff(w["hypervolume"]) >= 0) and np.all(np.diff(w["cpu_s"]) >= 0)
@@ -58,6 +60,21 @@ def test_tiny_bench_writes_the_trace_of_every_sweep_and_the_summary(tmp_path):
     reached = [doc["summary"]["plain"][w["sampler"]]["cpu_s_to_fraction"]["0.9"]["reached"]
                for w in doc["sweeps"]]
     assert sum(reached) >= 1  # the sweep that found the best reaches 0.9 of it
+    # paired by seed: both samplers start from the same random draws (the driver seeds each ask
+    # from (seed, index)), so after one trial they are equal
+    h = [w["hypervolume"][0] for w in doc["sweeps"]]
+    assert h[0] == h[1] == h[2]
+    tpe = doc["summary"]["plain"]["tpe"]
+    assert "vs_plain" not in tpe and "vs_random" not in doc["summary"]["plain"]["random"]
+    first = tpe["vs_random"]["hypervolume_at"]["1"]
+    assert first["mean"] == 0.0 and first["n"] == 1 and first["better"] == first["worse"] == 0
+    # the summary again, from the JSON alone, with other fractions: the traces are untouched
+    again = bench.main(["--summarize", str(out), "--fractions", "0.5", "--at", "1-2",
+                        "--out", str(tmp_path / "again.json")])
+    assert again["sweeps"] == doc["sweeps"] and again["setup"]["fractions"] == [0.5]
+    assert set(again["summary"]["plain"]["tpe"]["hypervolume_at"]) == {"1", "2"}
+    assert "--summarize" in again["summarized"]["command"]
+    assert "Summary: `python bench/sampler_bench.py --summarize" in (tmp_path / "again.md").read_text()
 
 
 def _spec_of(run_dir: Path) -> dict:

@@ -161,16 +161,20 @@ def summarize(sweeps: list[dict], at: list[int], fractions: list[float]) -> dict
         for sampler in dict.fromkeys(s["sampler"] for s in sweeps if s["arm"] == arm):
             ss = [s for s in sweeps if s["arm"] == arm and s["sampler"] == sampler]
             row: dict[str, Any] = {"sampler_seeds": [s["sampler_seed"] for s in ss]}
-            row["hypervolume_at"] = {str(k): mean_std([s["hypervolume"][k - 1] for s in ss
-                                                       if len(s["hypervolume"]) >= k]) for k in at}
+            row["hypervolume_at"] = {}
+            for k in at:  # `none_feasible`: sweeps with no feasible configuration yet (hypervolume 0)
+                hv = [s["hypervolume"][k - 1] for s in ss if len(s["hypervolume"]) >= k]
+                row["hypervolume_at"][str(k)] = {**mean_std(hv), "none_feasible": sum(h == 0 for h in hv)}
+            row["feasible_trials"] = mean_std([sum(s["feasible"]) for s in ss])
             row["cpu_s_to_fraction"] = {}
             for f in fractions:
                 hit = [next((c for h, c in zip(s["hypervolume"], s["cpu_s"]) if h >= f * best), None)
                        for s in ss]
                 trials = [next((i + 1 for i, h in enumerate(s["hypervolume"]) if h >= f * best), None)
                           for s in ss]
-                row["cpu_s_to_fraction"][str(f)] = {**mean_std(hit), "of": len(ss), "trials": mean_std(trials),
-                                                    "reached": sum(h is not None for h in hit)}
+                reached = sum(h is not None for h in hit)
+                row["cpu_s_to_fraction"][str(f)] = {**mean_std(hit), "reached": reached, "of": len(ss),
+                                                    "trials": mean_std(trials)}
             row["final_hypervolume"] = mean_std([s["hypervolume"][-1] for s in ss if s["hypervolume"]])
             row["cpu_s_total"] = mean_std([s["cpu_s"][-1] for s in ss if s["cpu_s"]])
             row["cpu_s_per_trial"] = mean_std([s["cpu_s"][-1] / s["trials"] for s in ss if s["trials"]])
@@ -221,14 +225,17 @@ def markdown(doc: dict) -> str:
              f"{', '.join(s['methods'])}; objectives {', '.join(s['objectives'])}; constraints "
              f"{', '.join(s['constraints']) or 'none'}; hypervolume at {s['reference_point']} "
              f"(from data: {s['reference_from_data']}); best seen {summ['best_hypervolume']:.4g}.", "",
-             "Hypervolume after k trials, mean ± std over sampler seeds (n each):", "",
-             "| arm | sampler | n | " + " | ".join(f"k={k}" for k in at) + " | CPU s / trial |",
-             "|---|---|---|" + "---|" * len(at) + "---|"]
+             "Hypervolume after k trials, mean ± std over sampler seeds (n each; [z]: z of them with "
+             "no feasible configuration yet, hypervolume 0), feasible trials of all, CPU-seconds per trial:",
+             "", "| arm | sampler | n | " + " | ".join(f"k={k}" for k in at)
+             + " | feasible | CPU s / trial |",
+             "|---|---|---|" + "---|" * len(at) + "---|---|"]
     for arm in s["arms"]:
         for name, row in summ.get(arm, {}).items():
-            lines.append(f"| {arm} | {name} | {len(row['sampler_seeds'])} | " +
-                         " | ".join(fmt(row["hypervolume_at"][k]) for k in at) +
-                         f" | {fmt(row['cpu_s_per_trial'], 2)} |")
+            hv = row["hypervolume_at"]
+            lines.append(f"| {arm} | {name} | {len(row['sampler_seeds'])} | " + " | ".join(
+                fmt(hv[k]) + (f" [{hv[k]['none_feasible']}]" if hv[k].get("none_feasible") else "")
+                for k in at) + f" | {fmt(row['feasible_trials'])} | {fmt(row['cpu_s_per_trial'], 2)} |")
     lines += ["", "CPU-seconds to reach a fraction of the best hypervolume seen, mean ± std over the "
               "sweeps that reach it (reached/of), and the trials it took:", "",
               "| arm | sampler | " + " | ".join(f"{f:g} × best" for f in s["fractions"]) + " |",

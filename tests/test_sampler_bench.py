@@ -31,8 +31,8 @@ def test_tiny_bench_writes_the_trace_of_every_sweep_and_the_summary(tmp_path):
     out, work = tmp_path / "sb.json", tmp_path / "work"
     bench = _bench()
     doc = bench.main(["--data", "digits", "--trials", "3", "--at", "1-3", "--sampler-seeds", "0",
-                      "--samplers", "tpe,nsga2:population_size=4,random", "--task", "tests.sweep_util:fake_task",
-                      "--work", str(work), "--out", str(out)])
+                      "--samplers", "tpe,nsga2:population_size=4,random",
+                      "--task", "tests.sweep_util:fake_task", "--work", str(work), "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(doc))
     md = out.with_suffix(".md").read_text()
     assert "| plain | tpe | 1 |" in md and "minus random" in md
@@ -55,6 +55,8 @@ def test_tiny_bench_writes_the_trace_of_every_sweep_and_the_summary(tmp_path):
         assert all(p["forget_gap"] >= 0 and "params" in p for p in w["front"])
     row = doc["summary"]["plain"]["tpe"]
     assert row["hypervolume_at"]["3"]["n"] == 1 and row["hypervolume_at"]["3"]["std"] is None
+    assert row["hypervolume_at"]["3"]["none_feasible"] == (doc["sweeps"][0]["hypervolume"][2] == 0)
+    assert row["feasible_trials"]["mean"] == sum(doc["sweeps"][0]["feasible"])
     best = doc["summary"]["best_hypervolume"]
     assert best == max(max(w["hypervolume"]) for w in doc["sweeps"])
     reached = [doc["summary"]["plain"][w["sampler"]]["cpu_s_to_fraction"]["0.9"]["reached"]

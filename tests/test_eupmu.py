@@ -246,7 +246,7 @@ def _ours(params, steps=12, lr=0.05):
 
 # The same-batch sequence of main at d4ac466 (before the previous-batch dual step moved in front of
 # the backward), written by `_same_batch_record()` below as float.hex strings.
-SAME_BATCH_RECORD = Path(__file__).parent / "data" / "eupmu_same_batch_d4ac466.json"
+SAME_BATCH_RECORD = Path(__file__).parent / "records" / "eupmu_same_batch_d4ac466.json"
 RECORD_KEYS = ("lambda", "lambda_next", "l_r_before", "l_r_after", "delta", "l_u", "l_r")
 
 

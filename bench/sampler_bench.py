@@ -17,7 +17,7 @@ Per sweep the JSON holds, after each trial (in trial order; a proposal already o
 trial): the hypervolume of the feasible front, the process CPU-seconds since the sweep started (the
 driver and the trial run in this process; CPU, not wall time, because the machine is shared), the
 wall seconds, and at the end the front. The hypervolume's reference point is
-`sweeps.units.default_reference` over every configuration of the run (all arms, samplers, seeds):
+`sweeps.report.units.default_reference` over every configuration of the run (all arms, samplers, seeds):
 the worst end of each objective's natural range (digits: forget_gap 100, test_acc 0), and for an
 objective without one (fmnist's du_* terms) the worst value seen plus 10% of the range, one point for
 the whole run. An untimed warm-up sweep first trains the oracles (one cache per data set) and warms
@@ -50,9 +50,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from orchestrator.runner import run_sweep  # noqa: E402
-from sweeps.analysis import analyze, analyze_runs  # noqa: E402
+from sweeps.report.analysis import analyze, analyze_runs  # noqa: E402
 from sweeps.spec import SweepSpec, load_spec, read_spec_source  # noqa: E402
-from sweeps.units import default_reference  # noqa: E402
+from sweeps.report.units import default_reference  # noqa: E402
 
 DATA = {  # --data -> (preset, default methods: None = the preset's own space)
     "digits": ("quickstart", None),

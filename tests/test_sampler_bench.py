@@ -12,7 +12,7 @@ import optuna
 import pytest
 
 from orchestrator.runner import run_sweep
-from sweeps.analysis import analyze
+from sweeps.report.analysis import analyze
 from sweeps.spec import load_spec
 from sweeps.study import storage_for
 from tests.sweep_util import fake_task, small_spec

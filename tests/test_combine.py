@@ -134,13 +134,29 @@ def test_eupmu_normalised_weights_and_adam_dual():
     assert float(comb.lam) == pytest.approx(3.1, abs=1e-3)
 
 
-def test_eupmu_previous_batch_estimate_lags_one_step():
-    comb = combine.EUPMU(eps=0.0, dual_lr=1.0, lambda_init=1.0, dual_opt="sgd", per_lr=False)
-    comb._init(torch.zeros(()))
-    first = comb.after_step(torch.tensor(2.0), None, lr=0.1)
-    assert "delta" not in first and float(comb.lam) == 1.0  # nothing to compare with yet
-    out = comb.after_step(torch.tensor(2.5), None, lr=0.1)  # rose from 2.0 to 2.5
-    assert float(out["delta"]) == pytest.approx(-0.5) and float(comb.lam) == pytest.approx(1.5)
+def test_eupmu_previous_batch_dual_step_comes_before_the_backward():
+    """EUPMU-fast (the authors' EU_fast order): the dual step from the remembered and this step's
+    retain loss happens before this step's backward, which already uses the new multiplier."""
+    comb = combine.EUPMU(eps=0.0, dual_lr=1.0, lambda_init=1.0, dual_opt="sgd", per_lr=True,
+                         estimate="previous_batch")
+    first = comb.before_backward(torch.tensor(2.0), lr=0.5)
+    assert first == {} and float(comb.lam) == 1.0  # nothing to compare with yet
+    assert comb.after_step(torch.tensor(2.0), torch.tensor(9.0), lr=0.5) == {}  # not this estimate's hook
+    # rose from 2.0 to 2.5 over a step taken at the REMEMBERED lr 0.5: delta = -1 (not -0.5 / 0.1)
+    out = comb.before_backward(torch.tensor(2.5), lr=0.1)
+    assert float(out["delta"]) == pytest.approx(-1.0) and float(comb.lam) == pytest.approx(2.0)
+    a, b = pair(5)
+    g, logs = run(comb, a, b)
+    torch.testing.assert_close(g, a + 2.0 * b)  # this step's gradient uses the updated multiplier
+    assert float(logs["lambda"]) == 2.0
+    # a step without retain rows is skipped, and so is the comparison with it at the next step
+    comb.before_backward(torch.tensor(0.0), lr=0.1, valid=torch.tensor(False))
+    comb.before_backward(torch.tensor(9.0), lr=0.1)
+    assert float(comb.lam) == pytest.approx(2.0)
+    # the same-batch combiner ignores the previous-batch hook
+    same = combine.EUPMU(eps=0.0, dual_lr=1.0, lambda_init=1.0, dual_opt="sgd", per_lr=False)
+    same.before_backward(torch.tensor(2.0), lr=0.1)
+    assert same.before_backward(torch.tensor(5.0), lr=0.1) == {} and same.lam is None  # untouched
 
 
 def test_forward_keeping_stats_leaves_batchnorm_untouched():

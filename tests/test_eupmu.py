@@ -1,5 +1,9 @@
 """EUPMU and UNGrad: the implicit multiplier tracks the explicit lambda* on a convex problem, empty
 batch parts stay finite, the per-step history holds the multiplier, and epsilon trades UA for RA."""
+import contextlib
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -198,3 +202,119 @@ def test_epsilon_trades_ua_for_ra_monotonically(oracle_cache):
     ua, ra = np.array([res[e][0] for e in eps]), np.array([res[e][1] for e in eps])
     assert (np.diff(ua) > -2).all() and (np.diff(ra) < 2).all(), (ua, ra)
     assert ua[-1] > ua[0] + 10 and ra[-1] < ra[0] - 10
+
+
+# -- when the dual step happens ----------------------------------------------------------------------
+
+def _tiny_setup(steps=12):
+    """A tiny MLP on digits and fixed mixed batches (8 forget + 24 retain rows each, every batch
+    different), the same for our loop and the in-test references."""
+    torch.manual_seed(0)
+    ds = load_dataset(DataConfig(name="digits"))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.Tanh(),
+                                torch.nn.Linear(16, ds.num_classes))
+    forget, retain = torch.arange(0, 8 * steps), torch.arange(8 * steps, 32 * steps)
+    batches = []
+    for i in range(steps):
+        idx = torch.cat([forget[8 * i:8 * i + 8], retain[24 * i:24 * i + 24]])
+        batches.append(Batch(ds.prepare(ds.x_train[idx]), ds.y_train[idx], idx, idx < 8 * steps, "mixed"))
+    return ds, model, forget, retain, batches
+
+
+def _ours(params, steps=12, lr=0.05):
+    """Our EUPMU through the one loop (unlearning.loop.run_loop) on `_tiny_setup`, one thread (a
+    sum's order must not depend on the machine's cores). Returns (per-step rows, initial weights,
+    batches, the forget rows' random labels)."""
+    from unlearning.loop import run_loop
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ds, model, forget, retain, batches = _tiny_setup(steps)
+        init = {k: v.clone() for k, v in model.state_dict().items()}
+        gen = torch.Generator().manual_seed(0)
+        cls = get_method("eupmu")
+        cfg = cls.Config(epochs=1, lr=lr, augment=False, **params)
+        m = cls(cfg, Context(MethodData(ds, forget, retain, val=torch.arange(5), gen=gen), model,
+                             torch.device("cpu"), gen, contextlib.nullcontext))
+        m.batches = lambda epoch: iter(batches)  # fixed batches instead of a shuffled epoch
+        _, rows = run_loop(model, m)
+    finally:
+        torch.set_num_threads(threads)
+    return rows, init, batches, m.labels
+
+
+# The same-batch sequence of main at d4ac466 (before the previous-batch dual step moved in front of
+# the backward), written by `_same_batch_record()` below as float.hex strings.
+SAME_BATCH_RECORD = Path(__file__).parent / "records" / "eupmu_same_batch_d4ac466.json"
+RECORD_KEYS = ("lambda", "lambda_next", "l_r_before", "l_r_after", "delta", "l_u", "l_r")
+
+
+def _same_batch_record() -> dict:
+    rows = _ours({})[0]
+    return {k: [float(r[k]).hex() for r in rows] for k in RECORD_KEYS}
+
+
+def test_same_batch_sequence_is_bit_identical_to_before_the_timing_change():
+    """The default (same-batch) form must not move: its multiplier, dual step and both losses, step
+    by step, equal to the last bit what main produced at d4ac466 (the record was written by running
+    `_same_batch_record()` against that commit's unlearning/ package)."""
+    want = json.loads(SAME_BATCH_RECORD.read_text())
+    assert _same_batch_record() == want
+    assert len(set(want["lambda"])) > 6  # the multiplier moves: the comparison is not vacuous
+
+
+def _eu_fast_reference(init, batches, labels, *, lr, dual_lr, e, steps):
+    """The authors' `EU_fast` order, written out here on purpose (no call into unlearning.combine):
+    w starts at 1 with its own torch.optim.Adam (weight decay 0.01); at every step, BEFORE the
+    backward, w takes one Adam step on the gradient log l_r(previous batch) - log l_r(this batch) - e
+    (none at the first step), and this step's loss is w/(1+w) log l_r + 1/(1+w) log l_f with the
+    UPDATED w (l_f alone when w < 0). Part losses are sums over their rows / batch size, log'd as in
+    the DDPM code (+1e-8 as theirs); the model steps with SGD (momentum 0.9, weight decay 5e-4, as
+    our loop). Returns (the w each step used, each step's log l_r)."""
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.Tanh(),
+                                torch.nn.Linear(16, 10))
+    model.load_state_dict(init)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    w = torch.tensor([1.0], requires_grad=True)
+    w_opt = torch.optim.Adam([w], lr=dual_lr, weight_decay=0.01, betas=(0.9, 0.999))
+    prev, used, log_r = None, [], []
+    for b in batches[:steps]:
+        out, n, f = model(b.x), len(b.y), b.forget
+        log_lr = (F.cross_entropy(out[~f], b.y[~f], reduction="sum") / n + 1e-8).log()
+        log_lf = (F.cross_entropy(out[f], labels[b.idx[f]], reduction="sum") / n + 1e-8).log()
+        if prev is not None:
+            w_opt.zero_grad(set_to_none=True)
+            w.grad = (prev - log_lr.detach() - e).reshape(1)
+            w_opt.step()
+        cw = w.detach().clone()
+        loss = log_lf if cw < 0 else cw / (1 + cw) * log_lr + 1 / (1 + cw) * log_lf
+        prev = log_lr.detach().clone()
+        opt.zero_grad()
+        loss.sum().backward()
+        opt.step()
+        used.append(float(cw))
+        log_r.append(float(log_lr.detach()))
+    return np.array(used), np.array(log_r)
+
+
+def test_eupmu_fast_multiplier_follows_the_authors_eu_fast_order():
+    """EUPMU-fast (previous batch, normalised weights, the authors' defaults: Adam dual lr 1, e 0.01 =
+    our epsilon -0.01, w from 1, unclamped) against the reference above, 12 steps. Measured (torch
+    2.13, CPU, one thread): max |ours - reference| 7.1e-6 on the multiplier (which runs 1, 0, 0.05 ...
+    0.58 ... 0.17), 2.4e-7 on log l_r. Most of the 7.1e-6 is our Adam's bias corrections taken in
+    float32 (0.9 ** t on a float32 step count; torch.optim.Adam takes them in float64): in float64
+    the first update agrees to 1.2e-7. The old timing (the dual step after the optimizer step, so the
+    sequence one step late) is 1.0 off. Asserted at 2e-5."""
+    steps = 12
+    rows, init, batches, labels = _ours({"estimate": "previous_batch", "normalise": True}, steps)
+    ref_w, ref_lr = _eu_fast_reference(init, batches, labels, lr=0.05, dual_lr=1.0, e=0.01, steps=steps)
+    ours = np.array([r["lambda"] for r in rows])
+    assert ours[0] == ref_w[0] == 1.0 and "delta" not in rows[0]  # nothing to compare with yet
+    np.testing.assert_allclose(ours, ref_w, rtol=0, atol=2e-5)
+    np.testing.assert_allclose([r["l_r"] for r in rows], ref_lr, rtol=0, atol=2e-6)
+    # the dual step this step logs is the one it used: the remembered and this batch's retain loss
+    for a, b in zip(rows, rows[1:]):
+        assert b["l_r_before"] == a["l_r"] and b["l_r_after"] == b["l_r"]
+    # one step late (the old timing) is far outside that tolerance: the test can tell them apart
+    assert np.abs(np.r_[ref_w[0], ref_w[:-1]] - ref_w).max() > 0.5

@@ -1,6 +1,7 @@
 """Gradient combiners: how a forget (unlearning) objective l_u and a retain objective l_r become the
 one gradient the optimizer applies. Shared by EUPMU, UNGrad and LTU.
 
+    combiner.before_backward(l_r, lr) -> logs       optional: react to this step's retain loss first
     combiner.backward(params, l_u, l_r) -> logs     writes p.grad for every p in params
     combiner.after_step(l_r, l_r_after, lr) -> logs  optional: react to the optimizer step
 
@@ -11,8 +12,9 @@ Four strategies:
           projected off g_r) | symmetric (each is projected off the other's original).
   ungrad  explicit unilateral surgery (EUPMU paper, arXiv 2510.22124): two passes,
           lambda* = max(0, (-<g_r, g_u> - eps) / ||g_r||^2), d = g_u + lambda* g_r, so <g_r, d> >= -eps.
-  eupmu   implicit surgery: ONE pass on the Lagrangian l_u + lambda * l_r; after the optimizer step the
-          multiplier follows the observed change of the retain loss (a dual step, see `EUPMU`).
+  eupmu   implicit surgery: ONE pass on the Lagrangian l_u + lambda * l_r; the multiplier follows the
+          observed change of the retain loss (a dual step, after the optimizer step or before the
+          next backward, see `EUPMU`).
 
 Gradients of the two objectives are flattened into one vector each (the per-tensor results are freed
 as soon as they are copied), and the combined vector is handed back to the parameters as views, so the
@@ -83,9 +85,13 @@ class Combiner:
     def backward(self, params: list[Tensor], l_u: Tensor, l_r: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
 
-    def after_step(self, l_r: Tensor, l_r_after: Tensor | None, lr: float,
+    def before_backward(self, l_r: Tensor, lr: float, valid: Tensor | None = None) -> dict[str, Tensor]:
+        """Called before `backward` with the step's retain loss (only EUPMU's previous-batch form)."""
+        return {}
+
+    def after_step(self, l_r: Tensor, l_r_after: Tensor, lr: float,
                    valid: Tensor | None = None) -> dict[str, Tensor]:
-        """Called after the optimizer step (only EUPMU uses it)."""
+        """Called after the optimizer step (only EUPMU's same-batch form)."""
         return {}
 
 
@@ -146,11 +152,8 @@ class EUPMU(Combiner):
     or (1/(1+lambda), lambda/(1+lambda)) when `normalise` (the authors' EUPMU-fast weighting). The
     caller passes l_u and l_r already transformed by phi (identity or log).
 
-    Logs `lambda` (the multiplier this step used) and, after the step, `lambda_next`, the retain loss
-    before/after and `delta`.
-
-    Dual step after the optimizer step, from the retain loss at theta_t (l_r) and at theta_{t+1}:
-        delta = (l_r - l_r_after) / (lr if per_lr else 1) + eps
+    The dual step, from a retain loss before (l_r at theta_t) and after (at theta_{t+1}) a step:
+        delta = (before - after) / (lr if per_lr else 1) + eps
         sgd:  lambda <- lambda - dual_lr * delta                        (the paper)
         adam: one Adam step on lambda with gradient delta + weight_decay * lambda  (authors' code)
     then, when `clamp`, lambda <- max(0, lambda) (the paper's projection). Without it lambda runs
@@ -158,21 +161,31 @@ class EUPMU(Combiner):
     uses max(lambda, 0) either way). Adam's L2 weight decay moves its fixed point: it settles where
     E[delta] = -weight_decay * lambda, i.e. the first-order retain increase it allows per unit lr is
     eps + weight_decay * lambda, not eps (tests/test_eupmu.py shows both forms).
-    l_r_after None = previous-batch estimate (EUPMU-fast): l_r_after is this call's l_r and l_r is the
-    one remembered from the previous call (the first call only remembers). `valid` (0-d bool) skips
-    the update when false (a batch without retain samples), without a host sync.
+
+    `estimate` says what "after" is, and so when the dual step happens:
+      same_batch      `after_step(l_r, l_r_after, lr)` after the optimizer step, l_r_after from an
+                      extra forward on the same batch at theta_{t+1}; the next step uses the result.
+      previous_batch  `before_backward(l_r, lr)` BEFORE this step's backward (the authors'
+                      `EU_fast` order): before = the retain loss remembered from the previous step
+                      (its batch, at theta_{t-1}), after = this step's (at theta_t); this step already
+                      uses the result. The first call only remembers. No extra forward.
+    The hook of the other estimate does nothing, so a caller may call both.
+    `valid` (0-d bool) skips the update when false (a batch without retain samples), without a host
+    sync. Logs: `lambda` (the multiplier this step used); `l_r_before`, `l_r_after`, `delta` of the
+    dual step; `lambda_next` (same batch: the multiplier the next step will use).
     """
 
     def __init__(self, eps: float, dual_lr: float, lambda_init: float = 1.0,
                  dual_opt: Literal["sgd", "adam"] = "sgd", per_lr: bool = True,
                  normalise: bool = False, betas: tuple[float, float] = (0.9, 0.999),
-                 weight_decay: float = 0.01, clamp: bool = True):
+                 weight_decay: float = 0.01, clamp: bool = True,
+                 estimate: Literal["same_batch", "previous_batch"] = "same_batch"):
         self.eps, self.dual_lr, self.dual_opt, self.per_lr = eps, dual_lr, dual_opt, per_lr
+        self.estimate = estimate
         self.normalise, self.betas, self.wd, self.clamp = normalise, betas, weight_decay, clamp
         self.lam: Tensor | None = None
         self.lambda_init = float(lambda_init)
-        self.prev: Tensor | None = None
-        self.prev_valid: Tensor | None = None
+        self.prev: tuple[Tensor, Tensor, float] | None = None  # previous batch: (l_r, valid, lr)
 
     def _init(self, like: Tensor) -> None:
         if self.lam is None:
@@ -190,17 +203,31 @@ class EUPMU(Combiner):
         return {"lambda": self.lam.clone()}
 
     def after_step(self, l_r, l_r_after, lr, valid=None):
+        """Same-batch estimate: the dual step from l_r (theta_t) and l_r_after (theta_{t+1})."""
+        if self.estimate != "same_batch":
+            return {}
         self._init(l_r)
         l_r = l_r.detach().float()
         ok = torch.ones((), dtype=torch.bool, device=l_r.device) if valid is None else valid
-        if l_r_after is None:  # previous-batch estimate
-            before, after = self.prev, l_r
-            self.prev, prev_ok, self.prev_valid = l_r, self.prev_valid, ok
-            if before is None:
-                return {"lambda_next": self.lam.clone()}
-            ok = ok & prev_ok
-        else:
-            before, after = l_r, l_r_after.detach().float()
+        logs = self._dual_step(l_r, l_r_after.detach().float(), lr, ok)
+        return {"lambda_next": self.lam.clone(), **logs}
+
+    def before_backward(self, l_r, lr, valid=None):
+        """Previous-batch estimate: the dual step from the remembered retain loss and this one, before
+        this step's backward; then remember this one (with the lr of the step about to be taken, the
+        step the next call measures)."""
+        if self.estimate != "previous_batch":
+            return {}
+        self._init(l_r)
+        l_r = l_r.detach().float()
+        ok = torch.ones((), dtype=torch.bool, device=l_r.device) if valid is None else valid
+        prev, self.prev = self.prev, (l_r, ok, lr)
+        if prev is None:
+            return {}
+        before, prev_ok, prev_lr = prev
+        return self._dual_step(before, l_r, prev_lr, ok & prev_ok)
+
+    def _dual_step(self, before: Tensor, after: Tensor, lr: float, ok: Tensor) -> dict[str, Tensor]:
         delta = (before - after) / (lr if self.per_lr else 1.0) + self.eps
         delta = torch.where(ok, delta, torch.zeros_like(delta))
         if self.dual_opt == "sgd":
@@ -213,7 +240,7 @@ class EUPMU(Combiner):
             new = self.lam - self.dual_lr * (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + 1e-8)
             self.m, self.v, self.t = (torch.where(ok, a, b) for a, b in ((m, self.m), (v, self.v), (t, self.t)))
         self.lam = torch.where(ok, new.clamp_min(0.0) if self.clamp else new, self.lam)
-        return {"lambda_next": self.lam.clone(), "l_r_before": before, "l_r_after": after, "delta": delta}
+        return {"l_r_before": before, "l_r_after": after, "delta": delta}
 
 
 def forward_keeping_stats(model: torch.nn.Module, x: Tensor) -> Tensor:

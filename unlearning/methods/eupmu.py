@@ -80,7 +80,8 @@ class EUPMU(Method):
     def make_combiner(self):
         c = self.cfg
         return combine.EUPMU(eps=c.epsilon, dual_lr=c.dual_lr, dual_opt=c.dual_opt, per_lr=c.delta_per_lr,
-                             normalise=c.normalise, weight_decay=c.dual_weight_decay, **c.resolved())
+                             normalise=c.normalise, weight_decay=c.dual_weight_decay, estimate=c.estimate,
+                             **c.resolved())
 
     def setup(self, model):
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -104,14 +105,15 @@ class EUPMU(Method):
 
     def step(self, model, batch):
         l_u, l_r, self.has_r = self.objectives(model(batch.x), batch)
+        dual = self.combiner.before_backward(l_r, self.lr, self.has_r)  # previous_batch: the dual step
         logs = self.combiner.backward(self.params, l_u, l_r)
         self.l_r = l_r.detach()
         return Step((l_u + l_r).detach(), grads_ready=True,
-                    logs={**logs, "l_u": l_u.detach(), "l_r": self.l_r})
+                    logs={**dual, **logs, "l_u": l_u.detach(), "l_r": self.l_r})
 
     def after_update(self, model, batch, step):
-        after = None
-        if self.cfg.estimate == "same_batch":  # one extra no-grad forward at theta_{t+1}
-            with torch.no_grad(), self.ctx.autocast():
-                after = self.objectives(combine.forward_keeping_stats(model, batch.x), batch)[1]
+        if self.cfg.estimate != "same_batch":
+            return None
+        with torch.no_grad(), self.ctx.autocast():  # one extra no-grad forward at theta_{t+1}
+            after = self.objectives(combine.forward_keeping_stats(model, batch.x), batch)[1]
         return self.combiner.after_step(self.l_r, after, self.lr, self.has_r)

@@ -67,7 +67,8 @@ class LTU(Method):
         self.mias = mia.train_attacks(mia.model_features(self.ctx.original, m.x, m.y),
                                       mia.model_features(self.ctx.original, *d.val_batch()),
                                       c.mia_models, c.mia_hidden, c.mia_steps, self.ctx.gen)
-        kw = dict(eps=c.epsilon, dual_lr=c.dual_lr, dual_opt="sgd", lambda_init=1.0)
+        kw = dict(eps=c.epsilon, dual_lr=c.dual_lr, dual_opt="sgd", lambda_init=1.0,
+                  estimate="previous_batch")
         self.combiner = combine.PCGrad(c.harmonization) if c.combiner == "pcgrad" else combine.EUPMU(**kw)
 
     def start_epoch(self, epoch, model):
@@ -107,12 +108,9 @@ class LTU(Method):
         forget = masked_mean(F.softplus(member_logits).mean(0), fq)  # mean over K of BCE(., 0)
         l_u = c.w_forget * forget + c.w_tune * tune[0]
         l_r = c.w_remember * remember + c.w_tune * tune[1]
-        self.l_r = l_r.detach()
-        logs = self.combiner.backward(list(self.params.values()), l_u, l_r)
+        logs = self.combiner.before_backward(l_r, self.lr)  # eupmu: previous-batch estimate
+        logs.update(self.combiner.backward(list(self.params.values()), l_u, l_r))
         p_member = masked_mean(torch.sigmoid(member_logits).mean(0), fq)
         logs.update(l_remember=remember.detach(), l_forget=forget.detach(), l_tune_f=tune[0].detach(),
                     l_tune_r=tune[1].detach(), audit_member_p=p_member.detach())
         return Step((l_u + l_r).detach(), grads_ready=True, logs=logs)
-
-    def after_update(self, model, batch, step):
-        return self.combiner.after_step(self.l_r, None, self.lr)  # eupmu: previous-batch estimate

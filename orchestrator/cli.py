@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from orchestrator.verbs import record, sweep, trial
+from orchestrator.verbs import model, record, sweep, trial
 from orchestrator.verbs.common import EXIT_FAILED
 from unlearning.errors import Aborted, UserError
 from unlearning.redact import scrub_text
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     trial.add_parsers(sub)
     sweep.add_parsers(sub)
     record.add_parsers(sub)
+    model.add_parsers(sub)
     return ap
 
 

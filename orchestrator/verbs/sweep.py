@@ -4,8 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from orchestrator.verbs.common import (EXIT_FAILED, RUN_HELP, SET_FLAG, resolve_run_dir, spec_from_dir,
-                                       sweep_sets)
+from orchestrator.verbs.common import (EXIT_FAILED, PLUGIN_FLAG, RUN_HELP, SET_FLAG, resolve_run_dir,
+                                       spec_from_dir, sweep_sets, with_cli_plugins)
 from unlearning.config import read_yaml
 from unlearning.errors import UserError
 
@@ -15,6 +15,7 @@ def add_parsers(sub) -> None:
     r = sub.add_parser("run", help="run a sweep from a spec file or a preset (see `presets`)")
     r.add_argument("spec", metavar="SPEC|PRESET")
     r.add_argument("--out", help="the run directory (default runs/<name>)")
+    r.add_argument("--plugin", **PLUGIN_FLAG)
     r.set_defaults(func=cmd_run)
     rs = sub.add_parser("resume", help="continue a sweep (after a crash, Ctrl-C, or with more trials)")
     rs.add_argument("dir", metavar="RUN", help=run_help)
@@ -28,6 +29,8 @@ def add_parsers(sub) -> None:
         p.add_argument("--address", help="an existing Ray cluster: auto, host:port or ray://host:port "
                        "(default: RAY_ADDRESS, else an embedded local Ray)")
         p.add_argument("--set", **setf)
+        p.add_argument("--keep-models", dest="keep_models", action="store_true",
+                       help="keep every trial's unlearned model in RUN/models/ (spec key keep_models)")
 
     rp = sub.add_parser("replicate", help="rerun a sweep's top configurations on more seeds, in the "
                         "same record (mean ± std over many seeds in every table)")
@@ -103,9 +106,10 @@ def analysis_has_complete(analysis) -> bool:
 
 
 def cmd_run(args) -> int:
-    from sweeps.spec import load_spec, read_spec_source, spec_conflict
+    from sweeps.spec import load_spec, read_spec_source, spec_conflict, spec_folder
 
-    spec = load_spec(read_spec_source(args.spec), sweep_sets(args))
+    spec = load_spec(with_cli_plugins(read_spec_source(args.spec), args), sweep_sets(args),
+                     base=spec_folder(args.spec))
     run_dir = Path(args.out).expanduser() if args.out else Path("runs") / spec.name
     old = run_dir / "spec.yaml"
     if old.is_file():

@@ -16,7 +16,10 @@ def add_parsers(sub) -> None:
     m = sub.add_parser("model", help="the unlearned models a sweep kept (replicate, run --keep-models): "
                        "list them, or write one out (--out) to load with unlearning.load_unlearned")
     m.add_argument("dir", metavar="RUN", help=RUN_HELP)
-    m.add_argument("--trial", type=int, help="the configuration's trial number (as in the report)")
+    which = m.add_mutually_exclusive_group()
+    which.add_argument("--trial", type=int, help="the configuration's trial number (as in the report)")
+    which.add_argument("--best", action="store_true", help="the sweep's best configuration, by its "
+                       "selection rule (the one `replicate --top 1` takes)")
     m.add_argument("--seed", type=int, help="which seed: an int as in the spec's `seeds` (its seed_axes "
                    "say which seeds it sets); needed when the trial has models for several")
     m.add_argument("--out", metavar="FILE.pt", help="write the model here (a state dict), its .json "
@@ -57,15 +60,27 @@ def pick(models: list[dict[str, Any]], trial: int, seed: int | None, spec) -> di
     return mine[0]
 
 
+def best_trial(run_dir: Path, spec) -> int:
+    """The trial number of the sweep's best configuration by its own selection rule."""
+    from sweeps.report.analysis import analyze, top_configs
+
+    top = top_configs(analyze(run_dir, spec), 1)
+    if top.empty:
+        raise UserError(f"{run_dir}: no complete feasible configuration on record")
+    return int(top.iloc[0]["trial_number"])
+
+
 def cmd_model(args) -> int:
     from unlearning.kept import kept_models
 
     run_dir = resolve_run_dir(args.dir)
     spec = spec_from_dir(run_dir, [], read_only=True)
     models = kept_models(run_dir / "models")
+    if args.best:
+        args.trial = best_trial(run_dir, spec)
     if args.trial is None:
         if args.out or args.seed is not None:
-            raise UserError("model: --seed and --out need --trial N")
+            raise UserError("model: --seed and --out need --trial N or --best")
         if args.json:
             print(json.dumps(models, indent=1))
         elif not models:

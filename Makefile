@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-all bench clean
+.PHONY: venv demo test test-all test-cluster bench clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,11 @@ test: venv
 
 test-all: venv
 	$(BIN)/python -m pytest -m ''
+
+# real clusters on this machine (network namespaces, SLURM; tests/cluster_util.py): root, `ip`,
+# and Debian's slurm-wlm for the SLURM tests; skipped where missing. About 10 minutes.
+test-cluster: venv
+	$(BIN)/python -m pytest -m cluster
 
 # measurements land in runs/bench/ (git-ignored); bench/results/ holds the committed reference runs
 bench: venv

@@ -74,3 +74,10 @@ class Backend(Protocol):
 
     def shutdown(self) -> None:
         """Release workers; running tasks are cancelled."""
+
+
+class BackendLost(Exception):
+    """The backend itself is gone, not one of its workers: a Ray cluster whose head (GCS) stopped
+    answering. Raised by `submit`, `wait` and `capacity`; every later call raises it again. No
+    task can finish any more; the driver records what ran as interrupted and stops (`resume`
+    continues on a new cluster). Message: one line naming the cause."""

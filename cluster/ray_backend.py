@@ -10,10 +10,13 @@ Where Ray runs
     ray.init, that instance is used and left running at shutdown.
 
 Trial actors
-    A pool of actors, one per trial slot: as many as the cluster's nodes can hold at
+    A pool of actors, one per trial slot: as many as the cluster's live nodes can hold at
     `cpus_per_trial` CPUs and `gpus_per_trial` GPUs each (0.25 packs four on a GPU), capped by
-    `max_concurrent`. Each actor is one worker process that calls `fn` trial after trial, so what
-    the task function caches per process (data on the device, original/Retrain models) is reused.
+    `max_concurrent`. The pool grows when nodes join (checked about once a second, `_check_nodes`,
+    from `submit`, `wait` and `capacity`): a node added mid-sweep takes trials. It does not shrink
+    when nodes go: the replacements of a lost node's actors wait for room. Each actor is one
+    worker process that calls `fn` trial after trial, so what the task function caches per process
+    (data on the device, original/Retrain models) is reused.
     A request that no node can meet is rejected before anything starts (ClusterConfigError, one
     line), instead of a sweep that waits forever.
 
@@ -35,8 +38,12 @@ Faults
     is gone: `capacity()` counts ready actors only). The task function raising: Outcome(lost=...,
     retryable=False); the actor stays. `cancel` kills the actor (ray.kill) and replaces it; another
     task on that actor (overlap) is lost with it: Outcome(lost=..., retryable=True), so the driver
-    runs it again. A result with `retire_worker` (cluster/backend.py) retires its actor: it takes no new
-    task and is replaced by a fresh process once its tasks are done (fragmented CUDA caches).
+    runs it again. The cluster itself lost (its head's GCS no longer accepts connections for
+    UNLEARN_SWEEP_RAY_HEAD_TIMEOUT seconds, by default half of the 60 s after which Ray ends a
+    driver that lost its GCS, RAY_gcs_rpc_server_reconnect_timeout_s): `submit`, `wait` and
+    `capacity` raise BackendLost (one line), and `shutdown` disconnects from what is left. A result
+    with `retire_worker` (cluster/backend.py) retires its actor: it takes no new task and is replaced
+    by a fresh process once its tasks are done (fragmented CUDA caches).
 
 Shared files
     `share(blob)` puts bytes in Ray's object store once and returns a small callable that, called
@@ -65,13 +72,21 @@ except ImportError as e:  # pragma: no cover - ray is a dependency, but keep the
     raise ImportError("the Ray backend needs ray: pip install 'ray[default]'") from e
 
 from cluster import ray_private
-from cluster.backend import Handle, Outcome, ProgressFn, TaskFn
+from cluster.backend import BackendLost, Handle, Outcome, ProgressFn, TaskFn
 
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.2  # how often `wait` drains progress while nothing has finished
 _NODE_CHECK_S = 1.0  # how often idle actors are checked against the live node list
 _START_TIMEOUT_S = float(os.environ.get("UNLEARN_SWEEP_RAY_START_TIMEOUT", "120"))
+
+
+def _head_timeout_s() -> float:
+    """How long the GCS may refuse connections before the cluster counts as lost: below the time
+    after which Ray itself ends the driver process (no clean line then)."""
+    ray_gives_up = float(os.environ.get("RAY_gcs_rpc_server_reconnect_timeout_s", "60"))
+    mine = os.environ.get("UNLEARN_SWEEP_RAY_HEAD_TIMEOUT")
+    return min(float(mine), 0.8 * ray_gives_up) if mine else 0.5 * ray_gives_up
 
 
 class ClusterConfigError(ValueError):
@@ -207,6 +222,11 @@ class RayBackend:
         self._shared: list[Any] = []
         self._closed = False
         self._last_node_check = 0.0
+        self._max_concurrent = max_concurrent
+        self._nodes_seen: frozenset[str] = frozenset()  # the live node ids the pool was sized for
+        self._gcs_down_since: float | None = None
+        self._last_probe = 0.0
+        self._lost: str | None = None  # why the cluster counts as gone (BackendLost)
         self._spawn_failures = 0
         self._context = None  # what ray.init returned, when this backend called it
         self._started_ray = self._connect(address, num_cpus, num_gpus, include_dashboard)
@@ -275,7 +295,8 @@ class RayBackend:
 
     def _pool_size(self, max_concurrent: int | None, check: bool) -> int:
         nodes = self._alive_nodes()
-        total = sum(_fit(n.get("Resources", {}), self.need) for n in nodes)
+        self._nodes_seen = frozenset(n["NodeID"] for n in nodes)
+        total = self._fit_total(nodes)
         if total == 0:
             want = " and ".join(f"{_fmt(v)} {k}" for k, v in self.need.items() if v > 0)
             best = max(nodes, key=lambda n: tuple(n["Resources"].get(k, 0) for k in
@@ -287,6 +308,9 @@ class RayBackend:
                 raise ClusterConfigError(f"no Ray node can run a trial needing {want}: {has}")
             total = 1  # an autoscaling cluster may add a node that fits; one actor waits for it
         return min(total, max_concurrent) if max_concurrent else total
+
+    def _fit_total(self, nodes: list[dict]) -> int:
+        return sum(_fit(n.get("Resources", {}), self.need) for n in nodes)
 
     def _spawn(self) -> _Slot:
         actor = self._worker_cls.options(**self._actor_options).remote(self.fn, self._inbox)
@@ -328,30 +352,80 @@ class RayBackend:
             self._spawn_failures = 0
 
     def _replace(self, slot: _Slot, kill: bool = True) -> None:
-        if slot not in self._slots:  # done already: another of its tasks saw it die
-            return
+        if slot not in self._slots or self._lost:  # done already (another of its tasks saw it
+            return  # die), or nothing can start any more
         if kill:
-            try:
-                ray.kill(slot.actor, no_restart=True)
-            except Exception:
-                pass
+            self._kill(slot.actor)
         self._slots.remove(slot)
         if not self._closed and self._spawn_failures < 20:
             self._slots.append(self._spawn())
 
     def _check_nodes(self) -> None:
-        """Idle or starting actors on a node that died: replace now rather than fail a trial later."""
+        """About once a second: is the cluster still there (BackendLost if not), did nodes die
+        (their idle or starting actors are replaced now rather than failing a trial later), did
+        nodes join (the pool grows to what the live nodes hold, capped by max_concurrent)?"""
+        if self._lost:
+            raise BackendLost(self._lost)
         now = time.monotonic()
         if now - self._last_node_check < _NODE_CHECK_S:
             return
         self._last_node_check = now
+        if not self._gcs_ok():
+            if self._lost:
+                raise BackendLost(self._lost)
+            return
         try:
-            alive = {n["NodeID"] for n in self._alive_nodes()}
+            nodes = self._alive_nodes()
         except Exception:
             return
+        alive = frozenset(n["NodeID"] for n in nodes)
         for slot in list(self._slots):
             if slot.ready and not slot.tasks and slot.node_id not in alive:
                 self._replace(slot)
+        if alive == self._nodes_seen:
+            return
+        self._nodes_seen = alive
+        want = self._fit_total(nodes)
+        if self._max_concurrent:
+            want = min(want, self._max_concurrent)
+        grow = want - len(self._slots)
+        if grow > 0 and not self._closed and self._spawn_failures < 20:
+            log.info("%d node(s) alive: %d more trial worker(s)", len(alive), grow)
+            self._slots.extend(self._spawn() for _ in range(grow))
+
+    def _gcs_ok(self, fresh: bool = False) -> bool:
+        """Whether the GCS (the head) accepts a TCP connection, asked at most once per
+        _NODE_CHECK_S unless `fresh`. While it does not, nothing here calls it: ray.nodes() and
+        ray.kill() would block until Ray gives up on the GCS and ends this process. Refused or
+        unanswered for the head timeout: the cluster is lost (`_lost` says why)."""
+        now = time.monotonic()
+        if self._lost or (not fresh and now - self._last_probe < _NODE_CHECK_S):
+            return not self._lost and self._gcs_down_since is None
+        self._last_probe = now
+        host, _, port = (ray.get_runtime_context().gcs_address or "").rpartition(":")
+        if not port.isdigit():
+            return True
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                pass
+        except OSError as e:
+            self._gcs_down_since = self._gcs_down_since or now
+            if now - self._gcs_down_since >= _head_timeout_s() or self._closed:
+                self._lost = (f"the Ray cluster is gone: its head (GCS at {host}:{port}) has not "
+                              f"answered for {now - self._gcs_down_since:.0f} s "
+                              f"({e.strerror or type(e).__name__})")
+            return False
+        self._gcs_down_since = None
+        return True
+
+    def _kill(self, actor, check: bool = True) -> None:
+        """ray.kill, unless the GCS does not answer (`check`: asked now): it would block. Ray ends
+        the actors of a driver that goes, and a lost cluster's are gone with it."""
+        if not check or self._gcs_ok(fresh=True):
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:
+                pass
 
     # -- the protocol ----------------------------------------------------------------------------
 
@@ -360,6 +434,7 @@ class RayBackend:
         tasks plus the one it can take now (none while a task of it is before its tail)."""
         if self._closed:
             return 0
+        self._check_nodes()
         self._reap_starting()
         return sum(len(s.tasks) + self._takes(s) for s in self._slots if s.ready)
 
@@ -371,6 +446,8 @@ class RayBackend:
     def submit(self, key: str, payload: dict[str, Any], attempt: int = 0) -> Handle:
         if self._closed:
             raise RuntimeError("RayBackend is shut down")
+        if self._lost:
+            raise BackendLost(self._lost)
         h = Handle(key, attempt)
         task = _Task(h, payload)
         self._tasks[h] = task
@@ -505,22 +582,16 @@ class RayBackend:
         if self._closed:
             return
         self._closed = True
-        for slot in self._slots:
-            try:
-                ray.kill(slot.actor, no_restart=True)
-            except Exception:
-                pass
-        inbox = getattr(self, "_inbox", None)
-        if inbox is not None:
-            try:
-                ray.kill(inbox, no_restart=True)
-            except Exception:
-                pass
+        if ray.is_initialized() and self._gcs_ok(fresh=True):  # a cluster lost is not asked
+            for actor in [s.actor for s in self._slots] + [getattr(self, "_inbox", None)]:
+                if actor is not None:
+                    self._kill(actor, check=False)
         self._slots.clear()
         self._tasks.clear()
         self._queued.clear()
         self._shared.clear()
-        if self._started_ray and ray.is_initialized():
+        # a lost cluster: disconnect too, or Ray ends this process when it gives up on the GCS
+        if (self._started_ray or self._lost) and ray.is_initialized():
             ray.shutdown()
 
     def __enter__(self) -> "RayBackend":

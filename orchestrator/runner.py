@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from cluster.backend import Backend
+from cluster.backend import Backend, BackendLost
 from orchestrator.oracles import OraclePlan
 from orchestrator.pool import TaskPool
 from orchestrator.record import Record, os_reason
@@ -156,6 +156,9 @@ class Driver:
         except BaseException as e:
             if source is not None:
                 source.close("interrupted")
+            if isinstance(e, BackendLost):  # the cluster itself is gone (its head): one line, exit 1
+                raise Aborted(f"{e}; runs recorded so far are intact, `resume` continues on a new "
+                              "cluster") from None
             if isinstance(e, KeyboardInterrupt) and not isinstance(e, Interrupted) and self.stop.signum:
                 raise Interrupted(self.stop.signum) from None
             raise

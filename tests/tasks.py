@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from pathlib import Path
 
 
 def task(payload: dict, on_epoch=None) -> dict:
@@ -66,13 +67,24 @@ def slow_fake_task(payload: dict, on_epoch=None) -> dict:
 
 def fake_run_task(payload: dict, on_epoch=None) -> dict:
     """unlearning.tasks.run_task's stand-in for driver processes under test (tests/drive.py): the
-    probe passes, a trial is tests.sweep_util.fake_task after $FAKE_TASK_SECONDS (default 0.2)."""
+    probe passes, a trial is tests.sweep_util.fake_task after $FAKE_TASK_SECONDS (default 0.2).
+    With $FAKE_TASK_RUNNING (a folder; `~` is the node's HOME) a file named after the process is
+    there while a trial runs: how a cluster test knows a node is mid-trial."""
     from tests.sweep_util import fake_task
 
     if payload.get("task") in ("probe", "oracle"):  # nothing to check, no model to train
         return {"ok": True, "files": {}}
-    time.sleep(float(os.environ.get("FAKE_TASK_SECONDS", "0.2")))
-    return fake_task(payload, on_epoch)
+    mark = None
+    if os.environ.get("FAKE_TASK_RUNNING"):
+        mark = Path(os.path.expanduser(os.environ["FAKE_TASK_RUNNING"])) / str(os.getpid())
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.touch()
+    try:
+        time.sleep(float(os.environ.get("FAKE_TASK_SECONDS", "0.2")))
+        return fake_task(payload, on_epoch)
+    finally:
+        if mark is not None:
+            mark.unlink(missing_ok=True)
 
 
 def fake_tail_task(payload: dict, on_epoch=None):

@@ -244,6 +244,24 @@ def test_bad_fraction_is_rejected(cluster):
         RayBackend(task, None, gpus_per_trial=1.5)
 
 
+def test_the_pool_grows_when_a_node_joins(cluster):
+    """Sized at start for the head (one 2-CPU trial), the pool takes a node that joins later (the
+    check runs in capacity(), about once a second) and its trials run there."""
+    with RayBackend(task, None, cpus_per_trial=2) as b:
+        assert b.capacity() == 1
+        node = cluster.add_node(num_cpus=2, include_dashboard=False)
+        try:
+            deadline = time.monotonic() + 60
+            while b.capacity() < 2:
+                assert time.monotonic() < deadline, b.workers()
+                time.sleep(0.2)
+            assert len({w["node"] for w in b.workers()}) == 2
+            done, _ = run_all(b, {k: {"op": "sleep", "seconds": 1, "key": k} for k in ("a", "b")})
+            assert len({o.node for o in done.values()}) == 2  # side by side, one per node
+        finally:
+            cluster.remove_node(node, allow_graceful=False)
+
+
 @pytest.mark.slow
 def test_nodes_share_the_work_and_a_removed_node_loses_no_task(cluster):
     workers = [cluster.add_node(num_cpus=1, resources={"slot": 1}, include_dashboard=False)

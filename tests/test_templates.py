@@ -85,6 +85,7 @@ def test_kuberay_rayjob_manifest():
 
 
 def test_slurm_script():
+    """The static checks; tests/test_cluster_slurm.py runs it under a real SLURM."""
     path = T / "slurm-ray.sh"
     text = path.read_text()
     bash = shutil.which("bash")
@@ -95,19 +96,29 @@ def test_slurm_script():
     sbatch = dict(re.findall(r"^#SBATCH --([\w-]+)(?:=(\S+))?", text, re.M))
     for key in ("job-name", "nodes", "ntasks-per-node", "cpus-per-task", "gpus-per-node", "time"):
         assert key in sbatch, key
-    assert RUN.search(text)
+    # preemption: requeued, warned before the time limit, one log across restarts
+    assert "requeue" in sbatch and sbatch["open-mode"] == "append"
+    assert re.fullmatch(r"B:USR1@\d+", sbatch["signal"]) and "trap 'stop yes' USR1" in text
+    # run-or-resume in one command (`run` continues the record of its run directory)
+    assert re.search(r'^\s*\$UNLEARN_SWEEP run "\$SPEC" "\$\{OUT\[@\]\}" --backend ray '
+                     r'--address "\$RAY_ADDRESS" &$', text, re.M)
     starts = [ln for ln in re.sub(r"\\\n\s*", " ", text).splitlines() if "ray start" in ln]
     head = next(ray_start_args(s) for s in starts if "--head" in s)
     worker = next(ray_start_args(s) for s in starts if "--head" not in s)
     assert head["port"] == "$PORT" and re.search(r"^PORT=\d+$", text, re.M)
     assert worker["address"] == "$HEAD_IP:$PORT"  # workers join the head's port
     assert head["num-gpus"] == worker["num-gpus"] == "$GPUS"
-    assert re.search(rf"^GPUS={sbatch['gpus-per-node']}\b", text, re.M)  # matches --gpus-per-node
     assert head["num-cpus"] == worker["num-cpus"] == "$CPUS"
+    # counts from SLURM, never hard-coded
+    assert re.search(r"^GPUS=\$\{SLURM_GPUS_ON_NODE:-0\}", text, re.M)
+    assert re.search(r"^CPUS=\$\{SLURM_CPUS_PER_TASK:-", text, re.M)
     assert head["dashboard-host"] == "127.0.0.1" and "block" in head and "block" in worker
+    # readiness from `ray status`, not sleeps; never `ray stop` (every Ray of the user on the node)
+    assert "ray status" in text and not re.search(r"sleep\s+[1-9]\d", text)
+    assert "ray stop" not in re.sub(r"#.*", "", text)
     assert "export RAY_AUTH_MODE=token" in text and "export RAY_AUTH_TOKEN" in text
     assert "export UNLEARN_SWEEP_CACHE" in text
-    assert "trap cleanup EXIT" in text  # no Ray left running when the job ends
+    assert "trap cleanup EXIT" in text  # the Ray steps end with the job script
 
 
 def test_templates_ship_with_the_package():

@@ -84,6 +84,13 @@ def test_a_spec_names_its_plugins_and_its_sweep_records_them(tmp_path, registrie
     monkeypatch.chdir(tmp_path / "data")
     assert main(["resume", str(run)]) == 0
     assert rows(run) == t
+    assert not (run / "models").exists()  # a search keeps no model unless asked: --keep-models
+    kept = tmp_path / "kept"
+    assert main(["run", str(spec), "--out", str(kept), "--keep-models"]) == 0
+    assert sorted(p.stem for p in (kept / "models").glob("*.pt")) == [r["fingerprint"] for r in rows(kept)]
+    assert [r["fingerprint"] for r in rows(kept)] == [r["fingerprint"] for r in t]  # not part of identity
+    # the audit of a plug-in sweep: its shadows are the plug-in's model, unlearned by its method
+    assert main(["audit", str(run), "--top", "1", "--shadows", "2", "--kind", "relearn"]) == 0
     capsys.readouterr()
     # `methods` and `trial` take the plug-ins too
     assert main(["methods", "wneg", "--plugin", str(files["unlearn_methods.py"])]) == 0
@@ -97,16 +104,38 @@ def test_a_spec_names_its_plugins_and_its_sweep_records_them(tmp_path, registrie
     assert single["metrics"]["test_acc"] == same["test_acc"]  # the sweep's trial, run by hand
 
 
+def released_original(path: Path) -> Path:
+    """A tiny_mlp original trained elsewhere, in plain PyTorch, saved as a state dict."""
+    from unlearning.data import DataConfig, load_dataset
+    from unlearning.models import build_model
+
+    ds = load_dataset(DataConfig(name="npz", root=str(path.parent.parent / "data" / "digits.npz")))
+    torch.manual_seed(0)
+    model = build_model("tiny_mlp", ds.in_shape, ds.num_classes)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(50):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(ds.prepare(ds.x_train)), ds.y_train).backward()
+        opt.step()
+    torch.save(model.state_dict(), path)
+    return path
+
+
 def test_a_worker_without_the_files_runs_the_shipped_payload_to_the_same_result(tmp_path, registries):
     """What a Ray worker on another node gets: the payload alone (here pickled to a fresh process in
-    another folder, the lab deleted first) holds the plug-ins' source; its result is the driver's."""
+    another folder with an empty oracle cache, the lab and its released original deleted first)
+    holds the plug-ins' source and the checkpoint's bytes; its result is the driver's."""
     from orchestrator.shipping import Shipment
     from sweeps.spec import load_spec, spec_folder
     from unlearning.config import read_yaml
+    from unlearning.plugins import load_plugins
     from unlearning.tasks import run_task
     from unlearning.trial import untimed
 
-    spec_file = make_lab(tmp_path)
+    spec_file = make_lab(tmp_path, SPEC.replace("  model: tiny_mlp\n",
+                                                "  model: tiny_mlp\n  checkpoints: {{original: released.pt}}\n"))
+    load_plugins(["my_lab/models.py"], base=spec_file.parent)  # tiny_mlp, to train the released one
+    released_original(spec_file.parent / "released.pt")
     spec = load_spec(read_yaml(spec_file), base=spec_folder(spec_file))
     payload = spec.trial_config("wneg", {"beta": 0.7, "epochs": 1}, spec.seed_list()[0])
 
@@ -115,6 +144,8 @@ def test_a_worker_without_the_files_runs_the_shipped_payload_to_the_same_result(
 
     shipped = Shipment(spec, Bytes())(payload)
     assert [p["name"] for p in shipped["plugin_sources"]] == spec.plugins
+    sha = hashlib.sha256((spec_file.parent / "released.pt").read_bytes()).hexdigest()
+    assert list(shipped["checkpoint_files"]) == [sha] and payload["checkpoints"]["original"]["sha256"] == sha
     here = run_task(dict(shipped))()
     assert here["state"] == "COMPLETE", here.get("error")
     (tmp_path / "payload.pkl").write_bytes(pickle.dumps(shipped))
@@ -126,9 +157,12 @@ def test_a_worker_without_the_files_runs_the_shipped_payload_to_the_same_result(
     code = ("import json, pickle, sys\nfrom unlearning.tasks import run_task\n"
             "print(json.dumps(run_task(pickle.load(open(sys.argv[1], 'rb')))()))")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "payload.pkl")], cwd=worker,
-                         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": ""})
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": "", "UNLEARN_SWEEP_CACHE": str(worker / "cache")})
     assert out.returncode == 0, out.stderr[-3000:]
     there = json.loads(out.stdout.strip().splitlines()[-1])
+    installed = [json.loads(p.read_text()) for p in (worker / "cache").glob("*.json")]
+    assert [i["key"]["checkpoint"] for i in installed if "checkpoint" in i["key"]] == [sha]
     a, b = untimed(here), untimed(there)
     for key in ("state", "metrics", "reference", "params", "history", "config"):
         assert a[key] == b[key], key
@@ -372,3 +406,14 @@ def test_replicate_keeps_each_seeds_model_and_a_kept_model_reproduces_its_record
             assert got[m] == row[m] == info["metrics"][m], m  # exactly
         state = torch.load(path, weights_only=True)  # a plain state dict: any torch code loads it
         assert set(state) == set(model.state_dict())
+    # a kept file altered since, or a plug-in model not loaded here: one line each
+    from unlearning.errors import UserError
+
+    altered = bytearray(out.read_bytes())
+    altered[len(altered) // 2] ^= 0xFF
+    out.write_bytes(bytes(altered))
+    with pytest.raises(UserError, match=r"winner.pt has sha256 .*, expected"):
+        load_unlearned(out)
+    registries.MODELS._entries.pop("tiny_mlp")
+    with pytest.raises(UserError, match="unknown model 'tiny_mlp'"):
+        load_unlearned(run / "models" / f"{mine[0]['fingerprint']}.pt")

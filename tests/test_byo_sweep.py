@@ -154,7 +154,10 @@ def test_a_worker_without_the_files_runs_the_shipped_payload_to_the_same_result(
     shutil.rmtree(spec_file.parent)
     worker = tmp_path / "elsewhere"
     worker.mkdir()
-    code = ("import json, pickle, sys\nfrom unlearning.tasks import run_task\n"
+    # as many threads as here (a Ray worker has its cpus_per_trial, inline sets the same): float sums
+    # are then summed in the same order
+    code = ("import json, pickle, sys, torch\nfrom unlearning.tasks import run_task\n"
+            f"torch.set_num_threads({torch.get_num_threads()})\n"
             "print(json.dumps(run_task(pickle.load(open(sys.argv[1], 'rb')))()))")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "payload.pkl")], cwd=worker,
                          capture_output=True, text=True, timeout=600,
@@ -211,6 +214,22 @@ def test_plugins_and_checkpoints_count_by_content_in_the_fingerprint(tmp_path, r
         fingerprint(raw)  # the old version's config never validates against the new code
     fp2 = fingerprint({**raw, "plugins": [p2.ref()]})[0]
     assert fp2 != fp1 and method_code_version("fp_neg") != v1
+    # a package's method: an edit to any file of the package is another code version
+    pkg = tmp_path / "pkg" / "labpkg_fp"
+    write(pkg, "__init__.py", "from . import methods\n")
+    write(pkg, "methods.py", METHOD_SRC.format(name="pkg_neg"))
+    write(pkg, "helpers.py", "SCALE = 1.0\n")
+    sys.path.insert(0, str(tmp_path / "pkg"))
+    try:
+        [v1] = load_plugins(["labpkg_fp"])
+        c1 = method_code_version("pkg_neg")
+        (pkg / "helpers.py").write_text("SCALE = 2.0\n")
+        [v2] = load_plugins(["labpkg_fp"])
+    finally:
+        sys.path.remove(str(tmp_path / "pkg"))
+        for m in [m for m in sys.modules if m.startswith("labpkg_fp")]:
+            del sys.modules[m]
+    assert v1.sha256 != v2.sha256 and method_code_version("pkg_neg") != c1
     # a checkpoint by its bytes: moved elsewhere, the same; other bytes, another fingerprint
     base = {"method": "ft", "data": {"name": "digits"}}
     fp = lambda path, sha: fingerprint({**base, "checkpoints": {"original": {"path": path, "sha256": sha}}})[0]  # noqa: E731
@@ -236,6 +255,24 @@ def test_a_plugin_edited_between_two_runs_is_refused_in_one_line(tmp_path, regis
     # the edited plug-in is another sweep: into another run directory it runs every trial again
     assert main(["run", str(spec), "--out", str(tmp_path / "run2")]) == 0
     assert {r["fingerprint"] for r in rows(tmp_path / "run2")}.isdisjoint(r["fingerprint"] for r in rows(run))
+
+
+def test_a_moved_lab_continues_its_sweep_by_content(tmp_path, registries):
+    """Where the files lie is not the run's identity: the same plug-ins elsewhere continue it (the
+    fingerprints are the same, nothing runs again) and the record learns their new place."""
+    import shutil
+
+    spec = make_lab(tmp_path)
+    run = tmp_path / "run"
+    assert main(["run", str(spec), "--out", str(run)]) == 0
+    t = rows(run)
+    moved = tmp_path / "moved"
+    shutil.move(spec.parent, moved)
+    assert main(["run", str(moved / "spec.yaml"), "--out", str(run)]) == 0
+    assert rows(run) == t
+    ident = json.loads((run / "run.json").read_text())
+    assert str(tmp_path / "lab") in ident["plugins"][0]["path"]  # run.json: where it first ran
+    assert str(moved / "my_lab" / "unlearn_methods.py") in (run / "spec.yaml").read_text()  # resume: now
 
 
 def _evil(marker: Path):

@@ -32,9 +32,9 @@ from unlearning.data import load_dataset
 from unlearning.errors import FailureKind, UserError
 from unlearning.loop import autocast_factory
 from unlearning.models import build_model
-from unlearning.plugins import load_shipped
 from unlearning.oracle import (cache_files, cache_key, cached_train, install_checkpoints, install_files,
                                oracle_parts)
+from unlearning.plugins import load_shipped
 from unlearning.splits import make_split
 from unlearning.trial import (TrialConfig, TrialResult, default_cache_dir, failure_of, load_trial_config,
                               resolve_device, start_trial)

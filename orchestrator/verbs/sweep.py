@@ -114,7 +114,7 @@ def cmd_run(args) -> int:
     old = run_dir / "spec.yaml"
     if old.is_file():
         try:  # re-validated, so fields added since it was written compare by their defaults
-            before = load_spec(read_yaml(old), check_data=False).dump()
+            before = load_spec(read_yaml(old), read_only=True).dump()  # its plug-ins may have moved
         except UserError as e:
             raise UserError(f"{old} no longer loads ({e}); resume it by hand or choose another --out"
                             ) from None

@@ -62,10 +62,10 @@ class _Sweep:
     phase = "search"
 
     def __init__(self, spec: SweepSpec, record, *, run_id: str, tracker, oracles: OraclePlan | None,
-                 share: Callable[[bytes], Any], say: Callable[[str], None]):
+                 share: Callable[[bytes], Any], say: Callable[[str], None], keep_models: bool = False):
         self.spec, self.say = spec, say
         self.book = RunBook(spec, record, run_id=run_id, phase=self.phase, tracker=tracker, oracles=oracles,
-                            share=share, on_complete=self._complete, say=say)
+                            share=share, on_complete=self._complete, say=say, keep_models=keep_models)
         self.done = self.failed = 0
         self.failures: Counter[str] = Counter()  # reason key -> configurations that failed for it
         self.stopped: str | None = None  # why the sweep ended before its end
@@ -257,8 +257,10 @@ class Replicate(_Sweep):
                 fp, cfg = fingerprint(spec.trial_config(method, params, s))
                 conf.runs.append(Run(conf, i, fp, cfg))
             self.book.add(conf)
+        again = self.book.rerun_for_model
         self.say(f"replicate: {len(configs)} configuration(s) x {len(seeds)} seed(s), "
-                 f"{len(self.book.queue)} run(s) to do, {self.book.reused} already on record")
+                 f"{len(self.book.queue)} run(s) to do, {self.book.reused} already on record"
+                 + (f" ({again} of them run again for their models)" if again else ""))
 
     def next_task(self, slots: int) -> Task | None:
         return self.book.next_task()

@@ -52,6 +52,7 @@ from unlearning.errors import FailureKind
 from unlearning.loop import autocast_factory
 from unlearning.methods import get_method
 from unlearning.oracle import Trained, cached_train, oracle, oracle_key
+from unlearning.plugins import load_shipped
 from unlearning.relearn import ain, relearn_time, train_accuracy
 from unlearning.splits import Split, make_split
 from unlearning.trial import default_cache_dir, failure_of, load_trial_config, resolve_device, unlearn
@@ -206,13 +207,14 @@ def run_audit_task(payload: dict[str, Any], on_epoch=None) -> dict[str, Any]:
     """Worker entry point (what a backend runs), JSON-like dicts in and out. payload:
         op: train | score;  trial: the audit's TrialConfig dict;  audit: AuditConfig dict;
         role: shadow | audited | reference (| retrain: train only);  index: k;
-        config: {method, params} (not for reference)
+        config: {method, params} (not for reference);  plugin_sources: as for unlearning.tasks
     `train` makes sure the role's model is in the cache. `score` applies the configuration and
     returns the margins (forget set; KLoM's retain/validation subsets for audited and reference) and
     the relearning attack's count. A failure inside is a FAIL result with the reason."""
     t0 = time.perf_counter()
     base_out = {"node": platform.node(), "role": payload.get("role"), "index": payload.get("index")}
     try:
+        load_shipped(payload.get("plugin_sources") or ())  # before the config: it may name theirs
         cfg = load_trial_config(payload["trial"])
         audit = AuditConfig(**payload["audit"])
         role, k = payload["role"], int(payload["index"])

@@ -20,9 +20,10 @@ import inspect
 import json
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -265,12 +266,14 @@ def get_oracles(ds: Dataset, split: Split, *, model_name: str, recipe: TrainReci
 
 def install_checkpoint(cache_dir: Path, kind: Literal["original", "retrain"], path: str | Path,
                        model_name: str, ds: Dataset, *, sha256: str | None = None,
-                       what: str | None = None) -> str:
+                       what: str | None = None, data: bytes | Callable[[], bytes] | None = None) -> str:
     """Put the weights file at `path` in the oracle cache as the `kind` model of `model_name`, after
     reading it safely and checking it against the model built for `ds`'s input shape and classes
     (`checkpoints.read_checkpoint`, `check_state_dict`); returns its sha256. With `sha256` given and
     already installed, the cached copy is checked and the file is not needed (a node that lacks
-    it). Raises UserError naming `what` (default `checkpoints.<kind>`)."""
+    it). `data`: the file's bytes (or a callable returning them: a backend's handle, called only
+    when the cache lacks the model), sent by a machine that has the file. Raises UserError naming
+    `what` (default `checkpoints.<kind>`)."""
     what = what or f"checkpoints.{kind}"
     model = models_mod.build_model(model_name, ds.in_shape, ds.num_classes)
     if sha256 is not None:
@@ -280,7 +283,7 @@ def install_checkpoint(cache_dir: Path, kind: Literal["original", "retrain"], pa
             cached = read_checkpoint(weights, what=what)
             check_state_dict(cached.state, model, what=what, path=str(path), model_name=model_name)
             return sha256
-    ckpt = read_checkpoint(path, sha256=sha256, what=what)
+    ckpt = read_checkpoint(path, sha256=sha256, what=what, data=data() if callable(data) else data)
     check_state_dict(ckpt.state, model, what=what, path=ckpt.path, model_name=model_name)
     parts = checkpoint_parts(kind, ckpt.sha256, model_name)
     key = cache_key(parts)
@@ -295,12 +298,16 @@ def install_checkpoint(cache_dir: Path, kind: Literal["original", "retrain"], pa
 
 
 def install_checkpoints(checkpoints: Checkpoints | None, cache_dir: Path, model_name: str, ds: Dataset,
-                        kinds: tuple[str, ...] = ("original", "retrain")) -> dict[str, str]:
+                        kinds: tuple[str, ...] = ("original", "retrain"),
+                        files: Mapping[str, bytes | Callable[[], bytes]] | None = None) -> dict[str, str]:
     """`install_checkpoint` for each of `kinds` that `checkpoints` gives: {kind: sha256}, what
-    `get_oracles` takes."""
+    `get_oracles` takes. `files`: checkpoint bytes by sha256 (a sweep's driver sends them: a node
+    need not hold the files), used for a pinned checkpoint this node's cache lacks."""
     if checkpoints is None:
         return {}
-    return {kind: install_checkpoint(cache_dir, kind, ref.path, model_name, ds, sha256=ref.sha256)
+    files = files or {}
+    return {kind: install_checkpoint(cache_dir, kind, ref.path, model_name, ds, sha256=ref.sha256,
+                                     data=files.get(ref.sha256) if ref.sha256 else None)
             for kind in kinds if (ref := getattr(checkpoints, kind)) is not None}
 
 

@@ -5,7 +5,7 @@ import json
 import sys
 from typing import Any
 
-from orchestrator.verbs.common import parse_sets
+from orchestrator.verbs.common import PLUGIN_FLAG, load_cli_plugins, parse_sets
 from unlearning.config import read_yaml, set_path
 from unlearning.errors import UserError
 
@@ -13,6 +13,7 @@ from unlearning.errors import UserError
 def add_parsers(sub) -> None:
     t = sub.add_parser("trial", help="run one unlearning trial")
     t.add_argument("--config", help="a YAML file holding a TrialConfig")
+    t.add_argument("--plugin", **PLUGIN_FLAG)
     t.add_argument("--method", choices=Registry(_methods), metavar="METHOD", help="one of: %(choices)s")
     t.add_argument("--data", choices=Registry(_datasets), metavar="DATA", help="one of: %(choices)s")
     t.add_argument("--data-root", dest="data_root", help="the folder holding a disk data set's files")
@@ -28,6 +29,7 @@ def add_parsers(sub) -> None:
     m = sub.add_parser("methods", help="the methods: descriptions, parameters and defaults")
     m.add_argument("name", nargs="?", metavar="METHOD", help="print this method's whole documentation")
     m.add_argument("--json", action="store_true", help="machine-readable output")
+    m.add_argument("--plugin", **PLUGIN_FLAG)
     m.set_defaults(func=cmd_methods)
 
 
@@ -70,7 +72,10 @@ def _datasets():
 def trial_config_from_args(args) -> "TrialConfig":  # noqa: F821
     from unlearning.trial import TrialConfig, load_trial_config
 
+    plugins = load_cli_plugins(args)  # first: the config may name what they register
     raw: dict[str, Any] = read_yaml(args.config) if args.config else {}
+    if plugins:
+        raw = set_path(raw, "plugins", [p.ref() for p in plugins])
     for flag, path in (("method", "method"), ("data", "data.name"), ("model", "model"),
                        ("data_root", "data.root"), ("device", "device"), ("cache_dir", "cache_dir")):
         if getattr(args, flag) is not None:
@@ -200,6 +205,7 @@ def _type_name(ann) -> str:
 def cmd_methods(args) -> int:
     import textwrap
 
+    load_cli_plugins(args)
     docs = method_docs()
     if args.name:
         docs = [d for d in docs if d["name"] == args.name]

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 import torch
 
 from tests.conftest import digits_config
@@ -38,7 +39,7 @@ def test_bad_configs_are_one_line_user_errors(raw, needle):
 
 def test_trial_config_is_frozen():
     cfg = TrialConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         cfg.method = "ga"
 
 

@@ -132,7 +132,7 @@ def install_files(cache_dir: Path, files: dict[str, Any]) -> int:
             continue
         data = blob() if callable(blob) else blob
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda p: p.write_bytes(data))
+        _atomic_write(path, lambda p, data=data: p.write_bytes(data))
         written += 1
     return written
 

@@ -53,7 +53,8 @@ def pick(models: list[dict[str, Any]], trial: int, seed: int | None, spec) -> di
         want = spec.seed_list([seed])[0]
         mine = [i for i in mine if (i.get("seeds") or {}) == want]
         if not mine:
-            raise UserError(f"trial {trial}: no model kept for seed {seed} ({', '.join(f'{k}={v}' for k, v in want.items())})")
+            seeds = ", ".join(f"{k}={v}" for k, v in want.items())
+            raise UserError(f"trial {trial}: no model kept for seed {seed} ({seeds})")
     if len({json.dumps(i.get("seeds"), sort_keys=True) for i in mine}) > 1:
         raise UserError(f"trial {trial} has models for several seeds (split/train/unlearn: "
                         f"{', '.join(_seeds(i) for i in mine)}): name one with --seed")

@@ -148,7 +148,8 @@ class OracleLines:
                     "oracle cache yet; cached for every later trial)")
         elif ev["event"] == "cached":
             t = ev["runtime_s"]
-            line = f"{name}: from the oracle cache " + (f"(trained in {t:.1f}s)" if t == t else "(a released checkpoint)")
+            line = f"{name}: from the oracle cache " + (f"(trained in {t:.1f}s)" if t == t  # NaN: released
+                                                        else "(a released checkpoint)")
         else:
             done, n, t = ev["epoch"] + 1, ev["epochs"], ev["elapsed_s"]
             left = t / done * (n - done)

@@ -538,7 +538,7 @@ def compare_png(c, path: Path) -> None:
     else:
         s = _compare_scene(c)
         (xc, xd), (yc, yd) = s["x"], s["y"]
-        for label, a, col, f, (x, xe), (y, ye), (sx, sy) in _compare_runs(c, s):
+        for label, a, col, _f, (x, xe), (y, ye), (sx, sy) in _compare_runs(c, s):
             ax.errorbar(x, y, xerr=np.nan_to_num(xe), yerr=np.nan_to_num(ye), fmt="o", ms=3.5, color=col,
                         elinewidth=0.6, capsize=1.5, alpha=0.45)
             if len(sx):

@@ -163,7 +163,7 @@ def _digits(metric: str, mean) -> int:
 
 
 def _latex_cell(mean, std, bold: bool, digits: int = 2) -> str:
-    """`94.21$_{\pm0.33}$` (the std left out for n = 1), bold mean when `bold`, -- when unknown."""
+    r"""`94.21$_{\pm0.33}$` (the std left out for n = 1), bold mean when `bold`, -- when unknown."""
     if mean is None or pd.isna(mean) or not math.isfinite(float(mean)):
         return "--"
     s = f"{float(mean):.{digits}f}"

@@ -144,6 +144,7 @@ class Driver:
         try:
             done = self._nothing_left(record)
             if done is not None:
+                self._relocate_plugins()
                 self.say(f"nothing left to run: the study holds {done} trial(s), n_trials is "
                          f"{self.spec.n_trials} (`resume --set n_trials=N` runs more)")
                 return None, 0
@@ -211,6 +212,18 @@ class Driver:
             return None
         done = counted(study)
         return done if done >= self.spec.n_trials else None
+
+    def _relocate_plugins(self) -> None:
+        """A finished sweep run again from a moved lab: spec.yaml learns where its plug-ins lie now
+        (what they hold was checked by check_inputs), so `resume` finds them; nothing else of it
+        changes (its n_trials stays what the record holds)."""
+        path = self.run_dir / "spec.yaml"
+        recorded = load_yaml_text(path.read_text())
+        if not self.spec.plugins or recorded.get("plugins") == self.spec.plugins:
+            return
+        tmp = self.run_dir / f".spec.yaml.{os.getpid()}.tmp"
+        tmp.write_text(dump_yaml({**recorded, "plugins": list(self.spec.plugins)}))
+        os.replace(tmp, path)
 
     def _start_backend(self) -> Backend:
         if self._backend is not None:

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 
 
@@ -44,6 +46,7 @@ def blocks(text: str) -> tuple[dict[str, str], str]:
     return files, "\n".join(script)
 
 
+@pytest.mark.slow
 def test_the_worked_example_runs_as_written(tmp_path):
     files, script = blocks(DOC.read_text())
     assert set(files) == {"my_lab/unlearn_methods.py", "my_lab/models.py", "my_lab/stripes.py", "sweep.yaml"}

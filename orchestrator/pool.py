@@ -106,7 +106,7 @@ class TaskPool:
     def drain(self, source: Source, reason: str = "interrupted") -> None:
         """Cancel every task in flight (and one caught while being submitted) and land each as
         interrupted. Best effort at every step: this also runs when the disk is full."""
-        tasks = list(self.inflight.items())
+        tasks: list[tuple[Handle | None, Task]] = list(self.inflight.items())
         if self._submitting is not None:
             tasks.append((None, self._submitting))
         self.inflight.clear()

@@ -28,7 +28,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Literal, TextIO
 
 from cluster.backend import Backend, BackendLost
 from orchestrator.oracles import OraclePlan
@@ -44,6 +44,9 @@ from sweeps.study import counted, open_study, to_reconcile
 from unlearning.config import dump_yaml, load_yaml_text
 from unlearning.errors import Aborted, UserError
 from unlearning.redact import scrub, scrub_text
+
+if TYPE_CHECKING:
+    from orchestrator.tracking import SafeTracker
 
 __all__ = ["Interrupted", "make_backend", "replicate_sweep", "run_sweep"]
 
@@ -83,7 +86,7 @@ class Driver:
     oracle phase (a custom task function knows neither)."""
 
     def __init__(self, spec: SweepSpec, run_dir: Path, *, backend: Backend | None = None,
-                 tracker=None, fn: Callable[..., Any] | None = None, log: TextIO | None | str = "stderr",
+                 tracker=None, fn: Callable[..., Any] | None = None, log: TextIO | None | Literal["stderr"] = "stderr",
                  force: bool = False, attach: str | None = None,
                  replicate: tuple[list[tuple[int, str, dict[str, Any]]], list[dict[str, int]]] | None = None,
                  oracle_phase: bool | None = None, keep_models: bool | None = None):
@@ -98,10 +101,10 @@ class Driver:
         # task function is the real one (a custom one returns no model)
         keep = (replicate is not None or spec.keep_models) if keep_models is None else keep_models
         self.keep_models = keep and not custom
-        self.ship = None  # orchestrator/shipping.Shipment, once the backend exists
+        self.ship: Shipment | None = None  # once the backend exists
         self.stop = current()  # the CLI's, installed since its first instruction
         self.progress = None  # the source's progress view, once it exists: messages go through it
-        self.tracker = None  # the tracker (a view that never raises), once the run has its identity
+        self.tracker: SafeTracker | None = None  # a view that never raises, once the run has its identity
 
     def say(self, msg: str) -> None:
         if self.log_to is not None:
@@ -149,8 +152,8 @@ class Driver:
                          f"{self.spec.n_trials} (`resume --set n_trials=N` runs more)")
                 return None, 0
             backend = self._start_backend()
-            if getattr(backend, "dashboard_hint", None):
-                self.say(backend.dashboard_hint)
+            if hint := getattr(backend, "dashboard_hint", None):  # not part of Backend: Ray's only
+                self.say(hint)
             self.stop.check()
             self.ship = Shipment(self.spec, backend)
             self._probe(backend)
@@ -245,6 +248,7 @@ class Driver:
             return
         method = next(iter(self.spec.methods))
         payload = {"task": "probe", "config": self.spec.trial_config(method, {}, self.spec.seed_list()[0])}
+        assert self.ship is not None  # run() made it for this backend
         h = backend.submit("probe", self.ship(payload))
         deadline = time.monotonic() + 600
         while True:
@@ -269,6 +273,7 @@ class Driver:
         fresh = ident is None
         if fresh:
             ident = {**new_run_identity(self.spec, self.attach), **inputs_identity(self.spec)}
+        assert ident is not None  # read, or made just now
         must_exist = bool(self.attach) if self.spec.storage and fresh else None
         storage = record.replay.storage() if record.replay else None
         if record.replay and storage is None:  # a damaged line inside the journal: cut it out first

@@ -133,12 +133,14 @@ class RunBook:
                 continue
             self.queue.remove(run)
             if state == "failed":
+                assert self.oracles is not None  # only oracles fail
                 self._land(run, None, self.oracles.failure(run.needs))
                 continue
             return self._run_task(run)
         job = self.oracles.next_pending() if self.oracles else None
         if job is None:
             return None
+        assert self.oracles is not None  # the job came from it
         job.status, job.t0 = "running", time.perf_counter()
         self.oracles_running += 1
         key = f"oracle-{list(self.oracles.jobs).index(job.ident)}"  # unique per job: handles are keys
@@ -183,7 +185,7 @@ class RunBook:
         if result is not None and "kept_model" in result:  # bytes: never into Parquet or the tracker
             result = dict(result)
             kept = result.pop("kept_model")
-        if kept is not None and failure is None and result.get("state") == "COMPLETE":
+        if kept is not None and result is not None and failure is None and result.get("state") == "COMPLETE":
             self._keep(run, kept, result, node)
         if run.recorded is not None:
             if failure is not None and failure.kind == FailureKind.INTERRUPTED:

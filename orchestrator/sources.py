@@ -16,7 +16,7 @@ import hashlib
 import json
 import math
 from collections import Counter
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, TextIO, cast
 
 import optuna
 from optuna.trial import TrialState
@@ -37,7 +37,7 @@ EXHAUSTED_AFTER = 50  # proposals in a row that were all recorded before: the sp
 
 
 def _mean(rows: list[dict[str, Any]], metric: str) -> float:
-    vals = [r.get(metric) for r in rows]
+    vals: list[Any] = [r.get(metric) for r in rows]  # a row's values are untyped (Parquet's)
     if any(v is None for v in vals):
         return float("nan")
     return float(sum(vals) / len(vals))
@@ -196,6 +196,7 @@ class Search(_Sweep):
         self.told_configs.setdefault(tuple(r.fp for r in conf.runs), conf.number)
         self.counted += 1
         if values is None:
+            assert reason is not None  # set wherever values is None
             self.failed += 1
             self.failures[reason] += 1
         else:
@@ -221,8 +222,9 @@ class Search(_Sweep):
         if mf is not None and self.failed >= mf:
             self.stopped = f"{self.failed} trial(s) failed, the budget max_failures is {mf}"
         elif ff and len(told) == ff and all(told) and len(set(told)) == 1:
+            first = cast(str, told[0])  # all(told): a reason key
             self.stopped = (f"the first {ff} trial(s) all failed for the same reason: "
-                            f"{self._first_error[told[0]]} (fail_fast; set fail_fast: 0 to go on "
+                            f"{self._first_error[first]} (fail_fast; set fail_fast: 0 to go on "
                             "regardless)")
         if self.stopped:
             self.stop_failed = True

@@ -146,6 +146,7 @@ class DriverLock:
     def acquire(self, force: bool = False) -> None:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "token": self.token, "role": self.role,
               "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        owner: dict[str, Any] | None  # what the lock file says, when read
         for _ in range(10):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:

@@ -26,8 +26,9 @@ import copy
 import hashlib
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union, cast
 
 from pydantic import (AfterValidator, BeforeValidator, Field, ValidationError, ValidationInfo,
                       field_validator, model_validator)
@@ -373,6 +374,7 @@ def _seed_entries(seeds: list[int | dict[str, int]]) -> list[int | dict[str, int
 # ints (which seeds they set: `seed_axes`) or mappings of split_seed, train_seed, unlearn_seed
 SeedList = Annotated[list[int | dict[str, int]], Field(min_length=1, max_length=MAX_SEEDS),
                      AfterValidator(_seed_entries)]
+SeedAxis = Literal["split", "train", "unlearn"]
 
 
 class ReplicateSpec(StrictModel):
@@ -405,12 +407,12 @@ class SweepSpec(StrictModel):
     # when the first `fail_fast` trials all fail for the same reason (0: never)
     max_failures: int | None = Field(None, ge=1)
     fail_fast: int = Field(3, ge=0)
-    seeds: SeedList = Field(default_factory=lambda: [0])
+    seeds: SeedList = Field(default_factory=lambda: cast("list[int | dict[str, int]]", [0]))
     # which seeds an int entry of `seeds` (and of `replicate.seeds`) sets: [unlearn] keeps one
     # original/Retrain pair for every seed; [train, unlearn] gives each seed its own (the field's
     # protocol when results are reported as mean +- std over seeds)
-    seed_axes: list[Literal["split", "train", "unlearn"]] = Field(default_factory=lambda: ["unlearn"],
-                                                                   min_length=1)
+    seed_axes: list[SeedAxis] = Field(default_factory=lambda: cast("list[SeedAxis]", ["unlearn"]),
+                                      min_length=1)
     resources: Resources = Resources()
     tracking: TrackingSpec = TrackingSpec()
     storage: str | None = None  # an RDB URL for a shared study; default runs/<name>/study.journal
@@ -561,9 +563,9 @@ def set_path_any(tree: Any, path: str, value: Any, _full: str | None = None) -> 
             tree[i]
         except (ValueError, IndexError):
             raise UserError(f"--set {full}: {head!r} is not an index of a list of {len(tree)}") from None
-        out = list(tree)
-        out[i] = set_path_any(out[i], rest, value, full) if rest else value
-        return out
+        items = list(tree)
+        items[i] = set_path_any(items[i], rest, value, full) if rest else value
+        return items
     out = dict(tree) if isinstance(tree, dict) else {}
     out[head] = set_path_any(out.get(head), rest, value, full) if rest else value
     return out
@@ -644,7 +646,7 @@ def read_spec_source(source: str | Path) -> dict[str, Any]:
     return read_yaml(p)
 
 
-def load_spec(raw: dict[str, Any], sets: list[tuple[str, Any]] = (), *, check_data: bool = True,
+def load_spec(raw: dict[str, Any], sets: Sequence[tuple[str, Any]] = (), *, check_data: bool = True,
               read_only: bool = False, base: str | Path | None = None) -> SweepSpec:
     """Apply `--set` overrides, import the spec's plug-ins, then validate. Raises UserError (one
     line, with the YAML path). `base`: the folder the spec's relative paths (`plugins`,
@@ -712,6 +714,7 @@ def _resolve_checkpoints(raw: dict[str, Any], folder: Path, *, read: bool) -> di
             ref["sha256"] = read_checkpoint(path, sha256=ref.get("sha256"),
                                             what=f"base.checkpoints.{kind}").sha256
         out[kind] = ref
+    assert isinstance(base, dict)  # `given` came from it
     return {**raw, "base": {**base, "checkpoints": out}}
 
 
@@ -748,9 +751,11 @@ def check_spec(spec: SweepSpec, *, check_data: bool = True) -> None:
                     raise UserError(f"methods.{name}.space.{pname}{where}: {value!r} is not a valid "
                                     f"{pname} ({msg})") from None
 
-    for path, item in [*((f"objectives.{i}", o) for i, o in enumerate(spec.objectives)),
-                       *((f"constraints.{i}", c) for i, c in enumerate(spec.constraints)),
-                       *([("select", spec.select)] if spec.select else [])]:
+    uses: list[tuple[str, Objective | Constraint]] = [
+        *((f"objectives.{i}", o) for i, o in enumerate(spec.objectives)),
+        *((f"constraints.{i}", c) for i, c in enumerate(spec.constraints)),
+        *([("select", spec.select)] if spec.select else [])]
+    for path, item in uses:
         m = catalogue.get(item.metric)
         if m.relearn and base.eval.relearn is None:
             raise UserError(f"{path}.metric: {m.name} needs the relearning attack (set "

@@ -224,3 +224,18 @@ def test_a_process_without_the_plugin_files_runs_the_same_trial_from_their_sourc
     a, b = untimed(here), there["result"]
     for key in ("state", "metrics", "reference", "history", "params"):
         assert a[key] == b[key], key
+
+
+def test_the_source_loader_refuses_a_module_outside_its_plugin_with_import_error():
+    # InspectLoader's contract: linecache catches ImportError (a KeyError escaped it before)
+    import linecache
+
+    from unlearning.plugins import _SourceFinder
+
+    finder = _SourceFinder("lab_m", {"lab_m.py": b"x = 1\n"}, "/nowhere/lab_m.py")
+    assert finder.get_source("lab_m") == "x = 1\n"
+    with pytest.raises(ImportError):
+        finder.get_source("other")
+    with pytest.raises(ImportError):
+        finder.get_code("other")
+    assert linecache.getlines("<lab>", {"__name__": "other", "__loader__": finder}) == []

@@ -40,7 +40,7 @@ import math
 import platform
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -96,7 +96,8 @@ def get_model(cfg, ds: Dataset, split: Split, kind: str, index: int, audit: Audi
                "split": split.digest(), "held": hashlib.sha256(held.numpy().tobytes()).hexdigest()[:16]}
         return cached_train(cache_dir, key, ds, torch.cat([split.retain, held]).sort().values,
                             cfg.model, cfg.train, seed, device, autocast)
-    return oracle(kind, ds, split, model_name=cfg.model, recipe=cfg.train, train_seed=seed,
+    oracle_kind = cast(Literal["original", "retrain"], kind)  # not shadow: one of the other two
+    return oracle(oracle_kind, ds, split, model_name=cfg.model, recipe=cfg.train, train_seed=seed,
                   device=device, autocast=autocast, cache_dir=cache_dir, precision=precision)
 
 
@@ -253,6 +254,7 @@ def _score(payload, cfg, audit: AuditConfig, ds, split, role, k, base: Trained, 
                 forget = forget[torch.from_numpy(shadow_members(len(forget), audit.seed, k))]
             u = unlearn(tcfg, base, ds, forget, split.retain, split.val, device, autocast,
                         seed=cfg.seeds.unlearn_seed + k)
+            assert u.model is not None  # unlearn returns the model
             model, unlearn_s = u.model, u.runtime_s
     out: dict[str, Any] = {"unlearn_s": unlearn_s, "forget": margins(model, ds, "train", split.forget)}
     if role != "shadow":
@@ -285,9 +287,9 @@ def assess(audit: AuditConfig, n_forget: int, shadow: dict[int, list[float]] | N
         members = np.array([shadow_members(n_forget, audit.seed, k) for k in ks])
         online, offline = ulira_statistics(scores, members, audit.variance)
         for name, stat in (("ulira", online), ("ulira_offline", offline)):
-            q = attack_quality(stat, members)
-            summary.update({f"{name}_auc": q["auc"], f"{name}_tpr_at_1pct": q["tpr@0.01"],
-                            f"{name}_tpr_at_0.1pct": q["tpr@0.001"]})
+            aq = attack_quality(stat, members)
+            summary.update({f"{name}_auc": aq["auc"], f"{name}_tpr_at_1pct": aq["tpr@0.01"],
+                            f"{name}_tpr_at_0.1pct": aq["tpr@0.001"]})
         summary["ulira_pairs"] = attack_quality(online, members)["pairs"]
         summary["n_shadows"] = float(len(ks))
         per.update(shadows=np.array(ks), members=members, score=scores, lr_online=online,

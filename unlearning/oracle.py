@@ -75,7 +75,8 @@ def train_from_scratch(ds: Dataset, idx: torch.Tensor, model_name: str, recipe: 
     torch.manual_seed(seed)
     model = models_mod.build_model(model_name, ds.in_shape, ds.num_classes).to(device)
     if device.type == "cuda" and len(ds.in_shape) == 3:
-        model = model.to(memory_format=torch.channels_last)
+        # torch's stubs omit Module.to's memory_format keyword, which it takes (torch.nn.Module.to)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     gen = torch.Generator(device=device).manual_seed(seed)
     view = MethodData(ds, torch.empty(0, dtype=torch.long), idx, val=torch.empty(0, dtype=torch.long),
                       gen=gen, augment=recipe.augment)
@@ -143,7 +144,7 @@ def _load_cached(weights: Path, meta: Path, model_name: str, ds: Dataset, device
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     model = model.to(device).eval()
     if device.type == "cuda" and len(ds.in_shape) == 3:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # as above
     info = json.loads(meta.read_text())
     runtime = info["runtime_s"]  # None for an installed checkpoint: no one here trained it
     return Trained(model, float("nan") if runtime is None else runtime, info["history"], cached=True)
@@ -291,14 +292,14 @@ def install_checkpoint(cache_dir: Path, kind: Literal["original", "retrain"], pa
     with _locked(weights):
         if not (weights.exists() and meta.exists()):
             _atomic_write(weights, lambda p: torch.save(ckpt.state, p))
-            info = {"key": parts, "runtime_s": None, "history": [], "source": ckpt.path,
+            info: dict[str, Any] = {"key": parts, "runtime_s": None, "history": [], "source": ckpt.path,
                     "created": time.time()}
             _atomic_write(meta, lambda p: p.write_text(json.dumps(info)))
     return ckpt.sha256
 
 
 def install_checkpoints(checkpoints: Checkpoints | None, cache_dir: Path, model_name: str, ds: Dataset,
-                        kinds: tuple[str, ...] = ("original", "retrain"),
+                        kinds: tuple[Literal["original", "retrain"], ...] = ("original", "retrain"),
                         files: Mapping[str, bytes | Callable[[], bytes]] | None = None) -> dict[str, str]:
     """`install_checkpoint` for each of `kinds` that `checkpoints` gives: {kind: sha256}, what
     `get_oracles` takes. `files`: checkpoint bytes by sha256 (a sweep's driver sends them: a node

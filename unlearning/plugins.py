@@ -195,6 +195,7 @@ def _load_spec(spec: str, base: Path) -> Plugin:
         raise UserError(f"plug-in {spec}: {_one_line(e)}") from None
     if missing is not None:
         raise UserError(f"plug-in {spec}: no module named {missing!r} (is its folder on PYTHONPATH?)")
+    assert found is not None  # missing is None only when find_spec found it
     if found.submodule_search_locations is not None:  # a package: every .py file under its folder
         if not found.origin or not found.origin.endswith("__init__.py"):
             raise UserError(f"plug-in {spec}: a namespace package (no __init__.py); name a module in it")
@@ -242,11 +243,18 @@ class _SourceFinder(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
         spec.has_location = True  # sets __file__ to the plug-in's file
         return spec
 
+    def _known(self, fullname: str) -> str:
+        """`_rel`, or ImportError (InspectLoader's contract, which linecache relies on) for a module
+        that is not part of this plug-in."""
+        if (rel := self._rel(fullname)) is None:
+            raise ImportError(f"{fullname} is not part of plug-in {self.module}", name=fullname)
+        return rel
+
     def get_source(self, fullname: str) -> str:
-        return importlib.util.decode_source(self.sources[self._rel(fullname)])
+        return importlib.util.decode_source(self.sources[self._known(fullname)])
 
     def get_code(self, fullname: str):
-        rel = self._rel(fullname)
+        rel = self._known(fullname)
         return compile(self.sources[rel], self.filename(rel), "exec", dont_inherit=True)
 
     def exec_module(self, module) -> None:

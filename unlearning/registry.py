@@ -200,7 +200,10 @@ def _builtin_methods() -> None:
 
 
 def _import(*modules: str) -> Callable[[], None]:
-    return lambda: [importlib.import_module(m) for m in modules] and None
+    def load() -> None:
+        for m in modules:
+            importlib.import_module(m)
+    return load
 
 
 METHODS: Registry = Registry("method", _builtin_methods)

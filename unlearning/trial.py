@@ -172,7 +172,9 @@ class TrialResult(BaseModel):
     # the JSON (nor the record, nor W&B); unlearning/tasks.py sends it to the driver beside the result
     kept_model: Any = Field(None, exclude=True, repr=False)
 
-    @computed_field  # in the JSON too: readers of a result find the reason at the top level
+    # in the JSON too: readers of a result find the reason at the top level. The ignore is pydantic's
+    # documented one: mypy does not support decorators above @property
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def error(self) -> str | None:
         """The failure's message (None for a complete trial)."""
@@ -283,6 +285,7 @@ def start_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None
             precision=cfg.precision if device.type == "cuda" else "fp32", checkpoints=pins,
             progress=on_oracle)
         if method_cls.from_oracle:
+            assert retrained is not None  # get_oracles(retrain=True) returns it
             u = Unlearned(retrained.model, retrained.runtime_s, retrained.history, [], len(split.retain))
         else:
             model = copy.deepcopy(original.model).train()
@@ -299,6 +302,7 @@ def start_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None
         # a Retrain given as a checkpoint has no training time here: no RTE
         retrain_s = None if retrained is None or math.isnan(retrained.runtime_s) else retrained.runtime_s
         if keep_model:
+            assert u.model is not None  # freed only below
             kept = keep(u.model, ds.in_shape, ds.num_classes)
         u = replace(u, model=None)  # the tail needs no model: free it for the next trial
         rest = lambda: _complete(cfg, outputs, reference, relearn, u, retrain_s)  # noqa: E731

@@ -46,7 +46,8 @@ def pick(models: list[dict[str, Any]], trial: int, seed: int | None, spec) -> di
     UserError line when there is none or the choice is ambiguous."""
     mine = [i for i in models if i.get("trial_number") == trial]
     if not mine:
-        have = sorted({i.get("trial_number") for i in models})
+        # a description without a trial number (a model put there by hand) has none to offer
+        have = sorted({n for i in models if (n := i.get("trial_number")) is not None})
         raise UserError(f"trial {trial}: no model kept (models kept for trials: "
                         f"{', '.join(map(str, have)) or 'none'}; replicate keeps them, or run --keep-models)")
     if seed is not None:

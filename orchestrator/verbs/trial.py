@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.verbs.common import PLUGIN_FLAG, load_cli_plugins, parse_sets
 from unlearning.config import read_yaml, set_path
 from unlearning.errors import UserError
+
+if TYPE_CHECKING:  # imported where it is used: the CLI starts without torch
+    from unlearning.trial import TrialConfig
 
 
 def add_parsers(sub) -> None:
@@ -69,7 +72,7 @@ def _datasets():
     return sorted(DATA_SETS)
 
 
-def trial_config_from_args(args) -> "TrialConfig":  # noqa: F821
+def trial_config_from_args(args) -> TrialConfig:
     from unlearning.trial import TrialConfig, load_trial_config
 
     plugins = load_cli_plugins(args)  # first: the config may name what they register

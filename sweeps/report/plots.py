@@ -319,7 +319,8 @@ def epoch_curves(a: Analysis, history: pd.DataFrame) -> pd.DataFrame:
     if history.empty or not need <= set(history.columns):
         return pd.DataFrame()
     h = history[(history["kind"] == "epoch") & history["unlearn_acc"].notna()]
-    out, seen = [], {}
+    out: list[pd.DataFrame] = []
+    seen: dict[tuple[str, int], int] = {}  # (method, trial) -> its index in out
     for r in a.rules:
         for _, p in a.picks.get(r.name, pd.DataFrame()).iterrows():
             key = (p["method"], int(p["trial_number"]))

@@ -288,6 +288,7 @@ def reference_citation(table: str) -> list[str]:
 def beside_paper(a: Analysis) -> pd.DataFrame:
     """Ours (the sweep's own rule: the oracle group of an oracle sweep, as the papers tuned) beside
     the paper's mean ± std, per metric; the run time in minutes as the papers report it."""
+    assert a.spec.reference is not None  # called for a spec with a reference (summary.py)
     paper = read_reference(a.spec.reference.table, a.spec.reference.scenario)
     ours = a.table[a.table["selection"] == a.spec.selection_rule]
     rows = []

@@ -97,7 +97,23 @@ def to_markdown(table: pd.DataFrame) -> str:
     groups = cells.columns.get_level_values(0).unique()
     cells.columns = [f"{label} ({g.split()[0].lower()})" if len(groups) > 1 else label
                      for g, label in cells.columns]
-    return cells.rename_axis("method").to_markdown() + "\n"
+    note = evidence_note(table)
+    return cells.rename_axis("method").to_markdown() + "\n" + (f"\n{note}\n" if note else "")
+
+
+def evidence_note(table: pd.DataFrame) -> str:
+    """One line under the field's table when its method rows are single seeds (not yet evidence)
+    or rest on different numbers of seeds (marked, never silently side by side); "" otherwise."""
+    rows = table[~table["method"].isin(REFERENCE_ROWS)] if len(table) else table
+    ns = sorted({int(n) for n in rows["n"].dropna()}) if len(rows) else []
+    if ns == [1]:
+        return "_Every row is a single seed (n = 1): not yet evidence; `unlearn-sweep replicate` adds seeds._"
+    if len(ns) > 1:
+        ones = sorted({str(m) for m, n in zip(rows["method"], rows["n"]) if pd.notna(n) and int(n) == 1})
+        return (f"_Rows rest on different numbers of seeds (n = {', '.join(map(str, ns))}); "
+                + (f"{', '.join(ones)}: a single seed, not yet evidence; " if ones else "")
+                + "compare rows of equal n._")
+    return ""
 
 
 def to_latex(table: pd.DataFrame, captions: dict[str, str] | None = None, label: str | None = None) -> str:
@@ -256,15 +272,53 @@ def _short(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def interval(mean, half) -> str:
+    """`[1.84, 4.08]`: the 95% t-interval of a mean (`mean` ± `half`); — for n = 1 (none)."""
+    if mean is None or half is None or pd.isna(mean) or pd.isna(half) or not math.isfinite(float(half)):
+        return "—"
+    return f"[{float(mean) - float(half):.2f}, {float(mean) + float(half):.2f}]"
+
+
 def front_table(front: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
+    """The front, one row per configuration: trial, method, n (its seeds), parameters, then per
+    objective and constraint `mean ± sample std` and its 95% t-interval (— for n = 1)."""
     rows = []
     for _, r in front.iterrows():
         row = {"trial": int(r["trial_number"]), "method": r["method"], "n": int(r["n"]),
                "params": params_text(r["params_json"], spec, r["method"])}
         for m in dict.fromkeys([o.metric for o in spec.objectives] + [c.metric for c in spec.constraints]):
             row[m] = fmt(r.get(m), r.get(f"{m}_std"))
+            row[f"{m} 95% CI"] = interval(r.get(m), r.get(f"{m}_ci"))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+REPLICATION_TEXT = ("Each replicated configuration: what the search saw (the mean over its search "
+                    "seeds) beside its mean ± sample std over all its seeds (n) and the 95% t-interval; "
+                    "feasible on which means, and whether it is on the front now.")
+
+
+def replication_table(a: Analysis) -> pd.DataFrame:
+    """`analysis.replication` for people: trial, method, n (search -> all), per objective and
+    constraint `search` and `replicated` (mean ± std [95% CI]), feasible (search -> now), on front."""
+    from sweeps.report.analysis import replication
+
+    r = replication(a)
+    rows = []
+    metrics = dict.fromkeys([o.metric for o in a.spec.objectives] + [c.metric for c in a.spec.constraints])
+    for _, x in r.iterrows():
+        row = {"trial": int(x["trial_number"]), "method": x["method"], "n": f"{int(x['n_search'])} -> {int(x['n'])}"}
+        for m in metrics:
+            row[f"{m} search"] = fmt(x[f"{m}_search"])
+            row[f"{m} replicated"] = fmt(x[m], x[f"{m}_std"]) + " " + interval(x[m], x[f"{m}_ci"])
+        row["feasible"] = f"{_yes(x['feasible_search'])} -> {_yes(x['feasible'])}"
+        row["on front"] = _yes(x["on_front"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _yes(v) -> str:
+    return "yes" if bool(v) else "no"
 
 
 # -- the paper's numbers beside ours -------------------------------------------------------------

@@ -13,7 +13,7 @@ from scipy import stats
 
 from orchestrator.progress import Progress
 from sweeps.report import tables
-from sweeps.report.analysis import analyze_runs, replication, t_half_width, top_configs
+from sweeps.report.analysis import analyze_runs, replication, separation, t_half_width, top_configs
 from sweeps.report.summary import summary_text, to_json
 from sweeps.spec import load_spec
 from tests.sweep_util import small_spec
@@ -120,3 +120,63 @@ def test_when_no_replicated_configuration_holds_the_front_falls_back_and_says_so
     assert a.front["trial_number"].tolist() == [2]
     assert "none of the 1 replicated configuration(s) (n = 2) is feasible on its mean" in a.evidence
     assert "not yet evidence" in a.evidence
+
+
+# -- methods side by side, with confidence ----------------------------------------------------------
+
+def _seeds(values) -> pd.Series:
+    return pd.Series(values, index=pd.MultiIndex.from_tuples([(s, s, s) for s in range(len(values))]),
+                     dtype=float)
+
+
+def test_separation_is_paired_by_seed():
+    """Seeds differ a lot (each has its own Original and Retrain), a method a little and always: the
+    paired interval sees it; the same values on unmatched seeds do not."""
+    base = np.array([1.0, 6.0, 2.0, 9.0, 4.0])
+    sep = separation({"a": _seeds(base), "b": _seeds(base + 0.3 + [0, 0.01, -0.01, 0.02, 0.0])})
+    assert sep.loc["a", "best"] and sep.loc["b", "separated"] and sep.loc["b", "diff"] == pytest.approx(0.304)
+    assert sep.loc["b", "lo"] > 0 and list(sep["rank"]) == [1, 2] and not sep["tie"].any()
+    # the interval is the t-interval of the paired differences
+    d = pd.Series([0.3, 0.31, 0.29, 0.32, 0.3])
+    half = d.std() * stats.t.ppf(0.975, 4) / math.sqrt(5)
+    assert (sep.loc["b", "lo"], sep.loc["b", "hi"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    # shuffled pairing (b's values moved to other seeds): nothing separates
+    shuffled = separation({"a": _seeds(base), "b": _seeds(np.roll(base + 0.3, 2))})
+    assert not shuffled.loc["b", "separated"] and shuffled["tie"].all()
+
+
+def test_ranks_tie_where_the_data_cannot_separate():
+    sep = separation({"a": _seeds([1.0, 1.2, 0.9, 1.1, 1.0]), "b": _seeds([1.1, 1.1, 1.0, 1.2, 1.0]),
+                      "c": _seeds([3.0, 2.5, 3.2, 2.8, 3.1]), "one": _seeds([0.5])})
+    assert sep["rank"].to_dict() == {"a": 1, "b": 1, "c": 3, "one": 1}  # c is beaten by a and b
+    assert sep.loc["one", "best"] and not sep.loc["c", "tie"] and sep.loc["a", "tie"]
+    assert sep.loc["c", "n_pairs"] == 1 and math.isnan(sep.loc["c", "lo"])  # one common seed: no interval
+
+
+def test_a_method_tuned_worse_than_a_method_its_objective_contains_is_flagged():
+    from sweeps.report.analysis import CONTAINS, under_searched
+    from unlearning.methods import all_methods
+
+    assert under_searched({"eupmu": 2.49, "rl": 1.61, "ft": 3.0}) == {
+        "eupmu": "avg. gap 2.49 worse than rl's 1.61, which its objective contains: under-searched"}
+    assert under_searched({"eupmu": 1.0, "rl": 1.61}) == {} and under_searched({"eupmu": 9.0}) == {}
+    known = set(all_methods())
+    assert all(m in known and set(inner) <= known for m, inner in CONTAINS.items())
+
+
+def test_the_fields_table_carries_the_separation_and_the_flag():
+    rows = []
+    for seed, (e, r, f) in enumerate([(3.0, 1.0, 5.0), (2.0, 1.5, 7.0), (2.5, 1.2, 6.0)]):
+        rows += [run('{"lr": 0.1}', seed, 2 * e, 93, method="eupmu"), run('{"lr": 0.2}', seed, 2 * r, 93, trial=1, method="rl"),
+                 run('{"lr": 0.3}', seed, 2 * f, 93, trial=2, method="ft")]
+    a = analyze_runs(pd.DataFrame(rows), SPEC)
+    t = a.table[a.table["selection"] == "oracle"].set_index("method")
+    assert t.loc["rl", "sep_best"] and t.loc["rl", "rank"] == 1
+    assert t.loc["eupmu", "sep_diff"] == pytest.approx(2.5 - 3.7 / 3) and not t.loc["eupmu", "separated"]
+    assert "under-searched" in t.loc["eupmu", "under_searched"] and t.loc["eupmu", "rank"] == 1  # a tie
+    # ft is beaten by rl beyond the noise, not by eupmu (3 seeds: its interval holds 0)
+    assert t.loc["ft", "separated"] and t.loc["ft", "rank"] == 2
+    md = tables.to_markdown(a.table)
+    assert "Δ avg. gap vs best [95% CI]" in md and "| best " in md and "(under-searched)" in md
+    assert "**Under-searched**: eupmu (oracle): avg. gap 2.50 worse than rl's 1.23" in md
+    assert tables.rank_cell(t.loc["ft"]) == "2" and tables.rank_cell(t.loc["rl"]) == "1="

@@ -444,7 +444,10 @@ def field_table(a: Analysis) -> pd.DataFrame:
     """The field's table (SalUn's Table 1 layout), tidy and numeric: one row per (selection rule,
     row), rows Retrain, Original, then each method's pick. Columns: selection, rule, method, trial,
     n, and per metric of FIELD_METRICS `<m>` (mean over seeds), `<m>_std` (sample std), `<m>_gap`
-    (|mean - Retrain's mean| over the same seeds, for UA, RA, TA, MIA). Original and Retrain are
+    (|mean - Retrain's mean| over the same seeds, for UA, RA, TA, MIA); per method row (with
+    Retrain on record) sep_best, sep_diff, sep_lo, sep_hi, sep_n, separated, rank, tie, under_searched: its
+    avg. gap against the best method's of the same rule, paired by seed (`_separation_columns`).
+    Original and Retrain are
     taken over the distinct oracle seeds (split_seed, train_seed) of the complete runs: n of them.
     `sweeps.report.tables` formats it (mean ± std (gap), best in bold) for markdown, LaTeX, CSV and
     JSON."""
@@ -452,6 +455,7 @@ def field_table(a: Analysis) -> pd.DataFrame:
     refs = _reference_rows(a.runs)
     for rule in a.rules:
         rows += [{"selection": rule.name, "rule": rule.text, **r} for r in refs]
+        sep = _separation_columns(a, a.picks[rule.name])
         for _, c in a.picks[rule.name].iterrows():
             row = {"selection": rule.name, "rule": rule.text, "method": c["method"],
                    "trial": int(c["trial_number"]), "n": int(c["n"])}
@@ -459,11 +463,100 @@ def field_table(a: Analysis) -> pd.DataFrame:
                 row[m], row[f"{m}_std"] = c.get(m, math.nan), c.get(f"{m}_std", math.nan)
                 if m in GAPPED:
                     row[f"{m}_gap"] = abs(row[m] - c.get(f"retrain_{m}", math.nan))
+            row.update(sep.get(c["method"], {}))
             rows.append(row)
     table = pd.DataFrame(rows)
     if len(table):  # integers stay integers in table.csv (Retrain and Original have no trial)
-        table = table.astype({"trial": "Int64", "n": "Int64"})
+        table = table.astype({"trial": "Int64", "n": "Int64",
+                              **{c: "Int64" for c in ("rank", "sep_n") if c in table}})
     return table
+
+
+# -- methods side by side, with confidence ---------------------------------------------------------
+
+# A method whose objective contains another's: some setting of its parameters IS the other method
+# (EUPMU: random labels on the forget rows plus a multiplier on the retain loss: RL's loss with
+# phi identity and the multiplier held at 1;
+# SalUn at mask ratio 1 = RL; l1-sparse at alpha 0 = FT; NegGrad+ at beta 0 = GA). Tuned worse than
+# the method it contains, its search (not the method) decided its row: `under_searched` flags it.
+CONTAINS: dict[str, tuple[str, ...]] = {"eupmu": ("rl",), "salun": ("rl",), "l1_sparse": ("ft",),
+                                        "neggrad_plus": ("ga",)}
+
+
+def per_seed(runs: pd.DataFrame, method: str, params_json: str, metric: str = "avg_gap") -> pd.Series:
+    """One configuration's `metric` per seed, indexed by (split_seed, train_seed, unlearn_seed): each
+    seed has its own Original and Retrain, so two methods compare seed by seed."""
+    ok = complete_runs(with_phase(runs))
+    ok = ok[(ok["method"] == method) & (ok["params_json"] == params_json)]
+    if ok.empty or metric not in ok:
+        return pd.Series(dtype=float)
+    return pd.Series(ok[metric].to_numpy(dtype=float), index=pd.MultiIndex.from_frame(ok[SEEDS])).dropna()
+
+
+def paired_interval(a: pd.Series, b: pd.Series) -> tuple[float, float, float, int]:
+    """(mean, lo, hi, n) of a - b over the seeds both have: the mean paired difference and its 95%
+    Student-t interval, t(0.975, n - 1) * sd(d) / sqrt(n); NaN bounds for fewer than 2 pairs."""
+    d = (a - b).dropna()  # aligned on the seed index: only the seeds both ran
+    n = len(d)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = float(d.mean())
+    if n < 2:
+        return mean, math.nan, math.nan, n
+    half = float(d.std(ddof=1)) * float(t_half_width([n])[0])
+    return mean, mean - half, mean + half, n
+
+
+def separation(values: dict[str, pd.Series]) -> pd.DataFrame:
+    """Rows compared on a lower-is-better metric given per seed (`per_seed`), paired by seed. Index:
+    the row names; columns: mean (over its own seeds), n, best (the smallest mean), diff, lo, hi,
+    n_pairs (its paired difference to the best and the 95% t-interval of it: `paired_interval`),
+    separated (the interval lies above 0: worse than the best beyond the noise), rank (1 + the rows
+    it is separated from and worse than, each pair tested the same way: rows the data cannot tell
+    apart share a rank) and tie (another row has the same rank)."""
+    names = [k for k, v in values.items() if len(v)]
+    out = pd.DataFrame(index=pd.Index(list(values), name="row"),
+                       columns=["mean", "n", "best", "diff", "lo", "hi", "n_pairs", "separated", "rank", "tie"])
+    if not names:
+        return out
+    means = {k: float(values[k].mean()) for k in names}
+    best = min(names, key=lambda k: means[k])
+    worse_than = {k: 0 for k in names}
+    for i in names:
+        for j in names:
+            if i != j and paired_interval(values[i], values[j])[1] > 0:  # i worse than j: lo > 0
+                worse_than[i] += 1
+    for k in names:
+        diff, lo, hi, n = paired_interval(values[k], values[best]) if k != best else (0.0, 0.0, 0.0, len(values[k]))
+        out.loc[k] = [means[k], len(values[k]), k == best, diff, lo, hi, n, bool(lo > 0), 1 + worse_than[k], False]
+    ranks = out["rank"].dropna()
+    out.loc[ranks.index, "tie"] = ranks.map(ranks.value_counts()) > 1
+    return out
+
+
+def under_searched(means: dict[str, float], contains: dict[str, tuple[str, ...]] | None = None) -> dict[str, str]:
+    """Rows (method names) whose mean (lower is better) is worse than a method their objective
+    contains (`CONTAINS`), each with the reason: its search, not the method, decided that row."""
+    out = {}
+    for m, inner in (CONTAINS if contains is None else contains).items():
+        worse = [x for x in inner if x in means and m in means and means[m] > means[x]]
+        if worse:
+            out[m] = "; ".join(f"avg. gap {means[m]:.2f} worse than {x}'s {means[x]:.2f}, which its objective "
+                               "contains: under-searched" for x in worse)
+    return out
+
+
+def _separation_columns(a: "Analysis", picks: pd.DataFrame) -> dict[str, dict]:
+    """Per method of one selection rule: sep_best, sep_diff, sep_lo, sep_hi, sep_n (paired avg. gap against
+    the best method), separated, rank, tie, under_searched (see `separation`, `under_searched`)."""
+    if picks.empty or "avg_gap" not in a.runs:
+        return {}
+    values = {m: per_seed(a.runs, m, pj) for m, pj in zip(picks["method"], picks["params_json"])}
+    sep = separation(values)
+    flags = under_searched({m: v for m, v in sep["mean"].items() if pd.notna(v)})
+    return {m: {"sep_best": r["best"], "sep_diff": r["diff"], "sep_lo": r["lo"], "sep_hi": r["hi"], "sep_n": r["n_pairs"],
+                "separated": r["separated"], "rank": r["rank"], "tie": r["tie"],
+                "under_searched": flags.get(m, "")} for m, r in sep.iterrows() if pd.notna(r["mean"])}
 
 
 def _reference_rows(runs: pd.DataFrame) -> list[dict]:

@@ -79,12 +79,40 @@ def paper_cells(table: pd.DataFrame, latex: bool = False, trials: bool = True
             bold[(group, label)] = _best(rows.assign(method=rows.index), m).tolist()
         cells[(group, "n")] = [str(int(n)) if pd.notna(n) else "" for n in rows["n"]]
         bold[(group, "n")] = [False] * len(rows)
+        if "rank" in rows:  # the separation from the best method (analysis.separation)
+            cells[(group, SEP_LABEL)] = [separation_cell(r) for _, r in rows.iterrows()]
+            cells[(group, "rank")] = [rank_cell(r) for _, r in rows.iterrows()]
+            bold[(group, SEP_LABEL)] = bold[(group, "rank")] = [False] * len(rows)
         if trials:
             cells[(group, "trial")] = [str(int(t)) if pd.notna(t) else "" for t in rows["trial"]]
             bold[(group, "trial")] = [False] * len(rows)
     cols = pd.MultiIndex.from_tuples(list(cells), names=["", "Method"])
     return (pd.DataFrame(list(zip(*cells.values())), index=order, columns=cols),
             pd.DataFrame(list(zip(*bold.values())), index=order, columns=cols))
+
+
+SEP_LABEL = "Δ avg. gap vs best [95% CI]"
+
+
+def separation_cell(r) -> str:
+    """`+0.88 [0.12, 1.64]`: a method's avg. gap minus the best method's, paired by seed, with the
+    95% t-interval of that difference; `best` for the best; `+0.88 (n = 1)` when no interval exists."""
+    if pd.isna(r.get("rank")):
+        return ""
+    if bool(r.get("sep_best")):
+        return "best"
+    if pd.isna(r["sep_lo"]):
+        return f"{r['sep_diff']:+.2f} (n = {int(r['sep_n'])} paired)" if pd.notna(r["sep_diff"]) else "no common seed"
+    return f"{r['sep_diff']:+.2f} [{r['sep_lo']:.2f}, {r['sep_hi']:.2f}]"
+
+
+def rank_cell(r) -> str:
+    """`1`, or `1=` when the data cannot separate it from another row of the same rank;
+    ` (under-searched)` when its tuned result is worse than a method its objective contains."""
+    if pd.isna(r.get("rank")):
+        return ""
+    text = f"{int(r['rank'])}" + ("=" if bool(r["tie"]) else "")
+    return text + (" (under-searched)" if r.get("under_searched") else "")
 
 
 # -- formats -------------------------------------------------------------------------------------
@@ -97,8 +125,22 @@ def to_markdown(table: pd.DataFrame) -> str:
     groups = cells.columns.get_level_values(0).unique()
     cells.columns = [f"{label} ({g.split()[0].lower()})" if len(groups) > 1 else label
                      for g, label in cells.columns]
-    note = evidence_note(table)
-    return cells.rename_axis("method").to_markdown() + "\n" + (f"\n{note}\n" if note else "")
+    notes = [n for n in (evidence_note(table), separation_note(table)) if n]
+    return cells.rename_axis("method").to_markdown() + "\n" + "".join(f"\n{n}\n" for n in notes)
+
+
+def separation_note(table: pd.DataFrame) -> str:
+    """What the Δ and rank columns mean, and every under-searched row with its reason."""
+    if "rank" not in table or table["rank"].isna().all():
+        return ""
+    flags = [f"{r['method']} ({GROUP.get(r['selection'], r['selection']).split()[0].lower()}): "
+             f"{r['under_searched']}" for _, r in table.iterrows()
+             if isinstance(r.get("under_searched"), str) and r["under_searched"]]
+    return ("_Δ avg. gap vs best: each method's avg. gap minus the best method's, paired by seed (each "
+            "seed has its own Original and Retrain), with the 95% Student-t interval of the paired "
+            "differences; rank: 1 + the methods it is worse than beyond that interval, `=` where the "
+            "data cannot separate it from another (docs/metrics.md)._"
+            + "".join(f"\n\n**Under-searched**: {f}." for f in flags))
 
 
 def evidence_note(table: pd.DataFrame) -> str:

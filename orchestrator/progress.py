@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 
 
 class Progress:
-    def __init__(self, name: str, total: int, metric: str, direction: str, *, counted: int = 0,
+    def __init__(self, name: str, total: int, metric: str | None, direction: str, *, counted: int = 0,
                  done: int = 0, failed: int = 0, best: tuple[float, int] | None = None,
                  stream: TextIO | None = sys.stderr, bar: bool | None = None, seeds: int | None = None):
         # `seeds`: how many seeds each told value is the mean of (the spec's), said beside the best
@@ -131,6 +131,8 @@ class Progress:
 
     # -- text ------------------------------------------------------------------------------------
     def best_text(self) -> str:
+        if self.metric is None:  # nothing is ranked (replicate)
+            return ""
         if self.best is None:
             return "none feasible yet"
         n = ("" if self.seeds is None else ", 1 seed: not yet evidence" if self.seeds == 1
@@ -139,7 +141,8 @@ class Progress:
 
     def status(self) -> str:
         nodes = ", ".join(f"{k}={v}" for k, v in sorted(self.per_node.items()))
-        return (f"{self.done} done, {self.running} running, {self.failed} failed, {self.best_text()}"
+        best = self.best_text()
+        return (f"{self.done} done, {self.running} running, {self.failed} failed" + (f", {best}" if best else "")
                 + (f" | per node: {nodes}" if nodes else ""))
 
     def rate(self) -> float:

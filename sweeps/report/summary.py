@@ -166,9 +166,10 @@ def _write_report_files(out: Path, run_dir: Path, spec: SweepSpec, a: Analysis) 
           "\n## Pareto front\n\n", tables.markdown(tables.front_table(a.front, spec)),
           "\n![trade-off](front.png)\n\nInteractive: [front.html](front.html)\n",
           "\n## The field's table\n\n", tables.caption(a) + "\n\n", tables.export(a, "md"),
-          *([f"\n## Replication\n\n{tables.REPLICATION_TEXT}\n\n", tables.markdown(rep)] if len(rep) else []),
           "\nAlso as LaTeX ([table.tex](table.tex)) and CSV ([table.csv](table.csv)); "
-          "`unlearn-sweep export` writes any of them.\n"]
+          "`unlearn-sweep export` writes any of them.\n",
+          *([f"\n## Replication\n\n{tables.REPLICATION_TEXT} Also [replication.csv](replication.csv).\n\n",
+             tables.markdown(rep)] if len(rep) else [])]
     if spec.reference is not None and len(a.table):
         side = tables.beside_paper(a)
         write_file(out / "beside_paper.csv", side.to_csv(index=False))

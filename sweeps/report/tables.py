@@ -323,7 +323,8 @@ def interval(mean, half) -> str:
 
 def front_table(front: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     """The front, one row per configuration: trial, method, n (its seeds), parameters, then per
-    objective and constraint `mean ± sample std` and its 95% t-interval (— for n = 1)."""
+    objective and constraint `mean ± sample std` and its 95% t-interval (— for n = 1; the interval
+    columns are left out when no row has one)."""
     rows = []
     for _, r in front.iterrows():
         row = {"trial": int(r["trial_number"]), "method": r["method"], "n": int(r["n"]),
@@ -332,7 +333,9 @@ def front_table(front: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
             row[m] = fmt(r.get(m), r.get(f"{m}_std"))
             row[f"{m} 95% CI"] = interval(r.get(m), r.get(f"{m}_ci"))
         rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    # a front of single seeds has no interval: its columns would be all dashes
+    return out.drop(columns=[c for c in out.columns if c.endswith(" 95% CI") and (out[c] == "—").all()])
 
 
 REPLICATION_TEXT = ("Each replicated configuration: what the search saw (the mean over its search "

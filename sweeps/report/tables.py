@@ -254,7 +254,8 @@ def latex_caption(a: Analysis, rule) -> str:
         f"Sweep {a.spec.name}, {GROUP[rule.name].lower()} (each method's configuration: {rule.text}). "
         "Mean with the sample std over n seeds as a subscript (none for n = 1); in parentheses below, "
         "the absolute gap to Retrain's mean; bold: closest to Retrain (avg. gap, time: smallest) "
-        "among the methods. UA, RA, TA, MIA in %, time in seconds of the unlearning procedure.")
+        "among the methods. UA, RA, TA, MIA in %, time in seconds of the unlearning procedure."
+        + (" " + evidence_note(a.table).strip("_").split(";")[0] + "." if evidence_note(a.table) else ""))
 
 
 def table_records(table: pd.DataFrame) -> list[dict]:

@@ -1,8 +1,8 @@
 """A sweep's analysis for people: the one-screen summary the CLI prints, the JSON of `analyze
 --json`, and the report on disk (`write_report`): runs/<name>/report/ report.md, table.md,
-table.tex, table.csv, trials.csv, front.csv, front.png, front.html, history.png, epochs.png (when
-the spec records per-epoch metrics, `base.eval.eval_every`), importances.csv and parallel.html
-(sweeps/report/importance.py).
+table.tex, table.csv, trials.csv, front.csv, replication.csv (after `replicate`), front.png,
+front.html, history.png, epochs.png (when the spec records per-epoch metrics,
+`base.eval.eval_every`), importances.csv and parallel.html (sweeps/report/importance.py).
 """
 from __future__ import annotations
 
@@ -187,7 +187,8 @@ def _write_report_files(out: Path, run_dir: Path, spec: SweepSpec, a: Analysis) 
     md += ["\n## Objective history\n\n![history](history.png)\n"]
     if has_epochs:
         md += ["\n## Per-epoch UA, RA, TA of the picks\n\n![epochs](epochs.png)\n"]
-    md += ["\nFiles: trials.csv (every configuration, with n and the sample std), front.csv, "
+    md += ["\nFiles: trials.csv (every configuration, with n, the sample std and the 95% t-interval's "
+           "half-width `<metric>_ci`), front.csv, "
            "table.{md,tex,csv}; the record itself is ../trials/*.parquet (read with "
            "`sweeps.results.read_results`).\n"]
     write_file(out / "report.md", "".join(md))

@@ -203,9 +203,10 @@ def add_separation(result: dict) -> None:
     for r in rows:
         x = sep.loc[r["key"]]
         num = lambda v: float(v) if pd.notna(v) else None  # noqa: E731 - JSON has no NaN
-        r["separation"] = {"best": bool(x["best"]), "diff": num(x["diff"]), "lo": num(x["lo"]), "hi": num(x["hi"]),
-                           "n_pairs": int(x["n_pairs"]), "separated": bool(x["separated"]),
-                           "rank": int(x["rank"]), "tie": bool(x["tie"]), "under_searched": flags.get(r["key"], "")}
+        r["separation"] = {"best": bool(x["best"]), "diff": num(x["diff"]), "lo": num(x["lo"]),
+                           "hi": num(x["hi"]), "n_pairs": int(x["n_pairs"]), "separated": bool(x["separated"]),
+                           "rank": int(x["rank"]), "tie": bool(x["tie"]),
+                           "under_searched": flags.get(r["key"], "")}
 
 
 def separation_cells(row: dict) -> list[str]:

@@ -167,7 +167,8 @@ def test_a_method_tuned_worse_than_a_method_its_objective_contains_is_flagged():
 def test_the_fields_table_carries_the_separation_and_the_flag():
     rows = []
     for seed, (e, r, f) in enumerate([(3.0, 1.0, 5.0), (2.0, 1.5, 7.0), (2.5, 1.2, 6.0)]):
-        rows += [run('{"lr": 0.1}', seed, 2 * e, 93, method="eupmu"), run('{"lr": 0.2}', seed, 2 * r, 93, trial=1, method="rl"),
+        rows += [run('{"lr": 0.1}', seed, 2 * e, 93, method="eupmu"),
+                 run('{"lr": 0.2}', seed, 2 * r, 93, trial=1, method="rl"),
                  run('{"lr": 0.3}', seed, 2 * f, 93, trial=2, method="ft")]
     a = analyze_runs(pd.DataFrame(rows), SPEC)
     t = a.table[a.table["selection"] == "oracle"].set_index("method")

@@ -19,6 +19,14 @@ objective's natural range), so sweeps compare. Two picks per method, side by sid
           spec's `select` metric); when the sweep is blind, the smallest avg_gap (needs Retrain).
 `top_configs` ranks by the sweep's own rule, for `replicate` and `audit`.
 
+Evidence. A configuration's numbers are its means over n seeds, with the sample std and the 95%
+Student-t interval (`<m>_ci`, the half-width). Replicated configurations (complete `replicate` runs)
+are never ranked against single draws: once one is feasible, the front is theirs, each method's pick
+is its best replicated one when it has one, and `top_configs` ranks them first. `evidence_text` says
+it in one line (not yet evidence, when every result is one seed). The field's table adds each
+method's avg. gap against the best method's, paired by seed, with a rank that ties where the seeds
+cannot separate (`separation`), and flags rows worse than a method their objective contains.
+
 The numbers only: sweeps.report.tables and .plots format them, sweeps.report.summary writes them.
 """
 from __future__ import annotations
@@ -383,7 +391,8 @@ def evidence_text(a: "Analysis") -> str:
         return (f"evidence: none of the {len(rep)} replicated configuration(s) (n = "
                 f"{_span(sorted(set(rep['n'].astype(int))))}) is feasible on its mean; the front and "
                 f"picks are of search seeds only, {one}")
-    fallback = sorted({m for p in a.picks.values() for m, r in zip(p["method"], p["replicated"]) if not r})
+    fallback = sorted({m for p in a.picks.values() for m, r in zip(p["method"], p["replicated"])
+                       if not r})
     text = (f"evidence: the front and picks rank the {int(rep['feasible'].sum())} feasible replicated "
             f"configuration(s) (n = {_span(sorted(set(rep['n'].astype(int))))})")
     if len(others):
@@ -399,7 +408,8 @@ def replication(a: "Analysis") -> pd.DataFrame:
     constraint metric `<m>_search` (the mean over its search seeds: what the search saw), `<m>`,
     `<m>_std`, `<m>_ci` (over all its seeds), then feasible_search, feasible (on the replicated
     means) and on_front (on the front now)."""
-    metrics = list(dict.fromkeys([o.metric for o in a.spec.objectives] + [c.metric for c in a.spec.constraints]))
+    metrics = list(dict.fromkeys([o.metric for o in a.spec.objectives] +
+                                 [c.metric for c in a.spec.constraints]))
     c = a.configs
     cols = ["trial_number", "method", "params_json", "n_search", "n",
             *[x for m in metrics for x in (f"{m}_search", m, f"{m}_std", f"{m}_ci")],
@@ -413,7 +423,8 @@ def replication(a: "Analysis") -> pd.DataFrame:
     out = rep.assign(n_search=search.size().reindex(rep.index, fill_value=0).astype(int))
     for m in metrics:
         out[f"{m}_search"] = means[m] if m in means else math.nan
-    out["feasible_search"] = feasible_mask(means.reindex(columns=metrics), a.spec.constraints) & (out["n_search"] > 0)
+    out["feasible_search"] = feasible_mask(means.reindex(columns=metrics), a.spec.constraints) & \
+        (out["n_search"] > 0)
     on_front = set(zip(a.front["method"], a.front["params_json"])) if len(a.front) else set()
     out["on_front"] = [k in on_front for k in out.index]
     out = out.reset_index().sort_values("trial_number", kind="stable")
@@ -445,10 +456,10 @@ def field_table(a: Analysis) -> pd.DataFrame:
     row), rows Retrain, Original, then each method's pick. Columns: selection, rule, method, trial,
     n, and per metric of FIELD_METRICS `<m>` (mean over seeds), `<m>_std` (sample std), `<m>_gap`
     (|mean - Retrain's mean| over the same seeds, for UA, RA, TA, MIA); per method row (with
-    Retrain on record) sep_best, sep_diff, sep_lo, sep_hi, sep_n, separated, rank, tie, under_searched: its
-    avg. gap against the best method's of the same rule, paired by seed (`_separation_columns`).
-    Original and Retrain are
-    taken over the distinct oracle seeds (split_seed, train_seed) of the complete runs: n of them.
+    Retrain on record) sep_best, sep_diff, sep_lo, sep_hi, sep_n, separated, rank, tie and
+    under_searched: its avg. gap against the best method's of the same rule, paired by seed
+    (`_separation_columns`). Original and Retrain are taken over the distinct oracle seeds
+    (split_seed, train_seed) of the complete runs: n of them.
     `sweeps.report.tables` formats it (mean ± std (gap), best in bold) for markdown, LaTeX, CSV and
     JSON."""
     rows = []
@@ -475,10 +486,10 @@ def field_table(a: Analysis) -> pd.DataFrame:
 # -- methods side by side, with confidence ---------------------------------------------------------
 
 # A method whose objective contains another's: some setting of its parameters IS the other method
-# (EUPMU: random labels on the forget rows plus a multiplier on the retain loss: RL's loss with
-# phi identity and the multiplier held at 1;
-# SalUn at mask ratio 1 = RL; l1-sparse at alpha 0 = FT; NegGrad+ at beta 0 = GA). Tuned worse than
-# the method it contains, its search (not the method) decided its row: `under_searched` flags it.
+# (EUPMU, random labels on the forget rows plus a multiplier on the retain loss, with phi identity
+# and the multiplier held at 1 = RL; SalUn at mask ratio 1 = RL; l1-sparse at alpha 0 = FT; NegGrad+
+# at beta 0 = GA). Tuned worse than the method it contains, its search (not the method) decided its
+# row: `under_searched` flags it.
 CONTAINS: dict[str, tuple[str, ...]] = {"eupmu": ("rl",), "salun": ("rl",), "l1_sparse": ("ft",),
                                         "neggrad_plus": ("ga",)}
 
@@ -486,8 +497,7 @@ CONTAINS: dict[str, tuple[str, ...]] = {"eupmu": ("rl",), "salun": ("rl",), "l1_
 def per_seed(runs: pd.DataFrame, method: str, params_json: str, metric: str = "avg_gap") -> pd.Series:
     """One configuration's `metric` per seed, indexed by (split_seed, train_seed, unlearn_seed): each
     seed has its own Original and Retrain, so two methods compare seed by seed."""
-    ok = complete_runs(with_phase(runs))
-    ok = ok[(ok["method"] == method) & (ok["params_json"] == params_json)]
+    ok = complete_runs(runs[(runs["method"] == method) & (runs["params_json"] == params_json)])
     if ok.empty or metric not in ok:
         return pd.Series(dtype=float)
     return pd.Series(ok[metric].to_numpy(dtype=float), index=pd.MultiIndex.from_frame(ok[SEEDS])).dropna()
@@ -527,14 +537,17 @@ def separation(values: dict[str, pd.Series]) -> pd.DataFrame:
             if i != j and paired_interval(values[i], values[j])[1] > 0:  # i worse than j: lo > 0
                 worse_than[i] += 1
     for k in names:
-        diff, lo, hi, n = paired_interval(values[k], values[best]) if k != best else (0.0, 0.0, 0.0, len(values[k]))
-        out.loc[k] = [means[k], len(values[k]), k == best, diff, lo, hi, n, bool(lo > 0), 1 + worse_than[k], False]
+        diff, lo, hi, n = (paired_interval(values[k], values[best]) if k != best
+                           else (0.0, 0.0, 0.0, len(values[k])))  # the best against itself: 0 on every seed
+        out.loc[k] = [means[k], len(values[k]), k == best, diff, lo, hi, n, bool(lo > 0), 1 + worse_than[k],
+                      False]
     ranks = out["rank"].dropna()
     out.loc[ranks.index, "tie"] = ranks.map(ranks.value_counts()) > 1
     return out
 
 
-def under_searched(means: dict[str, float], contains: dict[str, tuple[str, ...]] | None = None) -> dict[str, str]:
+def under_searched(means: dict[str, float],
+                   contains: dict[str, tuple[str, ...]] | None = None) -> dict[str, str]:
     """Rows (method names) whose mean (lower is better) is worse than a method their objective
     contains (`CONTAINS`), each with the reason: its search, not the method, decided that row."""
     out = {}
@@ -547,15 +560,16 @@ def under_searched(means: dict[str, float], contains: dict[str, tuple[str, ...]]
 
 
 def _separation_columns(a: "Analysis", picks: pd.DataFrame) -> dict[str, dict]:
-    """Per method of one selection rule: sep_best, sep_diff, sep_lo, sep_hi, sep_n (paired avg. gap against
-    the best method), separated, rank, tie, under_searched (see `separation`, `under_searched`)."""
+    """Per method of one selection rule: sep_best, sep_diff, sep_lo, sep_hi, sep_n (its avg. gap
+    against the best method's, paired by seed), separated, rank, tie, under_searched (see
+    `separation`, `under_searched`)."""
     if picks.empty or "avg_gap" not in a.runs:
         return {}
     values = {m: per_seed(a.runs, m, pj) for m, pj in zip(picks["method"], picks["params_json"])}
     sep = separation(values)
     flags = under_searched({m: v for m, v in sep["mean"].items() if pd.notna(v)})
-    return {m: {"sep_best": r["best"], "sep_diff": r["diff"], "sep_lo": r["lo"], "sep_hi": r["hi"], "sep_n": r["n_pairs"],
-                "separated": r["separated"], "rank": r["rank"], "tie": r["tie"],
+    return {m: {"sep_best": r["best"], "sep_diff": r["diff"], "sep_lo": r["lo"], "sep_hi": r["hi"],
+                "sep_n": r["n_pairs"], "separated": r["separated"], "rank": r["rank"], "tie": r["tie"],
                 "under_searched": flags.get(m, "")} for m, r in sep.iterrows() if pd.notna(r["mean"])}
 
 

@@ -102,7 +102,9 @@ def separation_cell(r) -> str:
     if bool(r.get("sep_best")):
         return "best"
     if pd.isna(r["sep_lo"]):
-        return f"{r['sep_diff']:+.2f} (n = {int(r['sep_n'])} paired)" if pd.notna(r["sep_diff"]) else "no common seed"
+        if pd.isna(r["sep_diff"]):
+            return "no common seed"
+        return f"{r['sep_diff']:+.2f} (n = {int(r['sep_n'])} paired)"
     return f"{r['sep_diff']:+.2f} [{r['sep_lo']:.2f}, {r['sep_hi']:.2f}]"
 
 
@@ -353,7 +355,8 @@ def replication_table(a: Analysis) -> pd.DataFrame:
     rows = []
     metrics = dict.fromkeys([o.metric for o in a.spec.objectives] + [c.metric for c in a.spec.constraints])
     for _, x in r.iterrows():
-        row = {"trial": int(x["trial_number"]), "method": x["method"], "n": f"{int(x['n_search'])} -> {int(x['n'])}"}
+        row = {"trial": int(x["trial_number"]), "method": x["method"],
+               "n": f"{int(x['n_search'])} -> {int(x['n'])}"}
         for m in metrics:
             row[f"{m} search"] = fmt(x[f"{m}_search"])
             row[f"{m} replicated"] = fmt(x[m], x[f"{m}_std"]) + " " + interval(x[m], x[f"{m}_ci"])

@@ -181,3 +181,29 @@ def test_the_fields_table_carries_the_separation_and_the_flag():
     assert "Δ avg. gap vs best [95% CI]" in md and "| best " in md and "(under-searched)" in md
     assert "**Under-searched**: eupmu (oracle): avg. gap 2.50 worse than rl's 1.23" in md
     assert tables.rank_cell(t.loc["ft"]) == "2" and tables.rank_cell(t.loc["rl"]) == "1="
+
+
+def test_the_cli_says_it_before_and_after_replicate(tmp_path, capsys, monkeypatch):
+    """`run`, `status` and `replicate` as a user meets them (fast fake trials)."""
+    import yaml
+
+    import unlearning.tasks
+    from orchestrator.cli import main
+    from tests.tasks import fake_run_task
+
+    monkeypatch.setattr(unlearning.tasks, "run_task", fake_run_task)
+    monkeypatch.setenv("FAKE_TASK_SECONDS", "0")
+    spec = small_spec(n_trials=4, sampler={"name": "random", "seed": 1})
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(spec))
+    run_dir = tmp_path / "t"
+    assert main(["run", str(tmp_path / "t.yaml"), "--out", str(run_dir)]) == 0
+    out = capsys.readouterr()
+    assert "every result is a single seed (n = 1): not yet evidence" in out.out
+    assert "1 seed: not yet evidence" in out.err  # the progress line's best
+    assert main(["status", str(run_dir)]) == 0 and "not yet evidence" in capsys.readouterr().out
+    assert main(["replicate", str(run_dir), "--top", "1", "--seeds", "0-2"]) == 0
+    out = capsys.readouterr().out
+    assert "replication (search seeds -> all seeds; mean ± sample std [95% t-interval]):" in out
+    assert "1 -> 3" in out and "(1 replicated on more)" in out and "evidence: " in out
+    assert "## Replication" in (run_dir / "report" / "report.md").read_text()
+    assert (run_dir / "report" / "replication.csv").is_file()

@@ -320,7 +320,7 @@ def in_parallel(jobs: list[list[str]], logs: Path) -> None:
                                        stderr=subprocess.STDOUT, env=env, cwd=ROOT), log, argv))
         print(f"started job {i}: {' '.join(argv)} (log {logs / f'job{i}.log'})", flush=True)
     failed = []
-    for i, (proc, log, argv) in enumerate(procs):
+    for i, (proc, log, _argv) in enumerate(procs):
         proc.wait()
         log.close()
         if proc.returncode != 0:

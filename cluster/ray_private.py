@@ -40,7 +40,8 @@ def loopback_only() -> Iterator[None]:
 
 def reload_auth_mode() -> None:
     """Have Ray read RAY_AUTH_MODE / the token again (it read them when it was imported)."""
-    from ray._raylet import AuthenticationTokenLoader, Config
+    # ray's _raylet.pyi stub lists neither; the compiled module has both (test_private_apis.py)
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
 
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()

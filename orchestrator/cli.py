@@ -44,11 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
                  "search by Optuna, every result in Parquet. Bad input is one line and exit code 2.")
     ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    from orchestrator.verbs import record, sweep, trial
+    from orchestrator.verbs import model, record, sweep, trial
 
     trial.add_parsers(sub)
     sweep.add_parsers(sub)
     record.add_parsers(sub)
+    model.add_parsers(sub)
     return ap
 
 

@@ -34,6 +34,7 @@ class Progress:
         self.name, self.total, self.metric, self.direction, self.seeds = name, total, metric, direction, seeds
         self.counted, self.done, self.failed, self.best = counted, done, failed, best
         self.stream, self.start_count, self.t0 = stream, counted, time.perf_counter()
+        self.per_node: dict[str, int]
         self.running, self.per_node = 0, {}
         self._dirty = False
         self._first: tuple[float, int] | None = None  # (when, counted) at the first update with news

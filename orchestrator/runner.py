@@ -4,9 +4,12 @@ runs its source of runs through the task pool, and shuts everything down whateve
     run_sweep(spec, "runs/quickstart")                       # search: ask -> run -> record -> tell
     replicate_sweep(spec, "runs/quickstart", top=2, seeds="0-9")
 
-Start-up: take the run directory (lock; repair a torn journal tail, set unreadable Parquet aside) ->
-a search whose study already holds its n_trials, with nothing to redo, ends here (no backend) ->
-start the backend -> probe it (a worker loads the data, builds the split and the model) -> only then
+Start-up: the spec's plug-ins are what this run directory ran with (sweeps.rundir.check_inputs) ->
+take the run directory (lock; repair a torn journal tail, set unreadable Parquet aside) -> a search
+whose study already holds its n_trials, with nothing to redo, ends here (no backend) -> start the
+backend and share the plug-ins' source and the checkpoint files through it (orchestrator/shipping.py:
+every payload carries handles on them) -> probe it (a worker loads the plug-ins, the data, builds the
+split and the model, installs the checkpoints) -> only then
 open the study and write spec.yaml and run.json -> the source (orchestrator/sources.py: Search
 reconciles the study with the record; Replicate takes the chosen configurations) -> the oracle phase
 and the runs, through one TaskPool (orchestrator/pool.py).
@@ -25,21 +28,25 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Literal, TextIO
 
 from cluster.backend import Backend, BackendLost
 from orchestrator.oracles import OraclePlan
 from orchestrator.pool import TaskPool
 from orchestrator.record import Record, os_reason
+from orchestrator.shipping import Shipment
 from orchestrator.signals import Interrupted, current
 from orchestrator.sources import Replicate, Search, redo_rules
 from sweeps.fingerprint import fingerprint
-from sweeps.rundir import new_run_identity, run_identity, write_identity
+from sweeps.rundir import check_inputs, inputs_identity, new_run_identity, run_identity, write_identity
 from sweeps.spec import SweepSpec, load_spec, spec_fingerprint
 from sweeps.study import counted, open_study, to_reconcile
 from unlearning.config import dump_yaml, load_yaml_text, read_yaml
 from unlearning.errors import Aborted, UserError
 from unlearning.redact import scrub, scrub_text
+
+if TYPE_CHECKING:
+    from orchestrator.tracking import SafeTracker
 
 __all__ = ["Interrupted", "make_backend", "replicate_sweep", "run_sweep"]
 
@@ -79,10 +86,10 @@ class Driver:
     oracle phase (a custom task function knows neither)."""
 
     def __init__(self, spec: SweepSpec, run_dir: Path, *, backend: Backend | None = None,
-                 tracker=None, fn: Callable[..., Any] | None = None, log: TextIO | None | str = "stderr",
+                 tracker=None, fn: Callable[..., Any] | None = None, log: TextIO | None | Literal["stderr"] = "stderr",
                  force: bool = False, attach: str | None = None,
                  replicate: tuple[list[tuple[int, str, dict[str, Any]]], list[dict[str, int]]] | None = None,
-                 oracle_phase: bool | None = None):
+                 oracle_phase: bool | None = None, keep_models: bool | None = None):
         # `log`: where its lines go (None: nowhere); the process's stderr as it is now by default
         self.spec, self.run_dir, self.log_to = spec, Path(run_dir), sys.stderr if log == "stderr" else log
         self._backend, self._tracker, self._fn = backend, tracker, fn
@@ -90,9 +97,14 @@ class Driver:
         custom = fn is not None or backend is not None
         self.oracle_phase = spec.resources.oracle_phase and (not custom if oracle_phase is None
                                                              else oracle_phase)
+        # unlearned models kept (runs/<name>/models/): replicate's and `keep_models` runs', when the
+        # task function is the real one (a custom one returns no model)
+        keep = (replicate is not None or spec.keep_models) if keep_models is None else keep_models
+        self.keep_models = keep and not custom
+        self.ship: Shipment | None = None  # once the backend exists
         self.stop = current()  # the CLI's, installed since its first instruction
         self.progress = None  # the source's progress view, once it exists: messages go through it
-        self.tracker = None  # the tracker (a view that never raises), once the run has its identity
+        self.tracker: SafeTracker | None = None  # a view that never raises, once the run has its identity
 
     def say(self, msg: str) -> None:
         if self.log_to is not None:
@@ -105,6 +117,7 @@ class Driver:
     # -- the run -------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         t_start = time.perf_counter()
+        check_inputs(self.run_dir, self.spec)  # a plug-in changed since: refused, nothing written
         # signals deferred: one that comes while the record is written is acted on at the next step
         with self.stop.installed(), self.stop.deferred():
             self.stop.check()
@@ -124,7 +137,7 @@ class Driver:
                 "retried": retried, "oracles": source.book.oracles.counts() if source.book.oracles else {},
                 "duplicates": getattr(source, "duplicates", 0), "wall_s": wall, "run_dir": str(self.run_dir),
                 "stopped": source.stopped, "stop_failed": source.stop_failed,
-                "failures": dict(source.failures)}
+                "failures": dict(source.failures), "models_kept": source.book.kept}
 
     def _run(self, record: Record):
         """Everything between taking the run directory and letting it go: (source, retries), or
@@ -135,13 +148,15 @@ class Driver:
             self._same_seeds()
             done = self._nothing_left(record)
             if done is not None:
+                self._relocate_plugins()
                 self.say(f"nothing left to run: the study holds {done} trial(s), n_trials is "
                          f"{self.spec.n_trials} (`resume --set n_trials=N` runs more)")
                 return None, 0
             backend = self._start_backend()
-            if getattr(backend, "dashboard_hint", None):
-                self.say(backend.dashboard_hint)
+            if hint := getattr(backend, "dashboard_hint", None):  # not part of Backend: Ray's only
+                self.say(hint)
             self.stop.check()
+            self.ship = Shipment(self.spec, backend)
             self._probe(backend)
             run_id, study = self._open_study(record)
             started = True
@@ -149,7 +164,8 @@ class Driver:
             source = self._source(record, study, run_id, tracker, backend)
             self.progress = source.progress
             pool = TaskPool(backend, max_retries=self.spec.resources.max_retries,
-                            max_concurrent=self.spec.resources.max_concurrent, stop=self.stop, say=self.say)
+                            max_concurrent=self.spec.resources.max_concurrent, stop=self.stop, say=self.say,
+                            decorate=self.ship)
             try:
                 pool.run(source, on_tick=source.tick)
             except OSError as e:  # the record cannot be written (disk full, read-only): stop cleanly
@@ -215,6 +231,18 @@ class Driver:
         done = counted(study)
         return done if done >= self.spec.n_trials else None
 
+    def _relocate_plugins(self) -> None:
+        """A finished sweep run again from a moved lab: spec.yaml learns where its plug-ins lie now
+        (what they hold was checked by check_inputs), so `resume` finds them; nothing else of it
+        changes (its n_trials stays what the record holds)."""
+        path = self.run_dir / "spec.yaml"
+        recorded = load_yaml_text(path.read_text())
+        if not self.spec.plugins or recorded.get("plugins") == self.spec.plugins:
+            return
+        tmp = self.run_dir / f".spec.yaml.{os.getpid()}.tmp"
+        tmp.write_text(dump_yaml({**recorded, "plugins": list(self.spec.plugins)}))
+        os.replace(tmp, path)
+
     def _start_backend(self) -> Backend:
         if self._backend is not None:
             return self._backend
@@ -235,7 +263,8 @@ class Driver:
             return
         method = next(iter(self.spec.methods))
         payload = {"task": "probe", "config": self.spec.trial_config(method, {}, self.spec.seed_list()[0])}
-        h = backend.submit("probe", payload)
+        assert self.ship is not None  # run() made it for this backend
+        h = backend.submit("probe", self.ship(payload))
         deadline = time.monotonic() + 600
         while True:
             with self.stop.interruptible():
@@ -258,7 +287,8 @@ class Driver:
             return (ident or {}).get("run_id", self.spec.name), None
         fresh = ident is None
         if fresh:
-            ident = new_run_identity(self.spec, self.attach)
+            ident = {**new_run_identity(self.spec, self.attach), **inputs_identity(self.spec)}
+        assert ident is not None  # read, or made just now
         must_exist = bool(self.attach) if self.spec.storage and fresh else None
         storage = record.replay.storage() if record.replay else None
         if record.replay and storage is None:  # a damaged line inside the journal: cut it out first
@@ -313,7 +343,7 @@ class Driver:
 
     def _source(self, record: Record, study, run_id: str, tracker, backend: Backend):
         kw = dict(run_id=run_id, tracker=tracker, share=lambda blob: backend.share(blob), say=self.say,
-                  stream=self.log_to)
+                  stream=self.log_to, keep_models=self.keep_models)
         if self.replicate is None:
             return Search(self.spec, record, study, oracles=self._oracles(self.spec.seed_list()), **kw)
         configs, seeds = self.replicate
@@ -331,8 +361,9 @@ def replicate_sweep(spec: SweepSpec, run_dir: str | Path, *, top: int, seeds, pe
                     eval: dict[str, Any] | None = None, **kw) -> dict[str, Any]:
     """Rerun the top `top` configurations of the search (by its selection rule; the top `top` of
     each method with `per_method`) on `seeds` (the `seeds` grammar: "0-9", [0, 1], mappings), in
-    the same record (phase "replicate"); runs already recorded are not run again. `eval`: base.eval
-    settings for these runs only."""
+    the same record (phase "replicate"); runs already recorded are not run again, unless only to
+    get their unlearned model, which replicate keeps (runs/<name>/models/; `keep_models=False`
+    does not). `eval`: base.eval settings for these runs only."""
     from sweeps.report.analysis import analyze, top_configs
     from sweeps.spec import load_spec, parse_seeds
 

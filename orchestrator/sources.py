@@ -16,7 +16,7 @@ import hashlib
 import json
 import math
 from collections import Counter
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, TextIO, cast
 
 import optuna
 from optuna.trial import TrialState
@@ -37,7 +37,7 @@ EXHAUSTED_AFTER = 50  # proposals in a row that were all recorded before: the sp
 
 
 def _mean(rows: list[dict[str, Any]], metric: str) -> float:
-    vals = [r.get(metric) for r in rows]
+    vals: list[Any] = [r.get(metric) for r in rows]  # a row's values are untyped (Parquet's)
     if any(v is None for v in vals):
         return float("nan")
     return float(sum(vals) / len(vals))
@@ -62,10 +62,10 @@ class _Sweep:
     phase = "search"
 
     def __init__(self, spec: SweepSpec, record, *, run_id: str, tracker, oracles: OraclePlan | None,
-                 share: Callable[[bytes], Any], say: Callable[[str], None]):
+                 share: Callable[[bytes], Any], say: Callable[[str], None], keep_models: bool = False):
         self.spec, self.say = spec, say
         self.book = RunBook(spec, record, run_id=run_id, phase=self.phase, tracker=tracker, oracles=oracles,
-                            share=share, on_complete=self._complete, say=say)
+                            share=share, on_complete=self._complete, say=say, keep_models=keep_models)
         self.done = self.failed = 0
         self.failures: Counter[str] = Counter()  # reason key -> configurations that failed for it
         self.stopped: str | None = None  # why the sweep ended before its end
@@ -196,6 +196,7 @@ class Search(_Sweep):
         self.told_configs.setdefault(tuple(r.fp for r in conf.runs), conf.number)
         self.counted += 1
         if values is None:
+            assert reason is not None  # set wherever values is None
             self.failed += 1
             self.failures[reason] += 1
         else:
@@ -221,8 +222,9 @@ class Search(_Sweep):
         if mf is not None and self.failed >= mf:
             self.stopped = f"{self.failed} trial(s) failed, the budget max_failures is {mf}"
         elif ff and len(told) == ff and all(told) and len(set(told)) == 1:
+            first = cast(str, told[0])  # all(told): a reason key
             self.stopped = (f"the first {ff} trial(s) all failed for the same reason: "
-                            f"{self._first_error[told[0]]} (fail_fast; set fail_fast: 0 to go on "
+                            f"{self._first_error[first]} (fail_fast; set fail_fast: 0 to go on "
                             "regardless)")
         if self.stopped:
             self.stop_failed = True
@@ -257,8 +259,10 @@ class Replicate(_Sweep):
                 fp, cfg = fingerprint(spec.trial_config(method, params, s))
                 conf.runs.append(Run(conf, i, fp, cfg))
             self.book.add(conf)
+        again = self.book.rerun_for_model
         self.say(f"replicate: {len(configs)} configuration(s) x {len(seeds)} seed(s), "
-                 f"{len(self.book.queue)} run(s) to do, {self.book.reused} already on record")
+                 f"{len(self.book.queue)} run(s) to do, {self.book.reused} already on record"
+                 + (f" ({again} of them run again for their models)" if again else ""))
 
     def next_task(self, slots: int) -> Task | None:
         return self.book.next_task()

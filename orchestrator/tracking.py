@@ -164,6 +164,7 @@ class WandbTracker:
     def start(self, key: str, number: int, params: dict[str, Any], config: dict[str, Any]) -> None:
         if self._broken:
             return
+        assert self._wandb is not None  # imported: else broken
         try:
             if key in self._runs:  # a retry of the same trial: one run per trial, continue it
                 return
@@ -208,6 +209,7 @@ class WandbTracker:
         id is fixed per sweep, so `wandb sync` of several (a run, then a resume) updates one run."""
         if self._broken:
             return
+        assert self._wandb is not None  # imported: else broken
         try:
             run = self._wandb.init(
                 project=self.project, entity=self.entity, group=self.sweep, job_type="sweep", name=name,

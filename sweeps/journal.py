@@ -137,7 +137,7 @@ _STUDY_OP = re.compile(rb'^\{"op_code":\s*[01],')  # CREATE_STUDY, DELETE_STUDY,
 def study_names(path: Path) -> list[str]:
     """The studies a journal holds (created and not deleted), in creation order, from its study
     records alone (a journal of 10,000 trials is scanned in milliseconds). Damaged lines are skipped."""
-    names: list[str] = []
+    names: list[str | None] = []  # None: a deleted study
     for line in path.read_bytes().split(b"\n"):
         if not _STUDY_OP.match(line):
             continue

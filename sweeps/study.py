@@ -17,6 +17,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeps.journal import StudyView
 from sweeps.rundir import run_identity
 from sweeps.samplers import make_sampler
 from sweeps.space import grid_points
@@ -32,7 +33,7 @@ DUPLICATE = "duplicate_of"  # user attr on a trial that proposed an already reco
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 
 
-def superseded(study: optuna.Study) -> set[int]:
+def superseded(study: optuna.Study | StudyView) -> set[int]:
     """Numbers of the trials whose parameters were enqueued again (a replay took their place), as the
     study lists them (older journals also marked a trial still running with the user attr REQUEUED)."""
     out = {int(k) for k in study.user_attrs.get(SUPERSEDED, {})}
@@ -200,7 +201,7 @@ def refuse_new_seeds(run_dir: Path, recorded: SweepSpec, new: SweepSpec, done: i
             "more seeds, or start another sweep with --out")
 
 
-def counted(study: optuna.Study) -> int:
+def counted(study: optuna.Study | StudyView) -> int:
     """Finished trials that count towards n_trials (superseded ones and duplicates do not)."""
     sup = superseded(study)
     return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED)

@@ -26,6 +26,7 @@ def run_tiny(tmp_path, methods: str, jobs: int) -> dict:
     return d
 
 
+@pytest.mark.slow
 def test_tiny_table_end_to_end(tmp_path):
     d = run_tiny(tmp_path, "retrain,ga,eupmu_fast", jobs=2)  # oracles, then rows, in two processes
     assert d["jobs"] == 2 and len(list((tmp_path / "runs" / "logs").rglob("job*.log"))) == 4

@@ -39,6 +39,7 @@ def _listening(session: str, pids: list[int]) -> set[tuple[str, str, int]]:
     return out
 
 
+@pytest.mark.slow
 def test_embedded_ray_is_private_and_leaves_nothing_behind(monkeypatch):
     if ray.is_initialized():
         pytest.skip("another test left Ray running in this process")

@@ -57,7 +57,9 @@ def test_run_json_records_the_sweep_its_spec_fingerprint_its_study_and_the_versi
     assert spec_fingerprint(more) == ident["spec_fingerprint"] != spec_fingerprint(other)
 
 
-@pytest.mark.parametrize("damage", ["another sweep's spec.yaml", "an edited space", "another study's journal"])
+@pytest.mark.parametrize("damage", ["another sweep's spec.yaml",
+                                    pytest.param("an edited space", marks=pytest.mark.slow),
+                                    pytest.param("another study's journal", marks=pytest.mark.slow)])
 def test_a_run_directory_that_disagrees_with_itself_is_named_read_and_refused_written(tmp_path, capsys,
                                                                                      damage):
     run_dir = _run(tmp_path, capsys, n_trials=2)
@@ -113,6 +115,7 @@ def test_run_and_resume_share_the_rule_what_extends_a_sweep_is_allowed(tmp_path,
     assert "with a different sampler.seed (recorded 0, this spec 7)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_n_trials_below_the_record_is_kept_and_a_finished_sweep_starts_no_backend(tmp_path, capfd,
                                                                                   monkeypatch):
     """Before: `resume --set n_trials=3` with 6 done rewrote spec.yaml to 3, and `run` on a finished

@@ -166,6 +166,7 @@ def _race(run_dir, barrier, results):
         results.put("refused")
 
 
+@pytest.mark.slow
 def test_two_drivers_starting_at_the_same_instant_exactly_one_gets_the_lock(tmp_path):
     import multiprocessing as mp
 

@@ -122,7 +122,37 @@ def sweep_sets(args) -> list[tuple[str, Any]]:
         sets.append(("resources.backend", args.backend))
     if getattr(args, "address", None):
         sets.append(("resources.address", args.address))
+    if getattr(args, "keep_models", False):
+        sets.append(("keep_models", True))
     return sets
+
+
+PLUGIN_FLAG = dict(action="append", default=[], metavar="PATH|MODULE",
+                   help="a plug-in: a .py file or an importable module registering methods, models or "
+                        "data sets (docs/extending.md); repeatable")
+
+
+def load_cli_plugins(args) -> list:
+    """Import the `--plugin`s (files relative to the working directory) before anything names what
+    they register; returns their `unlearning.Plugin` records. UserError (one line) for one that
+    fails."""
+    if not getattr(args, "plugin", None):
+        return []
+    from unlearning.plugins import load_plugins
+
+    return load_plugins(args.plugin)
+
+
+def with_cli_plugins(raw: dict[str, Any], args) -> dict[str, Any]:
+    """A spec with the `--plugin`s added after its own `plugins` (files resolved from the working
+    directory; `load_spec` imports them all, in that order)."""
+    if not getattr(args, "plugin", None) or not isinstance(raw, dict):
+        return raw
+    from unlearning.plugins import plugin_name
+
+    given = raw.get("plugins") or []
+    return {**raw, "plugins": [*(given if isinstance(given, list) else [given]),
+                               *(plugin_name(p) for p in args.plugin)]}
 
 
 def emit(text: str, out: str | None) -> None:

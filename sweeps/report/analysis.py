@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -583,7 +584,8 @@ def _reference_rows(runs: pd.DataFrame) -> list[dict]:
     has_retrain = refs["retrain_test_acc"].notna().any()
     out = []
     for name in (("retrain", "original") if has_retrain else ("original",)):
-        row = {"method": "Retrain" if name == "retrain" else "Original", "trial": None, "n": len(refs)}
+        row: dict[str, Any] = {"method": "Retrain" if name == "retrain" else "Original", "trial": None,
+                               "n": len(refs)}
         for m in FIELD_METRICS:
             v = refs.get(f"{name}_{m}")
             if v is not None and v.notna().any():

@@ -30,9 +30,10 @@ FEW = 10
 
 def distributions(spec: SweepSpec, method: str) -> dict:
     """Optuna distributions of the method's searched (non-fixed) parameters, by the spec's names."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
+                                      IntDistribution)
 
-    out = {}
+    out: dict[str, BaseDistribution] = {}
     for p, d in spec.methods[method].space.items():
         if isinstance(d, FixedDim):
             continue
@@ -114,7 +115,7 @@ def parallel_html(a: Analysis) -> str | None:
     ok = c[c["state"] == "COMPLETE"] if len(c) else c
     if ok.empty:
         return None
-    figures = []
+    figures: list[str] = []
     for method, g in ok.groupby("method", sort=True):
         if method not in a.spec.methods:
             continue

@@ -223,7 +223,7 @@ def _digits(metric: str, mean) -> int:
 
 
 def _latex_cell(mean, std, bold: bool, digits: int = 2) -> str:
-    """`94.21$_{\pm0.33}$` (the std left out for n = 1), bold mean when `bold`, -- when unknown."""
+    r"""`94.21$_{\pm0.33}$` (the std left out for n = 1), bold mean when `bold`, -- when unknown."""
     if mean is None or pd.isna(mean) or not math.isfinite(float(mean)):
         return "--"
     s = f"{float(mean):.{digits}f}"
@@ -391,6 +391,7 @@ def reference_citation(table: str) -> list[str]:
 def beside_paper(a: Analysis) -> pd.DataFrame:
     """Ours (the sweep's own rule: the oracle group of an oracle sweep, as the papers tuned) beside
     the paper's mean ± std, per metric; the run time in minutes as the papers report it."""
+    assert a.spec.reference is not None  # called for a spec with a reference (summary.py)
     paper = read_reference(a.spec.reference.table, a.spec.reference.scenario)
     ours = a.table[a.table["selection"] == a.spec.selection_rule]
     rows = []

@@ -164,7 +164,8 @@ def test_seeds_added_to_a_sweep_with_trials_are_refused_in_one_line_and_nothing_
     args = [str(tmp_path / "t.yaml"), "--out", str(run_dir)] if verb == "run" else [str(run_dir)]
     assert main([verb, *args, "--set", "n_trials=4", "--set", "seeds=[0,1]"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "seeds: " in err and "holds 2 trial(s) told to Optuna as means over seeds [0]" in err
+    assert err.count("\n") == 1 and "seeds: " in err
+    assert "holds 2 trial(s) told to Optuna as means over seeds [0]" in err
     assert "unlearn-sweep replicate" in err and _files(run_dir) == before
     # the same seeds in another order are the same runs: allowed
     two = _run(tmp_path, capsys, name="two", n_trials=2, seeds=[0, 1])

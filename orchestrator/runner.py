@@ -41,7 +41,7 @@ from sweeps.fingerprint import fingerprint
 from sweeps.rundir import check_inputs, inputs_identity, new_run_identity, run_identity, write_identity
 from sweeps.spec import SweepSpec, load_spec, spec_fingerprint
 from sweeps.study import counted, open_study, to_reconcile
-from unlearning.config import dump_yaml, load_yaml_text
+from unlearning.config import dump_yaml, load_yaml_text, read_yaml
 from unlearning.errors import Aborted, UserError
 from unlearning.redact import scrub, scrub_text
 
@@ -145,6 +145,7 @@ class Driver:
         backend = tracker = source = None
         started = False
         try:
+            self._same_seeds()
             done = self._nothing_left(record)
             if done is not None:
                 self._relocate_plugins()
@@ -195,6 +196,20 @@ class Driver:
             record.release(remove=not started)
 
     # -- start-up ------------------------------------------------------------------------------------
+    def _same_seeds(self) -> None:
+        """A search continues on the seeds its trials were told on (sweeps.study.refuse_new_seeds):
+        the API's twin of the CLI's check, so `run_sweep` with other seeds is refused too."""
+        path = self.run_dir / "spec.yaml"
+        if self.replicate is not None or not path.is_file():
+            return
+        from sweeps.study import refuse_new_seeds, trials_done
+
+        try:
+            recorded = load_spec(read_yaml(path), read_only=True)
+        except UserError:  # a damaged spec.yaml: the run's own checks say so
+            return
+        refuse_new_seeds(self.run_dir, recorded, self.spec, trials_done(recorded, self.run_dir))
+
     def _nothing_left(self, record: Record) -> int | None:
         """The trials on record when a search has nothing left to run: its study (read only) holds
         n_trials trials that count, and none to redo (left RUNNING, missing from Parquet, failed for

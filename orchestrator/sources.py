@@ -252,7 +252,7 @@ class Replicate(_Sweep):
     def __init__(self, spec: SweepSpec, record, configs: list[tuple[int, str, dict[str, Any]]],
                  seeds: list[dict[str, int]], *, stream: TextIO | None, **kw):
         super().__init__(spec, record, **kw)
-        self.progress = Progress(spec.name, len(configs), "replicate", "minimize", stream=stream)
+        self.progress = Progress(spec.name, len(configs), None, "minimize", stream=stream)  # no best
         for number, method, params in configs:
             conf = Configuration(number, method, params)
             for i, s in enumerate(seeds):

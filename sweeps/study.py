@@ -185,6 +185,22 @@ def trials_done(spec: SweepSpec, run_dir: Path) -> int:
     return counted(study) if study is not None else 0
 
 
+def refuse_new_seeds(run_dir: Path, recorded: SweepSpec, new: SweepSpec, done: int) -> None:
+    """Seeds are fixed once a trial is on record: its value was told to Optuna as the mean over the
+    recorded seeds, and the study cannot be told again. Other seeds would put configurations of
+    n = 1 and n = 2 in one study (the sampler learning from both as like for like) and one front,
+    and call the old ones complete on seeds they never ran. So a change is refused in one line that
+    names the two ways to more seeds: `replicate` (the best configurations, in the open), or a new
+    sweep. Order does not matter (the same seeds reordered are the same runs)."""
+    key = lambda spec: sorted(tuple(sorted(s.items())) for s in spec.seed_list())  # noqa: E731
+    if done and key(recorded) != key(new):
+        raise UserError(
+            f"seeds: {run_dir} holds {done} trial(s) told to Optuna as means over seeds {recorded.seeds}; "
+            f"seeds {new.seeds} would rank n = {len(recorded.seeds)} and n = {len(new.seeds)} as like for "
+            f"like: `unlearn-sweep replicate {run_dir} --top K --seeds ...` runs the best configurations on "
+            "more seeds, or start another sweep with --out")
+
+
 def counted(study: optuna.Study | StudyView) -> int:
     """Finished trials that count towards n_trials (superseded ones and duplicates do not)."""
     sup = superseded(study)

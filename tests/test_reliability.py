@@ -598,7 +598,7 @@ def test_non_finite_values_in_the_record_are_named_and_not_counted_complete(tmp_
     assert f"record: trial {trial} seed 0 (run {victim['fingerprint'][:12]}): retain_acc is inf in a " \
            "COMPLETE row" in out
     assert f"record: trial {trial} seed 0 (run {victim['fingerprint'][:12]}): test_acc is nan" in out
-    assert "4 configuration(s) x 1 seed(s), 3 complete" in out
+    assert "4 configuration(s) x 1 search seed(s), 3 complete" in out
     assert main(["analyze", str(tmp_path), "--json"]) == 0
     got = capsys.readouterr()
     assert "test_acc is nan in a COMPLETE row" in got.err

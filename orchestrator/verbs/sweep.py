@@ -109,6 +109,8 @@ def _run_and_report(spec, run_dir: Path, args) -> int:
     analysis, report = write_report(run_dir, spec)
     _to_wandb(spec, run_dir, analysis, report)
     print(summary_text(analysis))
+    if spec.replicate is not None:
+        print(replication_text(analysis))
     reasons = failure_reasons(read_results(run_dir))
     if reasons:
         print("failures on record (reason: runs):")
@@ -124,6 +126,18 @@ def _run_and_report(spec, run_dir: Path, args) -> int:
         print("unlearn-sweep: no trial completed; the reasons are above", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def replication_text(analysis) -> str:
+    """What replication found, for the terminal: per replicated configuration its search-seed value
+    beside its replicated mean ± std [95% CI] and n, feasible then and now, on the front or not."""
+    from sweeps.report import tables
+
+    rep = tables.replication_table(analysis)
+    if rep.empty:
+        return "replication: no configuration has a complete replicated run yet"
+    return "replication (search seeds -> all seeds; mean ± sample std [95% t-interval]):\n" + "\n".join(
+        "  " + ln for ln in rep.to_markdown(index=False, tablefmt="plain", disable_numparse=True).splitlines())
 
 
 def _to_wandb(spec, run_dir: Path, analysis, report: Path) -> None:
@@ -179,6 +193,7 @@ def cmd_replicate(args) -> int:
     analysis, report = write_report(run_dir, spec)
     _to_wandb(spec, run_dir, analysis, report)
     print(summary_text(analysis))
+    print(replication_text(analysis))
     print(f"report: {report}")
     print(f"replicate: {out['done']} configuration(s) done, {out['failed']} failed, {out['reused']} run(s) "
           f"already on record, {out['wall_s']:.1f}s")

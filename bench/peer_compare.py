@@ -62,6 +62,8 @@ def run_once(name: str, trials: int, env: dict[str, str]) -> dict:
         out = Path(tmp) / ("run" if name == "unlearn-sweep" else "out.json")
         load_before = os.getloadavg()[0]
         t0 = time.time()
+        if name == "optuna":  # one thread per library, as Ray gives a 1-CPU worker (OMP_NUM_THREADS)
+            env = {**env, "OMP_NUM_THREADS": "1"}
         p = subprocess.run(_command(name, trials, out), env=env, cwd=tmp, capture_output=True, text=True)
         t1 = time.time()
         load_after = os.getloadavg()[0]

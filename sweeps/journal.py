@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 # Optuna's JournalOperation codes (stable: a journal file outlives Optuna versions)
@@ -226,7 +225,9 @@ class JournalReplay:
 
     def _run(self, path: Path) -> None:
         try:
-            self._storage = JournalStorage(JournalFileBackend(str(path)))
+            from sweeps.study import journal_storage
+
+            self._storage = journal_storage(path)
         except Exception:  # noqa: BLE001 - ValueError, KeyError, ...: a damaged line inside
             self._storage = None
 

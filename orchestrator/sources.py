@@ -30,7 +30,8 @@ from sweeps.space import suggest
 from sweeps.spec import SweepSpec
 from sweeps.fingerprint import fingerprint
 from sweeps.samplers import make_sampler
-from sweeps.study import DUPLICATE, batch, counted, reconcile, requeue, sampled_before, superseded
+from sweeps.journal import batch
+from sweeps.study import DUPLICATE, counted, reconcile, requeue, sampled_before, superseded
 from unlearning.errors import Failure, FailureKind, UserError
 
 EXHAUSTED_AFTER = 50  # proposals in a row that were all recorded before: the space holds no more

@@ -8,17 +8,15 @@ run directory's lock (sweeps/rundir.py) refuses a second live driver.
 """
 from __future__ import annotations
 
-import contextlib
 import warnings
-import weakref
 from pathlib import Path
 from typing import Callable
 
 import optuna
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeps.journal import journal_storage, journal_study
 from sweeps.rundir import run_identity
 from sweeps.samplers import make_sampler
 from sweeps.space import grid_points
@@ -80,77 +78,6 @@ def load_study_readonly(spec: SweepSpec, run_dir: Path):
         return None, f"storage: cannot open the study ({type(e).__name__}: {str(e).splitlines()[0]})"
 
 
-class RunJournal(JournalFileBackend):
-    """A run's own journal file (one writer: its driver, which holds the run directory's lock), with
-    `batch()`: the log lines of the storage calls made inside the block are appended as one write
-    (one lock, one fsync) when it ends, in the order they were made. Inside the block they are
-    already visible to this process's storage (`read_logs` serves them after the file's lines), so
-    Optuna reads its own writes; other readers see them at the end (an exception inside the block
-    still writes what was done, as without a batch; a process killed inside it writes none of it).
-    The journal's content is the same with or without batches.
-    Why: each append is an fsync; a trial's attributes (run id, constraints for the dashboard,
-    feasibility) had made them 9.4 per trial, the most of the driver's cost per trial."""
-
-    def __init__(self, path: str):
-        super().__init__(path)
-        self._pending: list[dict] | None = None
-        self._on_file = 0  # log lines on file, as far as this process has read or written them
-
-    def read_logs(self, log_number_from: int):
-        if self._pending is None:
-            n = log_number_from
-            for log in super().read_logs(log_number_from):
-                n += 1
-                yield log
-            self._on_file = max(self._on_file, n)
-            return
-        if log_number_from < self._on_file:  # nothing else writes this file: it ends at _on_file
-            yield from super().read_logs(log_number_from)
-        yield from self._pending[max(0, log_number_from - self._on_file):]
-
-    def append_logs(self, logs: list[dict]) -> None:
-        if self._pending is None:
-            super().append_logs(logs)
-        else:
-            self._pending.extend(logs)
-
-    @contextlib.contextmanager
-    def batch(self):
-        if self._pending is not None:  # nested: the outer block writes
-            yield
-            return
-        for _ in self.read_logs(self._on_file):  # the file's end, in case it was not read up to it
-            pass
-        self._pending = []
-        try:
-            yield
-        finally:
-            pending, self._pending = self._pending, None
-            if pending:
-                super().append_logs(pending)
-                for _ in self.read_logs(self._on_file):  # past them, so the next read seeks, not scans
-                    pass
-
-
-# the RunJournal behind a storage made by `journal_storage`, and behind a study opened on one
-_JOURNALS: "weakref.WeakKeyDictionary[object, RunJournal]" = weakref.WeakKeyDictionary()
-
-
-def journal_storage(path: Path) -> JournalStorage:
-    """The JournalStorage of a run's own journal file (a `RunJournal`)."""
-    backend = RunJournal(str(path))
-    storage = JournalStorage(backend)
-    _JOURNALS[storage] = backend
-    return storage
-
-
-def batch(study: optuna.Study):
-    """`RunJournal.batch()` for a study `open_study` opened on a run's own journal; a block that
-    does nothing for any other storage (an RDB URL: its writes are transactions of their own)."""
-    backend = _JOURNALS.get(study)
-    return backend.batch() if backend is not None else contextlib.nullcontext()
-
-
 def storage_for(spec: SweepSpec, run_dir: Path):
     if spec.storage:
         return spec.storage
@@ -189,8 +116,7 @@ def open_study(spec: SweepSpec, run_dir: Path, name: str | None = None, *,
             raise
         first = (str(e).strip() or "no message").splitlines()[0]
         raise UserError(f"storage: cannot open the study ({type(e).__name__}: {first})") from None
-    if storage in _JOURNALS:
-        _JOURNALS[study] = _JOURNALS[storage]
+    journal_study(study, storage)
     have = [d.name.lower() for d in study.directions]
     if have != directions:
         raise UserError(f"objectives: the study {name!r} in {run_dir} was created with directions "

@@ -271,7 +271,8 @@ class RayBackend:
                     include_dashboard = os.environ.get("UNLEARN_SWEEP_RAY_DASHBOARD", "1") != "0"
                 # token auth stays on (Ray's default); its notice saying so is not the user's business
                 logging.getLogger(ray_private.TOKEN_SETUP_LOGGER).setLevel(logging.ERROR)
-                with ray_private.loopback_only(), _without_secrets(), ray_private.keep_signal_handlers():
+                with ray_private.loopback_only(), _without_secrets(), _workers_at_our_priority(), \
+                        ray_private.keep_signal_handlers():
                     self._context = ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
                                              include_dashboard=include_dashboard,
                                              dashboard_host="127.0.0.1", log_to_driver=True,
@@ -654,6 +655,23 @@ def _without_secrets():
         yield
     finally:
         os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _workers_at_our_priority():
+    """An embedded Ray's workers at the driver's own priority: Ray starts them 15 nice levels below
+    it (RAY_worker_niceness), and under any other work on the machine a trial then gets a sliver of
+    a core (docs/performance.md, "Worker priority"). The trials are the sweep's work, as a
+    `unlearn-sweep trial` is; `nice -n 10 unlearn-sweep run ...` lowers the whole sweep. A value
+    the user set is kept."""
+    if ray_private.WORKER_NICENESS_ENV in os.environ:
+        yield
+        return
+    os.environ[ray_private.WORKER_NICENESS_ENV] = "0"
+    try:
+        yield
+    finally:
+        os.environ.pop(ray_private.WORKER_NICENESS_ENV, None)
 
 
 def _token_mode_if_token() -> None:

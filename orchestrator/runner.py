@@ -9,7 +9,9 @@ take the run directory (lock; repair a torn journal tail, set unreadable Parquet
 whose study already holds its n_trials, with nothing to redo, ends here (no backend) -> start the
 backend and share the plug-ins' source and the checkpoint files through it (orchestrator/shipping.py:
 every payload carries handles on them) -> probe it (a worker loads the plug-ins, the data, builds the
-split and the model, installs the checkpoints) -> only then
+split and the model, installs the checkpoints; when the workers run on this machine, this process
+does so on a thread while Ray starts, and looks the oracles up in the cache: a model there needs no
+task) -> only then
 open the study and write spec.yaml and run.json -> the source (orchestrator/sources.py: Search
 reconciles the study with the record; Replicate takes the chosen configurations) -> the oracle phase
 and the runs, through one TaskPool (orchestrator/pool.py).
@@ -26,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, TextIO
@@ -152,16 +155,18 @@ class Driver:
                 self.say(f"nothing left to run: the study holds {done} trial(s), n_trials is "
                          f"{self.spec.n_trials} (`resume --set n_trials=N` runs more)")
                 return None, 0
+            oracles = self._oracles(self.replicate[1] if self.replicate else self.spec.seed_list())
+            here = self._probe_here(oracles)  # beside the backend's start: it starts Ray's processes
             backend = self._start_backend()
             if hint := getattr(backend, "dashboard_hint", None):  # not part of Backend: Ray's only
                 self.say(hint)
             self.stop.check()
             self.ship = Shipment(self.spec, backend)
-            self._probe(backend)
+            self._announce(oracles, self._probe(backend, here))
             run_id, study = self._open_study(record)
             started = True
             tracker = self._make_tracker(run_id)
-            source = self._source(record, study, run_id, tracker, backend)
+            source = self._source(record, study, run_id, tracker, backend, oracles)
             self.progress = source.progress
             pool = TaskPool(backend, max_retries=self.spec.resources.max_retries,
                             max_concurrent=self.spec.resources.max_concurrent, stop=self.stop, say=self.say,
@@ -255,29 +260,92 @@ class Driver:
         if self.tracker is not None:
             self.tracker.log(key, row)
 
-    def _probe(self, backend: Backend) -> None:
-        """A worker of the backend loads the data, draws the split and builds the model of the
-        base config, so a missing or unreadable data set, an absent device or a forget class out of
-        range is one line (exit 2) before the record is touched."""
-        if self._fn is not None or self._backend is not None:  # a custom task function knows no probe
-            return
+    def _probe_payload(self) -> dict[str, Any]:
         method = next(iter(self.spec.methods))
-        payload = {"task": "probe", "config": self.spec.trial_config(method, {}, self.spec.seed_list()[0])}
-        assert self.ship is not None  # run() made it for this backend
-        h = backend.submit("probe", self.ship(payload))
+        return {"task": "probe", "config": self.spec.trial_config(method, {}, self.spec.seed_list()[0])}
+
+    def _workers_here(self) -> bool:
+        """Whether the trials run on this machine, with its files: the default task function on
+        the in-process backend or on an embedded Ray this driver starts."""
+        if self._fn is not None or self._backend is not None:
+            return False
+        r = self.spec.resources
+        if r.backend == "inline":
+            return True
+        ray = sys.modules.get("ray")
+        return not (r.address or os.environ.get("RAY_ADDRESS")) and not (ray and ray.is_initialized())
+
+    def _probe_here(self, oracles: OraclePlan | None) -> tuple[threading.Thread, dict] | None:
+        """When the workers share this machine: the probe (unlearning.tasks, with "oracles") run by
+        this process on a thread, started before the backend, so that loading the data and looking
+        the oracles up in the cache take place while Ray starts its processes. (thread, its result
+        box), or None: the probe then goes to a worker (`_probe`)."""
+        if not self._workers_here():
+            return None
+        from unlearning.tasks import run_task
+
+        r = self.spec.resources
+        payload = {**self._probe_payload(), "gpus": r.backend == "inline" or r.gpus_per_trial > 0,
+                   "oracles": [{"kind": j.kind, "config": j.payload["config"]}
+                               for j in (oracles.jobs.values() if oracles else ())]}
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                box["result"] = run_task(payload)
+            except BaseException as e:  # noqa: BLE001 - re-raised by the driver's thread
+                box["error"] = e
+
+        t = threading.Thread(target=work, name="probe-here", daemon=True)
+        t.start()
+        return t, box
+
+    def _probe(self, backend: Backend, here: tuple[threading.Thread, dict] | None = None) -> list[int]:
+        """The data loaded, the split drawn and the model of the base config built (here, or by a
+        worker of the backend), so a missing or unreadable data set, an absent device or a forget
+        class out of range is one line (exit 2) before the record is touched. Returns the indices of
+        the oracles a probe run here found in the cache (they need no task)."""
+        if self._fn is not None or self._backend is not None:  # a custom task function knows no probe
+            return []
         deadline = time.monotonic() + 600
-        while True:
-            with self.stop.interruptible():
-                got = backend.wait([h], timeout=1.0)
-            self.stop.check()
-            if got or time.monotonic() > deadline:
-                break
-        o = got[0] if got else None
-        if o is None or o.result is None:
-            why = "no answer within 600 s" if o is None else o.lost
-            raise UserError(f"resources: a trial worker could not check the base config ({why})")
-        if not o.result.get("ok"):
-            raise UserError(f"base: {o.result['failure']['message']}")
+        if here is not None:
+            thread, box = here
+            while thread.is_alive() and time.monotonic() < deadline:
+                with self.stop.interruptible():
+                    thread.join(timeout=1.0)
+                self.stop.check()
+            if "error" in box:
+                raise box["error"]
+            result = box.get("result")
+            if result is None:
+                raise UserError("base: the check of the base config gave no answer within 600 s")
+        else:
+            assert self.ship is not None  # run() made it for this backend
+            h = backend.submit("probe", self.ship(self._probe_payload()))
+            while True:
+                with self.stop.interruptible():
+                    got = backend.wait([h], timeout=1.0)
+                self.stop.check()
+                if got or time.monotonic() > deadline:
+                    break
+            o = got[0] if got else None
+            if o is None or o.result is None:
+                why = "no answer within 600 s" if o is None else o.lost
+                raise UserError(f"resources: a trial worker could not check the base config ({why})")
+            result = o.result
+        if not result.get("ok"):
+            raise UserError(f"base: {result['failure']['message']}")
+        return list(result.get("cached") or [])
+
+    def _announce(self, oracles: OraclePlan | None, held: list[int]) -> None:
+        if oracles is None:
+            return
+        labels = oracles.held_here(held)
+        n = len(oracles.jobs)
+        self.say(f"oracle phase: {n} model(s) for {oracles.seeds} seed(s), " + (
+            "all in this machine's cache" if n and len(labels) == n else
+            (f"{len(labels)} in this machine's cache, the rest " if labels else "") +
+            "trained side by side (or found in the workers' caches) before the trials that need them"))
 
     def _open_study(self, record: Record):
         """(run id, study): the run's identity (run.json, created for a new run directory) and its
@@ -337,17 +405,17 @@ class Driver:
             except UserError:  # defaults the method rejects: the runs register their own needs
                 continue
             plan.require(cfg)
-        self.say(f"oracle phase: {len(plan.jobs)} model(s) for {len(seeds)} seed(s), trained side by side "
-                 "(or found in the workers' caches) before the trials that need them")
+        plan.seeds = len(seeds)
         return plan
 
-    def _source(self, record: Record, study, run_id: str, tracker, backend: Backend):
+    def _source(self, record: Record, study, run_id: str, tracker, backend: Backend,
+                oracles: OraclePlan | None):
         kw = dict(run_id=run_id, tracker=tracker, share=lambda blob: backend.share(blob), say=self.say,
                   stream=self.log_to, keep_models=self.keep_models)
         if self.replicate is None:
-            return Search(self.spec, record, study, oracles=self._oracles(self.spec.seed_list()), **kw)
+            return Search(self.spec, record, study, oracles=oracles, **kw)
         configs, seeds = self.replicate
-        return Replicate(self.spec, record, configs, seeds, oracles=self._oracles(seeds), **kw)
+        return Replicate(self.spec, record, configs, seeds, oracles=oracles, **kw)
 
 
 def run_sweep(spec: SweepSpec, run_dir: str | Path, **kw) -> dict[str, Any]:

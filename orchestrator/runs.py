@@ -151,8 +151,9 @@ class RunBook:
         self._track("start", run.fp, run.conf.number, {"method": run.conf.method, **run.conf.params,
                                                         "seed_index": run.seed_index}, run.config)
         payload = run.config
-        if self.oracles is not None and run.needs:  # where its oracles are, for a node that lacks them
-            payload = {**run.config, "shared_files": self.oracles.files(run.needs)}
+        files = self.oracles.files(run.needs) if self.oracles is not None and run.needs else {}
+        if files:  # where its oracles are, for a node that lacks them (none: found in the cache here)
+            payload = {**run.config, "shared_files": files}
         if self.keep_models:
             payload = {**payload, "keep_model": True}
         return Task(run.fp, payload, run.label, item=run, timeout_s=self.spec.resources.timeout_s)

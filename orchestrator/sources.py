@@ -30,6 +30,7 @@ from sweeps.space import suggest
 from sweeps.spec import SweepSpec
 from sweeps.fingerprint import fingerprint
 from sweeps.samplers import make_sampler
+from sweeps.journal import batch
 from sweeps.study import DUPLICATE, counted, reconcile, requeue, sampled_before, superseded
 from unlearning.errors import Failure, FailureKind, UserError
 
@@ -130,27 +131,28 @@ class Search(_Sweep):
         # a fresh sampler per configuration, seeded by how many were sampled before: a restarted
         # driver proposes what an uninterrupted one would have, not the first configurations again
         self.study.sampler = make_sampler(self.spec, self.sampled)
-        trial = self.study.ask()
-        self.sampled += 1
-        method, params = suggest(trial, self.spec)
-        conf = Configuration(trial.number, method, params, owner=trial)
-        self.open[trial.number] = conf
-        rejected: dict[int, Failure] = {}
-        for i, seeds in enumerate(self.spec.seed_list()):
-            raw = self.spec.trial_config(method, params, seeds)
-            try:
-                fp, cfg = fingerprint(raw)
-            except UserError as e:  # a sampled combination the method's config rejects: a FAIL row,
-                # content-addressed so the same rejected configuration is recorded once
-                digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode())
-                fp, cfg = f"invalid-{digest.hexdigest()[:12]}", raw
-                rejected[i] = Failure(kind=FailureKind.USER_ERROR, message=f"invalid configuration: {e}")
-            conf.runs.append(Run(conf, i, fp, cfg))
-        trial.set_user_attr("fingerprints", [r.fp for r in conf.runs])
-        trial.set_user_attr("run_id", self.run_id)  # whose record holds its rows (shared studies)
-        key = tuple(r.fp for r in conf.runs)
-        if key in self.told_configs:  # the sampler proposed a configuration already on record
-            trial.set_user_attr(DUPLICATE, self.told_configs[key])
+        with batch(self.study):  # the ask, its parameters and attributes: one journal append
+            trial = self.study.ask()
+            self.sampled += 1
+            method, params = suggest(trial, self.spec)
+            conf = Configuration(trial.number, method, params, owner=trial)
+            self.open[trial.number] = conf
+            rejected: dict[int, Failure] = {}
+            for i, seeds in enumerate(self.spec.seed_list()):
+                raw = self.spec.trial_config(method, params, seeds)
+                try:
+                    fp, cfg = fingerprint(raw)
+                except UserError as e:  # a sampled combination the method's config rejects: a FAIL row,
+                    # content-addressed so the same rejected configuration is recorded once
+                    digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode())
+                    fp, cfg = f"invalid-{digest.hexdigest()[:12]}", raw
+                    rejected[i] = Failure(kind=FailureKind.USER_ERROR, message=f"invalid configuration: {e}")
+                conf.runs.append(Run(conf, i, fp, cfg))
+            trial.set_user_attr("fingerprints", [r.fp for r in conf.runs])
+            trial.set_user_attr("run_id", self.run_id)  # whose record holds its rows (shared studies)
+            key = tuple(r.fp for r in conf.runs)
+            if key in self.told_configs:  # the sampler proposed a configuration already on record
+                trial.set_user_attr(DUPLICATE, self.told_configs[key])
         self.book.add(conf, rejected)
 
     # -- telling ---------------------------------------------------------------------------------
@@ -173,22 +175,23 @@ class Search(_Sweep):
                 values, reason = None, R.reason_key(msg)
                 failure = Failure(kind=FailureKind.USER_ERROR, message=msg)
                 self._first_error.setdefault(reason, msg)
-        if failure is not None:
-            trial.set_user_attr("error", failure.message[:2000])
-            trial.set_user_attr("failure_kind", failure.kind.value)
-            self.study.tell(trial, state=TrialState.FAIL)
-        else:
-            feasible = True
-            for c in self.spec.constraints:
-                for key, v in c.values(_mean(rows, c.metric)).items():
-                    v = v if math.isfinite(v) else 1e9
-                    trial.set_constraint(key, v)
-                    feasible &= v <= 0
-                    # also as user attributes: optuna-dashboard 0.21 does not read Optuna 5's keys
-                    trial.set_user_attr(f"constraint: {key}", v)
-            if self.spec.constraints:
-                trial.set_user_attr("feasible", bool(feasible))
-            self.study.tell(trial, values)
+        with batch(self.study):  # attributes, constraints and values: one journal append
+            if failure is not None:
+                trial.set_user_attr("error", failure.message[:2000])
+                trial.set_user_attr("failure_kind", failure.kind.value)
+                self.study.tell(trial, state=TrialState.FAIL)
+            else:
+                feasible = True
+                for c in self.spec.constraints:
+                    for key, v in c.values(_mean(rows, c.metric)).items():
+                        v = v if math.isfinite(v) else 1e9
+                        trial.set_constraint(key, v)
+                        feasible &= v <= 0
+                        # also as user attributes: optuna-dashboard 0.21 does not read Optuna 5's keys
+                        trial.set_user_attr(f"constraint: {key}", v)
+                if self.spec.constraints:
+                    trial.set_user_attr("feasible", bool(feasible))
+                self.study.tell(trial, values)
         if DUPLICATE in trial.user_attrs:
             self._duplicate()
             return

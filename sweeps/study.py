@@ -14,10 +14,9 @@ from typing import Callable
 
 import optuna
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeps.journal import StudyView
+from sweeps.journal import StudyView, journal_storage, journal_study
 from sweeps.rundir import run_identity
 from sweeps.samplers import make_sampler
 from sweeps.space import grid_points
@@ -82,7 +81,7 @@ def load_study_readonly(spec: SweepSpec, run_dir: Path):
 def storage_for(spec: SweepSpec, run_dir: Path):
     if spec.storage:
         return spec.storage
-    return JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
+    return journal_storage(run_dir / "study.journal")
 
 
 def study_name(spec: SweepSpec, run_dir: Path) -> str:
@@ -117,6 +116,7 @@ def open_study(spec: SweepSpec, run_dir: Path, name: str | None = None, *,
             raise
         first = (str(e).strip() or "no message").splitlines()[0]
         raise UserError(f"storage: cannot open the study ({type(e).__name__}: {first})") from None
+    journal_study(study, storage)
     have = [d.name.lower() for d in study.directions]
     if have != directions:
         raise UserError(f"objectives: the study {name!r} in {run_dir} was created with directions "

@@ -623,3 +623,18 @@ def test_a_password_written_in_a_spec_string_reaches_no_file(tmp_path):
             assert secret not in data, f"{secret!r} reached {f}"
     assert "password <redacted>" in (tmp_path / "spec.yaml").read_text()
     assert "password <redacted>" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_page_with_plotly_inline_is_scrubbed_around_the_library(tmp_path, monkeypatch):
+    """The report's writer leaves plotly.js (the library's own text) as it is and scrubs the rest."""
+    from plotly.offline import get_plotlyjs
+
+    from sweeps.report.summary import write_file
+
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-9f8e7d6c5b4a")
+    js = get_plotlyjs()
+    page = f"<p>tok-9f8e7d6c5b4a</p><script>{js}</script><p>password hunter2xyz</p>"
+    write_file(tmp_path / "page.html", page)
+    written = (tmp_path / "page.html").read_text()
+    assert "tok-9f8e7d6c5b4a" not in written and "hunter2xyz" not in written
+    assert written.startswith(f"<p><redacted></p><script>{js}</script><p>password <redacted>")

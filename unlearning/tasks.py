@@ -7,7 +7,12 @@ Payloads and results are JSON-like dicts (they cross process and node boundaries
     returning them}): oracles trained elsewhere, put in this node's cache first when it lacks them;
     and "keep_model": true, for the unlearned model in the result as "kept_model"
     (`unlearning.kept.KeptModel.as_payload()`: the state dict's bytes, beside the TrialResult);
-  - {"task": "probe", "config": ...}: the driver's up-front check of the base config;
+  - {"task": "probe", "config": ...}: the driver's up-front check of the base config. With
+    "oracles" ([{"kind", "config"}], the oracle phase's models), run in the driver process while its
+    workers start on this machine: the data on the CPU, and "cached" in the result lists the
+    indices of the oracles this machine's cache already holds (a file check, no model loaded), so
+    the oracle phase skips them. "gpus" (default true): whether the workers see this machine's GPU;
+    when they may not, an oracle for a CUDA device is not looked up (its precision would be a guess);
   - {"task": "oracle", "kind": "original" | "retrain", "config": ...}: the oracle phase.
 Probe and oracle results are {"ok": True, ...} or {"ok": False, "failure": Failure dict}.
 
@@ -41,12 +46,15 @@ from unlearning.trial import (TrialConfig, TrialResult, default_cache_dir, failu
 from unlearning.warmup import warm_up
 
 
-def probe(cfg: TrialConfig, checkpoint_files: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def probe(cfg: TrialConfig, checkpoint_files: Mapping[str, Any] | None = None, *,
+          on: torch.device | None = None) -> dict[str, Any]:
     """Everything a trial does before it trains, as far as it goes without training: the device
     exists, the data set's files are found and read, the split can be drawn, the model accepts the
     inputs, the checkpoints given fit it (and are installed in the oracle cache). Raises UserError
-    with the reason; returns what was found."""
+    with the reason; returns what was found. `on`: where to load the data and build the model
+    instead of the config's device (which must still exist): the CPU, for a check in the driver."""
     device = resolve_device(cfg.device)
+    device = on or device
     t0 = time.perf_counter()
     ds = load_dataset(cfg.data, device)
     split = make_split(ds, cfg.split, cfg.seeds.split_seed)
@@ -67,6 +75,35 @@ def probe(cfg: TrialConfig, checkpoint_files: Mapping[str, Any] | None = None) -
     # path to a sweep's first submitted trial (about a second of imports)
     return {"ok": True, "device": str(device), "data": repr(ds), "forget": len(split.forget),
             "retain": len(split.retain), "load_s": time.perf_counter() - t0}
+
+
+def cached_oracles(oracles: list[dict[str, Any]], gpus: bool = True) -> list[int]:
+    """The indices of `oracles` ({"kind", "config"}) whose model files this machine's cache holds,
+    under the key a worker here would look up: the file check that lets the oracle phase skip a
+    task (and its model load) for a model that is there. Anything that cannot be told here (a
+    config that does not load, an uninstallable checkpoint, a CUDA device the workers may not see
+    when `gpus` is false) counts as not held: the oracle task then says what is wrong."""
+    held = []
+    for i, o in enumerate(oracles):
+        try:
+            cfg = load_trial_config(o["config"])
+            device = resolve_device(cfg.device)
+            if device.type == "cuda" and not gpus:
+                continue
+            ds = load_dataset(cfg.data, "cpu")
+            split = make_split(ds, cfg.split, cfg.seeds.split_seed)
+            cache_dir = Path(cfg.cache_dir or default_cache_dir())
+            pins = install_checkpoints(cfg.checkpoints, cache_dir, cfg.model, ds, kinds=(o["kind"],))
+            parts, _ = oracle_parts(o["kind"], ds, split, model_name=cfg.model, recipe=cfg.train,
+                                    train_seed=cfg.seeds.train_seed,
+                                    precision=cfg.precision if device.type == "cuda" else "fp32",
+                                    checkpoint=pins.get(o["kind"]))
+        except Exception:  # noqa: BLE001 - see the docstring
+            continue
+        key = cache_key(parts)
+        if (cache_dir / f"{key}.pt").is_file() and (cache_dir / f"{key}.json").is_file():
+            held.append(i)
+    return held
 
 
 def oracle_task(cfg: TrialConfig, kind: Literal["original", "retrain"],
@@ -106,7 +143,12 @@ def run_task(payload: dict[str, Any], on_epoch: Callable[[dict], None] | None = 
         try:
             load_shipped(sent.get("plugin_sources") or ())
             cfg = load_trial_config(payload["config"])
-            return probe(cfg, files) if task == "probe" else oracle_task(cfg, payload["kind"], files)
+            if task == "oracle":
+                return oracle_task(cfg, payload["kind"], files)
+            if "oracles" not in payload:
+                return probe(cfg, files)
+            return {**probe(cfg, files, on=torch.device("cpu")),
+                    "cached": cached_oracles(payload["oracles"], gpus=payload.get("gpus", True))}
         except Exception as e:  # noqa: BLE001 - a missing data set, a diverged oracle: one line, typed
             failure = failure_of(e)
             return {"ok": False, "failure": failure.model_dump(mode="json"),

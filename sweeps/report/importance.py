@@ -51,8 +51,6 @@ def param_importances(a: Analysis) -> pd.DataFrame:
     evaluator, n (feasible configurations it saw). Empty when no method has two feasible
     configurations with a searched parameter."""
     import optuna
-    from optuna.importance import (FanovaImportanceEvaluator, PedAnovaImportanceEvaluator,
-                                   get_param_importances)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     c = a.configs
@@ -65,6 +63,10 @@ def param_importances(a: Analysis) -> pd.DataFrame:
         if not dists or len(g) < 2:
             continue
         evaluator = "fanova" if len(g) <= FANOVA_MAX else "ped-anova"
+        # here, not above: optuna.importance imports scikit-learn's forests and SciPy (seconds on a
+        # busy machine), which a record without two feasible configurations never needs
+        from optuna.importance import (FanovaImportanceEvaluator, PedAnovaImportanceEvaluator,
+                                       get_param_importances)
         for o in a.spec.objectives:
             study = optuna.create_study(direction=o.direction)
             trials = []

@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -44,6 +45,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's ray, unlearn-sweep
+
+
+def _under_tmp(*paths: Path) -> list[Path]:
+    """The folders right under /tmp that hold any of `paths` (absolute, symlinks kept)."""
+    tops = {Path("/tmp", Path(os.path.abspath(p)).relative_to("/tmp").parts[0])
+            for p in paths if Path(os.path.abspath(p)).is_relative_to("/tmp")}
+    return sorted(tops)
 RAY_PORT = 6379  # every node has its own network: no port is shared with anything else
 SUBNET = "10.77.0"
 
@@ -199,10 +207,15 @@ class LocalCluster:
         # joins them. nsenter and unshare exec (no fork): its pid is the `sleep` that holds them
         hosts = self.base / f"hosts-{name}"
         shutil.copy(self.base / "hosts", hosts)
+        # a checkout (and its venv) under /tmp, as a CI clone may be, stays seen through the node's
+        # own /tmp: bound into it first (in the node's private namespace), carried by --rbind
+        tmp = node.dir / "tmp"
+        keep = "".join(f"mkdir -p {shlex.quote(str(tmp / top.name))} && mount --bind {shlex.quote(str(top))} "
+                       f"{shlex.quote(str(tmp / top.name))} && " for top in _under_tmp(ROOT, BIN))
         node.holder = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{ns}", "unshare", "--uts", "--mount", "--propagation",
-             "private", "sh", "-c", f"hostname {name} && mount --bind {hosts} /etc/hosts && "
-             f"mount --bind {node.dir / 'tmp'} /tmp && echo ready && exec sleep infinity"],
+             "private", "sh", "-c", f"hostname {name} && mount --bind {hosts} /etc/hosts && {keep}"
+             f"mount --rbind {shlex.quote(str(tmp))} /tmp && echo ready && exec sleep infinity"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         line = node.holder.stdout.readline()
         if line.strip() != "ready":

@@ -428,6 +428,10 @@ def test_replicate_keeps_each_seeds_model_and_a_kept_model_reproduces_its_record
     assert out.read_bytes() == (run / "models" / f"{mine[1]['fingerprint']}.pt").read_bytes()
     assert main(["model", str(run), "--trial", str(number)]) == 2  # three seeds: which one?
     assert "name one with --seed" in capsys.readouterr().err
+    # --best: the best configuration that has models kept (feasible or not on three seeds)
+    best = tmp_path / "best.pt"
+    assert main(["model", str(run), "--best", "--seed", "1", "--out", str(best)]) == 0
+    assert best.read_bytes() == out.read_bytes()
     load_spec(read_yaml(run / "spec.yaml"))  # (the plug-ins, for rebuilding the model)
     assert json.loads(out.with_suffix(".json").read_text())["seeds"]["unlearn_seed"] == 1
     for row in mine:

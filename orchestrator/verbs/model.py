@@ -18,8 +18,8 @@ def add_parsers(sub) -> None:
     m.add_argument("dir", metavar="RUN", help=RUN_HELP)
     which = m.add_mutually_exclusive_group()
     which.add_argument("--trial", type=int, help="the configuration's trial number (as in the report)")
-    which.add_argument("--best", action="store_true", help="the sweep's best configuration, by its "
-                       "selection rule (the one `replicate --top 1` takes)")
+    which.add_argument("--best", action="store_true", help="the best configuration with a kept model, by the "
+                       "sweep's selection rule (feasible ones first)")
     m.add_argument("--seed", type=int, help="which seed: an int as in the spec's `seeds` (its seed_axes "
                    "say which seeds it sets); needed when the trial has models for several")
     m.add_argument("--out", metavar="FILE.pt", help="write the model here (a state dict), its .json "
@@ -62,14 +62,26 @@ def pick(models: list[dict[str, Any]], trial: int, seed: int | None, spec) -> di
     return mine[0]
 
 
-def best_trial(run_dir: Path, spec) -> int:
-    """The trial number of the sweep's best configuration by its own selection rule."""
-    from sweeps.report.analysis import analyze, top_configs
+def best_trial(run_dir: Path, spec, models: list[dict]) -> int:
+    """The trial number of the best configuration that has a model kept, by the sweep's own
+    selection rule (feasible configurations first, as `replicate --top` ranks them). When no kept
+    configuration is feasible (replication can show a search-seed draw was not), the best of them
+    by the same rule, with a note saying so: the models are there to be inspected."""
+    from sweeps.report.analysis import analyze, rank
 
-    top = top_configs(analyze(run_dir, spec), 1)
-    if top.empty:
-        raise UserError(f"{run_dir}: no complete feasible configuration on record")
-    return int(top.iloc[0]["trial_number"])
+    kept = {i.get("trial_number") for i in models}
+    if not kept:
+        raise UserError(f"{run_dir}: no model kept (replicate keeps them, or run --keep-models)")
+    c = analyze(run_dir, spec).configs
+    c = c[(c["state"] == "COMPLETE") & c["trial_number"].isin(kept)] if len(c) else c
+    if c.empty:
+        raise UserError(f"{run_dir}: no complete configuration with a kept model on record")
+    feasible = c[c["feasible"].astype(bool)]
+    best = int(rank(feasible if len(feasible) else c, spec, 1).iloc[0]["trial_number"])
+    if feasible.empty:
+        print(f"unlearn-sweep: note: no configuration with a kept model is feasible; trial {best} is the "
+              "best of them by the sweep's rule", file=sys.stderr)
+    return best
 
 
 def cmd_model(args) -> int:
@@ -79,7 +91,7 @@ def cmd_model(args) -> int:
     spec = spec_from_dir(run_dir, [], read_only=True)
     models = kept_models(run_dir / "models")
     if args.best:
-        args.trial = best_trial(run_dir, spec)
+        args.trial = best_trial(run_dir, spec, models)
     if args.trial is None:
         if args.out or args.seed is not None:
             raise UserError("model: --seed and --out need --trial N or --best")

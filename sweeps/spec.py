@@ -274,6 +274,26 @@ class SamplerSpec(StrictModel):
             return S.RandomSampler(seed=seed, **opts)
 
 
+class RaceSpec(StrictModel):
+    """Search seeds raced (`race:` in a spec): a configuration runs on its first `seeds` seed(s); it
+    is dropped there, its other seeds never run, when it is off beyond doubt: infeasible, or
+    dominated by a configuration already told with every seed, by more than `margin` seed-to-seed
+    standard deviations in every objective (for infeasible: in the constraint's metric). The
+    deviations are pooled over the configurations told so far with every seed, so no configuration
+    is dropped before `min_complete` of them have given the spread. A dropped configuration is
+    recorded as such (its unrun seeds as PRUNED rows, failure kind `raced`; its Optuna trial
+    PRUNED): never a result, never on a front. Needs two or more search seeds to do anything."""
+
+    seeds: int = Field(1, ge=1)  # seeds a configuration runs before it may be dropped
+    margin: float = Field(3.0, gt=0)  # in pooled seed-to-seed standard deviations
+    min_complete: int = Field(3, ge=2)  # configurations told with every seed before any is dropped
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v):
+        return {} if v is True else v
+
+
 class Resources(StrictModel):
     backend: Literal["ray", "inline"] = "ray"
     address: str | None = None  # an existing Ray cluster; None = embedded local Ray
@@ -421,6 +441,7 @@ class SweepSpec(StrictModel):
     select: Objective | None = None
     audit: AuditSpec | None = None  # per-example audits of the top configurations (docs/metrics.md)
     replicate: ReplicateSpec | None = None  # after the search: its top configurations on more seeds
+    race: RaceSpec | None = None  # drop a configuration after its first seed when it is far off
 
     @field_validator("base")
     @classmethod

@@ -6,6 +6,7 @@ trial at a time: exactly the search a user gets).
     python bench/sampler_bench.py --data digits                 # the quickstart: 32 trials x 5 seeds
     python bench/sampler_bench.py --data fmnist --trials 12     # fmnist_cpu, one method (eupmu)
     python bench/sampler_bench.py --samplers tpe,nsga2:population_size=8 --sampler-seeds 0-2
+    python bench/sampler_bench.py --data digits --seeds 0-2 --arms plain,race --samplers tpe,random
     python bench/sampler_bench.py --summarize bench/results/sampler_bench_digits.json --fractions 0.99,0.995
 
 Data sets. `digits`: the quickstart preset (its two-method space, objectives forget_gap and test_acc,

@@ -176,9 +176,12 @@ class RunBook:
         """Record runs that will not run (a raced configuration's other seeds) as rows of `failure`,
         without running them; their configuration completes as usual."""
         for run in runs:
-            state, kind = self.record.states.get(run.fp, (None, None))
-            row = R.read_row(self.record.run_dir, run.fp) if kind == failure.kind else None
-            if row is not None:  # dropped before (a resumed or a repeated configuration): as recorded
+            # a run on record stands: one that ran (a configuration proposed again) is never
+            # overwritten, one dropped before (a resumed sweep) is taken as it was recorded
+            row = self.record.reusable(run.fp)
+            if row is None and self.record.states.get(run.fp, (None, None))[1] == failure.kind:
+                row = R.read_row(self.record.run_dir, run.fp)
+            if row is not None:
                 self._accept(run, row)
             else:
                 self._land(run, None, failure)

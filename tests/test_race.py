@@ -183,3 +183,19 @@ def test_resume_and_an_interruption_race_as_one_uninterrupted_sweep(tmp_path):
     assert hit and record(tmp_path / "flaky") == want
     st = study(spec, tmp_path / "flaky")
     assert sum(t.state == TrialState.PRUNED for t in st.trials) == sum("PRUNED" in s for s in want.values())
+
+
+def test_a_configuration_proposed_again_keeps_the_runs_it_ran(tmp_path):
+    """A configuration that ran every seed before the race knew the spread, proposed again later
+    and judged off then, keeps its complete rows: a run that ran is never overwritten by a raced one."""
+    calls: list = []
+    raw = small_spec(n_trials=12, seeds=[0, 1, 2], sampler={"name": "random", "seed": 0},
+                     race={"min_complete": 2})
+    raw["methods"] = {"ft": {"space": {"lr": [0.02, 0.03, 0.3]}}}
+    spec = load_spec(raw)
+    run_sweep(spec, tmp_path, fn=task(calls), log=None)
+    df = read_results(tmp_path).to_pandas()
+    state = {(float(r.p_lr), int(r.seed_index)): r.state for r in df.itertuples()}
+    assert all(state[(lr, s)] == "COMPLETE" for lr, s in calls)  # every run that ran is on record
+    assert all(v == "COMPLETE" for (lr, s), v in state.items() if lr < 0.1)
+    assert len(calls) == len(set(calls))

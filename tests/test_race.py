@@ -12,7 +12,8 @@ from optuna.trial import TrialState
 from orchestrator.runner import run_sweep
 from sweeps.race import Race, means_stds
 from sweeps.report.analysis import analyze
-from sweeps.results import read_results
+from sweeps.report.summary import summary_text
+from sweeps.results import failure_reasons, read_results
 from sweeps.spec import load_spec
 from sweeps.study import storage_for
 from tests.sweep_util import fake_task, small_spec
@@ -149,6 +150,8 @@ def test_a_raced_sweep_drops_the_bad_runs_and_keeps_every_good_one(tmp_path):
     df = read_results(tmp_path).to_pandas()
     raced = df[df["state"] == "PRUNED"]
     assert (raced["failure_kind"] == "raced").all() and raced["test_acc"].isna().all()
+    assert f"{out['raced']} raced out after their first seed(s)" in summary_text(a)
+    assert failure_reasons(read_results(tmp_path)) == []  # raced runs never ran: not failures
 
 
 def test_resume_and_an_interruption_race_as_one_uninterrupted_sweep(tmp_path):

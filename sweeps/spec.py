@@ -568,11 +568,12 @@ def set_path_any(tree: Any, path: str, value: Any, _full: str | None = None) -> 
 
 
 # spec fields a later run may change without it becoming another sweep: more trials, more seeds,
-# other resources or tracking extend the same record; so do where a trial runs and caches (base's
+# other resources or tracking extend the same record (so does `race`: how many seeds a poor
+# configuration runs, its raced runs typed in the record); so do where a trial runs and caches (base's
 # EXTENSIBLE_BASE: not in a run's fingerprint either). Everything else (the space, the methods, the
 # data, base, constraints, objectives, the sampler, seed_axes, select, ...) is what the sweep is.
 EXTENSIBLE = ("n_trials", "seeds", "resources", "tracking", "description", "max_failures", "fail_fast",
-              "replicate", "audit")
+              "replicate", "audit", "race")
 EXTENSIBLE_BASE = ("device", "cache_dir")
 ABSENT = "(absent)"
 

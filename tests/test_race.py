@@ -202,3 +202,17 @@ def test_a_configuration_proposed_again_keeps_the_runs_it_ran(tmp_path):
     assert all(state[(lr, s)] == "COMPLETE" for lr, s in calls)  # every run that ran is on record
     assert all(v == "COMPLETE" for (lr, s), v in state.items() if lr < 0.1)
     assert len(calls) == len(set(calls))
+
+
+def test_race_may_be_turned_on_when_a_sweep_is_resumed(tmp_path):
+    """`race` extends a sweep (as seeds and n_trials do): a resume may turn it on; the race then
+    learns the spread from the configurations it tells, and what ran before stays as it was."""
+    calls: list = []
+    raw = spec_of(6).model_dump(mode="json", exclude_defaults=True)
+    run_sweep(load_spec({**raw, "race": None}), tmp_path, fn=task(calls), log=None)
+    before = record(tmp_path)
+    assert all(s == ("COMPLETE",) * 3 for s in before.values())
+    out = run_sweep(load_spec({**raw, "n_trials": 16}), tmp_path, fn=task(calls), log=None)
+    after = record(tmp_path)
+    assert {lr: after[lr] for lr in before} == before and len(calls) == len(set(calls))
+    assert out["raced"] > 0 and sum("PRUNED" in s for s in after.values()) == out["raced"]

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-all test-cluster bench clean
+.PHONY: venv demo test test-slow test-all test-cluster lint bench clean
 
 venv: $(STAMP)
 
@@ -22,8 +22,16 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest
 
+# the slow tests alone (fresh clones, real signals on Ray, end-to-end tables): about 25 minutes
+test-slow: venv
+	$(BIN)/python -m pytest -m 'slow and not gpu and not cluster'
+
 test-all: venv
 	$(BIN)/python -m pytest -m ''
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # real clusters on this machine (network namespaces, SLURM; tests/cluster_util.py): root, `ip`,
 # and Debian's slurm-wlm for the SLURM tests; skipped where missing. About 10 minutes.

@@ -84,7 +84,8 @@ def main() -> None:
         tex, t_export = timed(tables.export, a, "latex")
         out = {"command": " ".join(sys.argv), "machine": {"python": platform.python_version(),
                                                           "cpu": platform.processor() or platform.machine()},
-               "configs": args.configs, "seeds": args.seeds, "runs": len(runs), "feasible": int(a.configs["feasible"].sum()),
+               "configs": args.configs, "seeds": args.seeds, "runs": len(runs),
+               "feasible": int(a.configs["feasible"].sum()),
                "front": len(a.front), "seconds": {
                    "build_record (not analysis)": round(t_build, 3), "read_parquet (not analysis)": round(t_read, 3),
                    "per_config": round(t_cfg, 3), "analyze (per_config, front, hypervolume, picks, table)":

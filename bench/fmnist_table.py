@@ -183,8 +183,46 @@ def fmt(s: dict | None, digits: int = 2) -> str:
     return f"{s['mean']:.{digits}f}" + (f" ± {s['std']:.{digits}f}" if s["std"] is not None else "")
 
 
+def add_separation(result: dict) -> None:
+    """Each method row's avg. gap against the best row's, paired by seed, with the 95% t-interval
+    and a rank that ties where the seeds cannot separate, and the under-searched flag (a row tuned
+    worse than a method its objective contains): the tool's own, sweeps.report.analysis.separation
+    and under_searched (docs/metrics.md). Retrain and Original are references, not ranked."""
+    import pandas as pd
+
+    from sweeps.report.analysis import CONTAINS, separation, under_searched
+
+    rows = [r for r in result["rows"] if r.get("per_seed_avg_gap") and r["key"] not in ("retrain", "original")]
+    values = {r["key"]: pd.Series([v for *_, v in r["per_seed_avg_gap"]], dtype=float,
+                                  index=pd.MultiIndex.from_tuples([tuple(x[:3]) for x in r["per_seed_avg_gap"]]))
+              for r in rows}
+    sep = separation(values)
+    contains = {r["key"]: tuple(x["key"] for x in rows if x["method"] in CONTAINS.get(r["method"], ()))
+                for r in rows}
+    flags = under_searched({k: float(v) for k, v in sep["mean"].items() if pd.notna(v)}, contains)
+    for r in rows:
+        x = sep.loc[r["key"]]
+        num = lambda v: float(v) if pd.notna(v) else None  # noqa: E731 - JSON has no NaN
+        r["separation"] = {"best": bool(x["best"]), "diff": num(x["diff"]), "lo": num(x["lo"]),
+                           "hi": num(x["hi"]), "n_pairs": int(x["n_pairs"]), "separated": bool(x["separated"]),
+                           "rank": int(x["rank"]), "tie": bool(x["tie"]),
+                           "under_searched": flags.get(r["key"], "")}
+
+
+def separation_cells(row: dict) -> list[str]:
+    from sweeps.report.tables import rank_cell, separation_cell
+
+    s = row.get("separation")
+    if not s:
+        return ["", ""]
+    r = {"rank": s["rank"], "tie": s["tie"], "sep_best": s["best"], "sep_diff": s["diff"], "sep_lo": s["lo"],
+         "sep_hi": s["hi"], "sep_n": s["n_pairs"], "under_searched": s["under_searched"]}
+    r = {k: (math.nan if v is None else v) for k, v in r.items()}
+    return [separation_cell(r), rank_cell(r)]
+
+
 def markdown(result: dict) -> str:
-    head = ["method", *[c for c, _ in COLUMNS], "chosen parameters"]
+    head = ["method", *[c for c, _ in COLUMNS], "Δ avg. gap vs best [95% CI]", "rank", "chosen parameters"]
     lines = [f"# {result['preset']}: the method table on {result.get('data', 'Fashion-MNIST')}\n",
              f"Command: `{result['command']}`  ",
              f"Machine: {result['machine']['cpu']} ({result['machine']['cpu_count']} cores), "
@@ -195,10 +233,15 @@ def markdown(result: dict) -> str:
              f"t_Retrain / t_method; time = the unlearning procedure's seconds.\n",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in result["rows"]:
-        cells = [row["label"], *[fmt(row["metrics"].get(m)) for _, m in COLUMNS],
+        cells = [row["label"], *[fmt(row["metrics"].get(m)) for _, m in COLUMNS], *separation_cells(row),
                  ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in (row.get("searched") or {}).items()) or "—"]
         lines.append("| " + " | ".join(cells) + " |")
+    lines.append("\nΔ avg. gap vs best: paired by seed, the 95% Student-t interval of the per-seed differences; "
+                 "rank: 1 + the rows it is worse than beyond that interval, `=` where the seeds cannot "
+                 "separate (docs/metrics.md).")
+    lines += [f"\n**Under-searched**: {r['label']}: {r['separation']['under_searched']}."
+              for r in result["rows"] if (r.get("separation") or {}).get("under_searched")]
     lines.append(f"\nWall time: {result['wall_s'] / 60:.1f} min. Record: {result['run_root']}.\n")
     return "\n".join(lines)
 
@@ -249,6 +292,10 @@ def table_row(raw: dict, args, key: str, how: str) -> dict:
                    searched={k: best[1][k] for k, d in spec["methods"][method]["space"].items()
                              if is_searched(d)},
                    metrics={m: stats(runs[m]) for _, m in COLUMNS if m in runs},
+                   # per seed, for the separation (each seed has its own Original and Retrain)
+                   per_seed_avg_gap=[[int(a), int(b), int(c), float(v)] for a, b, c, v in
+                                     zip(runs["split_seed"], runs["train_seed"], runs["unlearn_seed"],
+                                         runs["avg_gap"]) if math.isfinite(float(v))],
                    original=original_row(runs) if len(runs) else None)
     row["wall_s"] = time.perf_counter() - t0
     return row
@@ -273,7 +320,7 @@ def in_parallel(jobs: list[list[str]], logs: Path) -> None:
                                        stderr=subprocess.STDOUT, env=env, cwd=ROOT), log, argv))
         print(f"started job {i}: {' '.join(argv)} (log {logs / f'job{i}.log'})", flush=True)
     failed = []
-    for i, (proc, log, argv) in enumerate(procs):
+    for i, (proc, log, _argv) in enumerate(procs):
         proc.wait()
         log.close()
         if proc.returncode != 0:
@@ -326,6 +373,7 @@ def table(raw: dict, args) -> dict:
             r.pop("original", None)
         result["rows"] = ([{"key": "original", "label": "Original", "method": None, "metrics": original,
                             "searched": None}] if original else []) + rows
+    add_separation(result)
     result["wall_s"] = time.perf_counter() - t_all
     result["machine"]["load_avg_at_end"] = list(os.getloadavg())
     return result

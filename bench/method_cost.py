@@ -78,7 +78,8 @@ def main() -> None:
         for method, params in METHODS.items():
             row = {"data": label, "model": model, **measure(data, model, method, params, args.epochs, cache)}
             print(f"{label:9s} {method:10s} bwd/step {row['backward_per_step']:.2f}  "
-                  f"s/epoch median {row['s_per_epoch']:.3f} min {row['s_per_epoch_min']:.3f}  steps/epoch {row['steps_per_epoch']}", flush=True)
+                  f"s/epoch median {row['s_per_epoch']:.3f} min {row['s_per_epoch_min']:.3f}  "
+                  f"steps/epoch {row['steps_per_epoch']}", flush=True)
             rows.append(row)
     write_cpu_result(args.out, "s_per_epoch: median (and min) over epochs 2..N, so set-up and the first "
                      "epoch are excluded; the 2-core host was shared with other jobs, so compare minima",

@@ -16,8 +16,9 @@ and for trees that compact, `exploded`: `finished` with every run in a one-run f
 case, a record whose compaction never ran). Measured on each: `status DIR`, `analyze DIR`, and
 `resume` to its first submit (killed: the re-enqueued trial; finished: `--set n_trials=N+2`, a new
 TPE ask over N trials), with the inline backend (no Ray start-up; it imports torch). `resume` runs
-in a wrapper that stops the driver at its first submit as Ctrl-C would and writes the time of
-that moment (and of the backend start and the probe) to a file; nothing in the tree is changed.
+in a wrapper that stops the driver at its backend's first submit of a run or an oracle (the
+Backend protocol's `submit`, wrapped) as Ctrl-C would and writes the time of that moment (and of
+the backend start and the probe) to a file; nothing in the tree is changed.
 
     .venv/bin/python bench/record_scale.py --trials 1000,10000 --seeds 1,3 [--tree before=/tmp/before]
         [--repeat 2] [--out bench/results/record_scale.json]
@@ -108,7 +109,7 @@ def _build(run_dir: str, n: int, seeds: int) -> None:
 def _resume(mark: str, argv: list[str]) -> int:
     """`unlearn-sweep resume ...`, stopped at the driver's first submit (as Ctrl-C would stop it);
     the moment, the backend's start and the probe go to the file `mark`."""
-    from orchestrator import cli, pool, runner
+    from orchestrator import cli, runner
 
     spent = {"backend_s": 0.0, "probe_s": 0.0}
 
@@ -121,15 +122,26 @@ def _resume(mark: str, argv: list[str]) -> int:
                 spent[key] += time.perf_counter() - t0
         return wrapper
 
-    runner.make_backend = timed("backend_s", runner.make_backend)
+    make = timed("backend_s", runner.make_backend)
+
+    def stopping_backend(*a, **kw):
+        """The run's backend, whose first submit of a run or an oracle (the Backend protocol's own
+        method; the probe passes) marks the moment and stops the driver."""
+        backend = make(*a, **kw)
+        submit = backend.submit
+
+        def first_submit(key, payload, **k):
+            if payload.get("task") == "probe":
+                return submit(key, payload, **k)
+            Path(mark).write_text(json.dumps({"t_submit": time.time(), **spent}))
+            raise KeyboardInterrupt
+
+        backend.submit = first_submit
+        return backend
+
+    runner.make_backend = stopping_backend
     if hasattr(runner.Driver, "_probe"):
         runner.Driver._probe = timed("probe_s", runner.Driver._probe)
-
-    def first_submit(self, task):
-        Path(mark).write_text(json.dumps({"t_submit": time.time(), **spent}))
-        raise KeyboardInterrupt
-
-    pool.TaskPool._submit = first_submit
     return cli.main(["resume", *argv])
 
 
@@ -164,13 +176,32 @@ def timed_run(cmd: list[str], tree: Path, mark: Path | None = None) -> dict:
     return row
 
 
-def set_spec(run_dir: Path, **fields) -> None:
+def set_spec(tree: Path, run_dir: Path, **fields) -> None:
+    """Edit spec.yaml, and run.json's record of it with the tree's own fingerprint (trees that have
+    one refuse a spec.yaml edited by hand)."""
     import yaml
 
     path = run_dir / "spec.yaml"
     raw = yaml.safe_load(path.read_text())
     raw.update(fields)
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    subprocess.run([str(VENV / "python"), str(HERE), "_refingerprint", str(run_dir)], cwd=tree,
+                   env=env_for(tree), check=True)
+
+
+def _refingerprint(run_dir: str) -> None:
+    import yaml
+
+    try:
+        from sweeps.rundir import run_identity, write_identity
+        from sweeps.spec import load_spec, spec_fingerprint
+    except ImportError:  # a tree from before spec fingerprints
+        return
+    d = Path(run_dir)
+    ident = run_identity(d)
+    if ident and "spec_fingerprint" in ident:
+        spec = load_spec(yaml.safe_load((d / "spec.yaml").read_text()), read_only=True)
+        write_identity(d, {**ident, "spec_fingerprint": spec_fingerprint(spec)})
 
 
 def du(path: Path) -> dict:
@@ -217,13 +248,13 @@ def build_states(name: str, tree: Path, n: int, seeds: int, work: Path) -> dict[
     if p.returncode != -signal.SIGKILL:
         raise RuntimeError(f"build {name}: expected the SIGKILL, got rc {p.returncode}:\n{p.stderr[-3000:]}")
     print(f"built {name} {n}x{seeds} in {time.perf_counter() - t0:.0f}s", flush=True)
-    set_spec(killed, sampler={"name": "tpe", "seed": 0})
+    set_spec(tree, killed, sampler={"name": "tpe", "seed": 0})
     shutil.copytree(killed, finished)
     p = subprocess.run([py, str(HERE), "_build", str(finished), str(n + 1), str(seeds)], cwd=tree,
                        env=env_for(tree), capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError(f"finish {name}: rc {p.returncode}:\n{p.stderr[-3000:]}")
-    set_spec(finished, sampler={"name": "tpe", "seed": 0})
+    set_spec(tree, finished, sampler={"name": "tpe", "seed": 0})
     states = {"killed": killed, "finished": finished}
     if (tree / "sweeps" / "results.py").read_text().find("def compact(") >= 0:
         exploded = base / "exploded"
@@ -281,6 +312,8 @@ def main() -> None:
         return _build(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     if len(sys.argv) > 1 and sys.argv[1] == "_resume":
         sys.exit(_resume(sys.argv[2], sys.argv[3:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "_refingerprint":
+        return _refingerprint(sys.argv[2])
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", default="1000,10000")
     ap.add_argument("--seeds", default="1,3")

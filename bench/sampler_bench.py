@@ -246,7 +246,7 @@ def markdown(doc: dict) -> str:
              f"Date: {doc['date']}; load average {doc['machine']['load_avg_start']} at the start, "
              f"{doc['machine']['load_avg_end']} at the end ({doc['machine']['cpus']} CPUs); "
              f"wall time {doc['wall_s'] / 60:.1f} min  ",
-             f"Versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()) + "  ",
+             "Versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()) + "  ",
              f"Search: {s['n_trials']} trials per sweep, {len(s['sampler_seeds'])} sampler seeds "
              f"({', '.join(map(str, s['sampler_seeds']))}), seeds per trial {s['seeds']}, methods "
              f"{', '.join(s['methods'])}; objectives {', '.join(s['objectives'])}; constraints "

@@ -20,7 +20,8 @@ class InlineBackend:
     def submit(self, key: str, payload: dict[str, Any], attempt: int = 0) -> Handle:
         h = Handle(key, attempt)
         try:
-            on_epoch = (lambda row: self.progress(key, row)) if self.progress else None
+            progress = self.progress
+            on_epoch = (lambda row: progress(key, row)) if progress else None
             result = self.fn(payload, on_epoch=on_epoch)
             if callable(result):  # the task's CPU tail
                 result = result()

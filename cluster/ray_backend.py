@@ -107,6 +107,7 @@ class _Inbox:
     def put(self, key: str, attempt: int, row: dict) -> None:
         self.rows.append((key, attempt, row))
 
+    @ray.method  # a no-op at run time; types `.remote()` for the type checker
     def drain(self) -> list[tuple[str, int, dict]]:
         rows, self.rows = self.rows, []
         return rows
@@ -122,6 +123,7 @@ class _TrialWorker:
         self._tails = ThreadPoolExecutor(max_workers=1, thread_name_prefix="task-tail")
         self._pending: dict[tuple[str, int], Future] = {}
 
+    @ray.method  # as _Inbox.drain
     def where(self) -> dict[str, Any]:
         ctx = ray.get_runtime_context()
         return {"ip": ray.util.get_node_ip_address(), "node_id": ctx.get_node_id(), "pid": os.getpid(),
@@ -138,7 +140,7 @@ class _TrialWorker:
         if callable(out):
             self._pending[(key, attempt)] = self._tails.submit(out)
         else:
-            self._pending[(key, attempt)] = done = Future()
+            self._pending[(key, attempt)] = done = Future[dict[str, Any]]()
             done.set_result(out)
 
     def finish(self, key: str, attempt: int) -> dict[str, Any]:
@@ -231,7 +233,7 @@ class RayBackend:
         self._last_probe = 0.0
         self._lost: str | None = None  # why the cluster counts as gone (BackendLost)
         self._spawn_failures = 0
-        self._context = None  # what ray.init returned, when this backend called it
+        self._context: object | None = None  # what ray.init returned, when this backend called it
         self._reaper: Reaper | None = None  # ends an embedded Ray's processes if this driver dies
         self._started_ray = self._connect(address, num_cpus, num_gpus, include_dashboard)
         try:
@@ -269,7 +271,8 @@ class RayBackend:
                     include_dashboard = os.environ.get("UNLEARN_SWEEP_RAY_DASHBOARD", "1") != "0"
                 # token auth stays on (Ray's default); its notice saying so is not the user's business
                 logging.getLogger(ray_private.TOKEN_SETUP_LOGGER).setLevel(logging.ERROR)
-                with ray_private.loopback_only(), _without_secrets(), ray_private.keep_signal_handlers():
+                with ray_private.loopback_only(), _without_secrets(), _workers_at_our_priority(), \
+                        ray_private.keep_signal_handlers():
                     self._context = ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
                                              include_dashboard=include_dashboard,
                                              dashboard_host="127.0.0.1", log_to_driver=True,
@@ -517,6 +520,7 @@ class RayBackend:
         except Exception as e:  # noqa: BLE001
             return self._finished(task, e)
         task.in_tail = True
+        assert task.slot is not None  # a task with a ref is dispatched
         task.ref = task.slot.actor.finish.remote(task.handle.key, task.handle.attempt)
         return None
 
@@ -531,10 +535,12 @@ class RayBackend:
                   result: dict[str, Any] | None = None) -> Outcome:
         """Forget a task and say how it ended: its result, or why there is none."""
         h, slot = task.handle, task.slot
+        assert slot is not None  # a task with a ref is dispatched
         del self._tasks[h]
         slot.tasks.remove(task)
         dead = isinstance(error, rex.RayError) and not isinstance(error, rex.RayTaskError)
         if dead:  # the worker or its node is gone (died, lost, OOM kill): its other task is too
+            assert error is not None  # dead: a RayError
             o = Outcome(h, lost=_reason(error), retryable=True, node=task.node)
         elif error is not None:  # the task function raised (its own bug: the worker is fine), or
             # the result cannot be read back here (deserialization)
@@ -649,6 +655,23 @@ def _without_secrets():
         yield
     finally:
         os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _workers_at_our_priority():
+    """An embedded Ray's workers at the driver's own priority: Ray starts them 15 nice levels below
+    it (RAY_worker_niceness), and under any other work on the machine a trial then gets a sliver of
+    a core (docs/performance.md, "Worker priority"). The trials are the sweep's work, as a
+    `unlearn-sweep trial` is; `nice -n 10 unlearn-sweep run ...` lowers the whole sweep. A value
+    the user set is kept."""
+    if ray_private.WORKER_NICENESS_ENV in os.environ:
+        yield
+        return
+    os.environ[ray_private.WORKER_NICENESS_ENV] = "0"
+    try:
+        yield
+    finally:
+        os.environ.pop(ray_private.WORKER_NICENESS_ENV, None)
 
 
 def _token_mode_if_token() -> None:

@@ -5,7 +5,8 @@ Why private: Ray has no public way to (1) start an embedded instance on loopback
 driver that joins a token-protected cluster to send its token after `import ray` read the mode,
 (3) ask whether token authentication is on (for the dashboard hint), (4) find the session directory
 of an embedded instance (for cluster/reaper.py), (5) keep the caller's signal handlers while
-ray.init runs.
+ray.init runs, (6) set the nice level of the workers an embedded instance starts (its raylet reads
+RAY_worker_niceness, as Ray's own job manager sets it).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Iterator
 # the logger of Ray's notice that token authentication is on (not the user's business)
 TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
 _CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+WORKER_NICENESS_ENV = "RAY_worker_niceness"  # ray_constants.RAY_WORKER_NICENESS
 
 
 @contextlib.contextmanager
@@ -40,7 +42,8 @@ def loopback_only() -> Iterator[None]:
 
 def reload_auth_mode() -> None:
     """Have Ray read RAY_AUTH_MODE / the token again (it read them when it was imported)."""
-    from ray._raylet import AuthenticationTokenLoader, Config
+    # ray's _raylet.pyi stub lists neither; the compiled module has both (test_private_apis.py)
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
 
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()

@@ -41,6 +41,7 @@ class Reaper:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Close the pipe (as the driver's death would), let the reaper end what is left, reap it."""
+        assert self.proc.stdin is not None  # started with stdin=PIPE
         try:
             self.proc.stdin.close()
             self.proc.wait(timeout=timeout_s)

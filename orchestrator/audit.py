@@ -143,8 +143,9 @@ class AuditDriver:
             print(f"[audit {self.spec.name}] {msg}", file=self.log_to, flush=True)
 
     def run(self) -> dict[str, Any]:
-        from sweeps.rundir import DriverLock
+        from sweeps.rundir import DriverLock, check_inputs
 
+        check_inputs(self.run_dir, self.spec)  # the sweep's own plug-ins, or nothing is audited
         t0 = time.perf_counter()
         configs = pick_configs(self.spec, self.run_dir, self.audit)
         tasks = plan(self.spec, self.audit, configs)
@@ -174,6 +175,7 @@ class AuditDriver:
     def _execute(self, todo: list[Task]) -> None:
         from orchestrator.pool import TaskPool
         from orchestrator.runner import make_backend
+        from orchestrator.shipping import Shipment
         from orchestrator.signals import current
         from unlearning.audit import run_audit_task
 
@@ -184,7 +186,8 @@ class AuditDriver:
             backend = self._backend or make_backend(resources, run_audit_task)
             try:
                 pool = TaskPool(backend, max_retries=self.spec.resources.max_retries,
-                                max_concurrent=self.audit.max_concurrent, stop=stop, say=self.say)
+                                max_concurrent=self.audit.max_concurrent, stop=stop, say=self.say,
+                                decorate=Shipment(self.spec, backend))
                 pool.run(_AuditSource(self, todo))
             finally:
                 if self._backend is None:

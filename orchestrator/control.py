@@ -76,6 +76,7 @@ def stop(run_dir: Path, *, wait_s: float = 60.0, say=print) -> bool:
     if not live:
         raise NothingToStop(f"{run_dir}: nothing to stop ({state_text(run_dir)})")
     for h in live:
+        assert h.pid is not None  # live: holders() checked its pid
         try:
             os.kill(h.pid, signal.SIGTERM)
         except ProcessLookupError:  # it ended between the check and the signal

@@ -61,6 +61,7 @@ class OraclePlan:
 
     def __init__(self):
         self.jobs: dict[str, OracleJob] = {}
+        self.seeds = 0  # how many seeds the plan was made for (for the log)
 
     def require(self, cfg: dict[str, Any]) -> list[str]:
         """Register the oracles `cfg` needs (once each); returns their identities."""
@@ -71,6 +72,14 @@ class OraclePlan:
                                              label)
             idents.append(ident)
         return idents
+
+    def held_here(self, indices: list[int]) -> list[str]:
+        """The jobs at `indices` (in `jobs` order) are in the cache the workers read (the driver
+        looked, on their machine): ready without a task, with no files to hand over. Their labels."""
+        jobs = list(self.jobs.values())
+        for i in indices:
+            jobs[i].status = "ready"
+        return [jobs[i].label for i in indices]
 
     def next_pending(self) -> OracleJob | None:
         return next((j for j in self.jobs.values() if j.status == "pending"), None)

@@ -18,7 +18,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from sweeps.spec import CategoricalDim, FixedDim, SweepSpec
 
@@ -63,7 +63,8 @@ def oracle_needs(spec: SweepSpec) -> list[dict[str, Any]]:
     from unlearning.trial import default_cache_dir, load_trial_config
 
     method = next(iter(spec.methods))
-    out, seen = [], set()
+    out: list[dict[str, Any]] = []
+    seen: set[str | tuple[str, str, str]] = set()  # cache keys, and ("file", kind, path) of given ones
     ds = None
     for seeds in spec.seed_list():
         cfg = load_trial_config(spec.trial_config(method, {}, seeds))
@@ -91,7 +92,14 @@ def oracle_needs(spec: SweepSpec) -> list[dict[str, Any]]:
     return out
 
 
-def probe(spec: SweepSpec) -> dict[str, float]:
+class Probe(TypedDict):
+    oracle_epoch_s_per_example: float
+    run_s: float
+    method: str  # the method timed
+    state: str  # its run's state
+
+
+def probe(spec: SweepSpec) -> Probe:
     """Seconds per Original epoch per training example (its second epoch: the first pays one-time
     start-up costs) and of one run of the first method (its second run: a sweep's worker pays data
     loading, warm-up and the references' evaluation once), timed here on a two-epoch Original in a

@@ -60,10 +60,14 @@ def now_iso() -> str:
 
 
 class TaskPool:
+    """`decorate(payload) -> payload`, when given, is applied to every payload as it is submitted:
+    what every task needs beside its own payload (orchestrator/shipping.py: the plug-ins' source)."""
+
     def __init__(self, backend: Backend, *, max_retries: int = 2, max_concurrent: int | None = None,
-                 stop: StopSignals | None = None, say: Callable[[str], None] = lambda msg: None):
+                 stop: StopSignals | None = None, say: Callable[[str], None] = lambda msg: None,
+                 decorate: Callable[[dict[str, Any]], dict[str, Any]] | None = None):
         self.backend, self.max_retries, self.max_concurrent = backend, max_retries, max_concurrent
-        self.stop, self.say = stop or current(), say
+        self.stop, self.say, self.decorate = stop or current(), say, decorate
         self.inflight: dict[Handle, Task] = {}
         self.retried = 0
         self._submitting: Task | None = None
@@ -102,7 +106,7 @@ class TaskPool:
     def drain(self, source: Source, reason: str = "interrupted") -> None:
         """Cancel every task in flight (and one caught while being submitted) and land each as
         interrupted. Best effort at every step: this also runs when the disk is full."""
-        tasks = list(self.inflight.items())
+        tasks: list[tuple[Handle | None, Task]] = list(self.inflight.items())
         if self._submitting is not None:
             tasks.append((None, self._submitting))
         self.inflight.clear()
@@ -124,8 +128,9 @@ class TaskPool:
     def _submit(self, task: Task) -> None:
         task.t0, task.started_at = time.perf_counter(), now_iso()
         self._submitting = task  # the inline backend runs the task right here: a signal may land in it
+        payload = task.payload if self.decorate is None else self.decorate(task.payload)
         with self.stop.interruptible():
-            h = self.backend.submit(task.key, task.payload, attempt=task.attempt)
+            h = self.backend.submit(task.key, payload, attempt=task.attempt)
         self._submitting = None
         self.inflight[h] = task
 

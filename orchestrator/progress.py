@@ -27,13 +27,15 @@ from optuna.trial import TrialState
 
 
 class Progress:
-    def __init__(self, name: str, total: int, metric: str, direction: str, *, counted: int = 0,
+    def __init__(self, name: str, total: int, metric: str | None, direction: str, *, counted: int = 0,
                  done: int = 0, failed: int = 0, raced: int = 0, best: tuple[float, int] | None = None,
-                 stream: TextIO | None = sys.stderr, bar: bool | None = None):
-        self.name, self.total, self.metric, self.direction = name, total, metric, direction
+                 stream: TextIO | None = sys.stderr, bar: bool | None = None, seeds: int | None = None):
+        # `seeds`: how many seeds each told value is the mean of (the spec's), said beside the best
+        self.name, self.total, self.metric, self.direction, self.seeds = name, total, metric, direction, seeds
         self.counted, self.done, self.failed, self.best = counted, done, failed, best
         self.raced = raced  # trials dropped after their first seed(s) (spec `race`): PRUNED
         self.stream, self.start_count, self.t0 = stream, counted, time.perf_counter()
+        self.per_node: dict[str, int]
         self.running, self.per_node = 0, {}
         self._dirty = False
         self._first: tuple[float, int] | None = None  # (when, counted) at the first update with news
@@ -81,7 +83,7 @@ class Progress:
             if t.values and all(v <= 0 for v in t.constraints.values()):
                 best = _better(best, t.values[0], t.number, o.direction)
         return cls(spec.name, spec.n_trials, o.metric, o.direction, counted=counted, done=done,
-                   failed=failed, raced=raced, best=best, stream=stream, **kw)
+                   failed=failed, raced=raced, best=best, stream=stream, seeds=len(spec.seed_list()), **kw)
 
     # -- events ----------------------------------------------------------------------------------
     def told(self, number: int, values: list[float] | None, feasible: bool, raced: bool = False) -> None:
@@ -137,14 +139,19 @@ class Progress:
 
     # -- text ------------------------------------------------------------------------------------
     def best_text(self) -> str:
+        if self.metric is None:  # nothing is ranked (replicate)
+            return ""
         if self.best is None:
             return "none feasible yet"
-        return f"best {self.metric} {self.best[0]:.3f} (trial {self.best[1]})"
+        n = ("" if self.seeds is None else ", 1 seed: not yet evidence" if self.seeds == 1
+             else f", mean of {self.seeds} seeds")
+        return f"best {self.metric} {self.best[0]:.3f} (trial {self.best[1]}{n})"
 
     def status(self) -> str:
         nodes = ", ".join(f"{k}={v}" for k, v in sorted(self.per_node.items()))
-        return (f"{self.done} done, {self.running} running, {self.failed} failed, "
-                + (f"{self.raced} raced out, " if self.raced else "") + self.best_text()
+        best = self.best_text()
+        return (f"{self.done} done, {self.running} running, {self.failed} failed"
+                + (f", {self.raced} raced out" if self.raced else "") + (f", {best}" if best else "")
                 + (f" | per node: {nodes}" if nodes else ""))
 
     def rate(self) -> float:

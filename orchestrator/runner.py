@@ -4,9 +4,14 @@ runs its source of runs through the task pool, and shuts everything down whateve
     run_sweep(spec, "runs/quickstart")                       # search: ask -> run -> record -> tell
     replicate_sweep(spec, "runs/quickstart", top=2, seeds="0-9")
 
-Start-up: take the run directory (lock; repair a torn journal tail, set unreadable Parquet aside) ->
-a search whose study already holds its n_trials, with nothing to redo, ends here (no backend) ->
-start the backend -> probe it (a worker loads the data, builds the split and the model) -> only then
+Start-up: the spec's plug-ins are what this run directory ran with (sweeps.rundir.check_inputs) ->
+take the run directory (lock; repair a torn journal tail, set unreadable Parquet aside) -> a search
+whose study already holds its n_trials, with nothing to redo, ends here (no backend) -> start the
+backend and share the plug-ins' source and the checkpoint files through it (orchestrator/shipping.py:
+every payload carries handles on them) -> probe it (a worker loads the plug-ins, the data, builds the
+split and the model, installs the checkpoints; when the workers run on this machine, this process
+does so on a thread while Ray starts, and looks the oracles up in the cache: a model there needs no
+task) -> only then
 open the study and write spec.yaml and run.json -> the source (orchestrator/sources.py: Search
 reconciles the study with the record; Replicate takes the chosen configurations) -> the oracle phase
 and the runs, through one TaskPool (orchestrator/pool.py).
@@ -23,23 +28,28 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Literal, TextIO
 
 from cluster.backend import Backend, BackendLost
 from orchestrator.oracles import OraclePlan
 from orchestrator.pool import TaskPool
 from orchestrator.record import Record, os_reason
+from orchestrator.shipping import Shipment
 from orchestrator.signals import Interrupted, current
 from orchestrator.sources import Replicate, Search, redo_rules
 from sweeps.fingerprint import fingerprint
-from sweeps.rundir import new_run_identity, run_identity, write_identity
+from sweeps.rundir import check_inputs, inputs_identity, new_run_identity, run_identity, write_identity
 from sweeps.spec import SweepSpec, load_spec, spec_fingerprint
 from sweeps.study import counted, open_study, to_reconcile
-from unlearning.config import dump_yaml, load_yaml_text
+from unlearning.config import dump_yaml, load_yaml_text, read_yaml
 from unlearning.errors import Aborted, UserError
 from unlearning.redact import scrub, scrub_text
+
+if TYPE_CHECKING:
+    from orchestrator.tracking import SafeTracker
 
 __all__ = ["Interrupted", "make_backend", "replicate_sweep", "run_sweep"]
 
@@ -79,10 +89,10 @@ class Driver:
     oracle phase (a custom task function knows neither)."""
 
     def __init__(self, spec: SweepSpec, run_dir: Path, *, backend: Backend | None = None,
-                 tracker=None, fn: Callable[..., Any] | None = None, log: TextIO | None | str = "stderr",
+                 tracker=None, fn: Callable[..., Any] | None = None, log: TextIO | None | Literal["stderr"] = "stderr",
                  force: bool = False, attach: str | None = None,
                  replicate: tuple[list[tuple[int, str, dict[str, Any]]], list[dict[str, int]]] | None = None,
-                 oracle_phase: bool | None = None):
+                 oracle_phase: bool | None = None, keep_models: bool | None = None):
         # `log`: where its lines go (None: nowhere); the process's stderr as it is now by default
         self.spec, self.run_dir, self.log_to = spec, Path(run_dir), sys.stderr if log == "stderr" else log
         self._backend, self._tracker, self._fn = backend, tracker, fn
@@ -90,9 +100,14 @@ class Driver:
         custom = fn is not None or backend is not None
         self.oracle_phase = spec.resources.oracle_phase and (not custom if oracle_phase is None
                                                              else oracle_phase)
+        # unlearned models kept (runs/<name>/models/): replicate's and `keep_models` runs', when the
+        # task function is the real one (a custom one returns no model)
+        keep = (replicate is not None or spec.keep_models) if keep_models is None else keep_models
+        self.keep_models = keep and not custom
+        self.ship: Shipment | None = None  # once the backend exists
         self.stop = current()  # the CLI's, installed since its first instruction
         self.progress = None  # the source's progress view, once it exists: messages go through it
-        self.tracker = None  # the tracker (a view that never raises), once the run has its identity
+        self.tracker: SafeTracker | None = None  # a view that never raises, once the run has its identity
 
     def say(self, msg: str) -> None:
         if self.log_to is not None:
@@ -105,6 +120,7 @@ class Driver:
     # -- the run -------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         t_start = time.perf_counter()
+        check_inputs(self.run_dir, self.spec)  # a plug-in changed since: refused, nothing written
         # signals deferred: one that comes while the record is written is acted on at the next step
         with self.stop.installed(), self.stop.deferred():
             self.stop.check()
@@ -125,7 +141,7 @@ class Driver:
                 "retried": retried, "oracles": source.book.oracles.counts() if source.book.oracles else {},
                 "duplicates": getattr(source, "duplicates", 0), "wall_s": wall, "run_dir": str(self.run_dir),
                 "stopped": source.stopped, "stop_failed": source.stop_failed,
-                "failures": dict(source.failures)}
+                "failures": dict(source.failures), "models_kept": source.book.kept}
 
     def _run(self, record: Record):
         """Everything between taking the run directory and letting it go: (source, retries), or
@@ -133,23 +149,29 @@ class Driver:
         backend = tracker = source = None
         started = False
         try:
+            self._same_seeds()
             done = self._nothing_left(record)
             if done is not None:
+                self._relocate_plugins()
                 self.say(f"nothing left to run: the study holds {done} trial(s), n_trials is "
                          f"{self.spec.n_trials} (`resume --set n_trials=N` runs more)")
                 return None, 0
+            oracles = self._oracles(self.replicate[1] if self.replicate else self.spec.seed_list())
+            here = self._probe_here(oracles)  # beside the backend's start: it starts Ray's processes
             backend = self._start_backend()
-            if getattr(backend, "dashboard_hint", None):
-                self.say(backend.dashboard_hint)
+            if hint := getattr(backend, "dashboard_hint", None):  # not part of Backend: Ray's only
+                self.say(hint)
             self.stop.check()
-            self._probe(backend)
+            self.ship = Shipment(self.spec, backend)
+            self._announce(oracles, self._probe(backend, here))
             run_id, study = self._open_study(record)
             started = True
             tracker = self._make_tracker(run_id)
-            source = self._source(record, study, run_id, tracker, backend)
+            source = self._source(record, study, run_id, tracker, backend, oracles)
             self.progress = source.progress
             pool = TaskPool(backend, max_retries=self.spec.resources.max_retries,
-                            max_concurrent=self.spec.resources.max_concurrent, stop=self.stop, say=self.say)
+                            max_concurrent=self.spec.resources.max_concurrent, stop=self.stop, say=self.say,
+                            decorate=self.ship)
             try:
                 pool.run(source, on_tick=source.tick)
             except OSError as e:  # the record cannot be written (disk full, read-only): stop cleanly
@@ -180,6 +202,20 @@ class Driver:
             record.release(remove=not started)
 
     # -- start-up ------------------------------------------------------------------------------------
+    def _same_seeds(self) -> None:
+        """A search continues on the seeds its trials were told on (sweeps.study.refuse_new_seeds):
+        the API's twin of the CLI's check, so `run_sweep` with other seeds is refused too."""
+        path = self.run_dir / "spec.yaml"
+        if self.replicate is not None or not path.is_file():
+            return
+        from sweeps.study import refuse_new_seeds, trials_done
+
+        try:
+            recorded = load_spec(read_yaml(path), read_only=True)
+        except UserError:  # a damaged spec.yaml: the run's own checks say so
+            return
+        refuse_new_seeds(self.run_dir, recorded, self.spec, trials_done(recorded, self.run_dir))
+
     def _nothing_left(self, record: Record) -> int | None:
         """The trials on record when a search has nothing left to run: its study (read only) holds
         n_trials trials that count, and none to redo (left RUNNING, missing from Parquet, failed for
@@ -201,6 +237,18 @@ class Driver:
         done = counted(study)
         return done if done >= self.spec.n_trials else None
 
+    def _relocate_plugins(self) -> None:
+        """A finished sweep run again from a moved lab: spec.yaml learns where its plug-ins lie now
+        (what they hold was checked by check_inputs), so `resume` finds them; nothing else of it
+        changes (its n_trials stays what the record holds)."""
+        path = self.run_dir / "spec.yaml"
+        recorded = load_yaml_text(path.read_text())
+        if not self.spec.plugins or recorded.get("plugins") == self.spec.plugins:
+            return
+        tmp = self.run_dir / f".spec.yaml.{os.getpid()}.tmp"
+        tmp.write_text(dump_yaml({**recorded, "plugins": list(self.spec.plugins)}))
+        os.replace(tmp, path)
+
     def _start_backend(self) -> Backend:
         if self._backend is not None:
             return self._backend
@@ -213,28 +261,92 @@ class Driver:
         if self.tracker is not None:
             self.tracker.log(key, row)
 
-    def _probe(self, backend: Backend) -> None:
-        """A worker of the backend loads the data, draws the split and builds the model of the
-        base config, so a missing or unreadable data set, an absent device or a forget class out of
-        range is one line (exit 2) before the record is touched."""
-        if self._fn is not None or self._backend is not None:  # a custom task function knows no probe
-            return
+    def _probe_payload(self) -> dict[str, Any]:
         method = next(iter(self.spec.methods))
-        payload = {"task": "probe", "config": self.spec.trial_config(method, {}, self.spec.seed_list()[0])}
-        h = backend.submit("probe", payload)
+        return {"task": "probe", "config": self.spec.trial_config(method, {}, self.spec.seed_list()[0])}
+
+    def _workers_here(self) -> bool:
+        """Whether the trials run on this machine, with its files: the default task function on
+        the in-process backend or on an embedded Ray this driver starts."""
+        if self._fn is not None or self._backend is not None:
+            return False
+        r = self.spec.resources
+        if r.backend == "inline":
+            return True
+        ray = sys.modules.get("ray")
+        return not (r.address or os.environ.get("RAY_ADDRESS")) and not (ray and ray.is_initialized())
+
+    def _probe_here(self, oracles: OraclePlan | None) -> tuple[threading.Thread, dict] | None:
+        """When the workers share this machine: the probe (unlearning.tasks, with "oracles") run by
+        this process on a thread, started before the backend, so that loading the data and looking
+        the oracles up in the cache take place while Ray starts its processes. (thread, its result
+        box), or None: the probe then goes to a worker (`_probe`)."""
+        if not self._workers_here():
+            return None
+        from unlearning.tasks import run_task
+
+        r = self.spec.resources
+        payload = {**self._probe_payload(), "gpus": r.backend == "inline" or r.gpus_per_trial > 0,
+                   "oracles": [{"kind": j.kind, "config": j.payload["config"]}
+                               for j in (oracles.jobs.values() if oracles else ())]}
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                box["result"] = run_task(payload)
+            except BaseException as e:  # noqa: BLE001 - re-raised by the driver's thread
+                box["error"] = e
+
+        t = threading.Thread(target=work, name="probe-here", daemon=True)
+        t.start()
+        return t, box
+
+    def _probe(self, backend: Backend, here: tuple[threading.Thread, dict] | None = None) -> list[int]:
+        """The data loaded, the split drawn and the model of the base config built (here, or by a
+        worker of the backend), so a missing or unreadable data set, an absent device or a forget
+        class out of range is one line (exit 2) before the record is touched. Returns the indices of
+        the oracles a probe run here found in the cache (they need no task)."""
+        if self._fn is not None or self._backend is not None:  # a custom task function knows no probe
+            return []
         deadline = time.monotonic() + 600
-        while True:
-            with self.stop.interruptible():
-                got = backend.wait([h], timeout=1.0)
-            self.stop.check()
-            if got or time.monotonic() > deadline:
-                break
-        o = got[0] if got else None
-        if o is None or o.result is None:
-            why = "no answer within 600 s" if o is None else o.lost
-            raise UserError(f"resources: a trial worker could not check the base config ({why})")
-        if not o.result.get("ok"):
-            raise UserError(f"base: {o.result['failure']['message']}")
+        if here is not None:
+            thread, box = here
+            while thread.is_alive() and time.monotonic() < deadline:
+                with self.stop.interruptible():
+                    thread.join(timeout=1.0)
+                self.stop.check()
+            if "error" in box:
+                raise box["error"]
+            result = box.get("result")
+            if result is None:
+                raise UserError("base: the check of the base config gave no answer within 600 s")
+        else:
+            assert self.ship is not None  # run() made it for this backend
+            h = backend.submit("probe", self.ship(self._probe_payload()))
+            while True:
+                with self.stop.interruptible():
+                    got = backend.wait([h], timeout=1.0)
+                self.stop.check()
+                if got or time.monotonic() > deadline:
+                    break
+            o = got[0] if got else None
+            if o is None or o.result is None:
+                why = "no answer within 600 s" if o is None else o.lost
+                raise UserError(f"resources: a trial worker could not check the base config ({why})")
+            result = o.result
+        if not result.get("ok"):
+            raise UserError(f"base: {result['failure']['message']}")
+        return list(result.get("cached") or [])
+
+    def _announce(self, oracles: OraclePlan | None, held: list[int]) -> None:
+        if oracles is None:
+            return
+        labels = oracles.held_here(held)
+        n = len(oracles.jobs)
+        self.say(f"oracle phase: {n} model(s) for {oracles.seeds} seed(s), " + (
+            "all in this machine's cache" if n and len(labels) == n else
+            (f"{len(labels)} in this machine's cache, the rest " if labels else "") +
+            "trained side by side (or found in the workers' caches) before the trials that need them"))
 
     def _open_study(self, record: Record):
         """(run id, study): the run's identity (run.json, created for a new run directory) and its
@@ -244,7 +356,8 @@ class Driver:
             return (ident or {}).get("run_id", self.spec.name), None
         fresh = ident is None
         if fresh:
-            ident = new_run_identity(self.spec, self.attach)
+            ident = {**new_run_identity(self.spec, self.attach), **inputs_identity(self.spec)}
+        assert ident is not None  # read, or made just now
         must_exist = bool(self.attach) if self.spec.storage and fresh else None
         storage = record.replay.storage() if record.replay else None
         if record.replay and storage is None:  # a damaged line inside the journal: cut it out first
@@ -293,17 +406,17 @@ class Driver:
             except UserError:  # defaults the method rejects: the runs register their own needs
                 continue
             plan.require(cfg)
-        self.say(f"oracle phase: {len(plan.jobs)} model(s) for {len(seeds)} seed(s), trained side by side "
-                 "(or found in the workers' caches) before the trials that need them")
+        plan.seeds = len(seeds)
         return plan
 
-    def _source(self, record: Record, study, run_id: str, tracker, backend: Backend):
+    def _source(self, record: Record, study, run_id: str, tracker, backend: Backend,
+                oracles: OraclePlan | None):
         kw = dict(run_id=run_id, tracker=tracker, share=lambda blob: backend.share(blob), say=self.say,
-                  stream=self.log_to)
+                  stream=self.log_to, keep_models=self.keep_models)
         if self.replicate is None:
-            return Search(self.spec, record, study, oracles=self._oracles(self.spec.seed_list()), **kw)
+            return Search(self.spec, record, study, oracles=oracles, **kw)
         configs, seeds = self.replicate
-        return Replicate(self.spec, record, configs, seeds, oracles=self._oracles(seeds), **kw)
+        return Replicate(self.spec, record, configs, seeds, oracles=oracles, **kw)
 
 
 def run_sweep(spec: SweepSpec, run_dir: str | Path, **kw) -> dict[str, Any]:
@@ -317,8 +430,9 @@ def replicate_sweep(spec: SweepSpec, run_dir: str | Path, *, top: int, seeds, pe
                     eval: dict[str, Any] | None = None, **kw) -> dict[str, Any]:
     """Rerun the top `top` configurations of the search (by its selection rule; the top `top` of
     each method with `per_method`) on `seeds` (the `seeds` grammar: "0-9", [0, 1], mappings), in
-    the same record (phase "replicate"); runs already recorded are not run again. `eval`: base.eval
-    settings for these runs only."""
+    the same record (phase "replicate"); runs already recorded are not run again, unless only to
+    get their unlearned model, which replicate keeps (runs/<name>/models/; `keep_models=False`
+    does not). `eval`: base.eval settings for these runs only."""
     from sweeps.report.analysis import analyze, top_configs
     from sweeps.spec import load_spec, parse_seeds
 

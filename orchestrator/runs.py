@@ -7,6 +7,13 @@ follows a run of the same fingerprint already under way; or queues it until the 
 it needs exist (the oracle phase, orchestrator/oracles.py), then hands it to the task pool. A landed
 run is written to the record (history, then the row), shown to the tracker, and put in its
 configuration; once a configuration has all its rows, the book calls `on_complete(configuration)`.
+
+Keeping models (`keep_models`: replicate, `run --keep-models`): every run asks its worker for the
+unlearned model, which comes back beside the result (never into Parquet or the tracker) and is saved
+as runs/<name>/models/<fingerprint>.pt with its .json (unlearning/kept.py) before the row is
+written. A run already on record whose model is not kept runs again for its model alone: its
+recorded row stays as it is and stands for it, the model's .json holds the metrics of the run
+that made it.
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ class Run:
     fp: str
     config: dict[str, Any]
     needs: list[str] = field(default_factory=list)
+    recorded: dict[str, Any] | None = None  # its row on record, when it runs only for its model
 
     @property
     def label(self) -> str:
@@ -64,9 +72,13 @@ class RunBook:
     def __init__(self, spec: SweepSpec, record, *, run_id: str, phase: str, tracker,
                  oracles: OraclePlan | None, share: Callable[[bytes], Any],
                  on_complete: Callable[[Configuration], None], say: Callable[[str], None],
+                 keep_models: bool = False,
                  on_partial: Callable[[Configuration], None] | None = None):
         self.spec, self.record, self.run_id, self.phase, self.share = spec, record, run_id, phase, share
         self.tracker, self.oracles, self.on_complete, self.say = tracker, oracles, on_complete, say
+        self.keep_models = keep_models
+        self.models = record.run_dir / "models"
+        self.kept = self.rerun_for_model = 0
         self.on_partial = on_partial  # a row accepted, the configuration not yet complete
         self.schema = R.trial_schema(spec)
         self.queue: deque[Run] = deque()  # waiting for their oracles or a slot
@@ -93,15 +105,27 @@ class RunBook:
                 self._land(run, None, why)
                 continue
             row = self.record.reusable(run.fp)
-            if row is not None:
+            if row is not None and self.keep_models and row["state"] == "COMPLETE" and \
+                    not (self.models / f"{run.fp}.json").is_file() and not self._under_way(run.fp):
+                run.recorded = row  # on record, its model not kept: run again for the model alone
+                self.reused += 1
+                self.rerun_for_model += 1
+                self._queue(run)
+            elif row is not None:
                 self.reused += 1
                 self._accept(run, row)
-            elif run.fp in self.running or any(q.fp == run.fp for q in self.queue):
+            elif self._under_way(run.fp):
                 self.followers.setdefault(run.fp, []).append(run)
             else:
-                if self.oracles is not None:
-                    run.needs = self.oracles.require(run.config)
-                self.queue.append(run)
+                self._queue(run)
+
+    def _under_way(self, fp: str) -> bool:
+        return fp in self.running or any(q.fp == fp for q in self.queue)
+
+    def _queue(self, run: Run) -> None:
+        if self.oracles is not None:
+            run.needs = self.oracles.require(run.config)
+        self.queue.append(run)
 
     # -- out to the pool -------------------------------------------------------------------------------
     def next_task(self) -> Task | None:
@@ -113,12 +137,14 @@ class RunBook:
                 continue
             self.queue.remove(run)
             if state == "failed":
+                assert self.oracles is not None  # only oracles fail
                 self._land(run, None, self.oracles.failure(run.needs))
                 continue
             return self._run_task(run)
         job = self.oracles.next_pending() if self.oracles else None
         if job is None:
             return None
+        assert self.oracles is not None  # the job came from it
         job.status, job.t0 = "running", time.perf_counter()
         self.oracles_running += 1
         key = f"oracle-{list(self.oracles.jobs).index(job.ident)}"  # unique per job: handles are keys
@@ -129,8 +155,11 @@ class RunBook:
         self._track("start", run.fp, run.conf.number, {"method": run.conf.method, **run.conf.params,
                                                         "seed_index": run.seed_index}, run.config)
         payload = run.config
-        if self.oracles is not None and run.needs:  # where its oracles are, for a node that lacks them
-            payload = {**run.config, "shared_files": self.oracles.files(run.needs)}
+        files = self.oracles.files(run.needs) if self.oracles is not None and run.needs else {}
+        if files:  # where its oracles are, for a node that lacks them (none: found in the cache here)
+            payload = {**run.config, "shared_files": files}
+        if self.keep_models:
+            payload = {**payload, "keep_model": True}
         return Task(run.fp, payload, run.label, item=run, timeout_s=self.spec.resources.timeout_s)
 
     # -- back from the pool -----------------------------------------------------------------------------
@@ -154,8 +183,26 @@ class RunBook:
 
     def _land(self, run: Run, result: dict[str, Any] | None, failure: Failure | None, *, node: str = "",
               attempt: int = 0, started_at: str = "") -> None:
-        """Parquet first (history, then the row), then the tracker, then the configuration (an
-        interrupted run is recorded but not accepted: its configuration goes back to the source)."""
+        """The kept model first, then Parquet (history, then the row), then the tracker, then the
+        configuration (an interrupted run is recorded but not accepted: its configuration goes back
+        to the source). A run that ran only for its model writes no row: its recorded one stands."""
+        kept = None
+        if result is not None and "kept_model" in result:  # bytes: never into Parquet or the tracker
+            result = dict(result)
+            kept = result.pop("kept_model")
+        if kept is not None and result is not None and failure is None and result.get("state") == "COMPLETE":
+            self._keep(run, kept, result, node)
+        if run.recorded is not None:
+            if failure is not None and failure.kind == FailureKind.INTERRUPTED:
+                return
+            if kept is None:
+                why = failure.message if failure is not None else (result or {}).get("error")
+                self.say(f"{run.label}: its model could not be kept ({why or 'no model came back'}); "
+                         "its recorded row stands")
+            self._accept(run, run.recorded)
+            for f in self.followers.pop(run.fp, []):
+                self._accept(f, run.recorded)
+            return
         row = scrub(R.trial_row(spec=self.spec, number=run.conf.number, fp=run.fp, config=run.config,
                                 seed_index=run.seed_index, result=result, failure=failure,
                                 attempt=attempt, node=node, started_at=started_at, ended_at=now_iso(),
@@ -171,6 +218,30 @@ class RunBook:
         for f in self.followers.pop(run.fp, []):
             self.reused += 1
             self._accept(f, row)
+
+    def _keep(self, run: Run, kept: dict[str, Any], result: dict[str, Any], node: str) -> None:
+        """runs/<name>/models/<fingerprint>.pt and .json: the model and what reproduces it."""
+        from unlearning.kept import save_unlearned
+        from unlearning.registry import MODELS
+
+        model = run.config.get("model", "small_cnn")
+        info = {"sweep": self.spec.name, "run_id": self.run_id, "phase": self.phase,
+                "trial_number": run.conf.number, "seed_index": run.seed_index,
+                "seeds": run.config.get("seeds", {}), "method": run.conf.method,
+                "params": result.get("params") or run.conf.params, "config": run.config,
+                "model": model, "model_source": MODELS.source_sha256(model),
+                "metrics": result.get("metrics", {}), "node": node or result.get("node", ""),
+                "created": now_iso()}
+        if run.recorded is not None:
+            info["rerun_for_model"] = True
+            moved = [m for m in ("unlearn_acc", "retain_acc", "test_acc")
+                     if run.recorded.get(m) != info["metrics"].get(m)]
+            if moved:  # a device whose kernels are not deterministic: say so, the JSON holds both
+                info["recorded_metrics"] = {m: run.recorded.get(m) for m in moved}
+                self.say(f"{run.label}: its model, run again, scores {', '.join(moved)} otherwise than "
+                         "the record (a nondeterministic device); its .json holds its own numbers")
+        save_unlearned(self.models, run.fp, kept, scrub(info))
+        self.kept += 1
 
     def drop(self, runs: list[Run], failure: Failure) -> None:
         """Record runs that will not run (a raced configuration's other seeds) as rows of `failure`,

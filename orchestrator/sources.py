@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 from collections import Counter
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, TextIO, cast
 
 import optuna
 from optuna.trial import TrialState
@@ -34,6 +34,7 @@ from sweeps.spec import SweepSpec
 from sweeps.fingerprint import fingerprint
 from sweeps.race import Race, means_stds
 from sweeps.samplers import make_sampler
+from sweeps.journal import batch
 from sweeps.study import DUPLICATE, counted, reconcile, requeue, sampled_before, superseded
 from unlearning.errors import Failure, FailureKind, UserError
 
@@ -41,7 +42,7 @@ EXHAUSTED_AFTER = 50  # proposals in a row that were all recorded before: the sp
 
 
 def _mean(rows: list[dict[str, Any]], metric: str) -> float:
-    vals = [r.get(metric) for r in rows]
+    vals: list[Any] = [r.get(metric) for r in rows]  # a row's values are untyped (Parquet's)
     if any(v is None for v in vals):
         return float("nan")
     return float(sum(vals) / len(vals))
@@ -66,10 +67,11 @@ class _Sweep:
     phase = "search"
 
     def __init__(self, spec: SweepSpec, record, *, run_id: str, tracker, oracles: OraclePlan | None,
-                 share: Callable[[bytes], Any], say: Callable[[str], None]):
+                 share: Callable[[bytes], Any], say: Callable[[str], None], keep_models: bool = False):
         self.spec, self.say = spec, say
         self.book = RunBook(spec, record, run_id=run_id, phase=self.phase, tracker=tracker, oracles=oracles,
-                            share=share, on_complete=self._complete, say=say, on_partial=self._partial)
+                            share=share, on_complete=self._complete, say=say, keep_models=keep_models,
+                            on_partial=self._partial)
         self.done = self.failed = self.raced = 0
         self.failures: Counter[str] = Counter()  # reason key -> configurations that failed for it
         self.stopped: str | None = None  # why the sweep ended before its end
@@ -142,27 +144,28 @@ class Search(_Sweep):
         # a fresh sampler per configuration, seeded by how many were sampled before: a restarted
         # driver proposes what an uninterrupted one would have, not the first configurations again
         self.study.sampler = make_sampler(self.spec, self.sampled)
-        trial = self.study.ask()
-        self.sampled += 1
-        method, params = suggest(trial, self.spec)
-        conf = Configuration(trial.number, method, params, owner=trial)
-        self.open[trial.number] = conf
-        rejected: dict[int, Failure] = {}
-        for i, seeds in enumerate(self.spec.seed_list()):
-            raw = self.spec.trial_config(method, params, seeds)
-            try:
-                fp, cfg = fingerprint(raw)
-            except UserError as e:  # a sampled combination the method's config rejects: a FAIL row,
-                # content-addressed so the same rejected configuration is recorded once
-                digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode())
-                fp, cfg = f"invalid-{digest.hexdigest()[:12]}", raw
-                rejected[i] = Failure(kind=FailureKind.USER_ERROR, message=f"invalid configuration: {e}")
-            conf.runs.append(Run(conf, i, fp, cfg))
-        trial.set_user_attr("fingerprints", [r.fp for r in conf.runs])
-        trial.set_user_attr("run_id", self.run_id)  # whose record holds its rows (shared studies)
-        key = tuple(r.fp for r in conf.runs)
-        if key in self.told_configs:  # the sampler proposed a configuration already on record
-            trial.set_user_attr(DUPLICATE, self.told_configs[key])
+        with batch(self.study):  # the ask, its parameters and attributes: one journal append
+            trial = self.study.ask()
+            self.sampled += 1
+            method, params = suggest(trial, self.spec)
+            conf = Configuration(trial.number, method, params, owner=trial)
+            self.open[trial.number] = conf
+            rejected: dict[int, Failure] = {}
+            for i, seeds in enumerate(self.spec.seed_list()):
+                raw = self.spec.trial_config(method, params, seeds)
+                try:
+                    fp, cfg = fingerprint(raw)
+                except UserError as e:  # a sampled combination the method's config rejects: a FAIL row,
+                    # content-addressed so the same rejected configuration is recorded once
+                    digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode())
+                    fp, cfg = f"invalid-{digest.hexdigest()[:12]}", raw
+                    rejected[i] = Failure(kind=FailureKind.USER_ERROR, message=f"invalid configuration: {e}")
+                conf.runs.append(Run(conf, i, fp, cfg))
+            trial.set_user_attr("fingerprints", [r.fp for r in conf.runs])
+            trial.set_user_attr("run_id", self.run_id)  # whose record holds its rows (shared studies)
+            key = tuple(r.fp for r in conf.runs)
+            if key in self.told_configs:  # the sampler proposed a configuration already on record
+                trial.set_user_attr(DUPLICATE, self.told_configs[key])
         if self.race is None:
             self.book.add(conf, rejected)
             return
@@ -207,32 +210,33 @@ class Search(_Sweep):
                 values, reason = None, R.reason_key(msg)
                 failure = Failure(kind=FailureKind.USER_ERROR, message=msg)
                 self._first_error.setdefault(reason, msg)
-        if failure is not None:
-            trial.set_user_attr("error", failure.message[:2000])
-            trial.set_user_attr("failure_kind", failure.kind.value)
-            self.study.tell(trial, state=TrialState.FAIL)
-        elif raced:  # a partial result: never told as values, so never on Optuna's front either
-            trial.set_user_attr("error", raced[0]["error"][:2000])
-            trial.set_user_attr("failure_kind", FailureKind.RACED.value)
-            self.study.tell(trial, state=TrialState.PRUNED)
-        else:
-            feasible = True
-            for c in self.spec.constraints:
-                for key, v in c.values(_mean(rows, c.metric)).items():
-                    v = v if math.isfinite(v) else 1e9
-                    trial.set_constraint(key, v)
-                    feasible &= v <= 0
-                    # also as user attributes: optuna-dashboard 0.21 does not read Optuna 5's keys
-                    trial.set_user_attr(f"constraint: {key}", v)
-            if self.spec.constraints:
-                trial.set_user_attr("feasible", bool(feasible))
-            if self.race is not None:  # what later race verdicts compare with (also after a resume)
-                means, stds = means_stds(rows, self.race.metrics)
-                trial.set_user_attr("race", {k: {m: v if math.isfinite(v) else None for m, v in d.items()}
-                                             for k, d in (("means", means), ("stds", stds))})
-                if DUPLICATE not in trial.user_attrs:
-                    self.race.add(conf.number, means, stds, feasible)
-            self.study.tell(trial, values)
+        with batch(self.study):  # attributes, constraints and values: one journal append
+            if failure is not None:
+                trial.set_user_attr("error", failure.message[:2000])
+                trial.set_user_attr("failure_kind", failure.kind.value)
+                self.study.tell(trial, state=TrialState.FAIL)
+            elif raced:  # a partial result: never told as values, so never on Optuna's front either
+                trial.set_user_attr("error", raced[0]["error"][:2000])
+                trial.set_user_attr("failure_kind", FailureKind.RACED.value)
+                self.study.tell(trial, state=TrialState.PRUNED)
+            else:
+                feasible = True
+                for c in self.spec.constraints:
+                    for key, v in c.values(_mean(rows, c.metric)).items():
+                        v = v if math.isfinite(v) else 1e9
+                        trial.set_constraint(key, v)
+                        feasible &= v <= 0
+                        # also as user attributes: optuna-dashboard 0.21 does not read Optuna 5's keys
+                        trial.set_user_attr(f"constraint: {key}", v)
+                if self.spec.constraints:
+                    trial.set_user_attr("feasible", bool(feasible))
+                if self.race is not None:  # what later race verdicts compare with (also after a resume)
+                    means, stds = means_stds(rows, self.race.metrics)
+                    trial.set_user_attr("race", {k: {m: v if math.isfinite(v) else None for m, v in d.items()}
+                                                 for k, d in (("means", means), ("stds", stds))})
+                    if DUPLICATE not in trial.user_attrs:
+                        self.race.add(conf.number, means, stds, feasible)
+                self.study.tell(trial, values)
         if DUPLICATE in trial.user_attrs:
             self._duplicate()
             return
@@ -244,6 +248,7 @@ class Search(_Sweep):
             self.progress.told(conf.number, None, False, raced=True)
             return
         if values is None:
+            assert reason is not None  # set wherever values is None
             self.failed += 1
             self.failures[reason] += 1
         else:
@@ -269,8 +274,9 @@ class Search(_Sweep):
         if mf is not None and self.failed >= mf:
             self.stopped = f"{self.failed} trial(s) failed, the budget max_failures is {mf}"
         elif ff and len(told) == ff and all(told) and len(set(told)) == 1:
+            first = cast(str, told[0])  # all(told): a reason key
             self.stopped = (f"the first {ff} trial(s) all failed for the same reason: "
-                            f"{self._first_error[told[0]]} (fail_fast; set fail_fast: 0 to go on "
+                            f"{self._first_error[first]} (fail_fast; set fail_fast: 0 to go on "
                             "regardless)")
         if self.stopped:
             self.stop_failed = True
@@ -299,15 +305,17 @@ class Replicate(_Sweep):
     def __init__(self, spec: SweepSpec, record, configs: list[tuple[int, str, dict[str, Any]]],
                  seeds: list[dict[str, int]], *, stream: TextIO | None, **kw):
         super().__init__(spec, record, **kw)
-        self.progress = Progress(spec.name, len(configs), "replicate", "minimize", stream=stream)
+        self.progress = Progress(spec.name, len(configs), None, "minimize", stream=stream)  # no best
         for number, method, params in configs:
             conf = Configuration(number, method, params)
             for i, s in enumerate(seeds):
                 fp, cfg = fingerprint(spec.trial_config(method, params, s))
                 conf.runs.append(Run(conf, i, fp, cfg))
             self.book.add(conf)
+        again = self.book.rerun_for_model
         self.say(f"replicate: {len(configs)} configuration(s) x {len(seeds)} seed(s), "
-                 f"{len(self.book.queue)} run(s) to do, {self.book.reused} already on record")
+                 f"{len(self.book.queue)} run(s) to do, {self.book.reused} already on record"
+                 + (f" ({again} of them run again for their models)" if again else ""))
 
     def next_task(self, slots: int) -> Task | None:
         return self.book.next_task()

@@ -164,6 +164,7 @@ class WandbTracker:
     def start(self, key: str, number: int, params: dict[str, Any], config: dict[str, Any]) -> None:
         if self._broken:
             return
+        assert self._wandb is not None  # imported: else broken
         try:
             if key in self._runs:  # a retry of the same trial: one run per trial, continue it
                 return
@@ -208,6 +209,7 @@ class WandbTracker:
         id is fixed per sweep, so `wandb sync` of several (a run, then a resume) updates one run."""
         if self._broken:
             return
+        assert self._wandb is not None  # imported: else broken
         try:
             run = self._wandb.init(
                 project=self.project, entity=self.entity, group=self.sweep, job_type="sweep", name=name,
@@ -263,13 +265,15 @@ def log_sweep_report(spec, run_dir: Path, analysis, report_dir: Path, warn=None)
         return False
     a = analysis
     doc = to_json(a)
-    summary = {k: doc[k] for k in ("configurations", "complete", "feasible", "hypervolume", "selection_rule")}
+    summary = {k: doc[k] for k in ("configurations", "complete", "feasible", "hypervolume", "selection_rule",
+                                   "evidence")}
     summary["reference_point"] = ", ".join(f"{x:g}" for x in a.reference_point)
     for rule in a.rules:
         p = a.picks[rule.name]
-        summary[f"pick/{rule.name}"] = ", ".join(f"{m} trial {int(t)}" for m, t in zip(p["method"], p["trial_number"]))
-    keep = ["trial_number", "method", "params_json", "n", "feasible",
-            *[c for o in spec.objectives for c in (o.metric, f"{o.metric}_std")]]
+        summary[f"pick/{rule.name}"] = ", ".join(f"{m} trial {int(t)} (n = {int(n)})" for m, t, n in
+                                                 zip(p["method"], p["trial_number"], p["n"]))
+    keep = ["trial_number", "method", "params_json", "n", "replicated", "feasible",
+            *[c for o in spec.objectives for c in (o.metric, f"{o.metric}_std", f"{o.metric}_ci")]]
     tables = {"table/front": T.front_table(a.front, spec), "table/field": a.table,
               "table/configurations": a.configs[[c for c in keep if c in a.configs]]}
     images = {f"plot/{n}": report_dir / f"{n}.png" for n in ("front", "history", "epochs")}

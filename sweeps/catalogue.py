@@ -12,7 +12,7 @@ read the same), and so do the field's table columns. A leaf: imports nothing of 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypedDict
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,20 @@ class Metric:
     drop_of: str | None = None  # defined as Original's <drop_of> minus the trial's (utility_drop)
 
 
-PCT = dict(unit="%", lo=0.0, hi=100.0)
-GAP = dict(unit="pp", lo=0.0, hi=100.0, better="minimize")
+class _Scale(TypedDict):
+    """Shared keyword arguments of `Metric` (typed, so `**PCT` is checked field by field)."""
+
+    unit: str
+    lo: float
+    hi: float
+
+
+class _Gap(_Scale):
+    better: Literal["minimize", "maximize"]
+
+
+PCT: _Scale = dict(unit="%", lo=0.0, hi=100.0)
+GAP: _Gap = dict(unit="pp", lo=0.0, hi=100.0, better="minimize")
 
 CATALOGUE: tuple[Metric, ...] = (
     Metric("unlearn_acc", "unlearning accuracy UA", "100 − accuracy on the forget set", **PCT,

@@ -84,6 +84,43 @@ def identity_problem(run_dir: Path, spec: SweepSpec) -> str | None:
     return None
 
 
+def inputs_identity(spec: SweepSpec) -> dict[str, Any]:
+    """What run.json records of the researcher's own inputs, beside the run's id: each plug-in
+    (its name as trial configs give it, and `unlearning.Plugin.record()`: its path, sha256, files
+    and the names it registered) and each
+    checkpoint (path and sha256). Empty for a sweep with neither (run.json as it always was)."""
+    out: dict[str, Any] = {}
+    if spec.plugins:
+        out["plugins"] = [{"name": p.ref()["name"], **p.record()} for p in spec.loaded_plugins()]
+    ckpts = spec.base.get("checkpoints")
+    if isinstance(ckpts, dict) and any(ckpts.values()):
+        out["checkpoints"] = {k: v for k, v in ckpts.items() if v}
+    return out
+
+
+def check_inputs(run_dir: Path, spec: SweepSpec) -> None:
+    """A run directory continues only with the plug-ins its sweep ran with, by content (run.json's
+    sha256s; where the files lie may change): results of two versions of a method never mix in one
+    study and one record. UserError (one line) naming the plug-in that changed, before anything is
+    written. A run directory without run.json, or from before plug-ins, has none."""
+    ident = run_identity(run_dir)
+    if ident is None:
+        return
+    then = {p.get("name"): p.get("sha256") for p in ident.get("plugins") or ()}
+    now = {p.ref()["name"]: p.sha256 for p in (spec.loaded_plugins() if spec.plugins else ())}
+    if then == now:
+        return
+    fix = f"restore it, or run this spec into another run directory (--out); {run_dir} keeps the old results"
+    for name in sorted(set(then) & set(now)):
+        if then[name] != now[name]:
+            raise UserError(f"{run_dir}: plug-in {name} has changed since this sweep ran (sha256 "
+                            f"{str(then[name])[:12]}... then, {now[name][:12]}... now): {fix}")
+    gone, new = sorted(set(then) - set(now)), sorted(set(now) - set(then))
+    what = f"plug-in {gone[0]} is no longer given" if gone else f"plug-in {new[0]} was not part of it"
+    raise UserError(f"{run_dir}: this sweep ran with plug-ins [{', '.join(sorted(then)) or 'none'}]; "
+                    f"{what}: {fix}")
+
+
 class DriverLock:
     """runs/<name>/driver.lock: one live driver per run directory.
 
@@ -109,6 +146,7 @@ class DriverLock:
     def acquire(self, force: bool = False) -> None:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "token": self.token, "role": self.role,
               "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        owner: dict[str, Any] | None  # what the lock file says, when read
         for _ in range(10):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:

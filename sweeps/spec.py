@@ -26,8 +26,9 @@ import copy
 import hashlib
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union, cast
 
 from pydantic import (AfterValidator, BeforeValidator, Field, ValidationError, ValidationInfo,
                       field_validator, model_validator)
@@ -393,6 +394,7 @@ def _seed_entries(seeds: list[int | dict[str, int]]) -> list[int | dict[str, int
 # ints (which seeds they set: `seed_axes`) or mappings of split_seed, train_seed, unlearn_seed
 SeedList = Annotated[list[int | dict[str, int]], Field(min_length=1, max_length=MAX_SEEDS),
                      AfterValidator(_seed_entries)]
+SeedAxis = Literal["split", "train", "unlearn"]
 
 
 class ReplicateSpec(StrictModel):
@@ -425,12 +427,12 @@ class SweepSpec(StrictModel):
     # when the first `fail_fast` trials all fail for the same reason (0: never)
     max_failures: int | None = Field(None, ge=1)
     fail_fast: int = Field(3, ge=0)
-    seeds: SeedList = Field(default_factory=lambda: [0])
+    seeds: SeedList = Field(default_factory=lambda: cast("list[int | dict[str, int]]", [0]))
     # which seeds an int entry of `seeds` (and of `replicate.seeds`) sets: [unlearn] keeps one
     # original/Retrain pair for every seed; [train, unlearn] gives each seed its own (the field's
     # protocol when results are reported as mean +- std over seeds)
-    seed_axes: list[Literal["split", "train", "unlearn"]] = Field(default_factory=lambda: ["unlearn"],
-                                                                   min_length=1)
+    seed_axes: list[SeedAxis] = Field(default_factory=lambda: cast("list[SeedAxis]", ["unlearn"]),
+                                      min_length=1)
     resources: Resources = Resources()
     tracking: TrackingSpec = TrackingSpec()
     storage: str | None = None  # an RDB URL for a shared study; default runs/<name>/study.journal
@@ -442,11 +444,18 @@ class SweepSpec(StrictModel):
     audit: AuditSpec | None = None  # per-example audits of the top configurations (docs/metrics.md)
     replicate: ReplicateSpec | None = None  # after the search: its top configurations on more seeds
     race: RaceSpec | None = None  # drop a configuration after its first seed when it is far off
+    # the researcher's own code: .py files (relative to the spec's folder) or module names, imported
+    # before anything else in the spec is checked (its methods, base.model and base.data.name may be
+    # theirs); `load_spec` records each as it loaded it (a file's absolute path)
+    plugins: list[str] = Field(default_factory=list, exclude_if=lambda v: not v)
+    # keep every trial's unlearned model in runs/<name>/models/ (replicate always keeps its own)
+    keep_models: bool = Field(False, exclude_if=lambda v: not v)
 
     @field_validator("base")
     @classmethod
     def _no_trial_keys(cls, v):
-        for key, where in (("method", "methods"), ("params", "methods.<name>.space"), ("seeds", "seeds")):
+        for key, where in (("method", "methods"), ("params", "methods.<name>.space"), ("seeds", "seeds"),
+                           ("plugins", "plugins")):
             if key in v:
                 raise error_at((key,), f"set this in `{where}`, not in base")
         return v
@@ -538,10 +547,26 @@ class SweepSpec(StrictModel):
                 else {**base, **s} for s in (self.seeds if seeds is None else seeds)]
 
     def trial_config(self, method: str, params: dict[str, Any], seeds: dict[str, int]) -> dict[str, Any]:
-        """The TrialConfig dict of one run: base + method + params + seeds."""
+        """The TrialConfig dict of one run: base + method + params + seeds (+ the plug-ins, by
+        content, when the spec has any)."""
         cfg = copy.deepcopy(self.base)
         cfg.update(method=method, params=dict(params), seeds=dict(seeds))
+        if self.plugins:
+            cfg["plugins"] = [p.ref() for p in self.loaded_plugins()]
         return cfg
+
+    def loaded_plugins(self) -> list:
+        """The `unlearning.Plugin` records of `plugins`, as this process loaded them (`load_spec`
+        loads them; a read-only spec has not). UserError when one is not loaded."""
+        from unlearning.plugins import loaded_plugin
+
+        out = []
+        for name in self.plugins:
+            p = loaded_plugin(name)
+            if p is None:
+                raise UserError(f"plugins: {name} is not loaded (read the spec with load_spec)")
+            out.append(p)
+        return out
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_defaults=False)
@@ -559,9 +584,9 @@ def set_path_any(tree: Any, path: str, value: Any, _full: str | None = None) -> 
             tree[i]
         except (ValueError, IndexError):
             raise UserError(f"--set {full}: {head!r} is not an index of a list of {len(tree)}") from None
-        out = list(tree)
-        out[i] = set_path_any(out[i], rest, value, full) if rest else value
-        return out
+        items = list(tree)
+        items[i] = set_path_any(items[i], rest, value, full) if rest else value
+        return items
     out = dict(tree) if isinstance(tree, dict) else {}
     out[head] = set_path_any(out.get(head), rest, value, full) if rest else value
     return out
@@ -573,7 +598,10 @@ def set_path_any(tree: Any, path: str, value: Any, _full: str | None = None) -> 
 # EXTENSIBLE_BASE: not in a run's fingerprint either). Everything else (the space, the methods, the
 # data, base, constraints, objectives, the sampler, seed_axes, select, ...) is what the sweep is.
 EXTENSIBLE = ("n_trials", "seeds", "resources", "tracking", "description", "max_failures", "fail_fast",
-              "replicate", "audit", "race")
+              "replicate", "audit", "keep_models", "race",
+              # where the plug-in files lie; what they hold is the run's identity (run.json), checked
+              # by the driver (sweeps.rundir.check_inputs)
+              "plugins")
 EXTENSIBLE_BASE = ("device", "cache_dir")
 ABSENT = "(absent)"
 
@@ -622,6 +650,13 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
 
 
+def spec_folder(source: str | Path) -> Path | None:
+    """The folder a spec file's relative paths (plug-ins, checkpoints) start from; None for a
+    preset (the working directory)."""
+    p = Path(source).expanduser()
+    return p.resolve().parent if p.is_file() else None
+
+
 def read_spec_source(source: str | Path) -> dict[str, Any]:
     """A YAML file path, or the name of a bundled preset."""
     p = Path(source)
@@ -633,11 +668,14 @@ def read_spec_source(source: str | Path) -> dict[str, Any]:
     return read_yaml(p)
 
 
-def load_spec(raw: dict[str, Any], sets: list[tuple[str, Any]] = (), *, check_data: bool = True,
-              read_only: bool = False) -> SweepSpec:
-    """Apply `--set` overrides, then validate. Raises UserError (one line, with the YAML path).
-    `check_data=False` skips what only a machine that runs trials has (the data root). `read_only`
-    keeps only the shape (every key and type): the checks that load the methods and the base
+def load_spec(raw: dict[str, Any], sets: Sequence[tuple[str, Any]] = (), *, check_data: bool = True,
+              read_only: bool = False, base: str | Path | None = None) -> SweepSpec:
+    """Apply `--set` overrides, import the spec's plug-ins, then validate. Raises UserError (one
+    line, with the YAML path). `base`: the folder the spec's relative paths (`plugins`,
+    `base.checkpoints`) start from (`spec_folder`; default the working directory); they are
+    recorded resolved. `check_data=False` skips what only a machine that runs trials has (the data
+    root) and the reading of checkpoint files. `read_only` keeps only the shape (every key and
+    type): the plug-ins are not imported, and the checks that load the methods and the base
     TrialConfig, and with them torch and sklearn (some 2 s), are skipped. The verbs that only read a
     record (status, analyze, export, compare) use it: they need none of that, the spec was checked
     when its sweep ran, and they work on a run directory copied anywhere."""
@@ -647,6 +685,10 @@ def load_spec(raw: dict[str, Any], sets: list[tuple[str, Any]] = (), *, check_da
     if not read_only:
         from unlearning.methods import all_methods
 
+        folder = Path(base) if base is not None else Path.cwd()
+        raw = _load_plugins(raw, folder)
+        raw = _resolve_checkpoints(raw, folder, read=check_data)
+
         context = {"methods": all_methods()}
     try:
         spec = SweepSpec.model_validate(raw, context=context)
@@ -655,6 +697,47 @@ def load_spec(raw: dict[str, Any], sets: list[tuple[str, Any]] = (), *, check_da
     if not read_only:
         check_spec(spec, check_data=check_data)
     return spec
+
+
+def _load_plugins(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Import the plug-ins `raw` names (before anything else is validated: the spec may name their
+    methods, model and data set); `plugins` becomes what was loaded, each once: a file's absolute
+    path, a module's name. A plug-in that fails is one UserError line (its file, line, exception)."""
+    names = raw.get("plugins") if isinstance(raw, dict) else None
+    if names is None:
+        return raw
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise UserError("plugins: a list of .py files (relative to the spec's folder) or module names")
+    from unlearning.plugins import load_plugins
+
+    loaded = load_plugins(names, base=folder)
+    return {**raw, "plugins": list(dict.fromkeys(p.name for p in loaded))}
+
+
+def _resolve_checkpoints(raw: dict[str, Any], folder: Path, *, read: bool) -> dict[str, Any]:
+    """`base.checkpoints.*` paths made absolute (from `folder`) and, with `read`, each file read
+    safely (weights only; a state dict of finite tensors) and its sha256 filled in (a pinned one is
+    checked): the fingerprint counts the file by its content, and a node finds it in its cache by
+    it. One UserError line per bad file; nothing in it runs."""
+    base = raw.get("base") if isinstance(raw, dict) else None
+    given = base.get("checkpoints") if isinstance(base, dict) else None
+    if not isinstance(given, dict):
+        return raw
+    from unlearning.checkpoints import read_checkpoint
+
+    out = dict(given)
+    for kind, ref in given.items():
+        ref = {"path": ref} if isinstance(ref, str) else ref
+        if not isinstance(ref, dict) or not isinstance(ref.get("path"), str):
+            continue  # the model's validation names the problem
+        path = (folder / Path(ref["path"]).expanduser()).resolve()
+        ref = {**ref, "path": str(path)}
+        if read:
+            ref["sha256"] = read_checkpoint(path, sha256=ref.get("sha256"),
+                                            what=f"base.checkpoints.{kind}").sha256
+        out[kind] = ref
+    assert isinstance(base, dict)  # `given` came from it
+    return {**raw, "base": {**base, "checkpoints": out}}
 
 
 def check_spec(spec: SweepSpec, *, check_data: bool = True) -> None:
@@ -690,9 +773,11 @@ def check_spec(spec: SweepSpec, *, check_data: bool = True) -> None:
                     raise UserError(f"methods.{name}.space.{pname}{where}: {value!r} is not a valid "
                                     f"{pname} ({msg})") from None
 
-    for path, item in [*((f"objectives.{i}", o) for i, o in enumerate(spec.objectives)),
-                       *((f"constraints.{i}", c) for i, c in enumerate(spec.constraints)),
-                       *([("select", spec.select)] if spec.select else [])]:
+    uses: list[tuple[str, Objective | Constraint]] = [
+        *((f"objectives.{i}", o) for i, o in enumerate(spec.objectives)),
+        *((f"constraints.{i}", c) for i, c in enumerate(spec.constraints)),
+        *([("select", spec.select)] if spec.select else [])]
+    for path, item in uses:
         m = catalogue.get(item.metric)
         if m.relearn and base.eval.relearn is None:
             raise UserError(f"{path}.metric: {m.name} needs the relearning attack (set "
@@ -728,4 +813,4 @@ def _probe_values(d: Dim) -> list[tuple[str, Any]]:
 __all__ = ["AuditSpec", "CategoricalDim", "Constraint", "Dim", "FixedDim", "FloatDim", "IntDim",
            "LogFloatDim", "LogIntDim", "METRICS", "Objective", "SweepSpec", "blind_metrics", "load_spec",
            "preset_names", "read_spec_source", "set_path_any", "spec_difference", "spec_fingerprint",
-           "sweep_identity"]
+           "spec_folder", "sweep_identity"]

@@ -14,9 +14,9 @@ from typing import Callable
 
 import optuna
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeps.journal import StudyView, journal_storage, journal_study
 from sweeps.rundir import run_identity
 from sweeps.samplers import make_sampler
 from sweeps.space import grid_points
@@ -32,7 +32,7 @@ DUPLICATE = "duplicate_of"  # user attr on a trial that proposed an already reco
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 
 
-def superseded(study: optuna.Study) -> set[int]:
+def superseded(study: optuna.Study | StudyView) -> set[int]:
     """Numbers of the trials whose parameters were enqueued again (a replay took their place), as the
     study lists them (older journals also marked a trial still running with the user attr REQUEUED)."""
     out = {int(k) for k in study.user_attrs.get(SUPERSEDED, {})}
@@ -81,7 +81,7 @@ def load_study_readonly(spec: SweepSpec, run_dir: Path):
 def storage_for(spec: SweepSpec, run_dir: Path):
     if spec.storage:
         return spec.storage
-    return JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
+    return journal_storage(run_dir / "study.journal")
 
 
 def study_name(spec: SweepSpec, run_dir: Path) -> str:
@@ -116,6 +116,7 @@ def open_study(spec: SweepSpec, run_dir: Path, name: str | None = None, *,
             raise
         first = (str(e).strip() or "no message").splitlines()[0]
         raise UserError(f"storage: cannot open the study ({type(e).__name__}: {first})") from None
+    journal_study(study, storage)
     have = [d.name.lower() for d in study.directions]
     if have != directions:
         raise UserError(f"objectives: the study {name!r} in {run_dir} was created with directions "
@@ -184,7 +185,23 @@ def trials_done(spec: SweepSpec, run_dir: Path) -> int:
     return counted(study) if study is not None else 0
 
 
-def counted(study: optuna.Study) -> int:
+def refuse_new_seeds(run_dir: Path, recorded: SweepSpec, new: SweepSpec, done: int) -> None:
+    """Seeds are fixed once a trial is on record: its value was told to Optuna as the mean over the
+    recorded seeds, and the study cannot be told again. Other seeds would put configurations of
+    n = 1 and n = 2 in one study (the sampler learning from both as like for like) and one front,
+    and call the old ones complete on seeds they never ran. So a change is refused in one line that
+    names the two ways to more seeds: `replicate` (the best configurations, in the open), or a new
+    sweep. Order does not matter (the same seeds reordered are the same runs)."""
+    key = lambda spec: sorted(tuple(sorted(s.items())) for s in spec.seed_list())  # noqa: E731
+    if done and key(recorded) != key(new):
+        raise UserError(
+            f"seeds: {run_dir} holds {done} trial(s) told to Optuna as means over seeds {recorded.seeds}; "
+            f"seeds {new.seeds} would rank n = {len(recorded.seeds)} and n = {len(new.seeds)} as like for "
+            f"like: `unlearn-sweep replicate {run_dir} --top K --seeds ...` runs the best configurations on "
+            "more seeds, or start another sweep with --out")
+
+
+def counted(study: optuna.Study | StudyView) -> int:
     """Finished trials that count towards n_trials (superseded ones and duplicates do not)."""
     sup = superseded(study)
     return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED)

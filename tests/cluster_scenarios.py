@@ -112,7 +112,7 @@ class Driver:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"the driver did not end within {timeout} s: {self.stderr[-3000:]}")
+            raise AssertionError(f"the driver did not end within {timeout} s: {self.stderr[-3000:]}") from None
         for t in self._threads:
             t.join(10)
         return self.proc.returncode

@@ -251,7 +251,7 @@ class LocalCluster:
         except subprocess.TimeoutExpired:
             p.kill()
             out, err = p.communicate()
-            raise AssertionError(f"{args} on {node.name} timed out after {timeout} s: {err[-2000:]}")
+            raise AssertionError(f"{args} on {node.name} timed out after {timeout} s: {err[-2000:]}") from None
         return subprocess.CompletedProcess(args, p.returncode, out, err)
 
     # -- Ray ------------------------------------------------------------------------------------

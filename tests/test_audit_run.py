@@ -110,6 +110,7 @@ def _shadow_metas(cache: Path) -> dict[str, float]:
     return out
 
 
+@pytest.mark.slow
 def test_sigkilled_audit_resumes_and_trains_every_shadow_once(tmp_path):
     rec = make_record(tmp_path / "run", base={**FAST, "model": "small_cnn"})
     cache = tmp_path / "cache"

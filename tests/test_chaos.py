@@ -19,7 +19,6 @@ import signal
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 
 import psutil
 import pytest

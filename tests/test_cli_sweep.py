@@ -31,6 +31,7 @@ def test_presets_command_lists_quickstart(capsys):
     assert "quickstart:" in out and "cifar10_random10:" in out
 
 
+@pytest.mark.slow
 def test_quickstart_shrunk_prints_front_and_writes_everything(tmp_path, capsys):
     out_dir = tmp_path / "qs"
     code = main(["run", "quickstart", "--out", str(out_dir), "--set", "n_trials=2", *FAST,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 import torch
 
 from unlearning.data import DataConfig, augment, load_dataset
@@ -83,7 +84,7 @@ def test_classwise_split_drops_the_class_from_test_and_val(digits):
                                  {"forget_fraction": 0.1, "forget_count": 5},
                                  {"scenario": "class"}, {"forget_class": 2}])
 def test_bad_split_configs_are_rejected(bad):
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         SplitConfig(**bad)
 
 

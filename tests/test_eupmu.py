@@ -182,6 +182,7 @@ def _tradeoff(cache, eps_values, seeds):
     return out
 
 
+@pytest.mark.slow
 def test_epsilon_trades_ua_for_ra_fast(oracle_cache):
     """Strict vs loose bound (authors' form: phi log, Adam dual, lambda from 0, unclamped).
     Measured on digits/small_cnn, 3 epochs, seeds 0-1: eps -0.2 -> UA 19.2, RA 87.3; eps +0.2 ->

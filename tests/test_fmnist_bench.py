@@ -26,6 +26,7 @@ def run_tiny(tmp_path, methods: str, jobs: int) -> dict:
     return d
 
 
+@pytest.mark.slow
 def test_tiny_table_end_to_end(tmp_path):
     d = run_tiny(tmp_path, "retrain,ga,eupmu_fast", jobs=2)  # oracles, then rows, in two processes
     assert d["jobs"] == 2 and len(list((tmp_path / "runs" / "logs").rglob("job*.log"))) == 4
@@ -44,6 +45,22 @@ def test_tiny_table_end_to_end(tmp_path):
     rep = read_results(tmp_path / "runs" / "ga-replicate").to_pandas()
     assert set(rep["params_json"]) == {json.dumps(rows["GA"]["params"], sort_keys=True)}
     assert sorted(rep["train_seed"]) == [0, 1, 2] and (rep["state"] == "COMPLETE").all()
+    # the tool's separation, paired by seed: GA against EUPMU-fast (the references are not ranked)
+    assert "separation" not in rows["Retrain"]
+    assert {rows[k]["separation"]["n_pairs"] for k in ("GA", "EUPMU-fast")} == {3}
+    assert sorted(rows[k]["separation"]["best"] for k in ("GA", "EUPMU-fast")) == [False, True]
+    assert "| Δ avg. gap vs best [95% CI] | rank |" in (tmp_path / "table.md").read_text()
+
+
+def test_separation_of_the_bench_rows_flags_a_row_worse_than_one_it_contains():
+    rows = [{"key": k, "label": k, "method": m, "metrics": {},
+             "per_seed_avg_gap": [[s, s, 0, v + 0.1 * s] for s in range(3)]}
+            for k, m, v in (("rl", "rl", 1.6), ("eupmu", "eupmu", 2.5), ("eupmu_fast", "eupmu", 1.0))]
+    result = {"rows": rows}
+    fmnist_table.add_separation(result)
+    sep = {r["key"]: r["separation"] for r in rows}
+    assert sep["eupmu_fast"]["best"] and sep["eupmu"]["rank"] == 3 and sep["rl"]["rank"] == 2
+    assert "worse than rl's 1.70" in sep["eupmu"]["under_searched"] and not sep["eupmu_fast"]["under_searched"]
 
 
 @pytest.mark.slow

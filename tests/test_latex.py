@@ -48,7 +48,8 @@ def tabular_width(tex: str) -> list[float]:
         sep = float(re.search(r"tabcolsep\}\{([\d.]+)pt", tex).group(1)) if "tabcolsep" in tex else 6.0
         widths = [0.0] * len(spec)
         for row in rows.split(r"\\"):
-            row = re.sub(r"\\(resizebox.*?%|toprule|midrule|bottomrule|cmidrule\(lr\)\{[\d-]+\}|addlinespace\[\dpt\])", "", row)
+            row = re.sub(r"\\(resizebox.*?%|toprule|midrule|bottomrule|cmidrule\(lr\)\{[\d-]+\}"
+                         r"|addlinespace\[\dpt\])", "", row)
             for i, cell in enumerate(row.split("&")[:len(spec)]):
                 widths[i] = max(widths[i], cell_width(cell))
         out.append(sum(widths) + 2 * sep * len(spec))

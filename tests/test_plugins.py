@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from tests.plugin_util import METHOD_SRC, MODEL_SRC, RAISES_SRC, digits_npz, write
 from unlearning.errors import UserError
@@ -180,8 +181,10 @@ def test_source_bytes_load_the_same_names_and_a_wrong_hash_is_refused(tmp_path, 
 
 
 WORKER = textwrap.dedent('''
-    import json, pickle, sys
+    import json, pickle, sys, torch
     from unlearning.plugins import load_plugin_source
+    # as many threads as the driver's process: float sums then add up in the same order
+    torch.set_num_threads(int(sys.argv[2]))
     from unlearning.trial import load_trial_config, run_trial, untimed
     shipped = pickle.load(open(sys.argv[1], "rb"))
     names = [load_plugin_source(p["name"], p["sources"], p["sha256"], path=p["path"]).record()
@@ -214,7 +217,8 @@ def test_a_process_without_the_plugin_files_runs_the_same_trial_from_their_sourc
     import shutil
 
     shutil.rmtree(lab)  # the worker has never seen the files
-    out = subprocess.run([sys.executable, "-c", WORKER, str(tmp_path / "shipped.pkl")], cwd=elsewhere,
+    out = subprocess.run([sys.executable, "-c", WORKER, str(tmp_path / "shipped.pkl"),
+                          str(torch.get_num_threads())], cwd=elsewhere,
                          capture_output=True, text=True, timeout=600,
                          env={**os.environ, "PYTHONPATH": ""})
     assert out.returncode == 0, out.stderr[-3000:]
@@ -224,3 +228,18 @@ def test_a_process_without_the_plugin_files_runs_the_same_trial_from_their_sourc
     a, b = untimed(here), there["result"]
     for key in ("state", "metrics", "reference", "history", "params"):
         assert a[key] == b[key], key
+
+
+def test_the_source_loader_refuses_a_module_outside_its_plugin_with_import_error():
+    # InspectLoader's contract: linecache catches ImportError (a KeyError escaped it before)
+    import linecache
+
+    from unlearning.plugins import _SourceFinder
+
+    finder = _SourceFinder("lab_m", {"lab_m.py": b"x = 1\n"}, "/nowhere/lab_m.py")
+    assert finder.get_source("lab_m") == "x = 1\n"
+    with pytest.raises(ImportError):
+        finder.get_source("other")
+    with pytest.raises(ImportError):
+        finder.get_code("other")
+    assert linecache.getlines("<lab>", {"__name__": "other", "__loader__": finder}) == []

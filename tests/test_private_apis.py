@@ -40,6 +40,8 @@ def test_ray_private_names_exist_in_the_installed_ray():
     with ray_private.loopback_only():  # sets and restores, without starting anything
         assert ray_constants.ENABLE_RAY_CLUSTER is False
     assert isinstance(ray_private.token_auth_enabled(), bool)
+    assert getattr(ray_constants, "RAY_WORKER_NICENESS", None) == ray_private.WORKER_NICENESS_ENV, \
+        f"{where} ray_constants.RAY_WORKER_NICENESS"
 
 
 def test_optuna_journal_format_is_the_one_sweeps_journal_reads():

@@ -39,6 +39,7 @@ def _listening(session: str, pids: list[int]) -> set[tuple[str, str, int]]:
     return out
 
 
+@pytest.mark.slow
 def test_embedded_ray_is_private_and_leaves_nothing_behind(monkeypatch):
     if ray.is_initialized():
         pytest.skip("another test left Ray running in this process")
@@ -69,6 +70,9 @@ def test_embedded_ray_is_private_and_leaves_nothing_behind(monkeypatch):
         (o,) = b.wait([b.submit("v", {"op": "env", "names": ["WANDB_API_KEY", "UNLEARN_SWEEP_CACHE"]})],
                       timeout=60)
         assert o.result["WANDB_API_KEY"] is None and os.environ["WANDB_API_KEY"] == KEY
+        # trial workers at the driver's priority, not Ray's default of 15 nice levels below it
+        assert {os.getpriority(os.PRIO_PROCESS, p) for p in pids} == {os.getpriority(os.PRIO_PROCESS, 0)}
+        assert "RAY_worker_niceness" not in os.environ  # set for Ray's start only
     finally:
         b.shutdown()
     assert not ray.is_initialized()

@@ -121,6 +121,7 @@ def test_out_of_memory_result_passes_through_and_recycles_the_worker(cluster):
         assert after != o.result["pid"]
 
 
+@pytest.mark.slow
 def test_fractional_gpus_pack_four_per_gpu_and_the_fifth_waits(cluster):
     with RayBackend(task, None, cpus_per_trial=0.25, gpus_per_trial=0.25) as b:
         assert b.capacity() == 4  # 1 logical GPU / 0.25
@@ -343,6 +344,7 @@ class _Results:
     def close(self): pass
 
 
+@pytest.mark.slow
 def test_sweep_with_overlap_gives_the_whole_results_inline_gives(cluster, tmp_path):
     """Real trials (digits, small_cnn) on one actor that starts each trial while the previous one's
     MIA SVC runs: every metric, reference metric and history row equals the in-process run's, all

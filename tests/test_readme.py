@@ -43,6 +43,7 @@ def test_the_readme_commands_are_found_and_the_skips_are_few():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # a fresh venv and every command: 15 min on a busy machine
 def test_every_readme_command_runs_on_a_fresh_clone(tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)

@@ -110,6 +110,7 @@ def _ray_processes(ray_tmp: str, within: float) -> list[str]:
         time.sleep(0.5)
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_sigterm_of_a_driver_on_ray_then_resume(tmp_path):
     """SLURM preemption and Kubernetes send SIGTERM: the driver on Ray ends by our path, not Ray's:
@@ -137,6 +138,7 @@ def test_sigterm_of_a_driver_on_ray_then_resume(tmp_path):
     shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_sigkill_of_a_driver_on_ray_leaves_no_ray_process_behind(tmp_path):
     """Nothing can run in a driver killed with SIGKILL; the embedded Ray's processes end with it:
@@ -156,7 +158,9 @@ def test_sigkill_of_a_driver_on_ray_leaves_no_ray_process_behind(tmp_path):
     shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP, signal.SIGTERM])
+# SIGTERM by default; SIGINT and SIGHUP take the same path (slow: about 20 s each on 2 cores)
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow),
+                                 pytest.param(signal.SIGHUP, marks=pytest.mark.slow), signal.SIGTERM])
 def test_every_stop_signal_takes_the_same_path_inline(tmp_path, sig):
     spec = _spec_file(tmp_path, n_trials=5, seeds=[0, 1])
     run_dir = tmp_path / "run"
@@ -187,6 +191,7 @@ def _kill_then_resume(tmp_path: Path, name: str, at: int, n: int) -> set:
     return assert_whole(run_dir, n, n_seeds=2)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_continues_the_search_instead_of_replaying_it(tmp_path):
     """The resumed sweep runs the configurations an uninterrupted one runs (one at a time, as
     inline does): the sampler is seeded per configuration, the trial killed in flight is replayed
@@ -206,6 +211,7 @@ def test_sigkill_at_several_moments_gives_the_uninterrupted_configurations(tmp_p
     assert _kill_then_resume(tmp_path, f"killed{at}", at=at, n=8) == uninterrupted
 
 
+@pytest.mark.slow
 def test_two_drivers_started_at_the_same_instant_exactly_one_runs(tmp_path):
     spec = _spec_file(tmp_path, n_trials=3)
     run_dir = tmp_path / "run"
@@ -326,6 +332,7 @@ def test_read_only_run_dir_is_one_line_and_resume_finishes_once_writable(tmpfs, 
     assert_whole(run_dir, 4)
 
 
+@pytest.mark.slow
 def test_full_disk_mid_sweep_is_one_line_and_resume_finishes_once_there_is_room(tmpfs, tmp_path):
     run_dir = tmpfs / "run"
     filler = tmpfs / "filler"
@@ -591,7 +598,7 @@ def test_non_finite_values_in_the_record_are_named_and_not_counted_complete(tmp_
     assert f"record: trial {trial} seed 0 (run {victim['fingerprint'][:12]}): retain_acc is inf in a " \
            "COMPLETE row" in out
     assert f"record: trial {trial} seed 0 (run {victim['fingerprint'][:12]}): test_acc is nan" in out
-    assert "4 configuration(s) x 1 seed(s), 3 complete" in out
+    assert "4 configuration(s) x 1 search seed(s), 3 complete" in out
     assert main(["analyze", str(tmp_path), "--json"]) == 0
     got = capsys.readouterr()
     assert "test_acc is nan in a COMPLETE row" in got.err
@@ -616,3 +623,18 @@ def test_a_password_written_in_a_spec_string_reaches_no_file(tmp_path):
             assert secret not in data, f"{secret!r} reached {f}"
     assert "password <redacted>" in (tmp_path / "spec.yaml").read_text()
     assert "password <redacted>" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_page_with_plotly_inline_is_scrubbed_around_the_library(tmp_path, monkeypatch):
+    """The report's writer leaves plotly.js (the library's own text) as it is and scrubs the rest."""
+    from plotly.offline import get_plotlyjs
+
+    from sweeps.report.summary import write_file
+
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-9f8e7d6c5b4a")
+    js = get_plotlyjs()
+    page = f"<p>tok-9f8e7d6c5b4a</p><script>{js}</script><p>password hunter2xyz</p>"
+    write_file(tmp_path / "page.html", page)
+    written = (tmp_path / "page.html").read_text()
+    assert "tok-9f8e7d6c5b4a" not in written and "hunter2xyz" not in written
+    assert written.startswith(f"<p><redacted></p><script>{js}</script><p>password <redacted>")

@@ -49,17 +49,22 @@ def test_replicate_per_method_takes_each_methods_best(tmp_path):
     assert sorted(rep.groupby("method")["trial_number"].nunique().to_dict().items()) == [("ft", 1), ("rl", 1)]
 
 
-def test_more_seeds_or_trials_on_resume_extend_the_record(tmp_path):
+def test_more_trials_on_resume_extend_the_record_more_seeds_go_through_replicate(tmp_path):
     spec = load_spec(small_spec(n_trials=4))
     run_sweep(spec, tmp_path, fn=fake_task, log=None)
     before = analyze(tmp_path, spec)
-    more = load_spec(small_spec(n_trials=6, seeds=[0, 1, 2]))
-    out = run_sweep(more, tmp_path, fn=fake_task, log=None)
-    assert out["done"] == 2  # two new trials (on three seeds); the four old ones stay as they are
-    a = analyze(tmp_path, more)
+    # more seeds for the search would mix n = 1 and n = 3 in one study: refused, nothing run
+    with pytest.raises(UserError, match="^seeds: "):
+        run_sweep(load_spec(small_spec(n_trials=6, seeds=[0, 1, 2])), tmp_path, fn=fake_task, log=None)
+    assert read_results(tmp_path).num_rows == 4
+    out = run_sweep(load_spec(small_spec(n_trials=6)), tmp_path, fn=fake_task, log=None)
+    assert out["done"] == 2
+    replicate_sweep(spec, tmp_path, top=2, seeds="0-2", fn=fake_task, log=None)
+    a = analyze(tmp_path, spec)
     assert len(a.configs) == 6 and (a.configs["state"] == "COMPLETE").all()
     assert sorted(a.configs["n"]) == [1, 1, 1, 1, 3, 3]
     assert len(a.front) >= 1 and len(before.front) >= 1
+    assert (a.front["n"] == 3).all()  # the front ranks the replicated configurations only
 
 
 def test_replicate_refuses_an_empty_search_and_bad_seeds(tmp_path):

@@ -57,7 +57,9 @@ def test_run_json_records_the_sweep_its_spec_fingerprint_its_study_and_the_versi
     assert spec_fingerprint(more) == ident["spec_fingerprint"] != spec_fingerprint(other)
 
 
-@pytest.mark.parametrize("damage", ["another sweep's spec.yaml", "an edited space", "another study's journal"])
+@pytest.mark.parametrize("damage", ["another sweep's spec.yaml",
+                                    pytest.param("an edited space", marks=pytest.mark.slow),
+                                    pytest.param("another study's journal", marks=pytest.mark.slow)])
 def test_a_run_directory_that_disagrees_with_itself_is_named_read_and_refused_written(tmp_path, capsys,
                                                                                      damage):
     run_dir = _run(tmp_path, capsys, n_trials=2)
@@ -101,11 +103,11 @@ def test_resume_set_refuses_what_changes_the_sweep_naming_the_key_and_both_value
 
 def test_run_and_resume_share_the_rule_what_extends_a_sweep_is_allowed(tmp_path, capsys):
     run_dir = _run(tmp_path, capsys, n_trials=2)
-    assert main(["resume", str(run_dir), "--set", "n_trials=3", "--set", "seeds=[0, 1]",
-                 "--set", "description=more seeds", "--set", "fail_fast=0", "--set", "base.device=cpu"]) == 0
+    assert main(["resume", str(run_dir), "--set", "n_trials=3", "--set", "description=more trials",
+                 "--set", "fail_fast=0", "--set", "base.device=cpu"]) == 0
     capsys.readouterr()
     spec = load_spec(yaml.safe_load((run_dir / "spec.yaml").read_text()), read_only=True)
-    assert spec.n_trials == 3 and spec.seeds == [0, 1]
+    assert spec.n_trials == 3 and spec.seeds == [0]
     # the same rule for `run`: another sampler seed in the spec file is refused, naming both values
     raw = small_spec(n_trials=3, sampler={"name": "tpe", "seed": 7})
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(raw))
@@ -113,6 +115,7 @@ def test_run_and_resume_share_the_rule_what_extends_a_sweep_is_allowed(tmp_path,
     assert "with a different sampler.seed (recorded 0, this spec 7)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_n_trials_below_the_record_is_kept_and_a_finished_sweep_starts_no_backend(tmp_path, capfd,
                                                                                   monkeypatch):
     """Before: `resume --set n_trials=3` with 6 done rewrote spec.yaml to 3, and `run` on a finished
@@ -150,3 +153,33 @@ def test_the_ctrl_c_line_names_the_run_directory(tmp_path, capsys, monkeypatch):
     assert main(["resume", str(run_dir), "--set", "n_trials=3"]) == 130
     err = capsys.readouterr().err
     assert err == f"unlearn-sweep: interrupted (SIGINT); `unlearn-sweep resume {run_dir}` continues\n"
+
+
+@pytest.mark.parametrize("verb", ["run", "resume"])
+def test_seeds_added_to_a_sweep_with_trials_are_refused_in_one_line_and_nothing_changes(tmp_path, capsys, verb):
+    """A trial's value was told to Optuna as the mean over the recorded seeds: other seeds would rank
+    n = 1 and n = 2 as like for like and call the old configurations complete on seeds they never ran."""
+    run_dir = _run(tmp_path, capsys, n_trials=2)
+    before = _files(run_dir)
+    args = [str(tmp_path / "t.yaml"), "--out", str(run_dir)] if verb == "run" else [str(run_dir)]
+    assert main([verb, *args, "--set", "n_trials=4", "--set", "seeds=[0,1]"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "seeds: " in err
+    assert "holds 2 trial(s) told to Optuna as means over seeds [0]" in err
+    assert "unlearn-sweep replicate" in err and _files(run_dir) == before
+    # the same seeds in another order are the same runs: allowed
+    two = _run(tmp_path, capsys, name="two", n_trials=2, seeds=[0, 1])
+    assert main(["resume", str(two), "--set", "n_trials=3", "--set", "seeds=[1,0]"]) == 0
+    assert len(R.read_results(two)) == 6
+
+
+def test_the_api_refuses_other_seeds_too(tmp_path):
+    from orchestrator.runner import run_sweep
+    from tests.sweep_util import fake_task
+    from unlearning.errors import UserError
+
+    run_sweep(load_spec(small_spec(n_trials=2)), tmp_path, fn=fake_task, log=None)
+    n = len(R.read_results(tmp_path))
+    with pytest.raises(UserError, match=r"^seeds: .* would rank n = 1 and n = 2 as like for like"):
+        run_sweep(load_spec(small_spec(n_trials=4, seeds=[0, 1])), tmp_path, fn=fake_task, log=None)
+    assert len(R.read_results(tmp_path)) == n

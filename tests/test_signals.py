@@ -103,6 +103,7 @@ def test_a_trial_in_flight_on_the_inline_backend_is_recorded_interrupted(tmp_pat
     assert_record_whole(run_dir)
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_sigterm_while_ray_starts_is_our_stop_not_rays(tmp_path):
     """ray.init used to install its own SIGTERM handler: exit status 15 and not a word."""

@@ -166,6 +166,7 @@ def _race(run_dir, barrier, results):
         results.put("refused")
 
 
+@pytest.mark.slow
 def test_two_drivers_starting_at_the_same_instant_exactly_one_gets_the_lock(tmp_path):
     import multiprocessing as mp
 
@@ -243,3 +244,50 @@ def test_rdb_storage_that_cannot_be_opened_is_one_user_error(tmp_path):
     spec = load_spec(small_spec(storage=f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 's.db'}"))
     with pytest.raises(UserError, match="^storage: cannot open the study"):
         open_study(spec, tmp_path)
+
+
+def _lines(path) -> int:
+    return len(path.read_bytes().splitlines())
+
+
+def _view(trials) -> list:
+    return [(t.number, t.state, t.params, t.values, t.user_attrs, t.system_attrs) for t in trials]
+
+
+def test_a_journal_batch_is_one_append_that_this_process_reads_at_once(tmp_path):
+    """RunJournal.batch: the block's log lines reach the file together at its end, in order; inside
+    it the study reads its own writes; the file then replays to exactly the study this process
+    sees, as a journal written call by call does."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from sweeps.journal import batch
+
+    spec = load_spec(small_spec(n_trials=4))
+    study = open_study(spec, tmp_path, "s")
+    path = tmp_path / "study.journal"
+    for i in range(4):
+        before = _lines(path)
+        with batch(study):
+            trial = study.ask()
+            suggest(trial, spec)
+            trial.set_user_attr("run_id", "r")
+            assert _lines(path) == before  # nothing on file yet
+            assert study.get_trials(deepcopy=False)[-1].user_attrs == {"run_id": "r"}  # read back here
+        assert _lines(path) > before + 2
+        before = _lines(path)
+        with batch(study):
+            trial.set_constraint("utility_drop<=3", i - 2.0)
+            trial.set_user_attr("feasible", i <= 2)
+            study.tell(trial, [float(i), 100.0 - i])
+            assert _lines(path) == before
+        assert _lines(path) == before + 3
+    again = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(path))))
+    assert _view(again.get_trials()) == _view(study.get_trials())
+    assert [t.state for t in again.get_trials()] == [TrialState.COMPLETE] * 4
+    # outside a batch, call by call as before; and a study on another storage has no batch to open
+    study.set_user_attr("after", 1)
+    assert optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(path)))) \
+        .user_attrs["after"] == 1
+    with batch(optuna.create_study()):
+        pass

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 import torch
 
 from tests.conftest import digits_config
@@ -38,10 +39,11 @@ def test_bad_configs_are_one_line_user_errors(raw, needle):
 
 def test_trial_config_is_frozen():
     cfg = TrialConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         cfg.method = "ga"
 
 
+@pytest.mark.slow
 def test_oracle_is_cached_and_reused(tmp_path):
     cfg = digits_config("ft", params={"epochs": 1}, cache_dir=str(tmp_path))
     first = run_trial(cfg)
@@ -126,6 +128,7 @@ def test_a_failure_in_the_tail_is_a_failed_trial(monkeypatch):
     assert r.ended_at and r.total_s > 0
 
 
+@pytest.mark.slow
 def test_the_timed_unlearning_of_a_fresh_process_imports_nothing():
     """RTE is a reported metric: one-time process costs (the first optimizer imports torch._dynamo,
     about a second) must not land in the first trial's timed part. In a fresh process, no module
@@ -166,6 +169,7 @@ def run_cli(*args):
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_trial_json_is_one_trial_result():
     p = run_cli("trial", "--method", "ft", "--data", "digits", "--set", "epochs=1", "--json")
     assert p.returncode == 0, p.stderr
@@ -186,11 +190,20 @@ def test_cli_trial_json_is_one_trial_result():
     (["--set", "split.forget_fraction=1"], "split.forget_fraction"),
     (["--config", "/no/such.yaml"], "no such file"),
 ])
-def test_cli_bad_input_is_one_line_and_exit_2(args, needle):
-    p = run_cli("trial", *args)
+def test_cli_bad_input_is_one_line_and_exit_2(args, needle, capsys):
+    from orchestrator.cli import main
+
+    assert main(["trial", *args]) == 2  # in this process: the same main a shell runs (below)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], err
+
+
+def test_cli_bad_input_from_a_shell_is_one_line_and_exit_2():
+    p = run_cli("trial", "--method", "nope")
     assert p.returncode == 2, (p.returncode, p.stderr)
     lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], p.stderr
+    assert len(lines) == 1 and "unknown method" in lines[0], p.stderr
 
 
 def test_cli_methods_lists_every_method_with_defaults():

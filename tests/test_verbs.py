@@ -237,3 +237,13 @@ def test_wandb_gets_a_sweep_level_run_beside_the_trials(tmp_path):
     assert s["table/configurations/nrows"] == 2 and s["table/field/nrows"] >= 4  # Retrain, Original, picks
     for plot in ("front", "history"):
         assert s[f"plot/{plot}/_type"] == "image-file", plot
+
+
+def test_model_pick_names_the_kept_trials_when_a_description_has_no_trial_number():
+    # a description without trial_number (a model put in models/ by hand) made the line a TypeError
+    from orchestrator.verbs.model import pick
+    from unlearning.errors import UserError
+
+    models = [{"trial_number": 3, "path": "a.pt"}, {"path": "b.pt"}]
+    with pytest.raises(UserError, match=r"models kept for trials: 3;"):
+        pick(models, 7, None, None)

@@ -14,6 +14,8 @@ The public API for extending it (docs/extending.md), the same door the built-ins
 - `METHODS`, `MODELS`, `DATA_SETS`: the registries (read-only views by name)
 - `TrialConfig`, `run_trial`, `TrialResult`: run one trial (`checkpoints:` starts it from released
   models, `Checkpoints`)
+- `load_unlearned(path)`: an unlearned model a sweep kept (runs/<name>/models/<fingerprint>.pt) as
+  an `nn.Module`
 
 Names are imported on first use, so `import unlearning` stays light.
 """
@@ -32,6 +34,7 @@ _EXPORTS = {
     "dataset_from_arrays": "unlearning.datafiles",
     "Checkpoints": "unlearning.checkpoints",
     "TrialConfig": "unlearning.trial", "TrialResult": "unlearning.trial", "run_trial": "unlearning.trial",
+    "load_unlearned": "unlearning.kept",
 }
 __all__ = sorted(_EXPORTS)
 

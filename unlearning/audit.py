@@ -40,7 +40,7 @@ import math
 import platform
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -52,6 +52,7 @@ from unlearning.errors import FailureKind
 from unlearning.loop import autocast_factory
 from unlearning.methods import get_method
 from unlearning.oracle import Trained, cached_train, oracle, oracle_key
+from unlearning.plugins import load_shipped
 from unlearning.relearn import ain, relearn_time, train_accuracy
 from unlearning.splits import Split, make_split
 from unlearning.trial import default_cache_dir, failure_of, load_trial_config, resolve_device, unlearn
@@ -95,7 +96,8 @@ def get_model(cfg, ds: Dataset, split: Split, kind: str, index: int, audit: Audi
                "split": split.digest(), "held": hashlib.sha256(held.numpy().tobytes()).hexdigest()[:16]}
         return cached_train(cache_dir, key, ds, torch.cat([split.retain, held]).sort().values,
                             cfg.model, cfg.train, seed, device, autocast)
-    return oracle(kind, ds, split, model_name=cfg.model, recipe=cfg.train, train_seed=seed,
+    oracle_kind = cast(Literal["original", "retrain"], kind)  # not shadow: one of the other two
+    return oracle(oracle_kind, ds, split, model_name=cfg.model, recipe=cfg.train, train_seed=seed,
                   device=device, autocast=autocast, cache_dir=cache_dir, precision=precision)
 
 
@@ -206,13 +208,14 @@ def run_audit_task(payload: dict[str, Any], on_epoch=None) -> dict[str, Any]:
     """Worker entry point (what a backend runs), JSON-like dicts in and out. payload:
         op: train | score;  trial: the audit's TrialConfig dict;  audit: AuditConfig dict;
         role: shadow | audited | reference (| retrain: train only);  index: k;
-        config: {method, params} (not for reference)
+        config: {method, params} (not for reference);  plugin_sources: as for unlearning.tasks
     `train` makes sure the role's model is in the cache. `score` applies the configuration and
     returns the margins (forget set; KLoM's retain/validation subsets for audited and reference) and
     the relearning attack's count. A failure inside is a FAIL result with the reason."""
     t0 = time.perf_counter()
     base_out = {"node": platform.node(), "role": payload.get("role"), "index": payload.get("index")}
     try:
+        load_shipped(payload.get("plugin_sources") or ())  # before the config: it may name theirs
         cfg = load_trial_config(payload["trial"])
         audit = AuditConfig(**payload["audit"])
         role, k = payload["role"], int(payload["index"])
@@ -251,6 +254,7 @@ def _score(payload, cfg, audit: AuditConfig, ds, split, role, k, base: Trained, 
                 forget = forget[torch.from_numpy(shadow_members(len(forget), audit.seed, k))]
             u = unlearn(tcfg, base, ds, forget, split.retain, split.val, device, autocast,
                         seed=cfg.seeds.unlearn_seed + k)
+            assert u.model is not None  # unlearn returns the model
             model, unlearn_s = u.model, u.runtime_s
     out: dict[str, Any] = {"unlearn_s": unlearn_s, "forget": margins(model, ds, "train", split.forget)}
     if role != "shadow":
@@ -283,9 +287,9 @@ def assess(audit: AuditConfig, n_forget: int, shadow: dict[int, list[float]] | N
         members = np.array([shadow_members(n_forget, audit.seed, k) for k in ks])
         online, offline = ulira_statistics(scores, members, audit.variance)
         for name, stat in (("ulira", online), ("ulira_offline", offline)):
-            q = attack_quality(stat, members)
-            summary.update({f"{name}_auc": q["auc"], f"{name}_tpr_at_1pct": q["tpr@0.01"],
-                            f"{name}_tpr_at_0.1pct": q["tpr@0.001"]})
+            aq = attack_quality(stat, members)
+            summary.update({f"{name}_auc": aq["auc"], f"{name}_tpr_at_1pct": aq["tpr@0.01"],
+                            f"{name}_tpr_at_0.1pct": aq["tpr@0.001"]})
         summary["ulira_pairs"] = attack_quality(online, members)["pairs"]
         summary["n_shadows"] = float(len(ks))
         per.update(shadows=np.array(ks), members=members, score=scores, lr_online=online,

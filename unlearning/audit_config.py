@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from unlearning.config import StrictModel
 
-KINDS = ("ulira", "klom", "relearn")
+KINDS: tuple[Literal["ulira", "klom", "relearn"], ...] = ("ulira", "klom", "relearn")
 
 
 class RelearnConfig(StrictModel):

@@ -61,18 +61,20 @@ class Checkpoint:
     state: dict[str, torch.Tensor]
 
 
-def read_checkpoint(path: str | Path, *, sha256: str | None = None, what: str = "checkpoint"
-                    ) -> Checkpoint:
+def read_checkpoint(path: str | Path, *, sha256: str | None = None, what: str = "checkpoint",
+                    data: bytes | None = None) -> Checkpoint:
     """Read a state dict with weights_only=True; `what` names it in messages (a config key).
     Raises UserError: a missing or non-regular file, a hash other than `sha256`, a file torch cannot
-    read, one that would run code or build objects, or one that is not {name: finite tensor}."""
+    read, one that would run code or build objects, or one that is not {name: finite tensor}.
+    `data`: the file's bytes, sent from a machine that has it (`path` then only names it)."""
     p = Path(path).expanduser()
-    if (problem := file_problem(p)) is not None:
-        raise UserError(f"{what}: {p}: {problem}")
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise UserError(f"{what}: {p}: cannot be read ({e.strerror or e})") from None
+    if data is None:
+        if (problem := file_problem(p)) is not None:
+            raise UserError(f"{what}: {p}: {problem}")
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            raise UserError(f"{what}: {p}: cannot be read ({e.strerror or e})") from None
     digest = hashlib.sha256(data).hexdigest()
     if sha256 is not None and digest != sha256:
         raise UserError(f"{what}: {p} has sha256 {digest}, expected {sha256}")

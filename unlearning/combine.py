@@ -193,6 +193,7 @@ class EUPMU(Combiner):
             self.lam, self.m, self.v, self.t = z + self.lambda_init, z.clone(), z.clone(), z.clone()
 
     def weights(self) -> tuple[Tensor, Tensor]:
+        assert self.lam is not None, "weights() before _init()"
         lam = self.lam.clamp_min(0.0)
         return (1 / (1 + lam), lam / (1 + lam)) if self.normalise else (torch.ones_like(lam), lam)
 
@@ -228,6 +229,7 @@ class EUPMU(Combiner):
         return self._dual_step(before, l_r, prev_lr, ok & prev_ok)
 
     def _dual_step(self, before: Tensor, after: Tensor, lr: float, ok: Tensor) -> dict[str, Tensor]:
+        assert self.lam is not None, "_dual_step() before _init()"
         delta = (before - after) / (lr if self.per_lr else 1.0) + self.eps
         delta = torch.where(ok, delta, torch.zeros_like(delta))
         if self.dual_opt == "sgd":

@@ -211,6 +211,7 @@ def check_dataset(ds, name: str) -> Dataset:
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= ds.num_classes):
             raise DataError(f"{where}: y_{split} spans {int(y.min())}..{int(y.max())}, outside "
                             f"0..{ds.num_classes - 1}")
+    assert shape is not None  # set by the loop's first split
     if len(ds.mean) not in (1, shape[0]) or len(ds.std) != len(ds.mean) or min(ds.std) <= 0:
         raise DataError(f"{where}: mean {ds.mean} and std {ds.std} must have one value (or one per "
                         f"channel, {shape[0]}), std > 0")

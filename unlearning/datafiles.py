@@ -22,6 +22,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -172,7 +173,7 @@ def npz(cfg: DataConfig) -> Dataset:
         if unknown := sorted(names - {*NPZ_REQUIRED, *NPZ_OPTIONAL}):
             raise DataError(f"npz: {path} holds {unknown[0]!r}, not one of "
                             f"{', '.join(NPZ_REQUIRED + NPZ_OPTIONAL)}")
-        arrays = {}
+        arrays: dict[str, Any] = {}  # x_*/y_* arguments of dataset_from_arrays
         for k in sorted(names):
             try:
                 arrays[k] = z[k]
@@ -251,7 +252,8 @@ def image_folder(cfg: DataConfig) -> Dataset:
         raise DataError(f"image_folder: {bad} is {w}x{h}, {everything[0]} {size[1]}x{size[0]}; every "
                         "image must have the same size")
     channels = max(a.shape[2] for a in decoded)
-    arrays, i = {}, 0
+    arrays: dict[str, Any] = {}  # x_*/y_* arguments of dataset_from_arrays
+    i = 0
     for split, (files, labels) in splits.items():
         imgs = decoded[i:i + len(files)]
         i += len(files)

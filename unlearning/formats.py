@@ -26,10 +26,12 @@ import pickle
 import tempfile
 import warnings
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -66,7 +68,10 @@ def _present(name: str, path: Path) -> bool:
     return True
 
 
-def _check(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, where: Path) -> tuple:
+_Split = tuple[np.ndarray, np.ndarray]  # one split: images, labels
+
+
+def _check(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, where: Path) -> _Split:
     """Validate one split so a torn file fails here, not as a shape error deep inside training."""
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1] not in (1, 3):
         raise DataError(f"{name}: images in {where} have shape {x.shape} and dtype {x.dtype} "
@@ -116,7 +121,7 @@ def _pickle(name: str, path: Path) -> dict:
     return d
 
 
-def _cifar_split(name: str, files: list[Path], label_key: bytes, num_classes: int):
+def _cifar_split(name: str, files: list[Path], label_key: bytes, num_classes: int) -> _Split:
     xs, ys = [], []
     for p in files:
         d = _pickle(name, p)
@@ -158,7 +163,7 @@ def _cifar(name: str, root: Path) -> Raw:
 
 
 # ---------------------------------------------------------------- SVHN (MATLAB files)
-def _svhn_split(path: Path):
+def _svhn_split(path: Path) -> _Split:
     import scipy.io
 
     try:
@@ -277,8 +282,9 @@ def _tiny(root: Path) -> Raw:
 # ---------------------------------------------------------------- MNIST, Fashion-MNIST (IDX files)
 # IDX (LeCun's MNIST format): magic bytes 0, 0, a type code, the number of dimensions; then each
 # dimension as a big-endian uint32; then the values, row-major, big-endian.
-_IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
-              0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_TYPES: dict[int, np.dtype] = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8),
+                                   0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"),
+                                   0x0E: np.dtype(">f8")}
 # name -> (title, torchvision's folder, Debian package or None, default root or None)
 IDX_SOURCES = {
     "fashion_mnist": ("Fashion-MNIST", "FashionMNIST", "dataset-fashion-mnist",
@@ -334,7 +340,7 @@ def _idx_file(name: str, d: Path, stem: str) -> Path | None:
     return None
 
 
-def _idx_split(name: str, images: Path, labels: Path):
+def _idx_split(name: str, images: Path, labels: Path) -> _Split:
     x, y = read_idx(images), read_idx(labels)
     if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (28, 28):
         raise DataError(f"{name}: {images} holds {x.dtype} values of shape {x.shape} "
@@ -357,12 +363,14 @@ def _idx(name: str, root: Path) -> Raw:
         missing = next(s for s, f in zip(_IDX_FILES, [_idx_file(name, root, s) for s in _IDX_FILES]) if not f)
         raise DataError(f"{name}: no {missing}[.gz] under {root} (nor under {root / tv / 'raw'}); "
                         f"{how_to_get(name)}")
-    return Raw(*_idx_split(name, files[0], files[1]), *_idx_split(name, files[2], files[3]), 10)
+    files_ = cast("list[Path]", files)  # all four found: the loop broke
+    return Raw(*_idx_split(name, files_[0], files_[1]), *_idx_split(name, files_[2], files_[3]), 10)
 
 
-_READERS = {"cifar10": partial(_cifar, "cifar10"), "cifar100": partial(_cifar, "cifar100"),
-            "svhn": _svhn, "tinyimagenet": _tiny,
-            "mnist": partial(_idx, "mnist"), "fashion_mnist": partial(_idx, "fashion_mnist")}
+_READERS: dict[str, Callable[[Path], Raw]] = {
+    "cifar10": partial(_cifar, "cifar10"), "cifar100": partial(_cifar, "cifar100"),
+    "svhn": _svhn, "tinyimagenet": _tiny,
+    "mnist": partial(_idx, "mnist"), "fashion_mnist": partial(_idx, "fashion_mnist")}
 
 
 def read(name: str, root: str | Path) -> Raw:

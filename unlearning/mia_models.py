@@ -27,7 +27,7 @@ def train_attacks(members: torch.Tensor, non_members: torch.Tensor, k: int, hidd
     """K attack MLPs on feature tensors, each on its own balanced bootstrap (n = the smaller group)."""
     dev, n = members.device, min(len(members), len(non_members))
     target = torch.cat([torch.ones(n, device=dev), torch.zeros(n, device=dev)])
-    nets = []
+    nets: list[torch.nn.Module] = []
     for _ in range(k):
         pick = [a[torch.randint(len(a), (n,), generator=gen, device=dev)] for a in (members, non_members)]
         x = torch.cat(pick)

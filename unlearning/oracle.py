@@ -20,9 +20,10 @@ import inspect
 import json
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -74,7 +75,8 @@ def train_from_scratch(ds: Dataset, idx: torch.Tensor, model_name: str, recipe: 
     torch.manual_seed(seed)
     model = models_mod.build_model(model_name, ds.in_shape, ds.num_classes).to(device)
     if device.type == "cuda" and len(ds.in_shape) == 3:
-        model = model.to(memory_format=torch.channels_last)
+        # torch's stubs omit Module.to's memory_format keyword, which it takes (torch.nn.Module.to)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     gen = torch.Generator(device=device).manual_seed(seed)
     view = MethodData(ds, torch.empty(0, dtype=torch.long), idx, val=torch.empty(0, dtype=torch.long),
                       gen=gen, augment=recipe.augment)
@@ -131,7 +133,7 @@ def install_files(cache_dir: Path, files: dict[str, Any]) -> int:
             continue
         data = blob() if callable(blob) else blob
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda p: p.write_bytes(data))
+        _atomic_write(path, lambda p, data=data: p.write_bytes(data))
         written += 1
     return written
 
@@ -142,7 +144,7 @@ def _load_cached(weights: Path, meta: Path, model_name: str, ds: Dataset, device
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     model = model.to(device).eval()
     if device.type == "cuda" and len(ds.in_shape) == 3:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # as above
     info = json.loads(meta.read_text())
     runtime = info["runtime_s"]  # None for an installed checkpoint: no one here trained it
     return Trained(model, float("nan") if runtime is None else runtime, info["history"], cached=True)
@@ -265,12 +267,14 @@ def get_oracles(ds: Dataset, split: Split, *, model_name: str, recipe: TrainReci
 
 def install_checkpoint(cache_dir: Path, kind: Literal["original", "retrain"], path: str | Path,
                        model_name: str, ds: Dataset, *, sha256: str | None = None,
-                       what: str | None = None) -> str:
+                       what: str | None = None, data: bytes | Callable[[], bytes] | None = None) -> str:
     """Put the weights file at `path` in the oracle cache as the `kind` model of `model_name`, after
     reading it safely and checking it against the model built for `ds`'s input shape and classes
     (`checkpoints.read_checkpoint`, `check_state_dict`); returns its sha256. With `sha256` given and
     already installed, the cached copy is checked and the file is not needed (a node that lacks
-    it). Raises UserError naming `what` (default `checkpoints.<kind>`)."""
+    it). `data`: the file's bytes (or a callable returning them: a backend's handle, called only
+    when the cache lacks the model), sent by a machine that has the file. Raises UserError naming
+    `what` (default `checkpoints.<kind>`)."""
     what = what or f"checkpoints.{kind}"
     model = models_mod.build_model(model_name, ds.in_shape, ds.num_classes)
     if sha256 is not None:
@@ -280,7 +284,7 @@ def install_checkpoint(cache_dir: Path, kind: Literal["original", "retrain"], pa
             cached = read_checkpoint(weights, what=what)
             check_state_dict(cached.state, model, what=what, path=str(path), model_name=model_name)
             return sha256
-    ckpt = read_checkpoint(path, sha256=sha256, what=what)
+    ckpt = read_checkpoint(path, sha256=sha256, what=what, data=data() if callable(data) else data)
     check_state_dict(ckpt.state, model, what=what, path=ckpt.path, model_name=model_name)
     parts = checkpoint_parts(kind, ckpt.sha256, model_name)
     key = cache_key(parts)
@@ -288,19 +292,23 @@ def install_checkpoint(cache_dir: Path, kind: Literal["original", "retrain"], pa
     with _locked(weights):
         if not (weights.exists() and meta.exists()):
             _atomic_write(weights, lambda p: torch.save(ckpt.state, p))
-            info = {"key": parts, "runtime_s": None, "history": [], "source": ckpt.path,
+            info: dict[str, Any] = {"key": parts, "runtime_s": None, "history": [], "source": ckpt.path,
                     "created": time.time()}
             _atomic_write(meta, lambda p: p.write_text(json.dumps(info)))
     return ckpt.sha256
 
 
 def install_checkpoints(checkpoints: Checkpoints | None, cache_dir: Path, model_name: str, ds: Dataset,
-                        kinds: tuple[str, ...] = ("original", "retrain")) -> dict[str, str]:
+                        kinds: tuple[Literal["original", "retrain"], ...] = ("original", "retrain"),
+                        files: Mapping[str, bytes | Callable[[], bytes]] | None = None) -> dict[str, str]:
     """`install_checkpoint` for each of `kinds` that `checkpoints` gives: {kind: sha256}, what
-    `get_oracles` takes."""
+    `get_oracles` takes. `files`: checkpoint bytes by sha256 (a sweep's driver sends them: a node
+    need not hold the files), used for a pinned checkpoint this node's cache lacks."""
     if checkpoints is None:
         return {}
-    return {kind: install_checkpoint(cache_dir, kind, ref.path, model_name, ds, sha256=ref.sha256)
+    files = files or {}
+    return {kind: install_checkpoint(cache_dir, kind, ref.path, model_name, ds, sha256=ref.sha256,
+                                     data=files.get(ref.sha256) if ref.sha256 else None)
             for kind in kinds if (ref := getattr(checkpoints, kind)) is not None}
 
 

@@ -17,6 +17,12 @@ A process that lacks the files (a worker on another node) loads the same plug-in
 bytes: `load_plugin_source(p.name, p.sources, p.sha256, path=p.path)`, which checks the hash and
 registers the same names under the same module name.
 
+A sweep sends its plug-ins to every worker: `ship(plugins, share)` on the driver gives what travels
+in a task's payload (the files' bytes, or a backend's handles on them), `load_shipped(...)` on the
+worker loads them, unless that process already holds the same version (the bytes then never move).
+A `TrialConfig` names the plug-ins its sweep ran with by `Plugin.ref()`, {name, sha256}: part of
+its fingerprint, and checked against what is loaded where it is validated.
+
 A plug-in that cannot be imported is one UserError line: the plug-in, the file and line where it
 failed, the exception. Nothing it registered before failing remains. Loading a plug-in again after
 its source changed replaces what its previous version registered.
@@ -33,9 +39,10 @@ import re
 import sys
 import traceback
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from unlearning.errors import UserError
 from unlearning.files import file_problem
@@ -64,6 +71,12 @@ class Plugin:
                 "files": sorted(self.sources), "methods": list(self.methods),
                 "models": list(self.models), "data_sets": list(self.data_sets)}
 
+    def ref(self) -> dict[str, str]:
+        """What a TrialConfig names it by: {name, sha256}, the name being the file's name (not its
+        folder: a lab folder moved elsewhere is the same plug-in) or the module's dotted name."""
+        return {"name": Path(self.name).name if _is_file_spec(self.name) else self.name,
+                "sha256": self.sha256}
+
 
 _LOADED: dict[str, Plugin] = {}  # by Plugin.name
 
@@ -81,6 +94,14 @@ def load_plugins(specs: Iterable[str], *, base: str | Path | None = None) -> lis
     """Load each plug-in once (files relative to `base`, default the working directory) and return
     their records in order. UserError (one line) for a plug-in that is missing or fails to import."""
     return [_load_spec(str(s), Path(base) if base is not None else Path.cwd()) for s in specs]
+
+
+def plugin_name(spec: str, *, base: str | Path | None = None) -> str:
+    """What `Plugin.name` will be for `spec`, without loading it: a file's resolved path (relative
+    to `base`, default the working directory), a module's name as given."""
+    if not _is_file_spec(spec):
+        return spec
+    return str(((Path(base) if base is not None else Path.cwd()) / Path(spec).expanduser()).resolve())
 
 
 def load_plugin_source(name: str, source: bytes | Mapping[str, bytes], sha256: str | None = None, *,
@@ -104,6 +125,38 @@ def load_plugin_source(name: str, source: bytes | Mapping[str, bytes], sha256: s
         raise UserError(f"plug-in {name}: its source hashes to {digest[:12]}..., expected "
                         f"{sha256[:12]}... (a different version)")
     return _load(name, name, path or name, sources)
+
+
+def loaded() -> list[Plugin]:
+    """The plug-ins this process has loaded (each at its latest version), in load order."""
+    return list(_LOADED.values())
+
+
+def loaded_plugin(name: str) -> Plugin | None:
+    """The loaded plug-in of that `Plugin.name` (a file's resolved path, a module's name)."""
+    return _LOADED.get(name)
+
+
+def ship(plugins: Iterable[Plugin], share: Callable[[bytes], Any] = lambda blob: blob) -> list[dict]:
+    """What a process without the files needs to load `plugins` (`load_shipped`): per plug-in its
+    name, path, sha256 and each file's bytes passed through `share` (a backend's `share`: a handle
+    that moves the bytes only when a worker calls it)."""
+    return [{"name": p.name, "path": p.path, "sha256": p.sha256,
+             "sources": {rel: share(blob) for rel, blob in p.sources.items()}} for p in plugins]
+
+
+def load_shipped(shipped: Iterable[Mapping[str, Any]]) -> list[Plugin]:
+    """Load what `ship` gave, in order: a plug-in this process already holds at that sha256 is not
+    loaded again and its bytes are not fetched (a long-lived worker pays once). UserError (one line)
+    for one that fails to import here (a package its code imports that this node lacks)."""
+    out = []
+    for s in shipped:
+        done = _LOADED.get(s["name"])
+        if done is None or done.sha256 != s["sha256"]:
+            sources = {rel: blob() if callable(blob) else blob for rel, blob in s["sources"].items()}
+            done = load_plugin_source(s["name"], sources, s["sha256"], path=s["path"])
+        out.append(done)
+    return out
 
 
 # -- finding the source ---------------------------------------------------------------------------
@@ -142,6 +195,7 @@ def _load_spec(spec: str, base: Path) -> Plugin:
         raise UserError(f"plug-in {spec}: {_one_line(e)}") from None
     if missing is not None:
         raise UserError(f"plug-in {spec}: no module named {missing!r} (is its folder on PYTHONPATH?)")
+    assert found is not None  # missing is None only when find_spec found it
     if found.submodule_search_locations is not None:  # a package: every .py file under its folder
         if not found.origin or not found.origin.endswith("__init__.py"):
             raise UserError(f"plug-in {spec}: a namespace package (no __init__.py); name a module in it")
@@ -189,11 +243,18 @@ class _SourceFinder(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
         spec.has_location = True  # sets __file__ to the plug-in's file
         return spec
 
+    def _known(self, fullname: str) -> str:
+        """`_rel`, or ImportError (InspectLoader's contract, which linecache relies on) for a module
+        that is not part of this plug-in."""
+        if (rel := self._rel(fullname)) is None:
+            raise ImportError(f"{fullname} is not part of plug-in {self.module}", name=fullname)
+        return rel
+
     def get_source(self, fullname: str) -> str:
-        return importlib.util.decode_source(self.sources[self._rel(fullname)])
+        return importlib.util.decode_source(self.sources[self._known(fullname)])
 
     def get_code(self, fullname: str):
-        rel = self._rel(fullname)
+        rel = self._known(fullname)
         return compile(self.sources[rel], self.filename(rel), "exec", dont_inherit=True)
 
     def exec_module(self, module) -> None:

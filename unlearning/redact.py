@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 REDACTED = "<redacted>"
@@ -94,12 +95,12 @@ def _formats_for(text: str) -> re.Pattern:
                           if not lits or any(lit in text for lit in lits)))
 
 
-def secret_env_names(environ: dict[str, str] | None = None) -> list[str]:
+def secret_env_names(environ: Mapping[str, str] | None = None) -> list[str]:
     env = os.environ if environ is None else environ
     return [k for k in env if k in _KNOWN_ENV or _SECRET_ENV_NAME.search(k)]
 
 
-def secret_values(environ: dict[str, str] | None = None) -> list[str]:
+def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     """Values of secret-looking environment variables, longest first (so a value that contains
     another is cut out whole)."""
     env = os.environ if environ is None else environ

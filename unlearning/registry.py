@@ -150,7 +150,11 @@ class Registry(Mapping[str, T]):
                 Entry(obj, stage.module, stage.origin, stage.sha256)
             staged = stage.pending.get((self.kind, name)) if stage is not None else None
             clash = staged[1] if staged is not None else self._entries.get(name)
-            if clash is not None and clash.module != entry.module:
+            # the same source loaded from a new place after the old one is gone (a lab moved while the
+            # process lives) is the same code: it replaces the old entry; two copies present are a clash
+            moved = staged is None and clash is not None and clash.sha256 is not None \
+                and clash.sha256 == entry.sha256 and not Path(clash.origin).exists()
+            if clash is not None and clash.module != entry.module and not moved:
                 raise UserError(f"{self.kind} {name!r} is registered twice: by {clash.origin} and by "
                                 f"{entry.origin}")
             if stage is None:
@@ -196,7 +200,10 @@ def _builtin_methods() -> None:
 
 
 def _import(*modules: str) -> Callable[[], None]:
-    return lambda: [importlib.import_module(m) for m in modules] and None
+    def load() -> None:
+        for m in modules:
+            importlib.import_module(m)
+    return load
 
 
 METHODS: Registry = Registry("method", _builtin_methods)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Iterator, Literal, cast
 
 import numpy as np
 import torch
@@ -78,6 +78,7 @@ def make_split(ds: Dataset, cfg: SplitConfig, split_seed: int) -> Split:
     all_test, all_val = torch.arange(len(y_te)), torch.arange(len(y_va))
     if cfg.scenario == "class":
         c = cfg.forget_class
+        assert c is not None  # SplitConfig._one_way: scenario 'class' has a forget_class
         if c >= ds.num_classes:
             raise UserError(f"split.forget_class: {c} is out of range for {ds.name} "
                             f"({ds.num_classes} classes: 0..{ds.num_classes - 1})")
@@ -86,7 +87,8 @@ def make_split(ds: Dataset, cfg: SplitConfig, split_seed: int) -> Split:
     else:
         seed = split_seed if cfg.seed is None else cfg.seed
         rounding = math.ceil if cfg.rule == "train_test_split" else round
-        k = cfg.forget_count if cfg.forget_count is not None else rounding(cfg.forget_fraction * n)
+        # SplitConfig._one_way: a random scenario has a count or a fraction
+        k = cfg.forget_count if cfg.forget_count is not None else rounding(cast(float, cfg.forget_fraction) * n)
         if not 0 < k < n:
             raise UserError(f"split: forgetting {k} of {n} training examples leaves no forget or "
                             "no retain set")

@@ -18,11 +18,11 @@ import traceback
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Mapping
 
 import torch
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, computed_field,
-                      model_validator)
+                      field_validator, model_validator)
 
 from unlearning import metrics as M
 from unlearning.audit_config import RelearnConfig
@@ -31,6 +31,7 @@ from unlearning.config import SEED_MAX, StrictModel, one_line
 from unlearning.data import DataConfig, Dataset, load_dataset
 from unlearning.errors import Failure, FailureKind, TrialFailed, UserError
 from unlearning.evaluate import EvalConfig, Outputs, derived, evaluate, model_outputs, score
+from unlearning.kept import keep
 from unlearning.loop import autocast_factory, run_loop
 from unlearning.methods import Context, MethodConfig, get_method
 from unlearning.models import MODELS
@@ -48,6 +49,22 @@ class Seeds(StrictModel):
     split_seed: int = Field(0, ge=0, le=SEED_MAX)
     train_seed: int = Field(0, ge=0, le=SEED_MAX)
     unlearn_seed: int = Field(0, ge=0, le=SEED_MAX)
+
+
+class PluginRef(StrictModel):
+    """A plug-in a trial's code comes from, by content: its file's (or module's) name and the SHA-256
+    of its source (`unlearning.Plugin.ref()`)."""
+
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_a_path(cls, v):
+        if isinstance(v, str):
+            raise UserError(f"plugins: {v!r}: a trial config names its plug-ins by {{name, sha256}} "
+                            "(Plugin.ref()); load a plug-in file with --plugin or unlearning.load_plugins")
+        return v
 
 
 class TrialConfig(StrictModel):
@@ -68,10 +85,19 @@ class TrialConfig(StrictModel):
     # released models to start from instead of training them (unlearning/checkpoints.py); left out
     # of the dump when absent, so configs without one keep their fingerprints
     checkpoints: Checkpoints | None = Field(None, exclude_if=lambda v: v is None)
+    # the plug-ins of the sweep this trial belongs to (sorted): they must be loaded, at these
+    # versions, where the config is validated; left out when none (fingerprints stay as they were)
+    plugins: list[PluginRef] = Field(default_factory=list, exclude_if=lambda v: not v)
+
+    @field_validator("plugins")
+    @classmethod
+    def _sorted(cls, v: list[PluginRef]) -> list[PluginRef]:
+        return sorted(v, key=lambda r: (r.name, r.sha256))
 
     @model_validator(mode="after")
     def _check_names(self):
         # UserError (not ValueError) passes through pydantic untouched: one line, already pathed
+        _check_plugins(self.plugins)
         cls = get_method(self.method)
         MODELS.lookup(self.model)
         if self.checkpoints is not None and self.checkpoints.retrain is not None and not (
@@ -94,6 +120,20 @@ class TrialConfig(StrictModel):
     def method_config(self) -> MethodConfig:
         """The method's own Config (defaults filled in), as validated with this TrialConfig."""
         return self._method_config
+
+
+def _check_plugins(refs: list[PluginRef]) -> None:
+    """Each plug-in a config names is loaded in this process at that version: a config never runs
+    with other code than its sweep's (a plug-in edited on one node, loaded from a stale file)."""
+    if not refs:
+        return
+    from unlearning.plugins import loaded
+
+    here = {p.sha256 for p in loaded()}
+    for ref in refs:
+        if ref.sha256 not in here:
+            raise UserError(f"plugins: {ref.name} (sha256 {ref.sha256[:12]}...) is not loaded in this "
+                            "process at that version (load it first: --plugin, or unlearning.load_plugins)")
 
 
 def load_trial_config(raw: dict[str, Any]) -> TrialConfig:
@@ -128,8 +168,13 @@ class TrialResult(BaseModel):
     code_version: str = ""
     started_at: str = ""
     ended_at: str = ""
+    # the unlearned model (unlearning.kept.KeptModel), when the trial was asked to keep it: never in
+    # the JSON (nor the record, nor W&B); unlearning/tasks.py sends it to the driver beside the result
+    kept_model: Any = Field(None, exclude=True, repr=False)
 
-    @computed_field  # in the JSON too: readers of a result find the reason at the top level
+    # in the JSON too: readers of a result find the reason at the top level. The ignore is pydantic's
+    # documented one: mypy does not support decorators above @property
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def error(self) -> str | None:
         """The failure's message (None for a complete trial)."""
@@ -189,20 +234,26 @@ def _epoch_eval(cfg: TrialConfig, model, ds: Dataset, split: Split, amp: bool, e
 
 def run_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None, *,
               method_data: Callable[..., MethodData] = MethodData,
-              on_oracle: Callable[[str, dict], None] | None = None) -> TrialResult:
+              on_oracle: Callable[[str, dict], None] | None = None, keep_model: bool = False,
+              checkpoint_files: Mapping[str, Any] | None = None) -> TrialResult:
     """Run one trial. Raises UserError for bad input discovered while loading (missing data root,
     forget class out of range); every failure after that is a FAIL result with the reason.
 
     `method_data` builds the method's data door (called as MethodData is); the default is the
     device-resident one. bench/trial_throughput.py passes a CPU-DataLoader door to measure the
     reference codebases' way with the same method and the same loop. `on_oracle(kind, event)`: the
-    Original's and Retrain's training as it goes (unlearning.oracle.oracle says what it hears)."""
-    return start_trial(cfg, on_epoch, method_data=method_data, on_oracle=on_oracle)()
+    Original's and Retrain's training as it goes (unlearning.oracle.oracle says what it hears).
+    `keep_model`: the result's `kept_model` holds the unlearned model (unlearning.kept).
+    `checkpoint_files`: the bytes of the config's checkpoints by sha256, where their files are not
+    (`oracle.install_checkpoints`)."""
+    return start_trial(cfg, on_epoch, method_data=method_data, on_oracle=on_oracle, keep_model=keep_model,
+                       checkpoint_files=checkpoint_files)()
 
 
 def start_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None, *,
                 method_data: Callable[..., MethodData] = MethodData,
-                on_oracle: Callable[[str, dict], None] | None = None) -> Callable[[], TrialResult]:
+                on_oracle: Callable[[str, dict], None] | None = None, keep_model: bool = False,
+                checkpoint_files: Mapping[str, Any] | None = None) -> Callable[[], TrialResult]:
     """`run_trial` in two parts. Everything that needs the device runs now: the unlearning, the
     forward passes of evaluation, the reference models' metrics, the relearning attack. The returned
     callable does the rest on the CPU alone (the MIA SVC, seconds at CIFAR size; the gaps) and
@@ -223,7 +274,9 @@ def start_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None
         torch.backends.cudnn.benchmark = True  # batch shapes are static: tune each conv once
         torch.cuda.reset_peak_memory_stats(device)
     cache_dir = Path(cfg.cache_dir or default_cache_dir())
-    pins = install_checkpoints(cfg.checkpoints, cache_dir, cfg.model, ds)  # bad file: UserError
+    pins = install_checkpoints(cfg.checkpoints, cache_dir, cfg.model, ds,  # bad file: UserError
+                               files=checkpoint_files)
+    kept = None
     try:
         original, retrained = get_oracles(
             ds, split, model_name=cfg.model, recipe=cfg.train, train_seed=cfg.seeds.train_seed,
@@ -232,6 +285,7 @@ def start_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None
             precision=cfg.precision if device.type == "cuda" else "fp32", checkpoints=pins,
             progress=on_oracle)
         if method_cls.from_oracle:
+            assert retrained is not None  # get_oracles(retrain=True) returns it
             u = Unlearned(retrained.model, retrained.runtime_s, retrained.history, [], len(split.retain))
         else:
             model = copy.deepcopy(original.model).train()
@@ -247,6 +301,9 @@ def start_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None
             u.model, ds, split, cfg.eval.relearn, device, autocast, reference["original"]["forget_acc"])
         # a Retrain given as a checkpoint has no training time here: no RTE
         retrain_s = None if retrained is None or math.isnan(retrained.runtime_s) else retrained.runtime_s
+        if keep_model:
+            assert u.model is not None  # freed only below
+            kept = keep(u.model, ds.in_shape, ds.num_classes)
         u = replace(u, model=None)  # the tail needs no model: free it for the next trial
         rest = lambda: _complete(cfg, outputs, reference, relearn, u, retrain_s)  # noqa: E731
     except Exception as e:  # noqa: BLE001 - every failure of a started trial is data
@@ -261,7 +318,8 @@ def start_trial(cfg: TrialConfig, on_epoch: Callable[[dict], None] | None = None
         except Exception as e:  # noqa: BLE001
             done = _failure(e)
         return TrialResult(**done, total_s=time.perf_counter() - t_all, peak_mem_bytes=peak,
-                           ended_at=datetime.now(timezone.utc).isoformat(), **base)
+                           ended_at=datetime.now(timezone.utc).isoformat(),
+                           kept_model=kept if done["state"] == "COMPLETE" else None, **base)
 
     return finish
 

@@ -74,13 +74,14 @@ def recorded_spec(run_dir: Path, *, writing: bool):
 def continue_spec(run_dir: Path, recorded, new, *, origin: str, hint: str):
     """The one rule for a spec that continues the sweep a run directory recorded (`run` on it, or
     `resume --set`): what extends the sweep may change (n_trials, seeds, resources, tracking, the
-    failure budget, replicate, audit, description, base.device, base.cache_dir); what changes what
+    failure budget, replicate, audit, description, base.device, base.cache_dir; seeds only while no
+    trial is on record, `refuse_new_seeds`); what changes what
     was sampled (the space, methods, data, base, constraints, objectives, the sampler, seed_axes,
     select, ...) is refused in one line naming the key, its recorded value and the new one. n_trials
     never goes below the trials already on record: a smaller value is raised to that count, with a
     note (the record keeps what it has; the sweep has nothing left to run). Returns the spec to run."""
     from sweeps.spec import spec_difference
-    from sweeps.study import trials_done
+    from sweeps.study import refuse_new_seeds, trials_done
 
     diff = spec_difference(recorded.dump(), new.dump())
     if diff:
@@ -88,6 +89,7 @@ def continue_spec(run_dir: Path, recorded, new, *, origin: str, hint: str):
         raise UserError(f"{run_dir} already holds sweep {recorded.name!r} with a different {key} "
                         f"(recorded {old!r}, {origin} {value!r}); {hint}")
     done = trials_done(recorded, run_dir)
+    refuse_new_seeds(run_dir, recorded, new, done)
     if new.n_trials < done:
         print(f"unlearn-sweep: note: n_trials {new.n_trials} is below the {done} trial(s) {run_dir} already "
               f"holds; it stays {done}", file=sys.stderr)
@@ -120,7 +122,37 @@ def sweep_sets(args) -> list[tuple[str, Any]]:
         sets.append(("resources.backend", args.backend))
     if getattr(args, "address", None):
         sets.append(("resources.address", args.address))
+    if getattr(args, "keep_models", False):
+        sets.append(("keep_models", True))
     return sets
+
+
+PLUGIN_FLAG = dict(action="append", default=[], metavar="PATH|MODULE",
+                   help="a plug-in: a .py file or an importable module registering methods, models or "
+                        "data sets (docs/extending.md); repeatable")
+
+
+def load_cli_plugins(args) -> list:
+    """Import the `--plugin`s (files relative to the working directory) before anything names what
+    they register; returns their `unlearning.Plugin` records. UserError (one line) for one that
+    fails."""
+    if not getattr(args, "plugin", None):
+        return []
+    from unlearning.plugins import load_plugins
+
+    return load_plugins(args.plugin)
+
+
+def with_cli_plugins(raw: dict[str, Any], args) -> dict[str, Any]:
+    """A spec with the `--plugin`s added after its own `plugins` (files resolved from the working
+    directory; `load_spec` imports them all, in that order)."""
+    if not getattr(args, "plugin", None) or not isinstance(raw, dict):
+        return raw
+    from unlearning.plugins import plugin_name
+
+    given = raw.get("plugins") or []
+    return {**raw, "plugins": [*(given if isinstance(given, list) else [given]),
+                               *(plugin_name(p) for p in args.plugin)]}
 
 
 def emit(text: str, out: str | None) -> None:

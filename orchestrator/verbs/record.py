@@ -129,7 +129,7 @@ def cmd_export(args) -> int:
     text = export(analyze(run_dir, spec_from_dir(run_dir, [], read_only=True)), args.format)
     audit = audit_summary(run_dir)  # the per-example audit's summary goes with the table
     if audit is not None and args.format == "md":
-        text += audit_section(run_dir) + "\n"
+        text += (audit_section(run_dir) or "") + "\n"  # None only if the audit went meanwhile
     elif audit is not None and args.format == "json":
         from sweeps.report.tables import plain
 
@@ -139,7 +139,7 @@ def cmd_export(args) -> int:
     elif audit is not None and args.format == "latex":
         from sweeps.report.audit_results import audit_latex
 
-        text += "\n% the per-example audit (unlearn-sweep audit)\n" + audit_latex(run_dir)
+        text += "\n% the per-example audit (unlearn-sweep audit)\n" + (audit_latex(run_dir) or "")  # as above
     emit(text, args.out)
     return 0
 

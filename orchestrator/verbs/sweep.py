@@ -4,8 +4,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from orchestrator.verbs.common import (EXIT_FAILED, RUN_HELP, SET_FLAG, continue_spec, recorded_spec,
-                                       resolve_run_dir, spec_from_dir, sweep_sets)
+from orchestrator.verbs.common import (EXIT_FAILED, PLUGIN_FLAG, RUN_HELP, SET_FLAG, continue_spec,
+                                       recorded_spec, resolve_run_dir, spec_from_dir, sweep_sets,
+                                       with_cli_plugins)
 from unlearning.config import read_yaml
 from unlearning.errors import UserError
 
@@ -18,6 +19,7 @@ def add_parsers(sub) -> None:
     r.add_argument("--dry-run", dest="dry_run", action="store_true",
                    help="print the plan (as `plan`) and start nothing")
     r.add_argument("--no-probe", dest="no_probe", action="store_true", help="with --dry-run: no timing probe")
+    r.add_argument("--plugin", **PLUGIN_FLAG)
     r.set_defaults(func=cmd_run)
     rs = sub.add_parser("resume", help="continue a sweep (after a crash, Ctrl-C, or with more trials)")
     rs.add_argument("dir", metavar="RUN", help=run_help)
@@ -31,6 +33,8 @@ def add_parsers(sub) -> None:
         p.add_argument("--address", help="an existing Ray cluster: auto, host:port or ray://host:port "
                        "(default: RAY_ADDRESS, else an embedded local Ray)")
         p.add_argument("--set", **setf)
+        p.add_argument("--keep-models", dest="keep_models", action="store_true",
+                       help="keep every trial's unlearned model in RUN/models/ (spec key keep_models)")
 
     rp = sub.add_parser("replicate", help="rerun a sweep's top configurations on more seeds, in the "
                         "same record (mean ± std over many seeds in every table)")
@@ -105,6 +109,8 @@ def _run_and_report(spec, run_dir: Path, args) -> int:
     analysis, report = write_report(run_dir, spec)
     _to_wandb(spec, run_dir, analysis, report)
     print(summary_text(analysis))
+    if spec.replicate is not None:
+        print(replication_text(analysis))
     reasons = failure_reasons(read_results(run_dir))
     if reasons:
         print("failures on record (reason: runs):")
@@ -120,6 +126,18 @@ def _run_and_report(spec, run_dir: Path, args) -> int:
         print("unlearn-sweep: no trial completed; the reasons are above", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def replication_text(analysis) -> str:
+    """What replication found, for the terminal: per replicated configuration its search-seed value
+    beside its replicated mean ± std [95% CI] and n, feasible then and now, on the front or not."""
+    from sweeps.report import tables
+
+    rep = tables.replication_table(analysis)
+    if rep.empty:
+        return "replication: no configuration has a complete replicated run yet"
+    return "replication (search seeds -> all seeds; mean ± sample std [95% t-interval]):\n" + "\n".join(
+        "  " + ln for ln in rep.to_markdown(index=False, tablefmt="plain", disable_numparse=True).splitlines())
 
 
 def _to_wandb(spec, run_dir: Path, analysis, report: Path) -> None:
@@ -138,9 +156,10 @@ def analysis_has_complete(analysis) -> bool:
 def cmd_run(args) -> int:
     if getattr(args, "dry_run", False):
         return cmd_plan(args)
-    from sweeps.spec import load_spec, read_spec_source
+    from sweeps.spec import load_spec, read_spec_source, spec_folder
 
-    spec = load_spec(read_spec_source(args.spec), sweep_sets(args))
+    spec = load_spec(with_cli_plugins(read_spec_source(args.spec), args), sweep_sets(args),
+                     base=spec_folder(args.spec))
     run_dir = Path(args.out).expanduser() if args.out else Path("runs") / spec.name
     args.continue_with = f"`unlearn-sweep resume {run_dir}` continues"
     if (run_dir / "spec.yaml").is_file():  # the same sweep, perhaps extended; or refused
@@ -174,6 +193,7 @@ def cmd_replicate(args) -> int:
     analysis, report = write_report(run_dir, spec)
     _to_wandb(spec, run_dir, analysis, report)
     print(summary_text(analysis))
+    print(replication_text(analysis))
     print(f"report: {report}")
     print(f"replicate: {out['done']} configuration(s) done, {out['failed']} failed, {out['reused']} run(s) "
           f"already on record, {out['wall_s']:.1f}s")

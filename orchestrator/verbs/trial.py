@@ -3,16 +3,20 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.verbs.common import parse_sets
+from orchestrator.verbs.common import PLUGIN_FLAG, load_cli_plugins, parse_sets
 from unlearning.config import read_yaml, set_path
 from unlearning.errors import UserError
+
+if TYPE_CHECKING:  # imported where it is used: the CLI starts without torch
+    from unlearning.trial import TrialConfig
 
 
 def add_parsers(sub) -> None:
     t = sub.add_parser("trial", help="run one unlearning trial")
     t.add_argument("--config", help="a YAML file holding a TrialConfig")
+    t.add_argument("--plugin", **PLUGIN_FLAG)
     t.add_argument("--method", choices=Registry(_methods), metavar="METHOD", help="one of: %(choices)s")
     t.add_argument("--data", choices=Registry(_datasets), metavar="DATA", help="one of: %(choices)s")
     t.add_argument("--data-root", dest="data_root", help="the folder holding a disk data set's files")
@@ -28,6 +32,7 @@ def add_parsers(sub) -> None:
     m = sub.add_parser("methods", help="the methods: descriptions, parameters and defaults")
     m.add_argument("name", nargs="?", metavar="METHOD", help="print this method's whole documentation")
     m.add_argument("--json", action="store_true", help="machine-readable output")
+    m.add_argument("--plugin", **PLUGIN_FLAG)
     m.set_defaults(func=cmd_methods)
 
 
@@ -67,10 +72,13 @@ def _datasets():
     return sorted(DATA_SETS)
 
 
-def trial_config_from_args(args) -> "TrialConfig":  # noqa: F821
+def trial_config_from_args(args) -> TrialConfig:
     from unlearning.trial import TrialConfig, load_trial_config
 
+    plugins = load_cli_plugins(args)  # first: the config may name what they register
     raw: dict[str, Any] = read_yaml(args.config) if args.config else {}
+    if plugins:
+        raw = set_path(raw, "plugins", [p.ref() for p in plugins])
     for flag, path in (("method", "method"), ("data", "data.name"), ("model", "model"),
                        ("data_root", "data.root"), ("device", "device"), ("cache_dir", "cache_dir")):
         if getattr(args, flag) is not None:
@@ -143,7 +151,8 @@ class OracleLines:
                     "oracle cache yet; cached for every later trial)")
         elif ev["event"] == "cached":
             t = ev["runtime_s"]
-            line = f"{name}: from the oracle cache " + (f"(trained in {t:.1f}s)" if t == t else "(a released checkpoint)")
+            line = f"{name}: from the oracle cache " + (f"(trained in {t:.1f}s)" if t == t  # NaN: released
+                                                        else "(a released checkpoint)")
         else:
             done, n, t = ev["epoch"] + 1, ev["epochs"], ev["elapsed_s"]
             left = t / done * (n - done)
@@ -200,6 +209,7 @@ def _type_name(ann) -> str:
 def cmd_methods(args) -> int:
     import textwrap
 
+    load_cli_plugins(args)
     docs = method_docs()
     if args.name:
         docs = [d for d in docs if d["name"] == args.name]

@@ -190,7 +190,8 @@ def audit_latex(run_dir: str | Path) -> str | None:
     groups = [(g, [(h, c) for h, c in cols if c in df]) for g, cols in LATEX_GROUPS]
     groups = [(g, cols) for g, cols in groups if cols]
     cols = [c for _, gc in groups for _, c in gc]
-    configs = "; ".join(f"trial {int(r['trial_number'])}: {r['method']}" + (f" ({r['params']})" if r.get("params") else "")
+    configs = "; ".join(f"trial {int(r['trial_number'])}: {r['method']}"
+                        + (f" ({r['params']})" if r.get("params") else "")
                         for _, r in df.iterrows() if not pd.isna(r.get("rank")) and pd.notna(r.get("trial_number")))
     caveat = ain_caveat(df)
     caption = latex_escape(f"Per-example audit of sweep {meta.get('sweep', '')}. " + _intro(meta)

@@ -61,7 +61,7 @@ def compare(runs: list[tuple[Path, SweepSpec]], ref: list[float] | None = None) 
     analyses = [analyze_runs(r, spec, ref=ref, run_dir=Path(d)) for r, (d, spec) in zip(records, runs)]
     labels = labels_for([d for d, _ in runs])
     rows = []
-    for label, (d, spec), a in zip(labels, runs, analyses):
+    for label, (_d, spec), a in zip(labels, runs, analyses):
         c = a.configs
         row = {"run": label, "sweep": spec.name, "configurations": len(c),
                "complete": int((c["state"] == "COMPLETE").sum()) if len(c) else 0,

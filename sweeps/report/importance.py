@@ -30,9 +30,10 @@ FEW = 10
 
 def distributions(spec: SweepSpec, method: str) -> dict:
     """Optuna distributions of the method's searched (non-fixed) parameters, by the spec's names."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
+                                      IntDistribution)
 
-    out = {}
+    out: dict[str, BaseDistribution] = {}
     for p, d in spec.methods[method].space.items():
         if isinstance(d, FixedDim):
             continue
@@ -50,8 +51,6 @@ def param_importances(a: Analysis) -> pd.DataFrame:
     evaluator, n (feasible configurations it saw). Empty when no method has two feasible
     configurations with a searched parameter."""
     import optuna
-    from optuna.importance import (FanovaImportanceEvaluator, PedAnovaImportanceEvaluator,
-                                   get_param_importances)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     c = a.configs
@@ -64,6 +63,10 @@ def param_importances(a: Analysis) -> pd.DataFrame:
         if not dists or len(g) < 2:
             continue
         evaluator = "fanova" if len(g) <= FANOVA_MAX else "ped-anova"
+        # here, not above: optuna.importance imports scikit-learn's forests and SciPy (seconds on a
+        # busy machine), which a record without two feasible configurations never needs
+        from optuna.importance import (FanovaImportanceEvaluator, PedAnovaImportanceEvaluator,
+                                       get_param_importances)
         for o in a.spec.objectives:
             study = optuna.create_study(direction=o.direction)
             trials = []
@@ -114,7 +117,7 @@ def parallel_html(a: Analysis) -> str | None:
     ok = c[c["state"] == "COMPLETE"] if len(c) else c
     if ok.empty:
         return None
-    figures = []
+    figures: list[str] = []
     for method, g in ok.groupby("method", sort=True):
         if method not in a.spec.methods:
             continue

@@ -319,7 +319,8 @@ def epoch_curves(a: Analysis, history: pd.DataFrame) -> pd.DataFrame:
     if history.empty or not need <= set(history.columns):
         return pd.DataFrame()
     h = history[(history["kind"] == "epoch") & history["unlearn_acc"].notna()]
-    out, seen = [], {}
+    out: list[pd.DataFrame] = []
+    seen: dict[tuple[str, int], int] = {}  # (method, trial) -> its index in out
     for r in a.rules:
         for _, p in a.picks.get(r.name, pd.DataFrame()).iterrows():
             key = (p["method"], int(p["trial_number"]))
@@ -538,7 +539,7 @@ def compare_png(c, path: Path) -> None:
     else:
         s = _compare_scene(c)
         (xc, xd), (yc, yd) = s["x"], s["y"]
-        for label, a, col, f, (x, xe), (y, ye), (sx, sy) in _compare_runs(c, s):
+        for label, a, col, _f, (x, xe), (y, ye), (sx, sy) in _compare_runs(c, s):
             ax.errorbar(x, y, xerr=np.nan_to_num(xe), yerr=np.nan_to_num(ye), fmt="o", ms=3.5, color=col,
                         elinewidth=0.6, capsize=1.5, alpha=0.45)
             if len(sx):

@@ -1,8 +1,8 @@
 """A sweep's analysis for people: the one-screen summary the CLI prints, the JSON of `analyze
 --json`, and the report on disk (`write_report`): runs/<name>/report/ report.md, table.md,
-table.tex, table.csv, trials.csv, front.csv, front.png, front.html, history.png, epochs.png (when
-the spec records per-epoch metrics, `base.eval.eval_every`), importances.csv and parallel.html
-(sweeps/report/importance.py).
+table.tex, table.csv, trials.csv, front.csv, replication.csv (after `replicate`), front.png,
+front.html, history.png, epochs.png (when the spec records per-epoch metrics,
+`base.eval.eval_every`), importances.csv and parallel.html (sweeps/report/importance.py).
 """
 from __future__ import annotations
 
@@ -32,11 +32,14 @@ def summary_text(a: Analysis) -> str:
     n_raced = int((c["state"] == "PRUNED").sum()) if len(c) else 0
     objs = ", ".join(f"{o.direction} {o.metric}" for o in a.spec.objectives)
     ref = ", ".join(f"{o.metric}={x:.4g}" for o, x in zip(a.spec.objectives, a.reference_point))
-    lines = [f"sweep {a.spec.name}: {len(c)} configuration(s) x {len(a.spec.seeds)} seed(s), {n_ok} "
-             f"complete, " + (f"{n_raced} raced out after their first seed(s), " if n_raced else "")
+    n_rep = int(c["replicated"].sum()) if len(c) else 0
+    lines = [f"sweep {a.spec.name}: {len(c)} configuration(s) x {len(a.spec.seeds)} search seed(s)"
+             + (f" ({n_rep} replicated on more)" if n_rep else "") + f", {n_ok} complete, "
+             + (f"{n_raced} raced out after their first seed(s), " if n_raced else "")
              + f"{n_feas} feasible; objectives: {objs}; selection rule: {a.spec.selection_rule}",
+             a.evidence,
              f"Pareto front ({len(a.front)} configuration(s)), hypervolume {hv_text(a.hypervolume)} at "
-             f"reference point ({ref})"]
+             f"reference point ({ref}); each value: mean ± sample std over n seeds, [95% t-interval]"]
     if a.runs.empty:
         lines.append("  no run on record yet: the sweep is starting (its oracle phase trains the Original "
                      "and Retrain models first) or was stopped before its first trial landed")
@@ -46,7 +49,7 @@ def summary_text(a: Analysis) -> str:
         p = a.picks[r.name]
         if len(p):
             lines.append(f"{r.name} pick ({r.text}): " + ", ".join(
-                f"{m} trial {int(t)}" for m, t in zip(p["method"], p["trial_number"])))
+                f"{m} trial {int(t)} (n = {int(n)})" for m, t, n in zip(p["method"], p["trial_number"], p["n"])))
     return "\n".join(lines)
 
 
@@ -54,8 +57,8 @@ def to_json(a: Analysis) -> dict:
     """What `analyze --json` prints: counts, the reference point, hypervolume, the front and the
     picks (metric means, stds and n), all plain JSON (NaN -> null)."""
     def rows(df: pd.DataFrame) -> list[dict]:
-        keep = ["trial_number", "method", "params_json", "n", "feasible",
-                *[c for o in a.spec.objectives for c in (o.metric, f"{o.metric}_std")]]
+        keep = ["trial_number", "method", "params_json", "n", "replicated", "feasible",
+                *[c for o in a.spec.objectives for c in (o.metric, f"{o.metric}_std", f"{o.metric}_ci")]]
         out = []
         for r in df[[k for k in keep if k in df]].to_dict(orient="records"):
             r["params"] = json.loads(r.pop("params_json"))
@@ -63,7 +66,7 @@ def to_json(a: Analysis) -> dict:
         return out
 
     c = a.configs
-    return {"sweep": a.spec.name, "selection_rule": a.spec.selection_rule,
+    return {"sweep": a.spec.name, "selection_rule": a.spec.selection_rule, "evidence": a.evidence,
             "configurations": len(c), "complete": int((c["state"] == "COMPLETE").sum()) if len(c) else 0,
             "feasible": int(c["feasible"].sum()) if len(c) else 0,
             "raced": int((c["state"] == "PRUNED").sum()) if len(c) else 0,
@@ -150,7 +153,11 @@ def _write_report_files(out: Path, run_dir: Path, spec: SweepSpec, a: Analysis) 
     write_file(out / "importances.csv", imp.to_csv(index=False))
     parallel = importance.parallel_html(a)
     write_file(out / "parallel.html", parallel if parallel is not None else lambda p: False)
+    rep = tables.replication_table(a)
+    if len(rep):
+        write_file(out / "replication.csv", rep.to_csv(index=False))
     md = [f"# Sweep `{spec.name}`\n\n", f"{spec.description}\n\n" if spec.description else "",
+          f"**{a.evidence}**\n\n",
           "```\n" + summary_text(a) + "\n```\n\n",
           f"Selection rule: **{spec.selection_rule}** ("
           + ("an objective or constraint peeks at Retrain" if spec.selection_rule == "oracle"
@@ -163,7 +170,9 @@ def _write_report_files(out: Path, run_dir: Path, spec: SweepSpec, a: Analysis) 
           "\n![trade-off](front.png)\n\nInteractive: [front.html](front.html)\n",
           "\n## The field's table\n\n", tables.caption(a) + "\n\n", tables.export(a, "md"),
           "\nAlso as LaTeX ([table.tex](table.tex)) and CSV ([table.csv](table.csv)); "
-          "`unlearn-sweep export` writes any of them.\n"]
+          "`unlearn-sweep export` writes any of them.\n",
+          *([f"\n## Replication\n\n{tables.REPLICATION_TEXT} Also [replication.csv](replication.csv).\n\n",
+             tables.markdown(rep)] if len(rep) else [])]
     if spec.reference is not None and len(a.table):
         side = tables.beside_paper(a)
         write_file(out / "beside_paper.csv", side.to_csv(index=False))
@@ -181,10 +190,23 @@ def _write_report_files(out: Path, run_dir: Path, spec: SweepSpec, a: Analysis) 
     md += ["\n## Objective history\n\n![history](history.png)\n"]
     if has_epochs:
         md += ["\n## Per-epoch UA, RA, TA of the picks\n\n![epochs](epochs.png)\n"]
-    md += ["\nFiles: trials.csv (every configuration, with n and the sample std), front.csv, "
+    md += ["\nFiles: trials.csv (every configuration, with n, the sample std and the 95% t-interval's "
+           "half-width `<metric>_ci`), front.csv, "
            "table.{md,tex,csv}; the record itself is ../trials/*.parquet (read with "
            "`sweeps.results.read_results`).\n"]
     write_file(out / "report.md", "".join(md))
+
+
+def _scrubbed(text: str) -> str:
+    """scrub_text, but not over plotly.js, which the HTML pages carry inline: the library's own
+    4.8 MB, the same in every report, holds nothing of the user's, and scrubbing it took half a
+    second a page."""
+    if len(text) < 1_000_000 or "plotly" not in text:
+        return scrub_text(text)
+    from plotly.offline import get_plotlyjs
+
+    js = get_plotlyjs()
+    return js.join(scrub_text(part) for part in text.split(js))
 
 
 def write_file(path: Path, content) -> bool:
@@ -195,7 +217,7 @@ def write_file(path: Path, content) -> bool:
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         # text leaves the process here: the one scrubber cuts out anything that looks like a secret
-        wrote = tmp.write_text(scrub_text(content)) if isinstance(content, str) else content(tmp)
+        wrote = tmp.write_text(_scrubbed(content)) if isinstance(content, str) else content(tmp)
         if wrote is False:
             path.unlink(missing_ok=True)
             return False

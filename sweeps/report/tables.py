@@ -79,12 +79,42 @@ def paper_cells(table: pd.DataFrame, latex: bool = False, trials: bool = True
             bold[(group, label)] = _best(rows.assign(method=rows.index), m).tolist()
         cells[(group, "n")] = [str(int(n)) if pd.notna(n) else "" for n in rows["n"]]
         bold[(group, "n")] = [False] * len(rows)
+        if "rank" in rows:  # the separation from the best method (analysis.separation)
+            cells[(group, SEP_LABEL)] = [separation_cell(r) for _, r in rows.iterrows()]
+            cells[(group, "rank")] = [rank_cell(r) for _, r in rows.iterrows()]
+            bold[(group, SEP_LABEL)] = bold[(group, "rank")] = [False] * len(rows)
         if trials:
             cells[(group, "trial")] = [str(int(t)) if pd.notna(t) else "" for t in rows["trial"]]
             bold[(group, "trial")] = [False] * len(rows)
     cols = pd.MultiIndex.from_tuples(list(cells), names=["", "Method"])
     return (pd.DataFrame(list(zip(*cells.values())), index=order, columns=cols),
             pd.DataFrame(list(zip(*bold.values())), index=order, columns=cols))
+
+
+SEP_LABEL = "Δ avg. gap vs best [95% CI]"
+
+
+def separation_cell(r) -> str:
+    """`+0.88 [0.12, 1.64]`: a method's avg. gap minus the best method's, paired by seed, with the
+    95% t-interval of that difference; `best` for the best; `+0.88 (n = 1)` when no interval exists."""
+    if pd.isna(r.get("rank")):
+        return ""
+    if bool(r.get("sep_best")):
+        return "best"
+    if pd.isna(r["sep_lo"]):
+        if pd.isna(r["sep_diff"]):
+            return "no common seed"
+        return f"{r['sep_diff']:+.2f} (n = {int(r['sep_n'])} paired)"
+    return f"{r['sep_diff']:+.2f} [{r['sep_lo']:.2f}, {r['sep_hi']:.2f}]"
+
+
+def rank_cell(r) -> str:
+    """`1`, or `1=` when the data cannot separate it from another row of the same rank;
+    ` (under-searched)` when its tuned result is worse than a method its objective contains."""
+    if pd.isna(r.get("rank")):
+        return ""
+    text = f"{int(r['rank'])}" + ("=" if bool(r["tie"]) else "")
+    return text + (" (under-searched)" if r.get("under_searched") else "")
 
 
 # -- formats -------------------------------------------------------------------------------------
@@ -97,7 +127,37 @@ def to_markdown(table: pd.DataFrame) -> str:
     groups = cells.columns.get_level_values(0).unique()
     cells.columns = [f"{label} ({g.split()[0].lower()})" if len(groups) > 1 else label
                      for g, label in cells.columns]
-    return cells.rename_axis("method").to_markdown() + "\n"
+    notes = [n for n in (evidence_note(table), separation_note(table)) if n]
+    return cells.rename_axis("method").to_markdown() + "\n" + "".join(f"\n{n}\n" for n in notes)
+
+
+def separation_note(table: pd.DataFrame) -> str:
+    """What the Δ and rank columns mean, and every under-searched row with its reason."""
+    if "rank" not in table or table["rank"].isna().all():
+        return ""
+    flags = [f"{r['method']} ({GROUP.get(r['selection'], r['selection']).split()[0].lower()}): "
+             f"{r['under_searched']}" for _, r in table.iterrows()
+             if isinstance(r.get("under_searched"), str) and r["under_searched"]]
+    return ("_Δ avg. gap vs best: each method's avg. gap minus the best method's, paired by seed (each "
+            "seed has its own Original and Retrain), with the 95% Student-t interval of the paired "
+            "differences; rank: 1 + the methods it is worse than beyond that interval, `=` where the "
+            "data cannot separate it from another (docs/metrics.md)._"
+            + "".join(f"\n\n**Under-searched**: {f}." for f in flags))
+
+
+def evidence_note(table: pd.DataFrame) -> str:
+    """One line under the field's table when its method rows are single seeds (not yet evidence)
+    or rest on different numbers of seeds (marked, never silently side by side); "" otherwise."""
+    rows = table[~table["method"].isin(REFERENCE_ROWS)] if len(table) else table
+    ns = sorted({int(n) for n in rows["n"].dropna()}) if len(rows) else []
+    if ns == [1]:
+        return "_Every row is a single seed (n = 1): not yet evidence; `unlearn-sweep replicate` adds seeds._"
+    if len(ns) > 1:
+        ones = sorted({str(m) for m, n in zip(rows["method"], rows["n"]) if pd.notna(n) and int(n) == 1})
+        return (f"_Rows rest on different numbers of seeds (n = {', '.join(map(str, ns))}); "
+                + (f"{', '.join(ones)}: a single seed, not yet evidence; " if ones else "")
+                + "compare rows of equal n._")
+    return ""
 
 
 def to_latex(table: pd.DataFrame, captions: dict[str, str] | None = None, label: str | None = None) -> str:
@@ -163,7 +223,7 @@ def _digits(metric: str, mean) -> int:
 
 
 def _latex_cell(mean, std, bold: bool, digits: int = 2) -> str:
-    """`94.21$_{\pm0.33}$` (the std left out for n = 1), bold mean when `bold`, -- when unknown."""
+    r"""`94.21$_{\pm0.33}$` (the std left out for n = 1), bold mean when `bold`, -- when unknown."""
     if mean is None or pd.isna(mean) or not math.isfinite(float(mean)):
         return "--"
     s = f"{float(mean):.{digits}f}"
@@ -196,7 +256,8 @@ def latex_caption(a: Analysis, rule) -> str:
         f"Sweep {a.spec.name}, {GROUP[rule.name].lower()} (each method's configuration: {rule.text}). "
         "Mean with the sample std over n seeds as a subscript (none for n = 1); in parentheses below, "
         "the absolute gap to Retrain's mean; bold: closest to Retrain (avg. gap, time: smallest) "
-        "among the methods. UA, RA, TA, MIA in %, time in seconds of the unlearning procedure.")
+        "among the methods. UA, RA, TA, MIA in %, time in seconds of the unlearning procedure."
+        + (" " + evidence_note(a.table).strip("_").split(";")[0] + "." if evidence_note(a.table) else ""))
 
 
 def table_records(table: pd.DataFrame) -> list[dict]:
@@ -256,15 +317,57 @@ def _short(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def interval(mean, half) -> str:
+    """`[1.84, 4.08]`: the 95% t-interval of a mean (`mean` ± `half`); — for n = 1 (none)."""
+    if mean is None or half is None or pd.isna(mean) or pd.isna(half) or not math.isfinite(float(half)):
+        return "—"
+    return f"[{float(mean) - float(half):.2f}, {float(mean) + float(half):.2f}]"
+
+
 def front_table(front: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
+    """The front, one row per configuration: trial, method, n (its seeds), parameters, then per
+    objective and constraint `mean ± sample std` and its 95% t-interval (— for n = 1; the interval
+    columns are left out when no row has one)."""
     rows = []
     for _, r in front.iterrows():
         row = {"trial": int(r["trial_number"]), "method": r["method"], "n": int(r["n"]),
                "params": params_text(r["params_json"], spec, r["method"])}
         for m in dict.fromkeys([o.metric for o in spec.objectives] + [c.metric for c in spec.constraints]):
             row[m] = fmt(r.get(m), r.get(f"{m}_std"))
+            row[f"{m} 95% CI"] = interval(r.get(m), r.get(f"{m}_ci"))
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    # a front of single seeds has no interval: its columns would be all dashes
+    return out.drop(columns=[c for c in out.columns if c.endswith(" 95% CI") and (out[c] == "—").all()])
+
+
+REPLICATION_TEXT = ("Each replicated configuration: what the search saw (the mean over its search "
+                    "seeds) beside its mean ± sample std over all its seeds (n) and the 95% t-interval; "
+                    "feasible on which means, and whether it is on the front now.")
+
+
+def replication_table(a: Analysis) -> pd.DataFrame:
+    """`analysis.replication` for people: trial, method, n (search -> all), per objective and
+    constraint `search` and `replicated` (mean ± std [95% CI]), feasible (search -> now), on front."""
+    from sweeps.report.analysis import replication
+
+    r = replication(a)
+    rows = []
+    metrics = dict.fromkeys([o.metric for o in a.spec.objectives] + [c.metric for c in a.spec.constraints])
+    for _, x in r.iterrows():
+        row = {"trial": int(x["trial_number"]), "method": x["method"],
+               "n": f"{int(x['n_search'])} -> {int(x['n'])}"}
+        for m in metrics:
+            row[f"{m} search"] = fmt(x[f"{m}_search"])
+            row[f"{m} replicated"] = fmt(x[m], x[f"{m}_std"]) + " " + interval(x[m], x[f"{m}_ci"])
+        row["feasible"] = f"{_yes(x['feasible_search'])} -> {_yes(x['feasible'])}"
+        row["on front"] = _yes(x["on_front"])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _yes(v) -> str:
+    return "yes" if bool(v) else "no"
 
 
 # -- the paper's numbers beside ours -------------------------------------------------------------
@@ -288,6 +391,7 @@ def reference_citation(table: str) -> list[str]:
 def beside_paper(a: Analysis) -> pd.DataFrame:
     """Ours (the sweep's own rule: the oracle group of an oracle sweep, as the papers tuned) beside
     the paper's mean ± std, per metric; the run time in minutes as the papers report it."""
+    assert a.spec.reference is not None  # called for a spec with a reference (summary.py)
     paper = read_reference(a.spec.reference.table, a.spec.reference.scenario)
     ours = a.table[a.table["selection"] == a.spec.selection_rule]
     rows = []

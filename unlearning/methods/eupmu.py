@@ -12,7 +12,7 @@ Epsilon uses the PAPER's sign (larger = looser). The authors' `eu_error` e has t
 their delta = log l_r(before) - log l_r(after) - e, ours = (phi(l_r before) - phi(l_r after)) / s +
 epsilon with s = lr if delta_per_lr else 1; so with phi=log, delta_per_lr=False: epsilon = -e exactly.
 """
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -73,7 +73,7 @@ def safe_phi(loss: torch.Tensor, present: torch.Tensor, phi: str) -> torch.Tenso
 @register
 class EUPMU(Method):
     name = "eupmu"
-    Config = EUPMUConfig
+    Config: ClassVar[type[SurgeryConfig]] = EUPMUConfig  # UNGrad reuses EUPMU with its own
     mode = "mixed"
     log_every = 1
 

@@ -12,5 +12,7 @@ class RetrainConfig(StrictModel):
 @register
 class Retrain(Method):
     name = "retrain"
-    Config = RetrainConfig
+    # not a MethodConfig: a from_oracle method never runs, so it has none of the loop's fields
+    # (register_method allows a plain StrictModel for it)
+    Config = RetrainConfig  # type: ignore[assignment]
     from_oracle = True

@@ -169,15 +169,17 @@ class Search(_Sweep):
         if self.race is None:
             self.book.add(conf, rejected)
             return
-        k = self.spec.race.seeds  # held before the add: rows on record are accepted during it
+        k = self.race.rules.seeds  # held before the add: rows on record are accepted during it
         self.held[conf.number] = (conf.runs[k:], rejected)
         self.book.add(conf, rejected, runs=conf.runs[:k])
 
     def _partial(self, conf: Configuration) -> None:
         """A raced configuration whose first seeds are all on record: drop it (its other runs
         recorded as raced, never run) when it is off beyond doubt, else give the book the rest."""
-        k = self.spec.race.seeds if self.race is not None else 0
-        if conf.number not in self.held or any(i not in conf.rows for i in range(k)):
+        if self.race is None or conf.number not in self.held:
+            return
+        k = self.race.rules.seeds
+        if any(i not in conf.rows for i in range(k)):
             return
         runs, rejected = self.held.pop(conf.number)
         first = [conf.rows[i] for i in range(k)]

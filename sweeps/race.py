@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from sweeps.spec import SweepSpec
+from sweeps.spec import RaceSpec, SweepSpec
 
 
 @dataclass
@@ -33,6 +33,7 @@ class Told:
 @dataclass
 class Race:
     spec: SweepSpec
+    rules: RaceSpec  # the spec's `race`
     told: list[Told] = field(default_factory=list)
     variances: dict[str, list[float]] = field(default_factory=dict)  # metric -> per-configuration
 
@@ -41,7 +42,7 @@ class Race:
         """The race of a spec, or None when it does not race (no `race`, or no seed left to save)."""
         if spec.race is None or len(spec.seed_list()) <= spec.race.seeds:
             return None
-        return cls(spec)
+        return cls(spec, spec.race)
 
     @property
     def metrics(self) -> list[str]:
@@ -60,7 +61,7 @@ class Race:
     def spread(self) -> dict[str, float] | None:
         """The pooled seed-to-seed standard deviation of every metric, or None before
         `min_complete` configurations have given it."""
-        need = self.spec.race.min_complete
+        need = self.rules.min_complete
         if any(len(self.variances.get(m, [])) < need for m in self.metrics):
             return None
         return {m: math.sqrt(sum(v) / len(v)) for m, v in ((m, self.variances[m]) for m in self.metrics)}
@@ -71,7 +72,7 @@ class Race:
         s = self.spread()
         if s is None or any(not math.isfinite(first.get(m, math.nan)) for m in self.metrics):
             return None
-        k = self.spec.race.margin
+        k = self.rules.margin
         for c in self.spec.constraints:
             x = first[c.metric]
             if c.max is not None and x - c.max > k * s[c.metric]:
@@ -99,10 +100,11 @@ def means_stds(rows: list[dict[str, Any]], metrics: list[str]) -> tuple[dict[str
     """Means and sample standard deviations (ddof 1; NaN for one row or a missing value) of rows."""
     means, stds = {}, {}
     for m in metrics:
-        vals = [r.get(m) for r in rows]
-        if not vals or any(v is None for v in vals):
+        got = [r.get(m) for r in rows]
+        if not got or any(v is None for v in got):
             means[m] = stds[m] = math.nan
             continue
+        vals = [float(v) for v in got if v is not None]
         mu = sum(vals) / len(vals)
         means[m] = mu
         stds[m] = math.sqrt(sum((v - mu) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else math.nan

@@ -6,6 +6,7 @@ trial at a time: exactly the search a user gets).
     python bench/sampler_bench.py --data digits                 # the quickstart: 32 trials x 5 seeds
     python bench/sampler_bench.py --data fmnist --trials 12     # fmnist_cpu, one method (eupmu)
     python bench/sampler_bench.py --samplers tpe,nsga2:population_size=8 --sampler-seeds 0-2
+    python bench/sampler_bench.py --data digits --seeds 0-2 --arms plain,race --samplers tpe,random
     python bench/sampler_bench.py --summarize bench/results/sampler_bench_digits.json --fractions 0.99,0.995
 
 Data sets. `digits`: the quickstart preset (its two-method space, objectives forget_gap and test_acc,
@@ -23,11 +24,15 @@ objective without one (fmnist's du_* terms) the worst value seen plus 10% of the
 the whole run. An untimed warm-up sweep first trains the oracles (one cache per data set) and warms
 the process (data, oracle evaluation), so no timed sweep pays for them.
 
-`--arm` names the search strategy compared side by side in one run; `plain` (the sweep as it is) is
-the only one so far. The summary per arm and sampler: mean ± std (ddof 1) over sampler seeds of the
+`--arms` names the search strategies compared side by side in one run: `plain` (the sweep as it
+is, `race: null`) and `race` (search seeds raced, the spec's `race` at its defaults; options as
+`race:margin=2,min_complete=2`). Racing needs two or more seeds per trial (`--seeds 0-2`); a raced
+configuration counts as a trial (it was proposed and paid for), never as a result. The summary per
+arm and sampler: mean ± std (ddof 1) over sampler seeds of the
 hypervolume after k trials, and of the CPU-seconds to reach a fraction of the best hypervolume seen
-in the run (over the sweeps that reach it; how many did is given); and, paired by sampler seed, the
-difference to random search (same arm) and to the plain arm (same sampler). Pairing is meaningful:
+in the run (over the sweeps that reach it; how many did is given); the hypervolume reached within
+a CPU budget (fractions of the plain arm's mean CPU-seconds per sweep, same sampler); and, paired
+by sampler seed, the difference to random search (same arm) and to the plain arm (same sampler). Pairing is meaningful:
 the driver seeds each ask from (sampler seed, index), so for one seed every sampler's random start
 draws the same configurations.
 """
@@ -58,9 +63,10 @@ DATA = {  # --data -> (preset, default methods: None = the preset's own space)
     "digits": ("quickstart", None),
     "fmnist": ("fmnist_cpu", ["eupmu"]),
 }
-ARMS = ("plain",)  # a cheaper search (early stopping, successive halving, raced seeds) joins here
+ARMS = {"plain": None, "race": {}}  # arm -> the spec's `race` (options from `race:key=value,...`)
 AT_TRIALS = (4, 8, 12, 16, 24, 32)
 FRACTIONS = (0.9, 0.95, 0.98, 0.99)
+AT_CPU = (0.25, 0.5, 0.75, 1.0)  # CPU budgets, as fractions of the plain arm's mean CPU per sweep
 
 
 # -- one sweep, timed ------------------------------------------------------------------------------
@@ -88,14 +94,21 @@ class Clock:
         pass
 
 
+def _options(text: str) -> tuple[str, dict[str, Any]]:
+    """'name:key=value,...' -> (name, {key: JSON value})."""
+    kind, _, opts = text.partition(":")
+    return kind, {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in opts.split(",") if kv)}
+
+
 def sweep_spec(raw: dict, sets: list, sampler: str, seed: int, n_trials: int, seeds: list[int],
-               name: str) -> SweepSpec:
+               name: str, arm: str = "plain") -> SweepSpec:
     """The preset (with the --set overrides) and this sweep's sampler (`name`, or
-    `name:key=value,...` for its options), seed and trial budget, in process, one trial at a time,
-    no tracking."""
-    kind, _, opts = sampler.partition(":")
-    options = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in opts.split(",") if kv)}
-    return load_spec(raw, [*sets, ("name", name),
+    `name:key=value,...` for its options), seed and trial budget, and its arm's `race`, in process,
+    one trial at a time, no tracking."""
+    kind, options = _options(sampler)
+    arm_kind, arm_options = _options(arm)
+    race = None if ARMS[arm_kind] is None else {**ARMS[arm_kind], **arm_options}
+    return load_spec(raw, [*sets, ("name", name), ("race", race),
                            ("sampler", {"name": kind, "seed": seed, "options": options}),
                            ("n_trials", n_trials), ("seeds", seeds),
                            ("resources", {"backend": "inline", "cpus_per_trial": 1, "max_concurrent": 1}),
@@ -127,7 +140,8 @@ def trace(spec: SweepSpec, one: dict, ref: list[float]) -> dict[str, Any]:
         {"trial": int(r["trial_number"]), "method": r["method"], "params": json.loads(r["params_json"]),
          **{m: float(r[m]) for m in objs}} for _, r in a.front.iterrows()]
     return {"trials": len(hv), "hypervolume": hv, "cpu_s": cpu, "wall_s": wall, "feasible": feasible,
-            "front": front, "failed": one["driver"]["failed"], "duplicates": one["driver"]["duplicates"]}
+            "front": front, "failed": one["driver"]["failed"], "duplicates": one["driver"]["duplicates"],
+            "raced": one["driver"].get("raced", 0), "runs": int((one["runs"]["state"] == "COMPLETE").sum())}
 
 
 def reference(spec: SweepSpec, records: list[dict]) -> tuple[list[float], list[bool]]:
@@ -154,9 +168,17 @@ def mean_std(xs: list[float]) -> dict[str, Any]:
             "std": float(np.std(xs, ddof=1)) if len(xs) > 1 else None, "n": len(xs)}
 
 
-def summarize(sweeps: list[dict], at: list[int], fractions: list[float]) -> dict[str, Any]:
+def hv_within(s: dict, budget: float) -> float:
+    """The sweep's hypervolume once the trials that ended within `budget` CPU-seconds are in."""
+    return max([0.0] + [h for h, c in zip(s["hypervolume"], s["cpu_s"]) if c <= budget])
+
+
+def summarize(sweeps: list[dict], at: list[int], fractions: list[float],
+              at_cpu: tuple[float, ...] = AT_CPU) -> dict[str, Any]:
     best = max((max(s["hypervolume"], default=0.0) for s in sweeps), default=0.0)
     out: dict[str, Any] = {"best_hypervolume": best}
+    plain_cpu = {smp: mean_std([s["cpu_s"][-1] for s in sweeps if s["arm"] == "plain" and s["sampler"] == smp
+                                and s["cpu_s"]])["mean"] for smp in {s["sampler"] for s in sweeps}}
     for arm in dict.fromkeys(s["arm"] for s in sweeps):
         for sampler in dict.fromkeys(s["sampler"] for s in sweeps if s["arm"] == arm):
             ss = [s for s in sweeps if s["arm"] == arm and s["sampler"] == sampler]
@@ -175,6 +197,11 @@ def summarize(sweeps: list[dict], at: list[int], fractions: list[float]) -> dict
                 reached = sum(h is not None for h in hit)
                 row["cpu_s_to_fraction"][str(f)] = {**mean_std(hit), "reached": reached, "of": len(ss),
                                                     "trials": mean_std(trials)}
+            if plain_cpu.get(sampler):
+                row["hypervolume_at_cpu"] = {str(f): {"cpu_s": f * plain_cpu[sampler], **mean_std(
+                    [hv_within(s, f * plain_cpu[sampler]) for s in ss])} for f in at_cpu}
+            row["raced"] = mean_std([s.get("raced", 0) for s in ss])
+            row["runs"] = mean_std([s["runs"] for s in ss if "runs" in s])
             row["final_hypervolume"] = mean_std([s["hypervolume"][-1] for s in ss if s["hypervolume"]])
             row["cpu_s_total"] = mean_std([s["cpu_s"][-1] for s in ss if s["cpu_s"]])
             row["cpu_s_per_trial"] = mean_std([s["cpu_s"][-1] / s["trials"] for s in ss if s["trials"]])
@@ -248,6 +275,30 @@ def markdown(doc: dict) -> str:
                 cells.append(f"{fmt(c, 0)} s ({c['reached']}/{c['of']}; {fmt(c['trials'], 1)} trials)"
                              if c["reached"] else f"— (0/{c['of']})")
             lines.append(f"| {arm} | {name} | " + " | ".join(cells) + " |")
+    if any(row.get("hypervolume_at_cpu") for arm in s["arms"] for row in summ.get(arm, {}).values()):
+        cpu_at = [str(f) for f in s.get("at_cpu", AT_CPU)]
+        lines += ["", "Hypervolume within a CPU budget (a fraction of the plain arm's mean CPU-seconds "
+                  "per sweep, same sampler), mean ± std over sampler seeds; runs that ran (a raced "
+                  "configuration's first seed only) and configurations raced out, per sweep:", "",
+                  "| arm | sampler | " + " | ".join(f"{f} × plain CPU" for f in cpu_at)
+                  + " | CPU s / sweep | runs | raced |", "|---|---|" + "---|" * (len(cpu_at) + 3)]
+        for arm in s["arms"]:
+            for name, row in summ.get(arm, {}).items():
+                hc = row.get("hypervolume_at_cpu") or {}
+                lines.append(f"| {arm} | {name} | " + " | ".join(
+                    f"{fmt(hc[f])} ({hc[f]['cpu_s']:.0f} s)" if f in hc else "—" for f in cpu_at)
+                    + f" | {fmt(row['cpu_s_total'], 0)} | {fmt(row['runs'], 1)} | {fmt(row['raced'], 1)} |")
+    rows = [(arm, name, row["vs_plain"]) for arm in s["arms"] for name, row in summ.get(arm, {}).items()
+            if row.get("vs_plain")]
+    if rows:
+        lines += ["", "Paired by sampler seed: hypervolume minus the plain arm's (same sampler) after k "
+                  "trials (seeds better / worse), and CPU-seconds per sweep minus the plain arm's:", "",
+                  "| arm | sampler | " + " | ".join(f"k={k}" for k in at) + " | CPU s |",
+                  "|---|---|" + "---|" * (len(at) + 1)]
+        for arm, name, v in rows:
+            lines.append(f"| {arm} | {name} | " + " | ".join(
+                f"{fmt(v['hypervolume_at'][k])} ({v['hypervolume_at'][k]['better']}/"
+                f"{v['hypervolume_at'][k]['worse']})" for k in at) + f" | {fmt(v['cpu_s_total'], 0)} |")
     rows = [(arm, name, row["vs_random"]) for arm in s["arms"] for name, row in summ.get(arm, {}).items()
             if row.get("vs_random")]
     if rows:
@@ -287,7 +338,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sampler-seeds", default="0-4")
     ap.add_argument("--samplers", default="tpe,nsga2,gp,random",
                     help="comma-separated; options as name:key=value (e.g. nsga2:population_size=8)")
-    ap.add_argument("--arms", default="plain", help=f"comma-separated, of {', '.join(ARMS)}")
+    ap.add_argument("--arms", default="plain",
+                    help=f"comma-separated, of {', '.join(ARMS)}; options as race:margin=2,min_complete=2")
     ap.add_argument("--methods", default=None, help="restrict the preset's space to these methods")
     ap.add_argument("--seeds", default="0", help="seeds per trial (the spec's `seeds`)")
     ap.add_argument("--fractions", default=",".join(map(str, FRACTIONS)),
@@ -326,8 +378,8 @@ def main(argv: list[str] | None = None) -> dict:
         raw["methods"] = {m: raw["methods"][m] for m in methods}
     sets = [(k, yaml.safe_load(v)) for k, _, v in (kv.partition("=") for kv in args.set)]
     samplers = _split_samplers(args.samplers)
-    arms = [a for a in args.arms.split(",") if a]
-    bad = [a for a in arms if a not in ARMS]
+    arms = _split_samplers(args.arms)
+    bad = [a for a in arms if _options(a)[0] not in ARMS]
     if bad:
         ap.error(f"--arms: unknown arm {bad[0]!r} (known: {', '.join(ARMS)})")
     sampler_seeds, seeds = seed_ints(args.sampler_seeds), seed_ints(args.seeds)
@@ -345,8 +397,9 @@ def main(argv: list[str] | None = None) -> dict:
     for seed in sampler_seeds:  # seed-major: a drift in the machine's load touches every sampler alike
         for arm in arms:
             for sampler in samplers:
-                name = f"{arm}-{sampler.replace(':', '-').replace('=', '').replace(',', '-')}-s{seed}"
-                spec = sweep_spec(raw, sets, sampler, seed, args.trials, seeds, name)
+                name = "-".join(x.replace(':', '-').replace('=', '').replace(',', '-').replace('.', '')
+                                for x in (arm, sampler)) + f"-s{seed}"
+                spec = sweep_spec(raw, sets, sampler, seed, args.trials, seeds, name, arm)
                 one = run_one(spec, work / name, fn)
                 records.append({"arm": arm, "sampler": sampler, "sampler_seed": seed, "spec": spec, **one})
                 last = one["clock"].get(one["numbers"][-1], (math.nan,))[0] if one["numbers"] else math.nan

@@ -178,7 +178,9 @@ def make_plan(spec: SweepSpec, run_dir: Path, *, do_probe: bool = True) -> dict[
             "constraints": [c.metric + (f" <= {c.max:g}" if c.max is not None else "")
                             + (f" >= {c.min:g}" if c.min is not None else "") for c in spec.constraints],
             "selection_rule": spec.selection_rule, "n_trials": spec.n_trials, "configurations": configs,
-            "seeds": seeds, "runs": configs * len(seeds), "runs_on_record": done, "runs_to_do": to_run,
+            "seeds": seeds, "runs": configs * len(seeds),
+            "race": spec.race.model_dump() if spec.race is not None and len(seeds) > spec.race.seeds else None,
+            "runs_on_record": done, "runs_to_do": to_run,
             "oracles": oracles, "slots": n_slots, "slots_why": why, "backend": spec.resources.backend,
             "estimate": est}
 
@@ -201,6 +203,9 @@ def plan_text(p: dict[str, Any]) -> str:
     seeds = p["seeds"]
     lines.append(f"runs: {p['configurations']} configuration(s) x {len(seeds)} seed(s) = {p['runs']} run(s)"
                  + (f"; {p['runs_on_record']} complete on record, {p['runs_to_do']} to run" if p["exists"] else ""))
+    if p.get("race"):
+        lines.append(f"  at most: race is on, a configuration off beyond doubt after its first "
+                     f"{p['race']['seeds']} seed(s) skips the others (margin {p['race']['margin']:g} seed spreads)")
     todo = [o for o in p["oracles"] if not o["cached"]]
     lines.append(f"oracles: {len(p['oracles'])} model(s) for the seeds, {len(todo)} to train "
                  f"({len(p['oracles']) - len(todo)} in the cache {p['oracles'][0]['cache'] if p['oracles'] else ''})")

@@ -28,11 +28,12 @@ from optuna.trial import TrialState
 
 class Progress:
     def __init__(self, name: str, total: int, metric: str | None, direction: str, *, counted: int = 0,
-                 done: int = 0, failed: int = 0, best: tuple[float, int] | None = None,
+                 done: int = 0, failed: int = 0, raced: int = 0, best: tuple[float, int] | None = None,
                  stream: TextIO | None = sys.stderr, bar: bool | None = None, seeds: int | None = None):
         # `seeds`: how many seeds each told value is the mean of (the spec's), said beside the best
         self.name, self.total, self.metric, self.direction, self.seeds = name, total, metric, direction, seeds
         self.counted, self.done, self.failed, self.best = counted, done, failed, best
+        self.raced = raced  # trials dropped after their first seed(s) (spec `race`): PRUNED
         self.stream, self.start_count, self.t0 = stream, counted, time.perf_counter()
         self.per_node: dict[str, int]
         self.running, self.per_node = 0, {}
@@ -65,11 +66,15 @@ class Progress:
         from sweeps.study import DUPLICATE, superseded
 
         o = spec.objectives[0]
-        done = failed = 0
+        done = failed = raced = 0
         best = None
         sup = superseded(study)
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,
+                                                          TrialState.PRUNED)):
             if t.number in sup or DUPLICATE in t.user_attrs:
+                continue
+            if t.state == TrialState.PRUNED:
+                raced += 1
                 continue
             if t.state == TrialState.FAIL:
                 failed += 1
@@ -78,13 +83,15 @@ class Progress:
             if t.values and all(v <= 0 for v in t.constraints.values()):
                 best = _better(best, t.values[0], t.number, o.direction)
         return cls(spec.name, spec.n_trials, o.metric, o.direction, counted=counted, done=done,
-                   failed=failed, best=best, stream=stream, seeds=len(spec.seed_list()), **kw)
+                   failed=failed, raced=raced, best=best, stream=stream, seeds=len(spec.seed_list()), **kw)
 
     # -- events ----------------------------------------------------------------------------------
-    def told(self, number: int, values: list[float] | None, feasible: bool) -> None:
-        """A trial finished: `values` None when it failed."""
+    def told(self, number: int, values: list[float] | None, feasible: bool, raced: bool = False) -> None:
+        """A trial finished: `values` None when it failed (or was raced out, `raced`)."""
         self.counted += 1
-        if values is None:
+        if raced:
+            self.raced += 1
+        elif values is None:
             self.failed += 1
         else:
             self.done += 1
@@ -143,7 +150,8 @@ class Progress:
     def status(self) -> str:
         nodes = ", ".join(f"{k}={v}" for k, v in sorted(self.per_node.items()))
         best = self.best_text()
-        return (f"{self.done} done, {self.running} running, {self.failed} failed" + (f", {best}" if best else "")
+        return (f"{self.done} done, {self.running} running, {self.failed} failed"
+                + (f", {self.raced} raced out" if self.raced else "") + (f", {best}" if best else "")
                 + (f" | per node: {nodes}" if nodes else ""))
 
     def rate(self) -> float:

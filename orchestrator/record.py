@@ -101,9 +101,10 @@ class Record:
     # -- runs ----------------------------------------------------------------------------------------
     def reusable(self, fp: str) -> dict[str, Any] | None:
         """The recorded row of run `fp` when it may stand for a new run of it: complete, or failed for
-        a reason that belongs to the configuration (not a lost worker or an interruption)."""
+        a reason that belongs to the configuration (not a lost worker or an interruption; a raced
+        run never ran)."""
         state, kind = self.states.get(fp, (None, None))
-        if state is None or (state != "COMPLETE" and (kind is None or kind.transient)):
+        if state is None or (state != "COMPLETE" and (kind is None or not kind.stands)):
             return None
         return R.read_row(self.run_dir, fp)
 

@@ -130,13 +130,14 @@ class Driver:
         self.stop.check()  # a signal during the last steps (the compaction): the sweep stopped there
         wall = time.perf_counter() - t_start
         if source is None:  # nothing was left to run
-            return {"done": 0, "failed": 0, "reused": 0, "retried": 0, "oracles": {}, "duplicates": 0,
+            return {"done": 0, "failed": 0, "raced": 0, "reused": 0, "retried": 0, "oracles": {}, "duplicates": 0,
                     "wall_s": wall, "run_dir": str(self.run_dir), "stopped": None, "stop_failed": False,
                     "failures": {}}
         what = "configuration(s) replicated" if self.replicate else "trial(s) done"
-        self.say(f"finished: {source.done} {what}, {source.failed} failed, {source.book.reused} run(s) "
+        raced = f"{source.raced} raced out (spec race), " if source.raced else ""
+        self.say(f"finished: {source.done} {what}, {source.failed} failed, {raced}{source.book.reused} run(s) "
                  f"reused from Parquet, {retried} retried, {wall:.1f}s")
-        return {"done": source.done, "failed": source.failed, "reused": source.book.reused,
+        return {"done": source.done, "failed": source.failed, "raced": source.raced, "reused": source.book.reused,
                 "retried": retried, "oracles": source.book.oracles.counts() if source.book.oracles else {},
                 "duplicates": getattr(source, "duplicates", 0), "wall_s": wall, "run_dir": str(self.run_dir),
                 "stopped": source.stopped, "stop_failed": source.stop_failed,

@@ -72,12 +72,14 @@ class RunBook:
     def __init__(self, spec: SweepSpec, record, *, run_id: str, phase: str, tracker,
                  oracles: OraclePlan | None, share: Callable[[bytes], Any],
                  on_complete: Callable[[Configuration], None], say: Callable[[str], None],
-                 keep_models: bool = False):
+                 keep_models: bool = False,
+                 on_partial: Callable[[Configuration], None] | None = None):
         self.spec, self.record, self.run_id, self.phase, self.share = spec, record, run_id, phase, share
         self.tracker, self.oracles, self.on_complete, self.say = tracker, oracles, on_complete, say
         self.keep_models = keep_models
         self.models = record.run_dir / "models"
         self.kept = self.rerun_for_model = 0
+        self.on_partial = on_partial  # a row accepted, the configuration not yet complete
         self.schema = R.trial_schema(spec)
         self.queue: deque[Run] = deque()  # waiting for their oracles or a slot
         self.running: dict[str, Run] = {}  # fingerprint -> the run in flight
@@ -91,11 +93,13 @@ class RunBook:
         return bool(self.queue or self.running or self.oracles_running)
 
     # -- in ------------------------------------------------------------------------------------------
-    def add(self, conf: Configuration, rejected: dict[int, Failure] | None = None) -> None:
-        """Take a configuration's runs: each is accepted from the record, follows the same
-        fingerprint under way, or is queued. `rejected`: seed index -> why that run's config was
-        refused up front (recorded as a FAIL row, once per fingerprint)."""
-        for run in conf.runs:
+    def add(self, conf: Configuration, rejected: dict[int, Failure] | None = None,
+            runs: list[Run] | None = None) -> None:
+        """Take a configuration's runs (`runs`: only these, the others later or never): each is
+        accepted from the record, follows the same fingerprint under way, or is queued. `rejected`:
+        seed index -> why that run's config was refused up front (recorded as a FAIL row, once per
+        fingerprint)."""
+        for run in conf.runs if runs is None else runs:
             why = (rejected or {}).get(run.seed_index)
             if why is not None and not self.record.has(run.fp):
                 self._land(run, None, why)
@@ -239,11 +243,27 @@ class RunBook:
         save_unlearned(self.models, run.fp, kept, scrub(info))
         self.kept += 1
 
+    def drop(self, runs: list[Run], failure: Failure) -> None:
+        """Record runs that will not run (a raced configuration's other seeds) as rows of `failure`,
+        without running them; their configuration completes as usual."""
+        for run in runs:
+            # a run on record stands: one that ran (a configuration proposed again) is never
+            # overwritten, one dropped before (a resumed sweep) is taken as it was recorded
+            row = self.record.reusable(run.fp)
+            if row is None and self.record.states.get(run.fp, (None, None))[1] == failure.kind:
+                row = R.read_row(self.record.run_dir, run.fp)
+            if row is not None:
+                self._accept(run, row)
+            else:
+                self._land(run, None, failure)
+
     def _accept(self, run: Run, row: dict[str, Any]) -> None:
         conf = run.conf
         conf.rows[run.seed_index] = row
         if conf.complete:
             self.on_complete(conf)
+        elif self.on_partial is not None:
+            self.on_partial(conf)
 
     def _track(self, hook: str, *args) -> None:
         if self.tracker is not None:

@@ -4,6 +4,9 @@
              every seed of the spec, told back once all their runs are on record: the objectives
              are the means over seeds, the constraints too (`trial.set_constraint`); any failed run
              fails the trial. Stops early on the failure budget or when the space holds nothing new.
+             With `race` (sweeps/race.py), a configuration runs its first seed(s) alone and is
+             dropped there when it is off beyond doubt: its other seeds are recorded as PRUNED rows
+             (failure kind `raced`), never run, and its trial is told PRUNED.
   Replicate  the top configurations of a finished search on more seeds, in the same record (phase
              "replicate"); nothing is told to Optuna.
 
@@ -29,6 +32,7 @@ from sweeps import results as R
 from sweeps.space import suggest
 from sweeps.spec import SweepSpec
 from sweeps.fingerprint import fingerprint
+from sweeps.race import Race, means_stds
 from sweeps.samplers import make_sampler
 from sweeps.journal import batch
 from sweeps.study import DUPLICATE, counted, reconcile, requeue, sampled_before, superseded
@@ -66,8 +70,9 @@ class _Sweep:
                  share: Callable[[bytes], Any], say: Callable[[str], None], keep_models: bool = False):
         self.spec, self.say = spec, say
         self.book = RunBook(spec, record, run_id=run_id, phase=self.phase, tracker=tracker, oracles=oracles,
-                            share=share, on_complete=self._complete, say=say, keep_models=keep_models)
-        self.done = self.failed = 0
+                            share=share, on_complete=self._complete, say=say, keep_models=keep_models,
+                            on_partial=self._partial)
+        self.done = self.failed = self.raced = 0
         self.failures: Counter[str] = Counter()  # reason key -> configurations that failed for it
         self.stopped: str | None = None  # why the sweep ended before its end
         self.stop_failed = False  # ... and whether that is a failure (budget) or not (space exhausted)
@@ -83,6 +88,9 @@ class _Sweep:
     def _complete(self, conf: Configuration) -> None:
         raise NotImplementedError
 
+    def _partial(self, conf: Configuration) -> None:
+        pass
+
 
 class Search(_Sweep):
     def __init__(self, spec: SweepSpec, record, study: optuna.Study, *, stream: TextIO | None, **kw):
@@ -90,6 +98,8 @@ class Search(_Sweep):
         self.study, self.run_id = study, kw["run_id"]
         self.open: dict[int, Configuration] = {}  # trial number -> configuration not yet told
         self.duplicates = 0
+        self.race = Race.of(spec)
+        self.held: dict[int, tuple[list[Run], dict[int, Failure]]] = {}  # raced: runs not yet given
         self._dup_streak = 0
         self._first_error: dict[str, str] = {}  # reason key -> the first such reason, in full
         self._told_here: list[str | None] = []  # this driver's told trials: None or the reason key
@@ -110,6 +120,9 @@ class Search(_Sweep):
             fps = t.user_attrs.get("fingerprints")
             if fps and t.number not in sup and DUPLICATE not in t.user_attrs:
                 self.told_configs.setdefault(tuple(fps), t.number)
+                told = t.user_attrs.get("race")
+                if self.race is not None and t.state == TrialState.COMPLETE and told:
+                    self.race.add(t.number, told["means"], told["stds"], t.user_attrs.get("feasible", True))
 
     # -- the source --------------------------------------------------------------------------------
     def _more_to_ask(self) -> bool:
@@ -153,7 +166,30 @@ class Search(_Sweep):
             key = tuple(r.fp for r in conf.runs)
             if key in self.told_configs:  # the sampler proposed a configuration already on record
                 trial.set_user_attr(DUPLICATE, self.told_configs[key])
-        self.book.add(conf, rejected)
+        if self.race is None:
+            self.book.add(conf, rejected)
+            return
+        k = self.race.rules.seeds  # held before the add: rows on record are accepted during it
+        self.held[conf.number] = (conf.runs[k:], rejected)
+        self.book.add(conf, rejected, runs=conf.runs[:k])
+
+    def _partial(self, conf: Configuration) -> None:
+        """A raced configuration whose first seeds are all on record: drop it (its other runs
+        recorded as raced, never run) when it is off beyond doubt, else give the book the rest."""
+        if self.race is None or conf.number not in self.held:
+            return
+        k = self.race.rules.seeds
+        if any(i not in conf.rows for i in range(k)):
+            return
+        runs, rejected = self.held.pop(conf.number)
+        first = [conf.rows[i] for i in range(k)]
+        why = None
+        if all(r["state"] == "COMPLETE" for r in first):  # a failed seed fails the trial: no race
+            why = self.race.verdict(means_stds(first, self.race.metrics)[0])
+        if why is None:
+            self.book.add(conf, rejected, runs=runs)
+        else:
+            self.book.drop(runs, Failure(kind=FailureKind.RACED, message=f"raced after {k} seed(s): {why}"))
 
     # -- telling ---------------------------------------------------------------------------------
     def _complete(self, conf: Configuration) -> None:
@@ -161,13 +197,14 @@ class Search(_Sweep):
             return
         trial: optuna.Trial = conf.owner
         rows = [conf.rows[i] for i in sorted(conf.rows)]
-        failed = conf.failed_rows()
+        raced = [r for r in rows if r.get("failure_kind") == FailureKind.RACED.value]
+        failed = [r for r in conf.failed_rows() if r not in raced]
         values, failure, reason, feasible = None, None, None, False
         if failed:
             kind, reason = _reason(failed[0])
             failure = Failure(kind=kind, message=f"seed {failed[0]['seed_index']}: {failed[0]['error']}")
             self._first_error.setdefault(reason, failed[0]["error"] or "")
-        else:
+        elif not raced:
             values = [_mean(rows, o.metric) for o in self.spec.objectives]
             bad = [o.metric for o, v in zip(self.spec.objectives, values) if not math.isfinite(v)]
             if bad:
@@ -180,6 +217,10 @@ class Search(_Sweep):
                 trial.set_user_attr("error", failure.message[:2000])
                 trial.set_user_attr("failure_kind", failure.kind.value)
                 self.study.tell(trial, state=TrialState.FAIL)
+            elif raced:  # a partial result: never told as values, so never on Optuna's front either
+                trial.set_user_attr("error", raced[0]["error"][:2000])
+                trial.set_user_attr("failure_kind", FailureKind.RACED.value)
+                self.study.tell(trial, state=TrialState.PRUNED)
             else:
                 feasible = True
                 for c in self.spec.constraints:
@@ -191,6 +232,12 @@ class Search(_Sweep):
                         trial.set_user_attr(f"constraint: {key}", v)
                 if self.spec.constraints:
                     trial.set_user_attr("feasible", bool(feasible))
+                if self.race is not None:  # what later race verdicts compare with (also after a resume)
+                    means, stds = means_stds(rows, self.race.metrics)
+                    trial.set_user_attr("race", {k: {m: v if math.isfinite(v) else None for m, v in d.items()}
+                                                 for k, d in (("means", means), ("stds", stds))})
+                    if DUPLICATE not in trial.user_attrs:
+                        self.race.add(conf.number, means, stds, feasible)
                 self.study.tell(trial, values)
         if DUPLICATE in trial.user_attrs:
             self._duplicate()
@@ -198,6 +245,10 @@ class Search(_Sweep):
         self._dup_streak = 0
         self.told_configs.setdefault(tuple(r.fp for r in conf.runs), conf.number)
         self.counted += 1
+        if raced and failure is None:
+            self.raced += 1
+            self.progress.told(conf.number, None, False, raced=True)
+            return
         if values is None:
             assert reason is not None  # set wherever values is None
             self.failed += 1
@@ -238,6 +289,7 @@ class Search(_Sweep):
         """Re-enqueue the parameters of every configuration not yet told and close its trial, so the
         study holds no RUNNING trial and `resume` redoes them. Best effort (a full disk)."""
         self.book.clear()
+        self.held.clear()
         for conf in list(self.open.values()):
             try:
                 requeue(self.study, conf.owner, reason=reason)

@@ -124,7 +124,9 @@ def trial_row(*, spec: SweepSpec, number: int, fp: str, config: dict[str, Any], 
         failure = Failure.model_validate(r["failure"])
     elif failure is None and r.get("state", "FAIL") != "COMPLETE":  # a task function that says FAIL
         failure = Failure(kind=FailureKind.ERROR, message=str(r.get("error") or "failed, no reason given"))
-    state = "FAIL" if failure is not None else r.get("state", "FAIL")
+    # a raced run never ran: PRUNED, as its configuration's Optuna trial
+    state = r.get("state", "FAIL") if failure is None else \
+        "PRUNED" if failure.kind == FailureKind.RACED else "FAIL"
     err = failure.message if failure is not None else None
     metrics = dict(r.get("metrics") or {})
     metrics.update(blind_metrics(metrics))
@@ -398,12 +400,13 @@ def read_row(run_dir: Path, fp: str) -> dict[str, Any] | None:
 
 def failure_reasons(table: pa.Table, top: int = 5) -> list[tuple[str, int]]:
     """The most common reasons among FAIL rows: [(the first such error, count)], where errors that
-    differ only in numbers and ids (`reason_key`) count as one reason."""
+    differ only in numbers and ids (`reason_key`) count as one reason. Raced runs (PRUNED) never
+    ran: not failures."""
     if table.num_rows == 0 or "state" not in table.column_names:
         return []
     counts: dict[str, list] = {}
     for st, err in zip(table.column("state").to_pylist(), table.column("error").to_pylist()):
-        if st != "COMPLETE":
+        if st == "FAIL":
             text = " ".join(str(err or "no reason recorded").split())
             counts.setdefault(reason_key(text), [text[:300], 0])[1] += 1
     return [(ex, n) for ex, n in sorted(counts.values(), key=lambda v: -v[1])][:top]

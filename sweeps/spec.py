@@ -275,6 +275,26 @@ class SamplerSpec(StrictModel):
             return S.RandomSampler(seed=seed, **opts)
 
 
+class RaceSpec(StrictModel):
+    """Search seeds raced (`race:` in a spec): a configuration runs on its first `seeds` seed(s); it
+    is dropped there, its other seeds never run, when it is off beyond doubt: infeasible, or
+    dominated by a configuration already told with every seed, by more than `margin` seed-to-seed
+    standard deviations in every objective (for infeasible: in the constraint's metric). The
+    deviations are pooled over the configurations told so far with every seed, so no configuration
+    is dropped before `min_complete` of them have given the spread. A dropped configuration is
+    recorded as such (its unrun seeds as PRUNED rows, failure kind `raced`; its Optuna trial
+    PRUNED): never a result, never on a front. Needs two or more search seeds to do anything."""
+
+    seeds: int = Field(1, ge=1)  # seeds a configuration runs before it may be dropped
+    margin: float = Field(3.0, gt=0)  # in pooled seed-to-seed standard deviations
+    min_complete: int = Field(3, ge=2)  # configurations told with every seed before any is dropped
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v):
+        return {} if v is True else v
+
+
 class Resources(StrictModel):
     backend: Literal["ray", "inline"] = "ray"
     address: str | None = None  # an existing Ray cluster; None = embedded local Ray
@@ -423,6 +443,7 @@ class SweepSpec(StrictModel):
     select: Objective | None = None
     audit: AuditSpec | None = None  # per-example audits of the top configurations (docs/metrics.md)
     replicate: ReplicateSpec | None = None  # after the search: its top configurations on more seeds
+    race: RaceSpec | None = None  # drop a configuration after its first seed when it is far off
     # the researcher's own code: .py files (relative to the spec's folder) or module names, imported
     # before anything else in the spec is checked (its methods, base.model and base.data.name may be
     # theirs); `load_spec` records each as it loaded it (a file's absolute path)
@@ -572,11 +593,12 @@ def set_path_any(tree: Any, path: str, value: Any, _full: str | None = None) -> 
 
 
 # spec fields a later run may change without it becoming another sweep: more trials, more seeds,
-# other resources or tracking extend the same record; so do where a trial runs and caches (base's
+# other resources or tracking extend the same record (so does `race`: how many seeds a poor
+# configuration runs, its raced runs typed in the record); so do where a trial runs and caches (base's
 # EXTENSIBLE_BASE: not in a run's fingerprint either). Everything else (the space, the methods, the
 # data, base, constraints, objectives, the sampler, seed_axes, select, ...) is what the sweep is.
 EXTENSIBLE = ("n_trials", "seeds", "resources", "tracking", "description", "max_failures", "fail_fast",
-              "replicate", "audit", "keep_models",
+              "replicate", "audit", "keep_models", "race",
               # where the plug-in files lie; what they hold is the run's identity (run.json), checked
               # by the driver (sweeps.rundir.check_inputs)
               "plugins")

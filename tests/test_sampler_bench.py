@@ -115,3 +115,31 @@ def test_constrained_samplers_steer_by_the_constraint_values_the_driver_sets(tmp
         assert all(bool(t.constraints) == bound for t in trials)
         medians[bound] = float(np.median([t.params["ft.lr"] for t in trials][18:]))
     assert medians[True] < 0.0125 < 0.018 < medians[False], medians
+
+
+def test_tiny_bench_runs_the_plain_and_the_raced_search_side_by_side(tmp_path):
+    """The race arm's sweeps carry the spec's race (its options from the arm), count raced
+    configurations as trials, and are paired with the plain arm by sampler seed."""
+    out, work = tmp_path / "sb.json", tmp_path / "work"
+    doc = _bench().main(["--data", "digits", "--trials", "6", "--at", "2,6", "--sampler-seeds", "0,1",
+                         "--samplers", "random", "--arms", "plain,race:margin=0.5,min_complete=2",
+                         "--seeds", "0-2", "--task", "tests.sweep_util:fake_task", "--work", str(work),
+                         "--out", str(out)])
+    assert doc["setup"]["arms"] == ["plain", "race:margin=0.5,min_complete=2"]
+    plain = load_spec(json.loads(json.dumps(_spec_of(work / "plain-random-s0"))))
+    raced = load_spec(json.loads(json.dumps(_spec_of(work / "race-margin05-min_complete2-random-s0"))))
+    assert plain.race is None and raced.race.margin == 0.5 and raced.race.min_complete == 2
+    for w in doc["sweeps"]:
+        assert w["trials"] == 6 and w["runs"] == 3 * 6 - 2 * w["raced"]
+        assert w["raced"] == 0 or w["arm"] != "plain"
+    row = doc["summary"]["race:margin=0.5,min_complete=2"]["random"]
+    assert row["vs_plain"]["hypervolume_at"]["2"]["n"] == 2 and row["vs_plain"]["cpu_s_total"]["n"] == 2
+    assert set(row["hypervolume_at_cpu"]) == {"0.25", "0.5", "0.75", "1.0"}
+    md = out.with_suffix(".md").read_text()
+    assert "minus the plain arm's" in md and "within a CPU budget" in md
+
+
+def test_hypervolume_within_a_cpu_budget_takes_the_trials_that_ended_in_it():
+    s = {"hypervolume": [0.0, 5.0, 7.0], "cpu_s": [1.0, 2.0, 4.0]}
+    hv = _bench().hv_within
+    assert [hv(s, b) for b in (0.5, 1.0, 3.9, 4.0)] == [0.0, 0.0, 5.0, 7.0]

@@ -33,11 +33,18 @@ class FailureKind(str, Enum):
     LOST_WORKER = "lost_worker"  # its worker process or node died and the retries ran out
     INTERRUPTED = "interrupted"  # the sweep was stopped (a signal, the failure budget) while it ran
     ERROR = "error"  # an exception in a method, the task function or the environment: a bug
+    RACED = "raced"  # never run: its configuration was dropped after its first seed(s) (spec `race`)
 
     @property
     def transient(self) -> bool:
         """A failure that says nothing about the configuration: never reused, `resume` reruns it."""
         return self in (FailureKind.LOST_WORKER, FailureKind.INTERRUPTED)
+
+    @property
+    def stands(self) -> bool:
+        """A failed run's row may stand for a new run of the same fingerprint: the failure belongs
+        to the configuration (not transient), and the run did run (not raced)."""
+        return not self.transient and self is not FailureKind.RACED
 
 
 class Failure(BaseModel):

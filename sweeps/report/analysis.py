@@ -192,7 +192,10 @@ def per_config(runs: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     for o in reversed(spec.objectives):  # the first objective's reason wins
         v = out[o.metric].astype(float) if o.metric in out else pd.Series(np.nan, index=out.index)
         why = why.mask(~np.isfinite(v), f"objective {o.metric} is missing or not finite in the record")
-    out["state"] = np.where(complete & why.eq(""), "COMPLETE", "FAIL")
+    # raced (spec race): dropped after its first seeds, its other seeds recorded but never run
+    raced = (runs["failure_kind"].eq("raced") if "failure_kind" in runs else pd.Series(False, index=runs.index)
+             ).groupby([runs[k] for k in KEY], sort=False).any().reindex(out.index, fill_value=False)
+    out["state"] = np.where(complete & why.eq(""), "COMPLETE", np.where(raced, "PRUNED", "FAIL"))
     out["error"] = np.where(complete, why, errors.fillna("missing seeds").astype(str))
     out["n"] = out["n"].fillna(0).astype(int)
     out["fingerprints"] = out["fingerprints"].fillna("")

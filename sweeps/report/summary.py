@@ -29,12 +29,14 @@ def summary_text(a: Analysis) -> str:
     c = a.configs
     n_ok = int((c["state"] == "COMPLETE").sum()) if len(c) else 0
     n_feas = int(c["feasible"].sum()) if len(c) else 0
+    n_raced = int((c["state"] == "PRUNED").sum()) if len(c) else 0
     objs = ", ".join(f"{o.direction} {o.metric}" for o in a.spec.objectives)
     ref = ", ".join(f"{o.metric}={x:.4g}" for o, x in zip(a.spec.objectives, a.reference_point))
     n_rep = int(c["replicated"].sum()) if len(c) else 0
     lines = [f"sweep {a.spec.name}: {len(c)} configuration(s) x {len(a.spec.seeds)} search seed(s)"
-             + (f" ({n_rep} replicated on more)" if n_rep else "") + f", {n_ok} "
-             f"complete, {n_feas} feasible; objectives: {objs}; selection rule: {a.spec.selection_rule}",
+             + (f" ({n_rep} replicated on more)" if n_rep else "") + f", {n_ok} complete, "
+             + (f"{n_raced} raced out after their first seed(s), " if n_raced else "")
+             + f"{n_feas} feasible; objectives: {objs}; selection rule: {a.spec.selection_rule}",
              a.evidence,
              f"Pareto front ({len(a.front)} configuration(s)), hypervolume {hv_text(a.hypervolume)} at "
              f"reference point ({ref}); each value: mean ± sample std over n seeds, [95% t-interval]"]
@@ -67,6 +69,7 @@ def to_json(a: Analysis) -> dict:
     return {"sweep": a.spec.name, "selection_rule": a.spec.selection_rule, "evidence": a.evidence,
             "configurations": len(c), "complete": int((c["state"] == "COMPLETE").sum()) if len(c) else 0,
             "feasible": int(c["feasible"].sum()) if len(c) else 0,
+            "raced": int((c["state"] == "PRUNED").sum()) if len(c) else 0,
             "objectives": [o.model_dump() for o in a.spec.objectives],
             "reference_point": [plain(x) for x in a.reference_point],
             "hypervolume": plain(a.hypervolume), "front": rows(a.front),

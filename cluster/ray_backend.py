@@ -271,13 +271,15 @@ class RayBackend:
                     include_dashboard = os.environ.get("UNLEARN_SWEEP_RAY_DASHBOARD", "1") != "0"
                 # token auth stays on (Ray's default); its notice saying so is not the user's business
                 logging.getLogger(ray_private.TOKEN_SETUP_LOGGER).setLevel(logging.ERROR)
+                # the reaper first: a driver killed inside ray.init leaves no Ray behind either
+                self._reaper = Reaper.start(ray_private.temp_root())
                 with ray_private.loopback_only(), _without_secrets(), _workers_at_our_priority(), \
                         ray_private.keep_signal_handlers():
                     self._context = ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
                                              include_dashboard=include_dashboard,
                                              dashboard_host="127.0.0.1", log_to_driver=True,
                                              configure_logging=False)
-                self._reaper = Reaper.start(ray_private.session_dir())
+                self._reaper.watch(ray_private.session_dir())
             else:
                 if num_cpus is not None or num_gpus is not None:
                     raise ClusterConfigError("num_cpus/num_gpus only apply to an embedded Ray "

@@ -74,6 +74,15 @@ def global_node():
     return ray._private.worker._global_node
 
 
+def temp_root() -> str:
+    """Where an embedded Ray started by this process will put its session directories
+    (`<root>/session_<date>_<time>_<pid of the starting process>`): RAY_TMPDIR, TMPDIR or /tmp, plus
+    /ray, as Ray computes it."""
+    from ray._common.utils import get_default_ray_temp_dir
+
+    return get_default_ray_temp_dir()
+
+
 def session_dir() -> str:
     """The session directory of the Ray this process started (its processes keep their logs there)."""
     return global_node().get_session_dir_path()

@@ -1,7 +1,8 @@
 """Ends an embedded Ray's processes once the driver that started them is gone, however it went
 (SIGKILL included).
 
-    reaper = Reaper.start(session_dir)   # right after ray.init(address="local")
+    reaper = Reaper.start(temp_root)     # right before ray.init(address="local")
+    reaper.watch(session_dir)            # once ray.init returned
     ...
     reaper.stop()                        # after ray.shutdown(): stragglers ended, the reaper reaped
 
@@ -16,10 +17,13 @@ reaper then sends SIGKILL to every process that has a file of the session direct
 processes keep their logs there; a renamed agent's environment is no longer readable, its open
 files are) and is named like Ray's (`ray::...`, `ray-dashboard-...`, raylet, gcs_server), so a
 `tail -f` of a log is left alone. Nothing else on the machine is touched: the session directory
-is this driver's own. Not covered: a driver killed inside ray.init, before the reaper starts.
+is this driver's own. A driver killed inside ray.init, before it could name its session directory,
+is covered too: the reaper, started before ray.init, then looks for the session directories under
+Ray's temp root that carry the driver's pid in their name (Ray names them so).
 """
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import subprocess
@@ -33,11 +37,21 @@ class Reaper:
         self.proc = proc
 
     @classmethod
-    def start(cls, session_dir: str) -> "Reaper":
-        proc = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__), session_dir],
+    def start(cls, temp_root: str) -> "Reaper":
+        """Before ray.init: a reaper for the Ray this process is about to start under `temp_root`."""
+        proc = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__), temp_root, str(os.getpid())],
                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         return cls(proc)
+
+    def watch(self, session_dir: str) -> None:
+        """After ray.init: the session directory it made (the reaper no longer has to look for it)."""
+        assert self.proc.stdin is not None  # started with stdin=PIPE
+        try:
+            self.proc.stdin.write(session_dir.encode() + b"\n")
+            self.proc.stdin.flush()
+        except OSError:  # the reaper is gone: nothing to tell
+            pass
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Close the pipe (as the driver's death would), let the reaper end what is left, reap it."""
@@ -68,17 +82,22 @@ def session_processes(session_dir: str) -> list[int]:
     return found
 
 
-def main(session_dir: str) -> None:
+def main(temp_root: str, driver_pid: int) -> None:
     for s in (signal.SIGINT, signal.SIGHUP):  # a terminal's Ctrl-C or hang-up is the driver's to handle
         signal.signal(s, signal.SIG_IGN)
-    while sys.stdin.buffer.read(4096):  # returns b"" once the driver's end is closed
-        pass
-    for pid in session_processes(session_dir):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+    said = b""
+    while chunk := sys.stdin.buffer.read(1):  # b"" once the driver's end is closed
+        said += chunk
+    named = said.decode(errors="replace").splitlines()[:1]
+    # killed inside ray.init: the session directories Ray named after the driver's pid
+    sessions = named or glob.glob(os.path.join(glob.escape(temp_root), f"session_*_{driver_pid}"))
+    for session_dir in sessions:
+        for pid in session_processes(session_dir):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], int(sys.argv[2]))

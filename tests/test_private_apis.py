@@ -24,11 +24,14 @@ def test_ray_private_names_exist_in_the_installed_ray():
     assert hasattr(authentication_utils, "is_token_auth_enabled"), f"{where} is_token_auth_enabled"
     assert ray_private.TOKEN_SETUP_LOGGER == setup.__name__
     assert hasattr(ray._private.worker, "_global_node"), f"{where} ray._private.worker._global_node"
+    import inspect
+
     from ray._private.node import Node
 
     assert hasattr(Node, "get_session_dir_path"), f"{where} Node.get_session_dir_path (session_dir)"
-    import inspect
-
+    assert ray_private.temp_root().endswith("/ray"), f"{where} ray._common.utils.get_default_ray_temp_dir"
+    assert 'f"session_{date_str}_{os.getpid()}"' in inspect.getsource(Node), \
+        f"{where} session directories named after the starting process's pid (cluster/reaper.py)"
     from ray._private import utils
 
     assert hasattr(utils, "set_sigterm_handler"), f"{where} utils.set_sigterm_handler"

@@ -245,9 +245,13 @@ class Driver:
         recorded = load_yaml_text(path.read_text())
         if not self.spec.plugins or recorded.get("plugins") == self.spec.plugins:
             return
+        self._write_spec_yaml(dump_yaml({**recorded, "plugins": list(self.spec.plugins)}))
+
+    def _write_spec_yaml(self, text: str) -> None:
+        """spec.yaml, written under a temp name and renamed (never half a file)."""
         tmp = self.run_dir / f".spec.yaml.{os.getpid()}.tmp"
-        tmp.write_text(dump_yaml({**recorded, "plugins": list(self.spec.plugins)}))
-        os.replace(tmp, path)
+        tmp.write_text(text)
+        os.replace(tmp, self.run_dir / "spec.yaml")
 
     def _start_backend(self) -> Backend:
         if self._backend is not None:
@@ -367,9 +371,7 @@ class Driver:
         text, fp = self._recorded_spec()
         if fresh or ident.get("spec_fingerprint") != fp:  # new, or from before fingerprints
             write_identity(self.run_dir, {**ident, "sweep": self.spec.name, "spec_fingerprint": fp})
-        tmp = self.run_dir / f".spec.yaml.{os.getpid()}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, self.run_dir / "spec.yaml")
+        self._write_spec_yaml(text)
         return ident["run_id"], study
 
     def _recorded_spec(self) -> tuple[str, str]:

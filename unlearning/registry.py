@@ -239,17 +239,22 @@ def register_method(cls: type[T]) -> type[T]:
     return cls
 
 
+def _register_callable(registry: Registry, what: str, name: str, f: Callable | None):
+    """register_model / register_dataset: a decorator when `f` is None, else registers `f`."""
+    def add(f: Callable) -> Callable:
+        if not callable(f):
+            raise UserError(f"{registry.kind} {name!r}: the {what} {f!r} is not callable")
+        registry.add(name, f, _module_of(f))
+        return f
+
+    return add if f is None else add(f)
+
+
 def register_model(name: str, factory: Callable | None = None):
     """Register a model factory `factory(in_shape, num_classes) -> nn.Module` (in_shape = (C, H, W);
     the module maps a float batch (N, C, H, W) to logits (N, num_classes)). As a decorator:
     `@register_model("name")`; or called: `register_model("name", factory)`. Returns the factory."""
-    def add(f: Callable) -> Callable:
-        if not callable(f):
-            raise UserError(f"model {name!r}: the factory {f!r} is not callable")
-        MODELS.add(name, f, _module_of(f))
-        return f
-
-    return add if factory is None else add(factory)
+    return _register_callable(MODELS, "factory", name, factory)
 
 
 def register_dataset(name: str, loader: Callable | None = None):
@@ -257,13 +262,7 @@ def register_dataset(name: str, loader: Callable | None = None):
     give them; `unlearning.dataset_from_arrays` builds one from numpy arrays and checks them). A
     decorator, `@register_dataset("name")`, or called: `register_dataset("name", loader)`. Then
     `data: {name: ...}` selects it; the loader reads what it needs from `cfg` (e.g. `cfg.root`)."""
-    def add(f: Callable) -> Callable:
-        if not callable(f):
-            raise UserError(f"data set {name!r}: the loader {f!r} is not callable")
-        DATA_SETS.add(name, f, _module_of(f))
-        return f
-
-    return add if loader is None else add(loader)
+    return _register_callable(DATA_SETS, "loader", name, loader)
 
 
 def names() -> dict[str, list[str]]:

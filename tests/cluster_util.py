@@ -254,6 +254,11 @@ class LocalCluster:
              f"--mount=/proc/{node.holder.pid}/ns/mnt", f"--wd={cwd or node.dir}", "--", *args],
             env=env or self.env(node), start_new_session=True, **kw)
         node.started.append(p)
+        # nsenter joins the namespaces after the fork: until then the child is still in this
+        # machine's, and kill()/pids() would miss it. Return only once it is inside (or gone).
+        me, deadline = _ns_id(f"/run/netns/{node.ns}"), time.monotonic() + 10
+        while p.poll() is None and _ns_id(f"/proc/{p.pid}/ns/net") != me and time.monotonic() < deadline:
+            time.sleep(0.005)
         return p
 
     def run(self, node: Node, args: list[str], timeout: float = 120, **kw) -> subprocess.CompletedProcess:

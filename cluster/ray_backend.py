@@ -82,6 +82,7 @@ log = logging.getLogger(__name__)
 _POLL_S = 0.2  # how often `wait` drains progress while nothing has finished
 _NODE_CHECK_S = 1.0  # how often idle actors are checked against the live node list
 _START_TIMEOUT_S = float(os.environ.get("UNLEARN_SWEEP_RAY_START_TIMEOUT", "120"))
+_START_GRACE_S = 10.0  # once one worker is up, how long the others may take before the sweep starts
 
 
 def _head_timeout_s() -> float:
@@ -327,12 +328,19 @@ class RayBackend:
         return _Slot(actor, actor.where.remote())
 
     def _await_start(self, size: int) -> None:
-        """Block until every actor is up (or the start timeout); fail clearly if none can start."""
-        deadline = time.monotonic() + _START_TIMEOUT_S
+        """Block until every actor is up, or until the first is up and the rest have had as long
+        again (at least _START_GRACE_S): an actor that cannot be placed yet (its node busy, or dead
+        and not yet known so) joins the pool when it starts instead of holding the sweep back; fail
+        clearly if none starts within the start timeout."""
+        t0 = time.monotonic()
+        deadline, first_up = t0 + _START_TIMEOUT_S, False
         while time.monotonic() < deadline:
             self._reap_starting(block_s=_POLL_S)
             if all(s.ready for s in self._slots):
                 return
+            if not first_up and any(s.ready for s in self._slots):
+                first_up, now = True, time.monotonic()
+                deadline = min(deadline, now + max(_START_GRACE_S, now - t0))
             if self._spawn_failures >= 2 * size and not any(s.ready for s in self._slots):
                 raise ClusterConfigError(f"trial workers fail to start: {self._last_spawn_error}")
         if not any(s.ready for s in self._slots):

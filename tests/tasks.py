@@ -39,12 +39,17 @@ def task(payload: dict, on_epoch=None) -> dict:
         return {k: os.environ.get(k) for k in payload.get("names", [])}
     if op == "tail":  # `device_s` of work, then a CPU tail (cluster/backend.py) of `tail_s`
         t0 = time.time()
+        if payload.get("mark"):  # a file that says this task's device part has begun
+            Path(payload["mark"]).touch()
         time.sleep(float(payload.get("device_s", 0.0)))
         device = [t0, time.time()]
 
         def tail() -> dict:
             t1 = time.time()
-            time.sleep(float(payload.get("tail_s", 0.0)))
+            until = payload.get("tail_until")  # end the tail early once this file exists
+            end = t1 + float(payload.get("tail_s", 0.0))
+            while time.time() < end and not (until and Path(until).exists()):
+                time.sleep(0.02)
             if payload.get("raise"):
                 raise ValueError(payload["raise"])
             return {"tail": payload.get("value"), "pid": os.getpid(), "device": device,

@@ -144,16 +144,20 @@ def _until(pred, backend, handles, within=30.0):
 
 
 @pytest.mark.parametrize("overlap", [True, False])
-def test_an_actor_takes_the_next_task_once_the_previous_one_is_in_its_tail(cluster, overlap):
+def test_an_actor_takes_the_next_task_once_the_previous_one_is_in_its_tail(cluster, overlap, tmp_path):
+    # with overlap, a's tail lasts until c has begun (30 s at most), so the order is by event, not
+    # by how fast a loaded machine runs; without, a's tail is short and c must wait for it anyway
+    began = tmp_path / "c-began"
     with RayBackend(task, None, cpus_per_trial=2, overlap=overlap) as b:  # one actor
         assert b.capacity() == 1
-        a = b.submit("a", {"op": "tail", "device_s": 0.3, "tail_s": 1.5})
+        a = b.submit("a", {"op": "tail", "device_s": 0.3, "tail_s": 30 if overlap else 1.5,
+                           "tail_until": str(began)})
         if overlap:
             _until(lambda: b.capacity() == 2, b, [a])
             assert b.workers()[0]["tails"] == ["a"] and b.workers()[0]["running"] is None
         else:
             assert b.capacity() == 1
-        c = b.submit("c", {"op": "tail", "value": "c", "device_s": 0.5})
+        c = b.submit("c", {"op": "tail", "value": "c", "device_s": 0.5, "mark": str(began)})
         assert b.capacity() == (2 if overlap else 1)  # never a second task before a tail
         out = {o.handle.key: o.result for o in _wait_all(b, [a, c])}
         assert out["a"]["pid"] == out["c"]["pid"]  # one worker process ran both
@@ -245,6 +249,40 @@ def test_bad_fraction_is_rejected(cluster):
         RayBackend(task, None, gpus_per_trial=1.5)
 
 
+@pytest.mark.timeout(120)  # before the grace period, this start waited for the whole start timeout
+def test_a_worker_that_cannot_be_placed_yet_does_not_hold_the_start_back(cluster, monkeypatch, caplog):
+    """One of two 1-CPU workers has no free CPU (another job holds it; or its node is dead and Ray
+    does not know yet): the backend starts with the one that is up after the grace period, not the
+    whole start timeout, and the other joins the pool once the CPU is free."""
+    from cluster import ray_backend
+
+    monkeypatch.setattr(ray_backend, "_START_GRACE_S", 1.0)
+    monkeypatch.setattr(ray_backend, "_START_TIMEOUT_S", 600.0)
+
+    @ray.remote(num_cpus=1)
+    class Squatter:
+        def up(self):
+            return True
+
+    squatter = Squatter.remote()
+    ray.get(squatter.up.remote())
+    try:
+        with RayBackend(task, None, cpus_per_trial=1) as b:  # the start timeout (600 s) would hit pytest's
+            assert "1 of 2 trial workers still waiting" in caplog.text
+            assert len(b.workers()) == 2 and b.capacity() == 1
+            done, _ = run_all(b, {"a": {"op": "sleep", "seconds": 0.1, "key": "a"}})
+            assert done["a"].result is not None
+            ray.kill(squatter)
+            squatter = None
+            deadline = time.monotonic() + 60
+            while b.capacity() < 2:
+                assert time.monotonic() < deadline, b.workers()
+                time.sleep(0.2)
+    finally:
+        if squatter is not None:
+            ray.kill(squatter)
+
+
 def test_the_pool_grows_when_a_node_joins(cluster):
     """Sized at start for the head (one 2-CPU trial), the pool takes a node that joins later (the
     check runs in capacity(), about once a second) and its trials run there."""
@@ -261,6 +299,11 @@ def test_the_pool_grows_when_a_node_joins(cluster):
             assert len({o.node for o in done.values()}) == 2  # side by side, one per node
         finally:
             cluster.remove_node(node, allow_graceful=False)
+            # the next tests size their pools from the live nodes: let Ray see this one gone
+            deadline = time.monotonic() + 30
+            while any(n["NodeID"] == node.node_id and n["Alive"] for n in ray.nodes()) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.2)
 
 
 @pytest.mark.slow

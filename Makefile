@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(BIN)/unlearn-sweep run quickstart
 
+# The suite waits more than it computes (Ray start-ups, subprocesses): two pytest-xdist workers, one
+# test file each at a time (module fixtures such as a Ray cluster stay within one worker).
+# `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= 2
 test: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # the slow tests alone (fresh clones, real signals on Ray, end-to-end tables): about 25 minutes
 test-slow: venv

@@ -2,15 +2,19 @@
 trained once, then every test and subprocess reuses them), W&B off, small thread counts."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
-# Before anything imports torch or wandb: one cache per test session, shared with subprocesses.
-_SESSION_CACHE = Path(tempfile.mkdtemp(prefix="unlearn-sweep-test-cache-"))
-os.environ.setdefault("UNLEARN_SWEEP_CACHE", str(_SESSION_CACHE))
+# Before anything imports torch or wandb: one cache per test session, shared with subprocesses and
+# with pytest-xdist's workers (they inherit it from the controller, which made it and deletes it).
+if "UNLEARN_SWEEP_CACHE" not in os.environ:
+    os.environ["UNLEARN_SWEEP_CACHE"] = tempfile.mkdtemp(prefix="unlearn-sweep-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["UNLEARN_SWEEP_CACHE"], ignore_errors=True)
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 

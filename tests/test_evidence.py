@@ -100,6 +100,25 @@ def test_after_replicate_the_front_and_picks_rank_replicated_configurations_only
         3.0, a.front["forget_gap_ci"].iloc[0]) != "—"
 
 
+def test_compare_takes_each_runs_best_from_its_replicated_means_and_says_what_they_rest_on(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sweeps.report.compare import compare
+    from sweeps.report.compare import summary_text as compare_text
+
+    d = tmp_path / "run"
+    (d / "trials").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pandas(_after_replicate(), preserve_index=False), d / "trials" / "all.parquet")
+    c = compare([(d, SPEC)])
+    row = c.table.iloc[0]
+    # trial 2's single draw (gap 0.5, TA 95) beats trial 1's mean on both objectives; the best
+    # stays the replicated mean, as on the front
+    assert (row["best_forget_gap"], row["best_forget_gap_n"]) == (pytest.approx(3.0), 3)
+    assert (row["best_test_acc"], row["best_test_acc_n"]) == (pytest.approx(93.0), 3)
+    assert "run: evidence: the front and picks rank the 1 feasible replicated" in compare_text(c)
+
+
 def test_replication_shows_what_the_search_saw_beside_the_replicated_mean():
     a = analyze_runs(_after_replicate(), SPEC)
     r = replication(a).set_index("trial_number")

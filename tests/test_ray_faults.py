@@ -424,13 +424,14 @@ def test_a_trial_timed_out_mid_overlap_is_recorded_and_the_trial_beside_it_rerun
 
     raw = small_spec(n_trials=4, sampler={"name": "random", "seed": 4})
     raw["base"]["cache_dir"] = str(tmp_path)  # where fake_tail_task marks the tail that hangs
-    raw["resources"] = {"backend": "ray", "cpus_per_trial": 2, "timeout_s": 4, "max_retries": 1}
+    # 10 s: far above a trial's 0.5 s even on a loaded machine, far below the hang's 60 s
+    raw["resources"] = {"backend": "ray", "cpus_per_trial": 2, "timeout_s": 10, "max_retries": 1}
     log = io.StringIO()
     out = run_sweep(load_spec(raw), tmp_path / "run", fn=fake_tail_task, log=log)
     rows = list(_by_fp(tmp_path / "run").values())
     assert len(rows) == 4 and out["done"] == 3 and out["failed"] == 1 and out["retried"] == 1
     (failed,) = [r for r in rows if r["state"] == "FAIL"]
-    assert failed["error"].startswith("timed out after 4s") and failed["attempt"] == 0
+    assert failed["error"].startswith("timed out after 10s") and failed["attempt"] == 0
     (rerun,) = [r for r in rows if r["attempt"] == 1]
     assert rerun["state"] == "COMPLETE"
     assert "stopped to cancel another task" in log.getvalue()

@@ -3,7 +3,9 @@ reference point shared by all, so the numbers compare (a run whose front dominat
 a larger one; a run compared with itself gets the same). The point is `--ref` when given, else the
 fixed default of `sweeps.report.units.default_reference` (the worst end of each objective's natural
 range: 100 for a minimised percent or gap, 0 for a maximised percent), taken from the data of all
-the runs together only for a metric with no natural bound (run time).
+the runs together only for a metric with no natural bound (run time). Each run's best value per
+objective comes from the configurations its front ranks: its replicated means once replication has
+run, never a single-seed draw beside them; the summary ends with each run's evidence line.
 """
 from __future__ import annotations
 
@@ -68,6 +70,8 @@ def compare(runs: list[tuple[Path, SweepSpec]], ref: list[float] | None = None) 
                "feasible": int(c["feasible"].sum()) if len(c) else 0, "front": len(a.front),
                "hypervolume": a.hypervolume}
         feas = c[c["feasible"]] if len(c) else c
+        if len(feas) and feas["replicated"].any():  # as the front: a replicated mean, never a draw
+            feas = feas[feas["replicated"]]
         for o in first:  # numbers, so compare.csv reads as data; summary_text formats them
             best = None
             if len(feas) and feas[o.metric].notna().any():
@@ -98,5 +102,6 @@ def summary_text(c: Comparison) -> str:
     empty = [lab for lab, a in zip(c.labels, c.analyses) if a.runs.empty]
     note = (f"\nno run on record yet in: {', '.join(empty)} (a sweep still in its oracle phase, or "
             "stopped before its first trial landed)") if empty else ""
+    evidence = "".join(f"\n{lab}: {a.evidence}" for lab, a in zip(c.labels, c.analyses) if a.evidence)
     return (f"hypervolume at the shared reference point ({ref})\n"
-            + t.to_markdown(index=False, tablefmt="plain") + note)
+            + t.to_markdown(index=False, tablefmt="plain") + note + evidence)

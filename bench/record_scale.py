@@ -17,9 +17,14 @@ public API, never the driver (whose ~70 ms per trial put 100,000 trials out of r
     fingerprinted by `sweeps.fingerprint.fingerprint`, written in one of two states:
 
       compacted    trials/compacted.parquet and history/compacted.parquet, written as
-                   `sweeps.results.compact` writes them (`write_atomic`, the same schema);
+                   `sweeps.results.compact` writes them (`write_atomic`, the same schema): what a
+                   finished sweep leaves;
+      killed       what a sweep killed mid-way leaves at worst (the driver merges its one-run files
+                   into a part every COMPACT_EVERY runs, and the parts into the compacted file once
+                   PARTS_MAX exist): the compacted file, PARTS_MAX - 1 parts of COMPACT_EVERY runs
+                   and COMPACT_EVERY - 1 one-run files;
       uncompacted  every run in its own one-run file (`sweeps.results.write_trial`): a record whose
-                   compaction never ran, the worst case.
+                   compaction never ran (written by a version before the parts), the legacy worst case.
 
     .venv/bin/python bench/record_scale.py --trials 1000,10000,100000 [--states compacted,uncompacted]
         [--repeat 2] [--resume] [--out bench/results/record_scale.json]
@@ -115,8 +120,10 @@ def build(run_dir: Path, n: int, *, seeds: int = 1, state: str = "compacted", se
     from unlearning.config import dump_yaml, load_yaml_text
     from unlearning.redact import scrub
 
-    if state not in ("compacted", "uncompacted"):
-        raise ValueError(f"state: compacted or uncompacted, not {state!r}")
+    if state not in ("compacted", "killed", "uncompacted"):
+        raise ValueError(f"state: compacted, killed or uncompacted, not {state!r}")
+    loose = (R.COMPACT_EVERY - 1) // seeds if state == "killed" else 0  # trials left in one-run files
+    in_parts = (R.PARTS_MAX - 1) * R.COMPACT_EVERY if state == "killed" else 0
     spec = bench_spec(n, seeds)
     run_dir.mkdir(parents=True)
     # run.json and spec.yaml as the driver's _open_study writes them
@@ -146,7 +153,7 @@ def build(run_dir: Path, n: int, *, seeds: int = 1, state: str = "compacted", se
                                             result=result, node=result["node"], started_at=result["started_at"],
                                             ended_at=R.now_iso(), seeds_in_trial=seeds, run_id=ident["run_id"]))
                     hist = R.history_rows(spec, number, fp, method, result)
-                    if state == "uncompacted":
+                    if state == "uncompacted" or number >= n - loose:
                         R.write_trial(run_dir, row, hist, schema)
                     else:
                         trial_rows.append({k: row.get(k) for k in schema.names})
@@ -165,9 +172,18 @@ def build(run_dir: Path, n: int, *, seeds: int = 1, state: str = "compacted", se
                 if spec.constraints:
                     trial.set_user_attr("feasible", bool(feasible))
                 study.tell(trial, [mean(o.metric) for o in spec.objectives])
-    if state == "compacted":
-        R.write_atomic(pa.Table.from_pylist(trial_rows, schema=schema), run_dir / "trials" / R.COMPACTED)
-        R.write_atomic(pa.Table.from_pylist(history, schema=R.HISTORY_SCHEMA), run_dir / "history" / R.COMPACTED)
+    if state != "uncompacted":
+        runs = [r["trial_number"] for r in trial_rows]
+        start = max(0, len(trial_rows) - in_parts)  # the rows before the parts: the compacted file
+        k_every = R.COMPACT_EVERY
+        cuts = [(R.COMPACTED, 0, start)] + [(f"{R.PART}{k + 1:06d}.parquet", start + k * k_every,
+                                              start + (k + 1) * k_every)
+                                             for k in range((len(trial_rows) - start) // k_every)]
+        for name, lo, hi in cuts:
+            numbers = set(runs[lo:hi])
+            R.write_atomic(pa.Table.from_pylist(trial_rows[lo:hi], schema=schema), run_dir / "trials" / name)
+            R.write_atomic(pa.Table.from_pylist([h for h in history if h["trial_number"] in numbers],
+                                                schema=R.HISTORY_SCHEMA), run_dir / "history" / name)
     return {"trials": n, "runs": n * seeds}
 
 
@@ -315,7 +331,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", default="1000,10000")
     ap.add_argument("--seeds", type=int, default=1)
-    ap.add_argument("--states", default="compacted,uncompacted")
+    ap.add_argument("--states", default="compacted,killed,uncompacted")
     ap.add_argument("--repeat", type=int, default=2, help="runs per command; the fastest is reported")
     ap.add_argument("--resume", action="store_true", help="also `resume` (inline) to its first submit")
     ap.add_argument("--build", metavar="DIR", help="only build the record of --trials (one N) in DIR")

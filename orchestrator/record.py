@@ -79,7 +79,7 @@ class Record:
         for sub in scans:
             for note in R.quarantine(self.run_dir, scans[sub].damaged):
                 self.say(f"record: {note}")
-        pending = sum(p.name != R.COMPACTED for p in scans["trials"].files)
+        pending = len(scans["trials"].singles())
         if pending >= R.COMPACT_EVERY:
             self.compact(quiet=True, scans=scans)
         else:  # what a killed sweep leaves: merged by the next periodic compaction, not before trials start
@@ -120,9 +120,10 @@ class Record:
         if self._since_compact >= R.COMPACT_EVERY:
             self.compact()
 
-    def compact(self, quiet: bool = False, scans: dict[str, R.Scan] | None = None) -> None:
+    def compact(self, quiet: bool = False, scans: dict[str, R.Scan] | None = None, full: bool = False) -> None:
+        """The one-run files into the next part (full: everything into the compacted file)."""
         try:
-            R.compact(self.run_dir, scans)
+            R.compact(self.run_dir, scans, full=full)
         except OSError as e:  # a full disk: the one-run files stay, which is fine
             if not quiet:
                 self.say(f"warning: compacting the record failed ({e.strerror or e}); it stays as it is")

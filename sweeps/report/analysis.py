@@ -60,6 +60,8 @@ def pareto_mask(points: np.ndarray) -> np.ndarray:
     visited in lexicographic order, so a point can only be dominated by one already kept: the cost
     is rows x front size."""
     pts = np.where(np.isnan(points), np.inf, np.asarray(points, dtype=float))
+    if pts.ndim == 2 and pts.shape[1] == 2 and len(pts):
+        return _pareto_mask_2d(pts)
     keep = np.zeros(len(pts), dtype=bool)
     kept: list[int] = []
     for i in np.lexsort(pts.T[::-1]) if len(pts) else []:
@@ -70,6 +72,23 @@ def pareto_mask(points: np.ndarray) -> np.ndarray:
                 continue
         keep[i] = True
         kept.append(i)
+    return keep
+
+
+def _pareto_mask_2d(pts: np.ndarray) -> np.ndarray:
+    """pareto_mask for two objectives without a loop: in lexicographic order, a point is dominated
+    iff an earlier one has a smaller second value, or the same one at a smaller first value (equal
+    points do not dominate each other, as in the general case)."""
+    order = np.lexsort(pts.T[::-1])
+    x, y = pts[order, 0], pts[order, 1]
+    prev_min = np.concatenate(([np.inf], np.minimum.accumulate(y)[:-1]))  # over the earlier points
+    k = np.arange(len(y))
+    new_min = (y < prev_min) | (k == 0)
+    holder = np.maximum.accumulate(np.where(new_min, k, 0))  # first point to reach the running min
+    first_x = np.concatenate(([np.inf], x[holder[:-1]]))
+    dominated = (k > 0) & ((prev_min < y) | ((prev_min == y) & (first_x < x)))
+    keep = np.zeros(len(pts), dtype=bool)
+    keep[order] = ~dominated
     return keep
 
 

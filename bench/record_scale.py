@@ -14,7 +14,7 @@ public API, never the driver (whose ~70 ms per trial put 100,000 trials out of r
     objectives' means with `study.tell`; appended in batches (`sweeps.journal.batch`), which gives
     the same file as one append per call;
   - the Parquet rows by `sweeps.results.trial_row` / `history_rows` from an instant fake result,
-    fingerprinted by `sweeps.fingerprint.fingerprint`, written in one of two states:
+    fingerprinted by `sweeps.fingerprint.fingerprint`, written in one of three states:
 
       compacted    trials/compacted.parquet and history/compacted.parquet, written as
                    `sweeps.results.compact` writes them (`write_atomic`, the same schema): what a
@@ -26,7 +26,7 @@ public API, never the driver (whose ~70 ms per trial put 100,000 trials out of r
       uncompacted  every run in its own one-run file (`sweeps.results.write_trial`): a record whose
                    compaction never ran (written by a version before the parts), the legacy worst case.
 
-    .venv/bin/python bench/record_scale.py --trials 1000,10000,100000 [--states compacted,uncompacted]
+    .venv/bin/python bench/record_scale.py --trials 1000,10000,100000 [--states compacted,killed,uncompacted]
         [--repeat 2] [--resume] [--out bench/results/record_scale.json]
     .venv/bin/python bench/record_scale.py --build DIR --trials 50 --states uncompacted   # build only
 
@@ -112,7 +112,7 @@ def build(run_dir: Path, n: int, *, seeds: int = 1, state: str = "compacted", se
 
     from sweeps import results as R
     from sweeps.fingerprint import fingerprint
-    from sweeps.journal import batch, journal_storage
+    from sweeps.journal import batch, journal_storage, save_fold
     from sweeps.rundir import inputs_identity, new_run_identity, write_identity
     from sweeps.space import suggest
     from sweeps.spec import load_spec, spec_fingerprint
@@ -172,6 +172,10 @@ def build(run_dir: Path, n: int, *, seeds: int = 1, state: str = "compacted", se
                 if spec.constraints:
                     trial.set_user_attr("feasible", bool(feasible))
                 study.tell(trial, [mean(o.metric) for o in spec.objectives])
+        if state == "killed" and min(n, start + BATCH) <= n - in_parts - loose:
+            save_fold(run_dir / "study.journal")  # the driver's last full compaction before the kill
+    if state == "compacted":
+        save_fold(run_dir / "study.journal")  # as the driver leaves it at the end of a sweep
     if state != "uncompacted":
         runs = [r["trial_number"] for r in trial_rows]
         start = max(0, len(trial_rows) - in_parts)  # the rows before the parts: the compacted file

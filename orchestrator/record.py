@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sweeps import results as R
-from sweeps.journal import JournalReplay, journal_tail_whole, repair_journal
+from sweeps.journal import JournalReplay, journal_tail_whole, repair_journal, save_fold
 from sweeps.rundir import DriverLock
 from unlearning.errors import FailureKind, UserError
 
@@ -121,9 +121,13 @@ class Record:
             self.compact()
 
     def compact(self, quiet: bool = False, scans: dict[str, R.Scan] | None = None, full: bool = False) -> None:
-        """The one-run files into the next part (full: everything into the compacted file)."""
+        """The one-run files into the next part (full: everything into the compacted file). When
+        the record is whole again, the journal's saved fold is brought up to date too (a large
+        journal: what `status` reads instead of folding the whole file)."""
         try:
             R.compact(self.run_dir, scans, full=full)
+            if self.journal is not None and not R.has_parts(self.run_dir / "trials"):
+                save_fold(self.journal)
         except OSError as e:  # a full disk: the one-run files stay, which is fine
             if not quiet:
                 self.say(f"warning: compacting the record failed ({e.strerror or e}); it stays as it is")

@@ -348,6 +348,8 @@ def test_a_large_journal_is_folded_once_then_from_its_tail(tmp_path, monkeypatch
         folded = list(fed)
         return same(view), folded
 
+    assert cached() == (True, [0])  # the build saved it, as a sweep does at its end
+    cache.unlink()
     assert cached() == (True, [len(path.read_bytes().splitlines())]) and cache.is_file()
     assert cached() == (True, [0])  # nothing appended: nothing folded
     # the journal grows (a running sweep): only the new lines are folded
@@ -359,12 +361,16 @@ def test_a_large_journal_is_folded_once_then_from_its_tail(tmp_path, monkeypatch
     with open(path, "ab") as fh:
         fh.write(tail)
     assert cached() == (True, [len(lines) - len(lines) // 2])
-    # a fold that no longer matches: the journal replaced (a repair: another inode), garbage, the
-    # covered bytes changed
-    copy = d / "copy"
-    copy.write_bytes(path.read_bytes())
-    os.replace(copy, path)
-    assert cached() == (True, [len(lines)])
+    # a copy of the record keeps its fold; another journal in its place does not
+    shutil.copytree(d, tmp_path / "copied")
+    path = tmp_path / "copied" / "study.journal"
+    assert cached() == (True, [0])
+    bench.build(tmp_path / "other", 30, state="compacted", seed=1)
+    os.replace(tmp_path / "other" / "study.journal", path)
+    assert cached() == (True, [len(path.read_bytes().splitlines())])
+    lines = path.read_bytes().splitlines()
+    # a fold that is not one, or whose covered bytes changed
+    cache = path.with_name(J.FOLD_FILE)
     for garbage in (b"{not json", b'{"offset": 5}', json.dumps({**json.loads(cache.read_bytes()),
                                                                  "fold": {"trials": 3}}).encode()):
         cache.write_bytes(garbage)
@@ -373,3 +379,16 @@ def test_a_large_journal_is_folded_once_then_from_its_tail(tmp_path, monkeypatch
     doc["check"] = "0" * 64
     cache.write_text(json.dumps(doc))
     assert cached() == (True, [len(lines)])
+
+
+def test_a_sweep_leaves_its_journal_folded_so_status_folds_nothing(tmp_path, monkeypatch):
+    from sweeps import journal as J
+
+    monkeypatch.setattr(J, "FOLD_MIN", 2000)
+    d = _sweep(tmp_path / "r", 6)
+    assert (d / J.FOLD_FILE).is_file()
+    fed: list[int] = []
+    real_feed = J.Fold.feed
+    monkeypatch.setattr(J.Fold, "feed", lambda self, recs: (fed.append(len(recs)), real_feed(self, recs))[1])
+    assert main(["status", str(d)]) == 0
+    assert fed == [0]

@@ -1,7 +1,8 @@
 """The Parquet record: one file per run (a configuration at one seed) in runs/<name>/trials/, named by
 its fingerprint, written under a temp name and os.replace'd, so a reader never sees a torn file;
-per-epoch (and per-step) history in runs/<name>/history/. `read_results` returns one pyarrow Table
-that pandas, polars and DuckDB read directly.
+per-epoch (and per-step) history in runs/<name>/history/; merged as the sweep goes into parts and a
+compacted file (the layout's comment below). `read_results` returns one pyarrow Table that pandas,
+polars and DuckDB read directly.
 
 Columns (explicit schema): the fixed ones below, then one typed `p_<param>` column per parameter of
 the searched methods (the full parameters are always in `params_json`).

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sweeps import results as R
-from sweeps.journal import JournalReplay, journal_tail_whole, repair_journal
+from sweeps.journal import JournalReplay, journal_tail_whole, repair_journal, save_fold
 from sweeps.rundir import DriverLock
 from unlearning.errors import FailureKind, UserError
 
@@ -79,7 +79,7 @@ class Record:
         for sub in scans:
             for note in R.quarantine(self.run_dir, scans[sub].damaged):
                 self.say(f"record: {note}")
-        pending = sum(p.name != R.COMPACTED for p in scans["trials"].files)
+        pending = len(scans["trials"].singles())
         if pending >= R.COMPACT_EVERY:
             self.compact(quiet=True, scans=scans)
         else:  # what a killed sweep leaves: merged by the next periodic compaction, not before trials start
@@ -120,9 +120,14 @@ class Record:
         if self._since_compact >= R.COMPACT_EVERY:
             self.compact()
 
-    def compact(self, quiet: bool = False, scans: dict[str, R.Scan] | None = None) -> None:
+    def compact(self, quiet: bool = False, scans: dict[str, R.Scan] | None = None, full: bool = False) -> None:
+        """The one-run files into the next part (full: everything into the compacted file). When
+        the record is whole again, the journal's saved fold is brought up to date too (a large
+        journal: what `status` reads instead of folding the whole file)."""
         try:
-            R.compact(self.run_dir, scans)
+            R.compact(self.run_dir, scans, full=full)
+            if self.journal is not None and not R.has_parts(self.run_dir / "trials"):
+                save_fold(self.journal)
         except OSError as e:  # a full disk: the one-run files stay, which is fine
             if not quiet:
                 self.say(f"warning: compacting the record failed ({e.strerror or e}); it stays as it is")

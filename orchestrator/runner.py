@@ -198,7 +198,7 @@ class Driver:
             if tracker is not None:
                 tracker.close()
             if started:
-                record.compact(quiet=True)
+                record.compact(quiet=True, full=True)
             record.release(remove=not started)
 
     # -- start-up ------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The Parquet record: one file per run (a configuration at one seed) in runs/<name>/trials/, named by
 its fingerprint, written under a temp name and os.replace'd, so a reader never sees a torn file;
-per-epoch (and per-step) history in runs/<name>/history/. `read_results` returns one pyarrow Table
-that pandas, polars and DuckDB read directly.
+per-epoch (and per-step) history in runs/<name>/history/; merged as the sweep goes into parts and a
+compacted file (the layout's comment below). `read_results` returns one pyarrow Table that pandas,
+polars and DuckDB read directly.
 
 Columns (explicit schema): the fixed ones below, then one typed `p_<param>` column per parameter of
 the searched methods (the full parameters are always in `params_json`).
@@ -17,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -214,14 +216,31 @@ def _num(v):
 # -- writing and reading -------------------------------------------------------------------------
 #
 # Layout: trials/<fingerprint>.parquet holds one run each (written as it lands: a crash loses at
-# most the run in flight); trials/compacted.parquet holds many, merged from the one-run files by
-# `compact` (at the end of a sweep, every COMPACT_EVERY runs, on `analyze`), which keeps a large
-# record fast to read. A one-run file wins over the compacted copy of the same fingerprint (it is
-# newer: compaction deletes the files it merged). history/ is laid out the same way.
+# most the run in flight); trials/part-<n>.parquet holds the runs of one periodic compaction (every
+# COMPACT_EVERY runs the driver merges its one-run files into the next part: the cost of the runs
+# merged, not of the record); trials/compacted.parquet holds the rest, merged with the parts by a
+# full compaction (at the end of a sweep, on `analyze`, once PARTS_MAX parts exist). Newer wins for
+# a fingerprint in several: a one-run file over the parts, a later part over an earlier one, any of
+# them over the compacted file (a compaction deletes what it merged only after writing it, so a
+# crash between leaves copies, never a gap). history/ is laid out the same way.
 
 COMPACTED = "compacted.parquet"
-COMPACT_EVERY = 256
+PART = "part-"
+COMPACT_EVERY = 64
+PARTS_MAX = 16
 MERGE_EVERY = 256  # one-run tables merged in memory while a folder is read
+
+
+def is_single(p: Path) -> bool:
+    """A one-run file (not the compacted file, not a part)."""
+    return p.name != COMPACTED and not p.name.startswith(PART)
+
+
+def _part_number(p: Path) -> int:
+    try:
+        return int(p.stem[len(PART):])
+    except ValueError:
+        return -1
 
 
 def write_atomic(table: pa.Table, path: Path, **options) -> None:
@@ -255,11 +274,23 @@ def write_trial(run_dir: Path, row: dict[str, Any], history: list[dict[str, Any]
 
 
 def _files(folder: Path) -> list[Path]:
-    """The one-run files of a folder (temp files, hidden files and the compacted file excluded)."""
+    """The one-run files of a folder (temp files, hidden files, parts and the compacted file excluded)."""
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.suffix == ".parquet" and not p.name.startswith(".")
-                  and p.name != COMPACTED)
+                  and is_single(p))
+
+
+def has_parts(folder: Path) -> bool:
+    return bool(_parts(folder))
+
+
+def _parts(folder: Path) -> list[Path]:
+    """The part files of a folder, oldest first."""
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.suffix == ".parquet" and p.name.startswith(PART)
+                   and _part_number(p) >= 0), key=_part_number)
 
 
 @dataclass
@@ -270,6 +301,10 @@ class Scan:
     table: pa.Table
     files: list[Path] = field(default_factory=list)
     damaged: list[tuple[Path, str]] = field(default_factory=list)
+    fresh: pa.Table | None = None  # the rows of the one-run files alone (what a part would hold)
+
+    def singles(self) -> list[Path]:
+        return [p for p in self.files if is_single(p)]
 
     def problems(self) -> list[str]:
         return [f"{p.parent.name}/{p.name}: unreadable ({why}); `resume` sets it aside and reruns its "
@@ -283,10 +318,13 @@ def _read_one(path: Path, columns: list[str] | None = None) -> pa.Table:
 
 
 def scan(folder: Path, empty: pa.Schema, key: str = "fingerprint") -> Scan:
-    """Read the compacted file and the one-run files of `folder`; a file that cannot be read is
-    reported, never raised. A one-run file's rows replace the compacted rows of its fingerprint."""
-    compacted, singles, pending, damaged, files = None, [], [], [], []
-    paths = ([folder / COMPACTED] if (folder / COMPACTED).is_file() else []) + _files(folder)
+    """Read the compacted file, the parts and the one-run files of `folder`; a file that cannot be
+    read is reported, never raised. Rows of a newer file replace the older rows of their `key`
+    (the layout's comment above)."""
+    import pyarrow.compute as pc
+
+    layers, pending, damaged, files = [], [], [], []
+    paths = ([folder / COMPACTED] if (folder / COMPACTED).is_file() else []) + _parts(folder) + _files(folder)
     for p in paths:
         try:
             t = _read_one(p)
@@ -294,23 +332,31 @@ def scan(folder: Path, empty: pa.Schema, key: str = "fingerprint") -> Scan:
             damaged.append((p, " ".join(f"{type(e).__name__}: {e}".split())[:160]))
             continue
         files.append(p)
-        if p.name == COMPACTED:
-            compacted = t
+        if not is_single(p):
+            layers.append(t)
         else:
             pending.append(t)
             if len(pending) == MERGE_EVERY:  # one chunk per column, not one per file: a record never
                 # compacted (30,000 files) would otherwise hold millions of tiny arrays (gigabytes)
-                singles.append(pa.concat_tables(pending, promote_options="permissive").combine_chunks())
+                layers.append(pa.concat_tables(pending, promote_options="permissive").combine_chunks())
                 pending = []
     if pending:
-        singles.append(pa.concat_tables(pending, promote_options="permissive").combine_chunks())
-    if compacted is not None and singles:
-        fresh = pa.array(sorted({k for t in singles for k in t.column(key).to_pylist()}), pa.string())
-        compacted = compacted.filter(pa.compute.invert(pa.compute.is_in(compacted.column(key), fresh)))
-    tables = ([compacted] if compacted is not None else []) + singles
-    if not tables:
+        layers.append(pa.concat_tables(pending, promote_options="permissive").combine_chunks())
+    n_singles = len(layers) - sum(not is_single(p) for p in files)  # the last n layers: one-run files
+    fresh = (pa.concat_tables(layers[len(layers) - n_singles:], promote_options="permissive")
+             if n_singles else None)
+    # newest first: each older layer loses the rows whose key a newer one holds
+    seen: pa.Array | None = None
+    kept = []
+    for t in reversed(layers):
+        keys = t.column(key).unique()
+        if seen is not None and len(seen):
+            t = t.filter(pc.invert(pc.is_in(t.column(key), seen)))
+        kept.append(t)
+        seen = keys if seen is None else pa.concat_arrays([seen, keys.cast(seen.type)]).unique()
+    if not kept:
         return Scan(empty.empty_table(), files, damaged)
-    return Scan(pa.concat_tables(tables, promote_options="permissive"), files, damaged)
+    return Scan(pa.concat_tables(kept[::-1], promote_options="permissive"), files, damaged, fresh)
 
 
 def scan_record(run_dir: Path) -> dict[str, Scan]:
@@ -349,25 +395,38 @@ def quarantine(run_dir: Path, damaged: list[tuple[Path, str]]) -> list[str]:
     return notes
 
 
-def compact(run_dir: Path, scans: dict[str, Scan] | None = None) -> int:
-    """Merge the one-run files of trials/ and history/ into their compacted files (atomically), then
-    delete the merged files. Only the holder of the driver lock may call it (a driver writing
-    one-run files meanwhile would lose them). Damaged files are left for `quarantine`. `scans`:
-    the folders as the caller has just read them ({"trials": Scan, ...}), so they are read once.
-    Returns the number of one-run files merged."""
+def compact(run_dir: Path, scans: dict[str, Scan] | None = None, full: bool = True) -> int:
+    """Merge the one-run files of trials/ and history/, atomically, then delete the merged files.
+    full: the parts and the one-run files into the compacted file (the parts deleted too); not full:
+    the one-run files alone into the next part (the cost of what is merged, not of the record), or
+    into the compacted file while there is none, or fully once PARTS_MAX parts exist. Only the
+    holder of the driver lock may call it (a driver writing one-run files meanwhile would lose
+    them). Damaged files are left for `quarantine`. `scans`: the folders as the caller has just
+    read them ({"trials": Scan, ...}), so they are read once. Returns the number of files merged."""
     merged = 0
     for sub, schema in (("trials", BASE_SCHEMA), ("history", HISTORY_SCHEMA)):
         folder = run_dir / sub
-        if not _files(folder):  # nothing to merge: the compacted file is not even read
+        parts = _parts(folder)
+        if not _files(folder) and not (full and parts):  # nothing to merge: nothing is even read
             continue
         got = (scans or {}).get(sub) or scan(folder, schema)
-        singles = [p for p in got.files if p.name != COMPACTED]
-        if not singles:
-            continue
-        write_atomic(got.table, folder / COMPACTED)
-        for p in singles:
+        singles = got.singles()
+        done = [p for p in got.files if not is_single(p) and p.name != COMPACTED]  # parts read
+        whole = full or not (folder / COMPACTED).is_file() or len(parts) + 1 >= PARTS_MAX
+        if whole:
+            if not singles and not done:
+                continue
+            write_atomic(got.table, folder / COMPACTED)
+            gone = done + singles
+        else:
+            if not singles or got.fresh is None:
+                continue
+            number = max([_part_number(p) for p in parts] + [0]) + 1
+            write_atomic(got.fresh, folder / f"{PART}{number:06d}.parquet")
+            gone = singles
+        for p in gone:
             p.unlink(missing_ok=True)
-        merged += len(singles)
+        merged += len(gone)
     return merged
 
 
@@ -388,11 +447,12 @@ def read_row(run_dir: Path, fp: str) -> dict[str, Any] | None:
         if p.is_file():
             rows = _read_one(p).to_pylist()
             return rows[0] if rows else None
-        c = run_dir / "trials" / COMPACTED
-        if c.is_file():
-            t = pq.read_table(c, filters=[("fingerprint", "=", fp)])
-            rows = t.to_pylist()
-            return rows[-1] if rows else None
+        folder = run_dir / "trials"
+        for c in [*_parts(folder)[::-1], folder / COMPACTED]:  # newest first
+            if c.is_file():
+                rows = pq.read_table(c, filters=[("fingerprint", "=", fp)]).to_pylist()
+                if rows:
+                    return rows[-1]
     except Exception:  # noqa: BLE001 - a damaged file reads as missing; the run is redone
         return None
     return None
@@ -437,6 +497,8 @@ def nonfinite(table: pa.Table, limit: int = 10) -> list[str]:
     for name in complete.column_names:
         col = complete.column(name)
         if not pa.types.is_floating(col.type) or name == "gpu_fraction":
+            continue
+        if col.null_count == 0 and np.isfinite(col.to_numpy()).all():  # the usual case, in one call
             continue
         bad = pc.fill_null(pc.invert(pc.is_finite(col)), False)
         for i in pc.indices_nonzero(bad).to_pylist():

@@ -48,11 +48,12 @@ def sampled_before(study: optuna.Study) -> int:
 
 
 def load_study_readonly(spec: SweepSpec, run_dir: Path):
-    """The study of a run directory for reading only (status, analyze): nothing is written to the
-    run directory. A journal is read as a `sweeps.journal.StudyView` (its trials' numbers, states,
-    parameters and user attributes; a damaged journal from its whole records), an RDB storage as
-    an optuna.Study. (study or None, one-line notice or None)."""
-    from sweeps.journal import Damaged, journal_damage, read_study
+    """The study of a run directory for reading only (status, analyze): nothing of the record is
+    changed (a large journal's fold is kept beside it: `sweeps.journal.read_study_cached`). A
+    journal is read as a `sweeps.journal.StudyView` (its trials' numbers, states, parameters and
+    user attributes; a damaged journal from its whole records), an RDB storage as an optuna.Study.
+    (study or None, one-line notice or None)."""
+    from sweeps.journal import Damaged, journal_damage, read_study, read_study_cached
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not spec.storage:
@@ -61,7 +62,7 @@ def load_study_readonly(spec: SweepSpec, run_dir: Path):
             return None, None
         name = study_name(spec, run_dir)
         try:
-            return read_study(path.read_bytes(), name), None
+            return read_study_cached(path, name), None
         except Damaged:
             good, bad, _ = journal_damage(path)
             notice = (f"study.journal: {bad} line(s) are not whole records (a torn write?); "

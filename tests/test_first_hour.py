@@ -207,6 +207,39 @@ def test_importances_switch_to_ped_anova_on_large_sweeps(two_params, monkeypatch
     assert len(imp) and (imp["evaluator"] == "ped-anova").all()
 
 
+def test_importances_above_the_cap_come_from_a_seeded_sample_and_say_so(two_params, monkeypatch):
+    from sweeps.report import importance
+
+    d, spec = two_params
+    a = analyze(d, spec)
+    n_feasible = int(a.configs["feasible"].sum())
+    monkeypatch.setattr(importance, "SAMPLE_MAX", n_feasible - 1)
+    imp = importance.param_importances(a)
+    assert len(imp) and (imp["n"] == n_feasible - 1).all() and (imp["of"] == n_feasible).all()
+    assert imp.equals(importance.param_importances(a))  # the same sample every time
+    assert f"from {n_feasible - 1} of {n_feasible} feasible configurations" in importance.importance_markdown(imp)
+
+
+def test_front_plots_above_the_cap_draw_the_front_exactly_and_a_seeded_sample_of_the_rest(two_params,
+                                                                                          monkeypatch):
+    from sweeps.report import plots
+
+    d, spec = two_params
+    a = analyze(d, spec)
+    ok = a.configs[a.configs["state"] == "COMPLETE"]
+    must = (set(a.front.index) | {i for p in a.picks.values() for i in p.index}) & set(ok.index)
+    monkeypatch.setattr(plots, "DRAW_MAX", len(must) + 3)
+    drawn, note = plots._drawn(a, ok)
+    assert len(ok) > len(drawn) == len(must) + 3 and must <= set(drawn.index)
+    assert drawn.index.equals(plots._drawn(a, ok)[0].index)  # the same sample every time
+    assert note == ("drawn: every front configuration and pick, and a random 3 of the other "
+                    f"{len(ok) - len(must)} (seeded)")
+    assert note in plots.front_html(a)
+    monkeypatch.setattr(plots, "DRAW_MAX", len(ok))
+    drawn, note = plots._drawn(a, ok)
+    assert drawn is ok and note == ""
+
+
 def test_the_report_has_importances_and_a_parallel_coordinates_page(two_params):
     d, spec = two_params
     a, report = write_report(d, spec)
@@ -216,7 +249,7 @@ def test_the_report_has_importances_and_a_parallel_coordinates_page(two_params):
     assert page.count("Plotly.newPlot(") == 1 and "parcoords" in page and "infeasible grey" in page
     assert "<script src=" not in page  # plotly.js inline: opens offline
     assert pd.read_csv(d / "report" / "importances.csv").columns.tolist() == \
-        ["method", "objective", "param", "importance", "evaluator", "n"]
+        ["method", "objective", "param", "importance", "evaluator", "n", "of"]
 
 
 def test_the_record_joins_the_optuna_study_by_its_parameter_names(tmp_path):

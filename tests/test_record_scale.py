@@ -186,3 +186,209 @@ def test_a_folder_of_many_one_run_files_reads_into_few_chunks(tmp_path):
     got = R.scan(tmp_path, pa.schema([("fingerprint", pa.string()), ("x", pa.int64())]))
     assert got.table.column("x").to_pylist() == list(range(n)) and not got.damaged
     assert got.table.column("x").num_chunks <= 3
+
+
+def _record_builder():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("record_scale", ROOT / "bench" / "record_scale.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("state", ["compacted", "killed", "uncompacted"])
+def test_the_bench_builds_a_record_the_verbs_accept_in_every_state(tmp_path, capsys, monkeypatch, state):
+    """bench/record_scale.py builds its records without the driver: status, analyze and export must
+    take one as a sweep's own, with every trial counted, the journal agreeing with Parquet, and the
+    same answers from a compacted record as from parts and one-run files."""
+    import json
+
+    from sweeps import results as R
+
+    monkeypatch.setattr(R, "COMPACT_EVERY", 4)
+    monkeypatch.setattr(R, "PARTS_MAX", 4)
+    bench = _record_builder()
+    d = tmp_path / state
+    assert bench.build(d, 50, state=state) == {"trials": 50, "runs": 50}
+    files = sorted(p.name for p in (d / "trials").iterdir())
+    merged = [f for f in files if not R.is_single(d / "trials" / f)]
+    assert merged == {"compacted": ["compacted.parquet"], "uncompacted": [],
+                      "killed": ["compacted.parquet", "part-000001.parquet", "part-000002.parquet",
+                                 "part-000003.parquet"]}[state]
+    assert len(files) - len(merged) == {"compacted": 0, "killed": 3, "uncompacted": 50}[state]
+    assert main(["status", str(d), "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["study"] == {"COMPLETE": 50} and st["record_problems"] == []
+    assert (st["configurations"], st["complete"]) == (50, 50) and st["front"]
+    assert main(["analyze", str(d), "--json"]) == 0
+    an = json.loads(capsys.readouterr().out)
+    assert an["configurations"] == 50 and an["record_problems"] == [] and an["front"] == st["front"]
+    assert (d / "report" / "report.md").is_file()
+    assert main(["export", str(d), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)
+    if state != "compacted":  # analyze merged the parts and one-run files
+        assert [p.name for p in (d / "trials").iterdir()] == ["compacted.parquet"]
+    other = tmp_path / "other"  # the same build in the other state: the same rows
+    bench.build(other, 50, state="uncompacted" if state == "compacted" else "compacted")
+    from sweeps.results import read_results
+
+    cols = ["trial_number", "fingerprint", "method", "params_json", "forget_gap", "test_acc", "utility_drop"]
+    assert read_results(d).select(cols).equals(read_results(other).select(cols))
+
+
+def test_status_merges_a_backlog_of_one_run_files_once_and_says_the_same(tmp_path, capsys, monkeypatch):
+    """A record whose compaction never ran: `status` reads it, then merges it under the lock (no
+    driver holds it), so the next command reads one file; what status says is unchanged."""
+    import json
+
+    from sweeps import results as R
+
+    bench = _record_builder()
+    d = tmp_path / "backlog"
+    bench.build(d, 30, state="uncompacted")
+    monkeypatch.setattr(R, "COMPACT_EVERY", 20)
+    said = []
+    for _ in range(2):
+        assert main(["status", str(d), "--json"]) == 0
+        said.append({k: v for k, v in json.loads(capsys.readouterr().out).items() if k != "locks"})
+        assert [p.name for p in (d / "trials").iterdir()] == ["compacted.parquet"]
+    assert said[0] == said[1] and said[0]["configurations"] == 30
+    assert not (d / "driver.lock").exists()  # the lock was let go
+
+
+def test_parts_hold_each_periodic_compaction_and_the_newest_copy_of_a_run_wins(tmp_path, monkeypatch):
+    """The driver's periodic compaction writes the one-run files it merges into the next part (its
+    cost is theirs, not the record's); the record reads the same through compacted file, parts and
+    one-run files; a newer copy of a run (a rerun) replaces the older one wherever they lie; a full
+    compaction leaves one file with the same rows."""
+    import pyarrow.parquet as pq
+
+    from sweeps import results as R
+
+    monkeypatch.setattr(R, "PARTS_MAX", 5)
+    bench = _record_builder()
+    whole = tmp_path / "whole"
+    bench.build(whole, 20, state="uncompacted")
+    d = tmp_path / "grown"
+    d.mkdir()
+    for sub in ("trials", "history"):
+        (d / sub).mkdir()
+    by_trial = {pq.read_table(p).column("trial_number")[0].as_py(): p.name for p in (whole / "trials").iterdir()}
+
+    def land(numbers) -> None:  # the runs of these trials land as one-run files
+        for n in numbers:
+            for sub in ("trials", "history"):
+                shutil.copy(whole / sub / by_trial[n], d / sub / by_trial[n])
+
+    land(range(12))
+    assert R.compact(d, full=False) == 24  # no compacted file yet: this is it
+    land(range(12, 16))
+    assert R.compact(d, full=False) == 8
+    land(range(16, 20))
+    R.compact(d, full=False)
+    names = sorted(p.name for p in (d / "trials").iterdir())
+    assert names == ["compacted.parquet", "part-000001.parquet", "part-000002.parquet"]
+    assert pq.read_metadata(d / "trials" / "part-000002.parquet").num_rows == 4
+    assert R.read_results(d).equals(R.read_results(whole))
+    assert R.read_history(d).num_rows == R.read_history(whole).num_rows
+    fp = by_trial[13].removesuffix(".parquet")
+    assert R.read_row(d, fp)["trial_number"] == 13  # from its part
+    # run 13 again (a rerun): its new one-run file wins over the part's copy, once merged too
+    row = R.read_row(d, fp)
+    row["error"] = "redone"
+    R.write_trial(d, row, [], R.trial_schema(bench.bench_spec(20, 1)))
+    for _ in range(2):
+        t = R.read_results(d)
+        assert t.num_rows == 20 and t.filter(pa_equal(t, "fingerprint", fp)).column("error").to_pylist() == ["redone"]
+        assert R.read_row(d, fp)["error"] == "redone"
+        R.compact(d, full=False)
+    assert (d / "trials" / "part-000003.parquet").is_file()
+    R.compact(d, full=True)
+    assert sorted(p.name for p in (d / "trials").iterdir()) == ["compacted.parquet"]
+    assert sorted(p.name for p in (d / "history").iterdir()) == ["compacted.parquet"]
+    assert R.read_results(d).num_rows == 20 and R.read_row(d, fp)["error"] == "redone"
+    assert R.read_history(d).num_rows == R.read_history(whole).num_rows
+
+
+def pa_equal(t, column: str, value):
+    import pyarrow.compute as pc
+
+    return pc.equal(t.column(column), value)
+
+
+def test_a_large_journal_is_folded_once_then_from_its_tail(tmp_path, monkeypatch):
+    """The fold of a large journal is kept beside it: a later read folds only what was appended,
+    and gives what a whole read gives; a fold that no longer matches its journal (replaced,
+    rewritten, cut) or that is not one is ignored and folded again."""
+    import json
+
+    from sweeps import journal as J
+
+    monkeypatch.setattr(J, "FOLD_MIN", 2000)
+    bench = _record_builder()
+    d = tmp_path / "r"
+    bench.build(d, 30, state="compacted")
+    path, name = d / "study.journal", json.loads((d / "run.json").read_text())["study_name"]
+    cache = d / J.FOLD_FILE
+
+    def same(view) -> bool:
+        whole = J.read_study(path.read_bytes(), name)
+        return [(t.number, t.state, t.params, t.user_attrs) for t in view.trials] == \
+            [(t.number, t.state, t.params, t.user_attrs) for t in whole.trials] and \
+            view.user_attrs == whole.user_attrs
+
+    fed: list[int] = []
+    real_feed = J.Fold.feed
+    monkeypatch.setattr(J.Fold, "feed", lambda self, recs: (fed.append(len(recs)), real_feed(self, recs))[1])
+
+    def cached() -> tuple[bool, list[int]]:
+        fed.clear()
+        view = J.read_study_cached(path, name)
+        folded = list(fed)
+        return same(view), folded
+
+    assert cached() == (True, [0])  # the build saved it, as a sweep does at its end
+    cache.unlink()
+    assert cached() == (True, [len(path.read_bytes().splitlines())]) and cache.is_file()
+    assert cached() == (True, [0])  # nothing appended: nothing folded
+    # the journal grows (a running sweep): only the new lines are folded
+    lines = path.read_bytes().splitlines(keepends=True)
+    head, tail = b"".join(lines[: len(lines) // 2]), b"".join(lines[len(lines) // 2:])
+    path.write_bytes(head)
+    cache.unlink()
+    assert cached() == (True, [len(lines) // 2])
+    with open(path, "ab") as fh:
+        fh.write(tail)
+    assert cached() == (True, [len(lines) - len(lines) // 2])
+    # a copy of the record keeps its fold; another journal in its place does not
+    shutil.copytree(d, tmp_path / "copied")
+    path = tmp_path / "copied" / "study.journal"
+    assert cached() == (True, [0])
+    bench.build(tmp_path / "other", 30, state="compacted", seed=1)
+    os.replace(tmp_path / "other" / "study.journal", path)
+    assert cached() == (True, [len(path.read_bytes().splitlines())])
+    lines = path.read_bytes().splitlines()
+    # a fold that is not one, or whose covered bytes changed
+    cache = path.with_name(J.FOLD_FILE)
+    for garbage in (b"{not json", b'{"offset": 5}', json.dumps({**json.loads(cache.read_bytes()),
+                                                                 "fold": {"trials": 3}}).encode()):
+        cache.write_bytes(garbage)
+        assert cached() == (True, [len(lines)])
+    doc = json.loads(cache.read_bytes())
+    doc["check"] = "0" * 64
+    cache.write_text(json.dumps(doc))
+    assert cached() == (True, [len(lines)])
+
+
+def test_a_sweep_leaves_its_journal_folded_so_status_folds_nothing(tmp_path, monkeypatch):
+    from sweeps import journal as J
+
+    monkeypatch.setattr(J, "FOLD_MIN", 2000)
+    d = _sweep(tmp_path / "r", 6)
+    assert (d / J.FOLD_FILE).is_file()
+    fed: list[int] = []
+    real_feed = J.Fold.feed
+    monkeypatch.setattr(J.Fold, "feed", lambda self, recs: (fed.append(len(recs)), real_feed(self, recs))[1])
+    assert main(["status", str(d)]) == 0
+    assert fed == [0]

@@ -231,7 +231,7 @@ def test_two_drivers_started_at_the_same_instant_exactly_one_runs(tmp_path):
 @pytest.fixture
 def uncompacted(monkeypatch):
     """Keep one-run files as they land (compaction off), as in a sweep that is still running."""
-    monkeypatch.setattr(R, "compact", lambda run_dir, scans=None: 0)
+    monkeypatch.setattr(R, "compact", lambda run_dir, scans=None, full=True: 0)
 
 
 def _status(run_dir, capsys) -> str:

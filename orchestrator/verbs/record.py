@@ -50,6 +50,28 @@ def add_parsers(sub) -> None:
 
 
 
+def compact_if_free(run_dir: Path, scans, role: str, full: bool) -> None:
+    """Merge the record's one-run files (full: its parts too) as the driver does, while no driver
+    holds the lock (skipped when one does, or the disk refuses): the files were just read
+    (`scans`), so the next command reads a few files, not thousands. Whole or not at all
+    (sweeps.results.compact)."""
+    from sweeps import results as R
+    from sweeps.rundir import DriverLock
+
+    if not scans["trials"].singles() and not scans["history"].singles() and not (
+            full and len(scans["trials"].files) > 1):
+        return
+    lock = DriverLock(run_dir, role=role)
+    try:
+        lock.acquire()
+        try:
+            R.compact(run_dir, scans, full=full)
+        finally:
+            lock.release()
+    except (UserError, OSError):
+        pass
+
+
 def cmd_status(args) -> int:
     from sweeps.report.analysis import analyze_runs
     from sweeps.report.summary import summary_text, to_json
@@ -61,6 +83,9 @@ def cmd_status(args) -> int:
     spec = spec_from_dir(run_dir, [], read_only=True)
     scans = scan_record(run_dir)  # the record is read once
     study, problems = record_problems(spec, run_dir, scans)
+    # one-run files a driver did not merge (killed, an older version, a full disk): merged now into
+    # a part (what they cost to read, not the record's size), so the next command reads a few files
+    compact_if_free(run_dir, scans, "status", full=False)
     states: dict[str, int] = {}
     sup = superseded(study) if study is not None else set()
     for t in (study.get_trials(deepcopy=False) if study is not None else []):
@@ -90,7 +115,6 @@ def cmd_analyze(args) -> int:
     from sweeps import results as R
     from sweeps.report.summary import summary_text, to_json, write_report
     from sweeps.results import record_problems
-    from sweeps.rundir import DriverLock
 
     run_dir = resolve_run_dir(args.dir)
     spec = spec_from_dir(run_dir, [], read_only=True)
@@ -98,15 +122,7 @@ def cmd_analyze(args) -> int:
     _, problems = record_problems(spec, run_dir, scans)
     for line in problems:
         print(f"record: {line}", file=sys.stderr)
-    lock = DriverLock(run_dir, role="analyze")
-    try:  # compact a large record while no driver writes to it; skipped when one does
-        lock.acquire()
-        try:
-            R.compact(run_dir, scans)
-        finally:
-            lock.release()
-    except (UserError, OSError):
-        pass
+    compact_if_free(run_dir, scans, "analyze", full=True)
     try:
         analysis, report = write_report(run_dir, spec)
     except OSError as e:

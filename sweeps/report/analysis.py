@@ -60,6 +60,8 @@ def pareto_mask(points: np.ndarray) -> np.ndarray:
     visited in lexicographic order, so a point can only be dominated by one already kept: the cost
     is rows x front size."""
     pts = np.where(np.isnan(points), np.inf, np.asarray(points, dtype=float))
+    if pts.ndim == 2 and pts.shape[1] == 2 and len(pts):
+        return _pareto_mask_2d(pts)
     keep = np.zeros(len(pts), dtype=bool)
     kept: list[int] = []
     for i in np.lexsort(pts.T[::-1]) if len(pts) else []:
@@ -70,6 +72,23 @@ def pareto_mask(points: np.ndarray) -> np.ndarray:
                 continue
         keep[i] = True
         kept.append(i)
+    return keep
+
+
+def _pareto_mask_2d(pts: np.ndarray) -> np.ndarray:
+    """pareto_mask for two objectives without a loop: in lexicographic order, a point is dominated
+    iff an earlier one has a smaller second value, or the same one at a smaller first value (equal
+    points do not dominate each other, as in the general case)."""
+    order = np.lexsort(pts.T[::-1])
+    x, y = pts[order, 0], pts[order, 1]
+    prev_min = np.concatenate(([np.inf], np.minimum.accumulate(y)[:-1]))  # over the earlier points
+    k = np.arange(len(y))
+    new_min = (y < prev_min) | (k == 0)
+    holder = np.maximum.accumulate(np.where(new_min, k, 0))  # first point to reach the running min
+    first_x = np.concatenate(([np.inf], x[holder[:-1]]))
+    dominated = (k > 0) & ((prev_min < y) | ((prev_min == y) & (first_x < x)))
+    keep = np.zeros(len(pts), dtype=bool)
+    keep[order] = ~dominated
     return keep
 
 
@@ -174,7 +193,7 @@ def per_config(runs: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     half = t_half_width(out["n"].fillna(0).to_numpy())  # the 95% t-interval: mean ± <m>_ci
     out = pd.concat([out, pd.DataFrame({f"{m}_ci": out[f"{m}_std"].to_numpy(dtype=float) * half
                                         for m in metrics}, index=out.index)], axis=1)
-    out = out.join(g["fingerprint"].agg(",".join).rename("fingerprints"))
+    out = out.join(_joined(g, ok["fingerprint"]).rename("fingerprints"))
     p_cols = [c for c in runs.columns if c.startswith("p_")]
     if p_cols:
         out = out.join(g_all[p_cols].first())
@@ -204,6 +223,16 @@ def per_config(runs: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     return out[cols + [c for c in out.columns if c not in cols]]
 
 
+def _joined(g, col: pd.Series) -> pd.Series:
+    """`g[col].agg(",".join)` for a groupby with sort=False, in one pass of Python over the rows
+    (pandas' agg of a Python function builds a Series per group: 0.2 s for 10,000 groups)."""
+    parts: list[list[str]] = [[] for _ in range(g.ngroups)]
+    for code, value in zip(g.ngroup().tolist(), col.tolist()):
+        if code == code and code >= 0:  # a row of no group (a null key) has NaN or -1
+            parts[int(code)].append(value)
+    return pd.Series([",".join(p) for p in parts], index=g.size().index, dtype=object)
+
+
 CONFIDENCE = 0.95  # every interval the report shows: a two-sided 95% Student-t interval
 
 
@@ -211,12 +240,13 @@ def t_half_width(n) -> np.ndarray:
     """The factor that turns a sample std over n seeds into the half-width of the 95% t-interval
     of the mean, t(0.975, n - 1) / sqrt(n); NaN for n < 2 (one seed has no interval). The t (not
     the normal) quantile because n is small: 12.7 / sqrt(2) for n = 2, 2.26 / sqrt(10) for n = 10."""
-    from scipy import stats
-
     n = np.asarray(n, dtype=float)
     out = np.full(n.shape, math.nan)
     many = n >= 2
-    out[many] = stats.t.ppf(0.5 + CONFIDENCE / 2, n[many] - 1) / np.sqrt(n[many])
+    if many.any():  # scipy.special, not scipy.stats: t.ppf is stdtrit, and stats takes 0.8 s to import
+        from scipy.special import stdtrit
+
+        out[many] = stdtrit(n[many] - 1, 0.5 + CONFIDENCE / 2) / np.sqrt(n[many])
     return out
 
 

@@ -25,6 +25,7 @@ from sweeps.report.analysis import Analysis
 from sweeps.spec import CategoricalDim, FixedDim, IntDim, SweepSpec
 
 FANOVA_MAX = 100
+SAMPLE_MAX = 1000  # configurations per method the importances are estimated from
 FEW = 10
 
 
@@ -48,8 +49,11 @@ def distributions(spec: SweepSpec, method: str) -> dict:
 
 def param_importances(a: Analysis) -> pd.DataFrame:
     """Columns: method, objective, param, importance (summing to 1 per method and objective),
-    evaluator, n (feasible configurations it saw). Empty when no method has two feasible
-    configurations with a searched parameter."""
+    evaluator, n (feasible configurations it saw), of (the method's feasible configurations: above
+    SAMPLE_MAX, n of them drawn at random, seeded, since the figures are an estimate anyway and
+    Optuna copies every trial it is given). Empty when no method has two feasible configurations
+    with a searched parameter."""
+    import numpy as np
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -62,29 +66,41 @@ def param_importances(a: Analysis) -> pd.DataFrame:
         dists = distributions(a.spec, method)
         if not dists or len(g) < 2:
             continue
+        total = len(g)
+        if total > SAMPLE_MAX:
+            g = g.iloc[np.sort(np.random.default_rng(0).choice(total, SAMPLE_MAX, replace=False))]
         evaluator = "fanova" if len(g) <= FANOVA_MAX else "ped-anova"
         # here, not above: optuna.importance imports scikit-learn's forests and SciPy (seconds on a
         # busy machine), which a record without two feasible configurations never needs
         from optuna.importance import (FanovaImportanceEvaluator, PedAnovaImportanceEvaluator,
                                        get_param_importances)
-        for o in a.spec.objectives:
-            study = optuna.create_study(direction=o.direction)
-            trials = []
-            for params_json, v in zip(g["params_json"], g[o.metric]):
-                p = json.loads(params_json)
-                trials.append(optuna.trial.create_trial(params={k: p[k] for k in dists}, distributions=dists,
-                                                        value=float(v)))
-            study.add_trials(trials)
+        # one study holding every objective (Optuna deep-copies each trial added), each objective
+        # then ranked as a target: lower is better for PED-ANOVA, so a maximised one is negated
+        objs = a.spec.objectives
+        study = optuna.create_study(directions=[o.direction for o in objs] if len(objs) > 1 else None,
+                                    direction=objs[0].direction if len(objs) == 1 else None)
+        values = g[[o.metric for o in objs]].to_numpy(dtype=float).tolist()
+        study.add_trials([optuna.trial.create_trial(params={k: p[k] for k in dists}, distributions=dists,
+                                                    values=v)
+                          for p, v in zip(map(json.loads, g["params_json"]), values)])
+        for i, o in enumerate(objs):
+            sign = -1.0 if o.direction == "maximize" else 1.0
             ev = FanovaImportanceEvaluator(seed=0) if evaluator == "fanova" else PedAnovaImportanceEvaluator()
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    got = get_param_importances(study, evaluator=ev)
+                    got = get_param_importances(study, evaluator=ev, target=_target(i, sign))
             except (ValueError, RuntimeError, ZeroDivisionError):  # nothing varies, too few trials
                 continue
             rows += [{"method": method, "objective": o.metric, "param": k, "importance": float(v),
-                      "evaluator": evaluator, "n": len(g)} for k, v in got.items()]
-    return pd.DataFrame(rows, columns=["method", "objective", "param", "importance", "evaluator", "n"])
+                      "evaluator": evaluator, "n": len(g), "of": total} for k, v in got.items()]
+    return pd.DataFrame(rows, columns=["method", "objective", "param", "importance", "evaluator", "n", "of"])
+
+
+def _target(i: int, sign: float):
+    def value(t) -> float:
+        return sign * t.values[i]
+    return value
 
 
 def importance_markdown(imp: pd.DataFrame) -> str:
@@ -93,10 +109,12 @@ def importance_markdown(imp: pd.DataFrame) -> str:
         return "_(no method has two feasible configurations with a searched parameter yet)_\n"
     out = []
     for method, g in imp.groupby("method", sort=True):
-        n, ev = int(g["n"].iloc[0]), g["evaluator"].iloc[0]
+        n, of, ev = int(g["n"].iloc[0]), int(g["of"].iloc[0]), g["evaluator"].iloc[0]
         t = g.pivot(index="param", columns="objective", values="importance")
         t = t.loc[t.max(axis=1).sort_values(ascending=False).index]
-        out.append(f"**{method}** ({n} feasible configuration(s), {ev}"
+        seen = f"{n} feasible configuration(s)" if n == of else \
+            f"from {n} of {of} feasible configurations, drawn at random (seeded)"
+        out.append(f"**{method}** ({seen}, {ev}"
                    + (f"; fewer than {FEW}: a hint, not a finding" if n < FEW else "") + ")\n\n"
                    + t.map(lambda v: f"{v:.2f}").rename_axis("parameter").to_markdown() + "\n")
     return "\n".join(out)

@@ -132,9 +132,31 @@ def _scene(a: Analysis) -> dict:
     ax_, _ = _xy(ok, xc)
     ay_, _ = _xy(ok, yc)
     xb, yb = _bounds(a, xc), _bounds(a, yc)
-    return {"x": (xc, xd), "y": (yc, yd), "ok": ok,
+    drawn, note = _drawn(a, ok)
+    return {"x": (xc, xd), "y": (yc, yd), "ok": ok, "drawn": drawn, "note": note,
             "xlim": frame(fx, ax_, [b for b, *_ in xb], xc), "ylim": frame(fy, ay_, [b for b, *_ in yb], yc),
             "xb": xb, "yb": yb, "colors": colors(ok["method"].unique() if len(ok) else [])}
+
+
+DRAW_MAX = 2000  # configurations drawn as points; above it the dominated ones are a sample
+
+
+def _drawn(a: Analysis, ok: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The configurations drawn as points, and a line saying what was left out: all of them up to
+    DRAW_MAX; above it every front configuration and pick, exactly, and a seeded random sample of
+    the others (thousands of overlapping markers say no more, and cost seconds to draw and to
+    carry as hover text)."""
+    if len(ok) <= DRAW_MAX or not ok.index.is_unique:
+        return ok, ""
+    must = ok.index.isin(a.front.index)
+    for p in a.picks.values():
+        must |= ok.index.isin(p.index)
+    rest = np.flatnonzero(~must)
+    k = min(max(DRAW_MAX - int(must.sum()), 0), len(rest))
+    sel = must.copy()
+    sel[np.random.default_rng(0).choice(rest, k, replace=False)] = True
+    return ok[sel], (f"drawn: every front configuration and pick, and a random {k} of the other "
+                     f"{len(rest)} (seeded)")
 
 
 def _front_line(a: Analysis, xc: str, xd: str | None, yc: str) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +209,7 @@ def front_figure_mpl(a: Analysis):
     fig, ax = plt.subplots(figsize=(8.4, 5.4), dpi=120)
     ok, xlim, ylim = s["ok"], s["xlim"], s["ylim"]
     outside = dict.fromkeys([mk for _, mk, _ in EDGE_MARKERS], 0)  # marker -> points drawn with it
-    for method, g in ok.groupby("method", sort=True):
+    for method, g in s["drawn"].groupby("method", sort=True):
         col = s["colors"][method]
         f, inf = g[g["feasible"]], g[~g["feasible"]]
         x, xe = _xy(f, xc)
@@ -239,7 +261,8 @@ def front_figure_mpl(a: Analysis):
     ax.set_ylabel(_label(yc, yd))
     n_feas = int(ok["feasible"].sum()) if len(ok) else 0
     ax.set_title(f"{a.spec.name}: {n_feas} feasible of {len(ok)} complete configurations\n"
-                 f"{spread_text(a)}; hypervolume {hv_text(a.hypervolume)}", fontsize=10)
+                 f"{spread_text(a)}; hypervolume {hv_text(a.hypervolume)}"
+                 + (f"\n{s['note']}" if s["note"] else ""), fontsize=10)
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: labels[i] not in s["colors"])  # methods first
@@ -406,7 +429,7 @@ def front_figure(a: Analysis):
     s = _scene(a)
     (xc, xd), (yc, yd) = s["x"], s["y"]
     fig = go.Figure()
-    for method, g in s["ok"].groupby("method", sort=True):
+    for method, g in s["drawn"].groupby("method", sort=True):
         col = s["colors"][method]
         for feasible in (True, False):
             part = g[g["feasible"] == feasible]
@@ -446,7 +469,8 @@ def front_figure(a: Analysis):
                               annotation_text=f"{text}: feasible {'above' if side == 'ge' else 'below'}",
                               annotation_position="bottom left" if side == "le" else "top left")
     fig.update_layout(
-        title=f"{a.spec.name}: trade-off, {spread_text(a)} (hypervolume {hv_text(a.hypervolume)})",
+        title=f"{a.spec.name}: trade-off, {spread_text(a)} (hypervolume {hv_text(a.hypervolume)})"
+        + (f"<br><sup>{s['note']}</sup>" if s["note"] else ""),
         xaxis=dict(title=_label(xc, xd), range=list(s["xlim"])),
         yaxis=dict(title=_label(yc, yd), range=list(s["ylim"])),
         template="plotly_white", legend=dict(font=dict(size=11)), hoverlabel=dict(align="left"),

@@ -12,6 +12,13 @@ import pytest
 
 # Before anything imports torch or wandb: one cache per test session, shared with subprocesses and
 # with pytest-xdist's workers (they inherit it from the controller, which made it and deletes it).
+# pytest-xdist: each worker takes its share of the cores for torch's threads (and its subprocesses'),
+# set before anything imports torch; two workers at one thread per core each otherwise run four
+# OpenMP threads on two cores, and CPU-bound tests took several times as long.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _share = (os.cpu_count() or 1) // max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
+
 if "UNLEARN_SWEEP_CACHE" not in os.environ:
     os.environ["UNLEARN_SWEEP_CACHE"] = tempfile.mkdtemp(prefix="unlearn-sweep-test-cache-")
     atexit.register(shutil.rmtree, os.environ["UNLEARN_SWEEP_CACHE"], ignore_errors=True)

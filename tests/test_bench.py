@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +40,7 @@ def test_loader_door_covers_the_same_examples_as_the_device_door():
     assert door.retain_examples_seen(split.retain) == len(split.retain)
 
 
+@pytest.mark.slow  # the whole bench end to end; `make bench` runs it too
 def test_tiny_bench_runs_both_ways_and_writes_the_json(tmp_path):
     out = tmp_path / "tt.json"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "trial_throughput.py"), "--tiny",

@@ -162,10 +162,10 @@ def test_sigkill_of_a_driver_on_ray_leaves_no_ray_process_behind(tmp_path):
 @pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow),
                                  pytest.param(signal.SIGHUP, marks=pytest.mark.slow), signal.SIGTERM])
 def test_every_stop_signal_takes_the_same_path_inline(tmp_path, sig):
-    spec = _spec_file(tmp_path, n_trials=5, seeds=[0, 1])
+    spec = _spec_file(tmp_path, n_trials=3, seeds=[0, 1])
     run_dir = tmp_path / "run"
     proc = _start(["run", str(spec), "--out", str(run_dir), "--backend", "inline"], tmp_path, _env(),
-                  wait_for=3, run_dir=run_dir)
+                  wait_for=2, run_dir=run_dir)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, err[-2000:]
@@ -175,7 +175,7 @@ def test_every_stop_signal_takes_the_same_path_inline(tmp_path, sig):
     res = subprocess.run([*DRIVE, "resume", str(run_dir)], cwd=tmp_path, env=_env(), capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert_whole(run_dir, 5, n_seeds=2)
+    assert_whole(run_dir, 3, n_seeds=2)
 
 
 def _kill_then_resume(tmp_path: Path, name: str, at: int, n: int) -> set:

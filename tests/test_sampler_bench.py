@@ -27,6 +27,7 @@ def _bench():
     return mod
 
 
+@pytest.mark.slow  # the whole bench end to end (its parts have fast tests here)
 def test_tiny_bench_writes_the_trace_of_every_sweep_and_the_summary(tmp_path):
     out, work = tmp_path / "sb.json", tmp_path / "work"
     bench = _bench()
@@ -117,6 +118,7 @@ def test_constrained_samplers_steer_by_the_constraint_values_the_driver_sets(tmp
     assert medians[True] < 0.0125 < 0.018 < medians[False], medians
 
 
+@pytest.mark.slow  # the whole bench end to end (racing has fast tests in test_race.py)
 def test_tiny_bench_runs_the_plain_and_the_raced_search_side_by_side(tmp_path):
     """The race arm's sweeps carry the spec's race (its options from the arm), count raced
     configurations as trials, and are paired with the plain arm by sampler seed."""

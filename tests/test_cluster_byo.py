@@ -75,7 +75,10 @@ def test_plugin_trials_on_a_node_without_the_files_equal_the_same_sweep_inline(t
         sha = hashlib.sha256((lab / "released.pt").read_bytes()).hexdigest()
         keys = [json.loads(p.read_text())["key"] for p in worker.cache.glob("*.json")]
         assert [k["checkpoint"] for k in keys if "checkpoint" in k] == [sha]
-        assert sum(k.get("kind") == "retrain" for k in keys) == 2
+        # each train seed the worker ran has its Retrain there (how many seeds that is, the scheduler
+        # decides: a worker that starts after the others' grace period joins with fewer trials)
+        ran = {r["train_seed"] for r in ray.values() if r["node"].split("/")[0] == worker.ip}
+        assert ran and {k["seed"] for k in keys if k.get("kind") == "retrain"} >= ran
         assert set(ray) == set(inline)  # the same runs: the same fingerprints
         compared = [m for m in METRIC_COLUMNS if m not in TIMINGS] + \
             [f"{k}_{m}" for k in ("original", "retrain") for m in REFERENCE_METRICS if m not in TIMINGS]

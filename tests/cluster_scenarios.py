@@ -331,7 +331,8 @@ def slurm_sweep(root: Path, preempt: str | None = None, n: int = 12) -> dict:
         figures["job_s"] = round(time.monotonic() - t_up, 2)
         text = _text(log)
         assert info["ExitCode"] == "0:0", (info, text)
-        assert "Traceback" not in text, text[-3000:]
+        ours = _tracebacks_not_rays(text)
+        assert not ours, ours[0][-3000:]
         assert check_record(run, n) == expected, text[-3000:]
         starts = text.count("unlearn-sweep: job ")
         if preempt:
@@ -344,3 +345,14 @@ def slurm_sweep(root: Path, preempt: str | None = None, n: int = 12) -> dict:
 
 def _text(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else f"({path.name} not written)"
+
+
+def _tracebacks_not_rays(text: str) -> list[str]:
+    """The job log's tracebacks with a frame outside Ray. Ray's own node processes (`ray start
+    --block` under srun) may log one when SLURM's SIGTERM reaches a worker node while the head's
+    GCS is going down (`_drain_node_before_shutdown`: "RpcError: Cancelling all calls"): Ray's race
+    at a requeue, seen once in 7 runs here, which neither the driver nor the template can prevent."""
+    blocks = text.split("Traceback (most recent call last):")[1:]
+    frames = [[ln for ln in b.splitlines() if ln.lstrip().startswith("File ")] for b in blocks]
+    return [b for b, fs in zip(blocks, frames)
+            if not fs or not all("/site-packages/ray/" in f or '"python/ray/' in f for f in fs)]

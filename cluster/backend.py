@@ -25,6 +25,8 @@ from typing import Any, Callable, Protocol, runtime_checkable
 # on_epoch(row) is called after each epoch when given
 TaskFn = Callable[..., Any]
 ProgressFn = Callable[[str, dict[str, Any]], None]  # (task key, per-epoch row)
+# credentials a trial worker never needs (the tracker runs in the driver): kept from its environment
+WORKER_SECRETS = ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_ACCESS_TOKEN")
 
 
 @dataclass(frozen=True)

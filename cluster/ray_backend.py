@@ -74,7 +74,7 @@ except ImportError as e:  # pragma: no cover - ray is a dependency, but keep the
     raise ImportError("the Ray backend needs ray: pip install 'ray[default]'") from e
 
 from cluster import ray_private
-from cluster.backend import BackendLost, Handle, Outcome, ProgressFn, TaskFn
+from cluster.backend import WORKER_SECRETS, BackendLost, Handle, Outcome, ProgressFn, TaskFn
 from cluster.reaper import Reaper
 
 log = logging.getLogger(__name__)
@@ -652,15 +652,11 @@ class RayBackend:
                  "tails": [t.handle.key for t in s.tasks if t.in_tail]} for s in self._slots]
 
 
-# credentials the trial workers never need (the tracker runs in the driver); Ray's own stay
-_WORKER_SECRETS = ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_ACCESS_TOKEN")
-
-
 @contextlib.contextmanager
 def _without_secrets():
     """Hide W&B credentials while the embedded Ray starts: its processes, and the workers they
     start, inherit the environment of that moment. The driver gets them back afterwards."""
-    saved = {k: os.environ.pop(k) for k in _WORKER_SECRETS if k in os.environ}
+    saved = {k: os.environ.pop(k) for k in WORKER_SECRETS if k in os.environ}
     try:
         yield
     finally:

@@ -11,6 +11,7 @@ RAY_worker_niceness, as Ray's own job manager sets it).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from typing import Iterator
 
@@ -95,13 +96,22 @@ def keep_signal_handlers() -> Iterator[None]:
     it starts here), and, in C, absl's failure handler (the core worker's), which prints a stack and
     ends the process with SIGABRT. None of them says a word, and each bypassed the driver's clean
     stop. Inside the block Ray installs none of them in this process (its workers keep absl's
-    handler: their crashes still print a stack), so the caller's handlers stay live throughout."""
+    handler: their crashes still print a stack), so the caller's handlers stay live throughout.
+    Started on a thread (cluster/handover.py), ray.init would warn that it set no SIGTERM handler:
+    none is wanted, so that warning is dropped."""
     from ray._private import ray_constants, utils
 
     original = utils.set_sigterm_handler, ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER
     utils.set_sigterm_handler = lambda handler: None
     ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True  # read when the core worker starts
+    worker_log = logging.getLogger("ray._private.worker")
+    worker_log.addFilter(_no_sigterm_notice)
     try:
         yield
     finally:
         utils.set_sigterm_handler, ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = original
+        worker_log.removeFilter(_no_sigterm_notice)
+
+
+def _no_sigterm_notice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("SIGTERM handler is not set")

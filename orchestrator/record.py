@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from sweeps import results as R
 from sweeps.journal import JournalReplay, journal_tail_whole, repair_journal, save_fold
 from sweeps.rundir import DriverLock
 from unlearning.errors import FailureKind, UserError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 MIN_FREE_BYTES = 16 << 20
 
@@ -40,6 +43,7 @@ class Record:
         self.states: dict[str, tuple[str, FailureKind | None]] = {}  # fingerprint -> (state, kind)
         self.replay: JournalReplay | None = None  # the journal replayed while the backend starts
         self._since_compact = 0
+        self._written: dict[Path, pa.Table] = {}  # one-run files written here, not yet compacted
 
     @classmethod
     def open(cls, run_dir: Path, *, journal: bool, force: bool = False,
@@ -113,7 +117,7 @@ class Record:
 
     def write(self, row: dict[str, Any], history: list[dict[str, Any]], schema) -> None:
         """History, then the trial row (sweeps/results.write_trial); compacts every COMPACT_EVERY."""
-        R.write_trial(self.run_dir, row, history, schema)
+        R.write_trial(self.run_dir, row, history, schema, written=self._written)
         kind = row.get("failure_kind")
         self.states[row["fingerprint"]] = (row["state"], FailureKind(kind) if kind else None)
         self._since_compact += 1
@@ -125,7 +129,7 @@ class Record:
         the record is whole again, the journal's saved fold is brought up to date too (a large
         journal: what `status` reads instead of folding the whole file)."""
         try:
-            R.compact(self.run_dir, scans, full=full)
+            R.compact(self.run_dir, scans, full=full, written=self._written)
             if self.journal is not None and not R.has_parts(self.run_dir / "trials"):
                 save_fold(self.journal)
         except OSError as e:  # a full disk: the one-run files stay, which is fine

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, TextIO
 
-from cluster.backend import Backend, BackendLost
+from cluster.backend import WORKER_SECRETS, Backend, BackendLost
 from orchestrator.oracles import OraclePlan
 from orchestrator.pool import TaskPool
 from orchestrator.record import Record, os_reason
@@ -54,8 +54,20 @@ if TYPE_CHECKING:
 __all__ = ["Interrupted", "make_backend", "replicate_sweep", "run_sweep"]
 
 
-def make_backend(resources, fn: Callable[..., Any], progress=None) -> Backend:
-    """The one place backends are built: inline (in-process) or Ray (embedded or by address)."""
+# A sweep that runs one trial at a time gains nothing from Ray but its workers' isolation (a trial
+# that crashes its process, retried); Ray's start costs seconds of CPU beside the trials and, in a
+# sweep that ends first, a wait for it to finish starting. Such a sweep starts Ray after this long.
+ONE_SLOT_RAY_AFTER_S = 30.0
+
+
+def make_backend(resources, fn: Callable[..., Any], progress=None,
+                 on_up: Callable[[Backend], None] | None = None) -> Backend:
+    """The one place backends are built: inline (in-process) or Ray (embedded or by address).
+    `on_up(ray_backend)` once Ray's workers are up (the dashboard hint). An embedded Ray for CPU
+    trials starts beside the sweep: the trials run in this process until it is up
+    (cluster/handover.py, `resources.first_trials_here`); for a sweep that runs one trial at a time
+    it starts only once the sweep has run ONE_SLOT_RAY_AFTER_S here, so a small sweep never pays
+    for it."""
     if resources.backend == "inline":
         import torch
 
@@ -69,16 +81,48 @@ def make_backend(resources, fn: Callable[..., Any], progress=None) -> Backend:
         if resources.gpus_per_trial > 1:
             raise UserError("resources.gpus_per_trial: the inline backend runs one trial on one device")
         return InlineBackend(fn, progress)
-    try:
-        from cluster.ray_backend import ClusterConfigError, RayBackend
-    except ImportError as e:
-        raise UserError(f"resources.backend: ray is not usable here ({e}); use --backend inline") from None
-    try:
-        return RayBackend(fn, progress, address=resources.address, cpus_per_trial=resources.cpus_per_trial,
-                          gpus_per_trial=resources.gpus_per_trial, max_concurrent=resources.max_concurrent,
-                          overlap=resources.overlap_mia)
-    except ClusterConfigError as e:  # a request no node can meet, an unreachable address: exit 2
-        raise UserError(f"resources: {e}") from None
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise UserError("resources.backend: ray is not installed here; use --backend inline")
+
+    def start() -> Backend:  # on a thread of its own when the first trials run here: Ray imports there
+        try:
+            from cluster.ray_backend import ClusterConfigError, RayBackend
+        except ImportError as e:
+            raise UserError(f"resources.backend: ray is not usable here ({e}); use --backend inline") from None
+        try:
+            return RayBackend(fn, progress, address=resources.address, cpus_per_trial=resources.cpus_per_trial,
+                              gpus_per_trial=resources.gpus_per_trial, max_concurrent=resources.max_concurrent,
+                              overlap=resources.overlap_mia)
+        except ClusterConfigError as e:  # a request no node can meet, an unreachable address: exit 2
+            raise UserError(f"resources: {e}") from None
+
+    if _first_trials_here(resources):
+        import torch
+
+        from cluster.handover import Handover
+
+        torch.set_num_threads(max(1, int(resources.cpus_per_trial)))  # as a 1-CPU Ray worker has it
+        slots = min(resources.max_concurrent or 1 << 30, int((os.cpu_count() or 1) // resources.cpus_per_trial))
+        return Handover(start, fn, progress, on_up=on_up, start_after_s=ONE_SLOT_RAY_AFTER_S if slots <= 1 else 0)
+    backend = start()
+    if on_up is not None:
+        on_up(backend)
+    return backend
+
+
+def _first_trials_here(resources) -> bool:
+    """Whether this process runs the trials while an embedded Ray starts (cluster/handover.py): only
+    where Ray's workers would run on this machine anyway (no address, no Ray already running here),
+    for trials that need nothing but this machine's CPUs and have no `timeout_s` (a trial here stops
+    at an epoch's end, not at once), and without W&B credentials in the environment (Ray's start
+    hides them from the whole process meanwhile: the tracker needs them)."""
+    ray = sys.modules.get("ray")
+    return (resources.first_trials_here and not (resources.address or os.environ.get("RAY_ADDRESS"))
+            and not (ray and ray.is_initialized()) and resources.gpus_per_trial == 0
+            and resources.cpus_per_trial <= (os.cpu_count() or 1) and resources.timeout_s is None
+            and not any(k in os.environ for k in WORKER_SECRETS))
 
 
 class Driver:
@@ -159,8 +203,6 @@ class Driver:
             oracles = self._oracles(self.replicate[1] if self.replicate else self.spec.seed_list())
             here = self._probe_here(oracles)  # beside the backend's start: it starts Ray's processes
             backend = self._start_backend()
-            if hint := getattr(backend, "dashboard_hint", None):  # not part of Backend: Ray's only
-                self.say(hint)
             self.stop.check()
             self.ship = Shipment(self.spec, backend)
             self._announce(oracles, self._probe(backend, here))
@@ -255,10 +297,15 @@ class Driver:
 
     def _start_backend(self) -> Backend:
         if self._backend is not None:
+            self._backend_up(self._backend)
             return self._backend
         from unlearning.tasks import run_task
 
-        return make_backend(self.spec.resources, self._fn or run_task, self._on_epoch)
+        return make_backend(self.spec.resources, self._fn or run_task, self._on_epoch, on_up=self._backend_up)
+
+    def _backend_up(self, backend: Backend) -> None:
+        if hint := getattr(backend, "dashboard_hint", None):  # not part of Backend: Ray's only
+            self.say(hint)
 
     def _on_epoch(self, key: str, row: dict[str, Any]) -> None:
         """A running task's per-epoch row (the backend's progress callback): to the tracker."""

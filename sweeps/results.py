@@ -258,18 +258,22 @@ def write_atomic(table: pa.Table, path: Path, **options) -> None:
 
 
 def write_trial(run_dir: Path, row: dict[str, Any], history: list[dict[str, Any]],
-                schema: pa.Schema) -> Path:
+                schema: pa.Schema, written: dict[Path, pa.Table] | None = None) -> Path:
     """History first, then the trial row: a trial file that exists always has its history. No column
     statistics in these one-run files (a third of a one-row file's bytes, and nothing to skip by);
-    the compacted files keep them, for readers that filter."""
+    the compacted files keep them, for readers that filter. `written`: each file's table is added
+    to it by path (the driver's compaction then merges them without reading the files back)."""
     fp = row["fingerprint"]
+    out = []
     if history:
-        write_atomic(pa.Table.from_pylist(history, schema=HISTORY_SCHEMA), run_dir / "history" /
-                     f"{fp}.parquet", write_statistics=False)
+        out.append((pa.Table.from_pylist(history, schema=HISTORY_SCHEMA), run_dir / "history" / f"{fp}.parquet"))
     cols = {f.name for f in schema}
     path = run_dir / "trials" / f"{fp}.parquet"
-    write_atomic(pa.Table.from_pylist([{k: v for k, v in row.items() if k in cols}], schema=schema), path,
-                 write_statistics=False)
+    out.append((pa.Table.from_pylist([{k: v for k, v in row.items() if k in cols}], schema=schema), path))
+    for table, where in out:
+        write_atomic(table, where, write_statistics=False)
+        if written is not None:
+            written[where] = table.replace_schema_metadata(None)
     return path
 
 
@@ -317,17 +321,19 @@ def _read_one(path: Path, columns: list[str] | None = None) -> pa.Table:
         return f.read(columns=columns).replace_schema_metadata(None)
 
 
-def scan(folder: Path, empty: pa.Schema, key: str = "fingerprint") -> Scan:
+def scan(folder: Path, empty: pa.Schema, key: str = "fingerprint",
+         known: dict[Path, pa.Table] | None = None) -> Scan:
     """Read the compacted file, the parts and the one-run files of `folder`; a file that cannot be
     read is reported, never raised. Rows of a newer file replace the older rows of their `key`
-    (the layout's comment above)."""
+    (the layout's comment above). `known`: tables of files this process wrote (`write_trial`),
+    used instead of reading those files back."""
     import pyarrow.compute as pc
 
     layers, pending, damaged, files = [], [], [], []
     paths = ([folder / COMPACTED] if (folder / COMPACTED).is_file() else []) + _parts(folder) + _files(folder)
     for p in paths:
         try:
-            t = _read_one(p)
+            t = known[p] if known and p in known else _read_one(p)
         except Exception as e:  # noqa: BLE001 - ArrowInvalid, OSError: torn, truncated, garbage
             damaged.append((p, " ".join(f"{type(e).__name__}: {e}".split())[:160]))
             continue
@@ -395,38 +401,54 @@ def quarantine(run_dir: Path, damaged: list[tuple[Path, str]]) -> list[str]:
     return notes
 
 
-def compact(run_dir: Path, scans: dict[str, Scan] | None = None, full: bool = True) -> int:
+def compact(run_dir: Path, scans: dict[str, Scan] | None = None, full: bool = True,
+            written: dict[Path, pa.Table] | None = None) -> int:
     """Merge the one-run files of trials/ and history/, atomically, then delete the merged files.
     full: the parts and the one-run files into the compacted file (the parts deleted too); not full:
-    the one-run files alone into the next part (the cost of what is merged, not of the record), or
-    into the compacted file while there is none, or fully once PARTS_MAX parts exist. Only the
-    holder of the driver lock may call it (a driver writing one-run files meanwhile would lose
-    them). Damaged files are left for `quarantine`. `scans`: the folders as the caller has just
-    read them ({"trials": Scan, ...}), so they are read once. Returns the number of files merged."""
+    the one-run files alone into the next part (only they are read: the cost of what is merged, not
+    of the record), or into the compacted file while there is none, or fully once PARTS_MAX parts
+    exist. Only the holder of the driver lock may call it (a driver writing one-run files meanwhile
+    would lose them). Damaged files are left for `quarantine`. `scans`: the folders as the caller
+    has just read them ({"trials": Scan, ...}), so they are read once; `written`: the tables of the
+    one-run files this process wrote (`write_trial`), used instead of reading them back (those
+    merged are taken out of it). Returns the number of files merged."""
     merged = 0
+    known = written if written is not None else {}
     for sub, schema in (("trials", BASE_SCHEMA), ("history", HISTORY_SCHEMA)):
         folder = run_dir / sub
-        parts = _parts(folder)
-        if not _files(folder) and not (full and parts):  # nothing to merge: nothing is even read
+        parts, singles = _parts(folder), _files(folder)
+        if not singles and not (full and parts):  # nothing to merge: nothing is even read
             continue
-        got = (scans or {}).get(sub) or scan(folder, schema)
-        singles = got.singles()
-        done = [p for p in got.files if not is_single(p) and p.name != COMPACTED]  # parts read
         whole = full or not (folder / COMPACTED).is_file() or len(parts) + 1 >= PARTS_MAX
         if whole:
-            if not singles and not done:
+            got = (scans or {}).get(sub) or scan(folder, schema, known=known)
+            gone = [p for p in got.files if p.name != COMPACTED]  # the parts and one-run files read
+            if not gone:
                 continue
             write_atomic(got.table, folder / COMPACTED)
-            gone = done + singles
-        else:
-            if not singles or got.fresh is None:
+        else:  # the next part: the one-run files' rows alone
+            read = (scans or {}).get(sub)
+            if read is not None:  # read already
+                gone, rows = read.singles(), read.fresh
+            else:
+                tables, gone = [], []
+                for p in singles:
+                    try:
+                        tables.append(known[p] if p in known else _read_one(p))
+                    except Exception:  # noqa: BLE001 - damaged: left for `quarantine`
+                        continue
+                    gone.append(p)
+                rows = pa.concat_tables(tables, promote_options="permissive") if tables else None
+            if not gone or rows is None:
                 continue
             number = max([_part_number(p) for p in parts] + [0]) + 1
-            write_atomic(got.fresh, folder / f"{PART}{number:06d}.parquet")
-            gone = singles
+            write_atomic(rows, folder / f"{PART}{number:06d}.parquet")
         for p in gone:
             p.unlink(missing_ok=True)
         merged += len(gone)
+        left = set(singles) - set(gone)
+        for p in [p for p in known if p.parent == folder and p not in left]:  # merged, or gone meanwhile
+            del known[p]
     return merged
 
 

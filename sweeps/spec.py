@@ -309,6 +309,9 @@ class Resources(StrictModel):
     # Ray: a worker starts its next trial while the previous one's MIA SVC runs on the CPU (the same
     # metrics); max_concurrent still caps the trials in flight, those finishing their SVC included
     overlap_mia: bool = True
+    # an embedded Ray, CPU trials: the driver runs trials itself, one at a time, while Ray starts
+    # (seconds); Ray's workers take the next ones once up (cluster/handover.py)
+    first_trials_here: bool = True
 
     @model_validator(mode="after")
     def _whole_or_fraction(self):

@@ -1,7 +1,9 @@
-"""The Backend contract, run against every backend (inline and Ray): what the driver relies on."""
+"""The Backend contract, run against every backend (inline, Ray, and the handover that runs tasks in
+this process while a backend starts): what the driver relies on."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -29,22 +31,31 @@ class Rows:
         self.rows.append((key, row))
 
 
-@pytest.fixture(scope="module", params=["inline", pytest.param("ray", marks=pytest.mark.ray),
+@pytest.fixture(scope="module", params=["inline", "handover", pytest.param("ray", marks=pytest.mark.ray),
                                         pytest.param("ray-overlap", marks=pytest.mark.ray)])
 def backend(request):
     """One backend per kind for the module (Ray actors take seconds to start); `.rows` records
-    progress, `.concurrent` says whether tasks run in other processes. ray-overlap: an actor takes
-    its next task while the previous one's CPU tail runs."""
+    progress, `.concurrent` says whether `submit` returns before the task has run, `.own_process`
+    whether a task runs in a process of its own. ray-overlap: an actor takes its next task while the
+    previous one's CPU tail runs. handover: a backend that is still starting throughout, so every
+    task runs in this process, on a thread."""
     rows = Rows()
+    gate = threading.Event()
     if request.param == "inline":
         b = InlineBackend(task, rows)
+    elif request.param == "handover":
+        from cluster.handover import Handover
+
+        b = Handover(lambda: (gate.wait(), InlineBackend(task, rows))[1], task, rows)
     else:
         request.getfixturevalue("ray_instance")
         from cluster.ray_backend import RayBackend
         b = RayBackend(task, rows, cpus_per_trial=1, max_concurrent=2,
                        overlap=request.param == "ray-overlap")
     b.rows, b.concurrent = rows, request.param != "inline"
+    b.own_process = request.param.startswith("ray")
     yield b
+    gate.set()
     b.shutdown()
 
 
@@ -120,7 +131,7 @@ def test_wait_with_timeout_returns_empty_when_nothing_finished(backend):
     if not b.concurrent:  # inline runs at submit: nothing can be unfinished
         assert b.wait([], timeout=0.1) == []
         return
-    h = b.submit("slow", {"op": "sleep", "seconds": 5})
+    h = b.submit("slow", {"op": "epochs", "n": 50, "seconds": 0.1})
     t0 = time.monotonic()
     assert b.wait([h], timeout=0.3) == []
     assert time.monotonic() - t0 < 3
@@ -130,7 +141,8 @@ def test_wait_with_timeout_returns_empty_when_nothing_finished(backend):
 
 def test_cancel(backend):
     b = backend
-    h = b.submit("c", {"op": "sleep", "seconds": 30 if b.concurrent else 0.01})
+    # 30 s of epochs: a task in this process (handover) stops at its next epoch, one on Ray at once
+    h = b.submit("c", {"op": "epochs", "n": 300 if b.concurrent else 1, "seconds": 0.1})
     b.cancel(h, reason="timed out")
     o = wait_all(b, [h], timeout=20)[h]
     assert not o.retryable
@@ -150,8 +162,8 @@ def test_many_tasks_each_finish_once(backend):
 
 
 def test_worker_death_is_lost_and_retryable(backend):
-    if not backend.concurrent:
-        pytest.skip("inline runs tasks in this process: a dying task takes the driver with it")
+    if not backend.own_process:
+        pytest.skip("tasks run in this process: a dying task takes the driver with it")
     b = backend
     h = b.submit("die", {"op": "die"})
     o = wait_all(b, [h])[h]

@@ -45,8 +45,10 @@ def _plan(i: int) -> dict:
 
 
 def _spec(name: str, backend: str) -> dict:
+    # first_trials_here off: a one-slot sweep this short would otherwise run in the driver, not on Ray
     return small_spec(name=name, n_trials=N_TRIALS, seeds=SEEDS,
-                      resources={"backend": backend, "max_concurrent": 1, "max_retries": 2})
+                      resources={"backend": backend, "max_concurrent": 1, "max_retries": 2,
+                                 **({"first_trials_here": False} if backend == "ray" else {})})
 
 
 @pytest.fixture(scope="module")

@@ -311,6 +311,37 @@ def test_parts_hold_each_periodic_compaction_and_the_newest_copy_of_a_run_wins(t
     assert R.read_history(d).num_rows == R.read_history(whole).num_rows
 
 
+def test_the_driver_merges_the_files_it_wrote_from_memory_into_the_same_part(tmp_path):
+    """The driver keeps the tables of the one-run files it wrote (`write_trial(written=)`) and its
+    periodic compaction merges them without reading the files back: the part equals the one merged
+    from the files; a file gone from the folder meanwhile is not brought back from memory."""
+    from sweeps import results as R
+
+    bench = _record_builder()
+    whole = tmp_path / "whole"
+    bench.build(whole, 12, state="uncompacted")
+    schema = R.trial_schema(bench.bench_spec(12, 1))
+    runs = [(R.read_row(whole, p.stem), pq.read_table(whole / "history" / p.name).to_pylist())
+            for p in sorted((whole / "trials").iterdir())]
+    memory, disk = tmp_path / "memory", tmp_path / "disk"
+    known: dict = {}
+    for d, w in ((memory, known), (disk, None)):
+        R.write_trial(d, *runs[0], schema)  # a first compaction: the compacted file
+        R.compact(d, full=False)
+        for row, history in runs[1:]:
+            R.write_trial(d, row, history, schema, written=w)
+    assert len(known) == 2 * 11
+    gone = memory / "trials" / f"{runs[5][0]['fingerprint']}.parquet"
+    gone.unlink()
+    (disk / "trials" / gone.name).unlink()
+    assert R.compact(memory, full=False, written=known) == R.compact(disk, full=False) == 21
+    assert known == {}  # what was merged, and the file that went, are let go
+    for sub in ("trials", "history"):
+        a, b = (pq.read_table(d / sub / "part-000001.parquet") for d in (memory, disk))
+        assert a.equals(b) and a.num_rows == (10 if sub == "trials" else b.num_rows)
+    assert R.read_results(memory).equals(R.read_results(disk))
+
+
 def pa_equal(t, column: str, value):
     import pyarrow.compute as pc
 

@@ -147,7 +147,8 @@ def test_sigkill_of_a_driver_on_ray_leaves_no_ray_process_behind(tmp_path):
     all gone 0.6-0.8 s after the kill with the dashboard, under 0.1 s without; 61 s before the
     reaper (the agents waited out a 60 s report to the dead GCS). The test allows 15 s."""
     ray_tmp = tempfile.mkdtemp(prefix="rk", dir="/tmp")
-    spec = _spec_file(tmp_path, n_trials=20, resources={"backend": "ray", "max_concurrent": 1})
+    spec = _spec_file(tmp_path, n_trials=20, resources={"backend": "ray", "max_concurrent": 1,
+                                                        "first_trials_here": False})  # Ray at once
     run_dir = tmp_path / "run"
     proc = _start(["run", str(spec), "--out", str(run_dir)], tmp_path, _env(RAY_TMPDIR=ray_tmp),
                   wait_for=2, run_dir=run_dir)
@@ -231,7 +232,7 @@ def test_two_drivers_started_at_the_same_instant_exactly_one_runs(tmp_path):
 @pytest.fixture
 def uncompacted(monkeypatch):
     """Keep one-run files as they land (compaction off), as in a sweep that is still running."""
-    monkeypatch.setattr(R, "compact", lambda run_dir, scans=None, full=True: 0)
+    monkeypatch.setattr(R, "compact", lambda run_dir, scans=None, full=True, written=None: 0)
 
 
 def _status(run_dir, capsys) -> str:

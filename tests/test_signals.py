@@ -56,8 +56,14 @@ def assert_record_whole(run_dir: Path) -> None:
 def signalled(tmp_path: Path, moment: str, sig: signal.Signals, backend: str) -> Path:
     ray_tmp = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's socket paths must fit
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump(small_spec(n_trials=N_TRIALS, seeds=[0, 1],
-                                              resources={"backend": backend, "max_concurrent": 1})))
+    # "ray": Ray first, so each of its moments comes; "handover": two slots, so Ray starts at once
+    # while the first trials run in the driver (cluster/handover.py)
+    resources = {"backend": backend, "max_concurrent": 1}
+    if backend == "ray":
+        resources["first_trials_here"] = False
+    elif backend == "handover":
+        resources = {"backend": "ray", "max_concurrent": 2}
+    spec.write_text(yaml.safe_dump(small_spec(n_trials=N_TRIALS, seeds=[0, 1], resources=resources)))
     run_dir = tmp_path / "run"
     marks = tmp_path / "marks"
     marks.mkdir()
@@ -108,6 +114,13 @@ def test_a_trial_in_flight_on_the_inline_backend_is_recorded_interrupted(tmp_pat
 def test_sigterm_while_ray_starts_is_our_stop_not_rays(tmp_path):
     """ray.init used to install its own SIGTERM handler: exit status 15 and not a word."""
     signalled(tmp_path, "ray_init", signal.SIGTERM, "ray")
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.parametrize("moment", ["trial", "compact"])
+def test_a_signal_while_the_first_trials_run_in_the_driver_and_ray_starts(tmp_path, moment):
+    signalled(tmp_path, moment, signal.SIGTERM, "handover")
 
 
 @pytest.mark.slow

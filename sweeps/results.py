@@ -257,6 +257,12 @@ def write_atomic(table: pa.Table, path: Path, **options) -> None:
         raise
 
 
+def rows_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """`pa.Table.from_pylist(rows, schema=schema)` (keys not in the schema left out, missing ones
+    null), column by column: a third of its time for a one-row table of a hundred columns."""
+    return pa.Table.from_pydict({f.name: [r.get(f.name) for r in rows] for f in schema}, schema=schema)
+
+
 def write_trial(run_dir: Path, row: dict[str, Any], history: list[dict[str, Any]],
                 schema: pa.Schema, written: dict[Path, pa.Table] | None = None) -> Path:
     """History first, then the trial row: a trial file that exists always has its history. No column
@@ -266,12 +272,11 @@ def write_trial(run_dir: Path, row: dict[str, Any], history: list[dict[str, Any]
     fp = row["fingerprint"]
     out = []
     if history:
-        out.append((pa.Table.from_pylist(history, schema=HISTORY_SCHEMA), run_dir / "history" / f"{fp}.parquet"))
-    cols = {f.name for f in schema}
+        out.append((rows_table(history, HISTORY_SCHEMA), run_dir / "history" / f"{fp}.parquet"))
     path = run_dir / "trials" / f"{fp}.parquet"
-    out.append((pa.Table.from_pylist([{k: v for k, v in row.items() if k in cols}], schema=schema), path))
-    for table, where in out:
-        write_atomic(table, where, write_statistics=False)
+    out.append((rows_table([row], schema), path))
+    for table, where in out:  # uncompressed, no dictionary: a few rows gain nothing, and cost time
+        write_atomic(table, where, write_statistics=False, compression="none", use_dictionary=False)
         if written is not None:
             written[where] = table.replace_schema_metadata(None)
     return path

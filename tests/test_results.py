@@ -79,3 +79,24 @@ def test_rewrite_is_atomic_and_leaves_no_temp(tmp_path):
 def test_empty_run_dir_reads_as_empty_table(tmp_path):
     t = R.read_results(tmp_path)
     assert t.num_rows == 0 and "fingerprint" in t.column_names
+
+
+def test_rows_table_is_from_pylist_column_by_column():
+    """The one-run files' tables: the same as pyarrow's row-wise conversion, on real rows (complete,
+    failed, with history), keys outside the schema left out and missing ones null."""
+    spec = load_spec(small_spec())
+    seeds = {"split_seed": 0, "train_seed": 0, "unlearn_seed": 0}
+    fp, cfg = fingerprint(spec.trial_config("ft", {"lr": 0.01}, seeds))
+    res = fake_task({**cfg, "eval": {"eval_every": 1}})
+    ok = R.trial_row(spec=spec, number=0, fp=fp, config=cfg, seed_index=0, result=res, failure=None,
+                     node="n0", started_at="2025-01-01T00:00:00+00:00", ended_at="2025-01-01T00:00:02+00:00")
+    bad = R.trial_row(spec=spec, number=1, fp=fp, config=cfg, seed_index=0, result=None,
+                      failure=Failure(kind="lost_worker", message="lost"), node="n0",
+                      started_at="2025-01-01T00:00:00+00:00", ended_at="2025-01-01T00:00:02+00:00")
+    schema = R.trial_schema(spec)
+    for rows in ([ok], [bad], [ok, bad], [{**ok, "not_a_column": 1}], [{"fingerprint": fp}]):
+        assert R.rows_table(rows, schema).equals(
+            pa.Table.from_pylist([{k: v for k, v in r.items() if k in schema.names} for r in rows], schema=schema))
+    history = R.history_rows(spec, 0, fp, "ft", res)
+    assert len(history) == 3
+    assert R.rows_table(history, R.HISTORY_SCHEMA).equals(pa.Table.from_pylist(history, schema=R.HISTORY_SCHEMA))

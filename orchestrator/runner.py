@@ -104,22 +104,32 @@ def make_backend(resources, fn: Callable[..., Any], progress=None,
         from cluster.handover import Handover
 
         torch.set_num_threads(max(1, int(resources.cpus_per_trial)))  # as a 1-CPU Ray worker has it
-        slots = min(resources.max_concurrent or 1 << 30, int((os.cpu_count() or 1) // resources.cpus_per_trial))
-        return Handover(start, fn, progress, on_up=on_up, start_after_s=ONE_SLOT_RAY_AFTER_S if slots <= 1 else 0)
+        return Handover(start, fn, progress, on_up=on_up, start_after_s=_ray_start_delay(resources))
     backend = start()
     if on_up is not None:
         on_up(backend)
     return backend
 
 
+def _ray_start_delay(resources) -> float:
+    """When an embedded Ray starts beside trials run here: at once for a sweep that can run two or
+    more trials at a time on this machine, after ONE_SLOT_RAY_AFTER_S for one that cannot."""
+    slots = min(resources.max_concurrent or 1 << 30, int((os.cpu_count() or 1) // resources.cpus_per_trial))
+    return ONE_SLOT_RAY_AFTER_S if slots <= 1 else 0.0
+
+
 def _first_trials_here(resources) -> bool:
     """Whether this process runs the trials while an embedded Ray starts (cluster/handover.py): only
     where Ray's workers would run on this machine anyway (no address, no Ray already running here),
-    for trials that need nothing but this machine's CPUs and have no `timeout_s` (a trial here stops
-    at an epoch's end, not at once), and without W&B credentials in the environment (Ray's start
-    hides them from the whole process meanwhile: the tracker needs them)."""
+    for trials that need nothing but this machine's CPUs, on a machine without CUDA (a worker given
+    no GPU trains on the CPU, this process would not), with no `timeout_s` (a trial here stops at an
+    epoch's end, not at once), and without W&B credentials in the environment (Ray's start hides
+    them from the whole process meanwhile: the tracker needs them)."""
+    import torch
+
     ray = sys.modules.get("ray")
-    return (resources.first_trials_here and not (resources.address or os.environ.get("RAY_ADDRESS"))
+    return (resources.first_trials_here and not torch.cuda.is_available()
+            and not (resources.address or os.environ.get("RAY_ADDRESS"))
             and not (ray and ray.is_initialized()) and resources.gpus_per_trial == 0
             and resources.cpus_per_trial <= (os.cpu_count() or 1) and resources.timeout_s is None
             and not any(k in os.environ for k in WORKER_SECRETS))

@@ -250,3 +250,36 @@ def test_a_start_not_yet_due_when_shut_down_never_happens():
         t0 = time.monotonic()
         b.shutdown()
     assert time.monotonic() - t0 < 5 and started == []
+
+
+def test_the_driver_runs_the_first_trials_only_where_ray_would_run_them_here(monkeypatch):
+    """orchestrator.runner decides: an embedded Ray, CPU trials that fit this machine, no CUDA here,
+    no timeout, no W&B credentials in the environment; Ray at once for two slots or more."""
+    import torch
+
+    from orchestrator import runner
+    from sweeps.spec import load_spec
+    from tests.sweep_util import small_spec
+
+    for k in ("RAY_ADDRESS", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_ACCESS_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+
+    def res(**r):
+        return load_spec(small_spec(resources={"backend": "ray", **r})).resources
+
+    assert runner._first_trials_here(res())
+    for no in ({"first_trials_here": False}, {"address": "auto"}, {"gpus_per_trial": 0.5},
+               {"cpus_per_trial": 5}, {"timeout_s": 60}):
+        assert not runner._first_trials_here(res(**no)), no
+    for env in ("RAY_ADDRESS", "WANDB_API_KEY"):
+        monkeypatch.setenv(env, "x")
+        assert not runner._first_trials_here(res()), env
+        monkeypatch.delenv(env)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert not runner._first_trials_here(res())
+    assert runner._ray_start_delay(res()) == 0.0  # four slots
+    assert runner._ray_start_delay(res(max_concurrent=2)) == 0.0
+    assert runner._ray_start_delay(res(max_concurrent=1)) == runner.ONE_SLOT_RAY_AFTER_S
+    assert runner._ray_start_delay(res(cpus_per_trial=3)) == runner.ONE_SLOT_RAY_AFTER_S

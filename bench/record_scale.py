@@ -112,7 +112,8 @@ def build(run_dir: Path, n: int, *, seeds: int = 1, state: str = "compacted", se
 
     from sweeps import results as R
     from sweeps.fingerprint import fingerprint
-    from sweeps.journal import batch, journal_storage, save_fold
+    from sweeps.journal import save_fold
+    from sweeps.run_journal import batch, journal_storage
     from sweeps.rundir import inputs_identity, new_run_identity, write_identity
     from sweeps.space import suggest
     from sweeps.spec import load_spec, spec_fingerprint

@@ -117,7 +117,7 @@ def _journal_append(run_dir: Path) -> None:
     """A trial told complete whose run Parquet lacks: the journal grows (a problem of the record)."""
     import optuna
 
-    from sweeps.journal import journal_storage
+    from sweeps.run_journal import journal_storage
 
     storage = journal_storage(run_dir / "study.journal")
     (name,) = [s.study_name for s in optuna.get_all_study_summaries(storage)]

@@ -85,13 +85,13 @@ def record_answer(run_dir: Path, spec: SweepSpec, scans) -> tuple[dict, Analysis
     and the analysis. The rows in read_results' order, so status and analyze agree to the byte."""
     from sweeps.report.analysis import analyze_runs
     from sweeps.results import ROW_ORDER, record_problems
-    from sweeps.study import superseded
+    from sweeps.journal import state_name, superseded
 
     study, problems = record_problems(spec, run_dir, scans)
     states: dict[str, int] = {}
     sup = superseded(study) if study is not None else set()
     for t in (study.get_trials(deepcopy=False) if study is not None else []):
-        name = t.state.name + (" (re-enqueued)" if t.number in sup else "")
+        name = state_name(t) + (" (re-enqueued)" if t.number in sup else "")
         states[name] = states.get(name, 0) + 1
     table = scans["trials"].table
     table = table.sort_by([k for k in ROW_ORDER if k[0] in table.column_names])

@@ -105,6 +105,28 @@ def test_the_report_a_sweep_writes_at_its_end_is_kept_by_analyze(tmp_path, capsy
     assert computed == [1, 1, 1]  # the fresh copies only
 
 
+def test_status_keeps_its_answer_for_the_record_it_merged(run, capsys, computed):
+    _new_run_file(run)  # what a killed sweep leaves: one-run files
+    first = cli(capsys, "status", str(run))
+    assert not R._files(run / "trials") and R.has_parts(run / "trials")  # merged into a part
+    assert cli(capsys, "status", str(run)) == first == fresh(capsys, run, "status")
+    assert computed == [1, 1]  # this record once, then the fresh copy
+
+
+def test_a_record_changed_between_its_read_and_the_merge_is_not_kept(run):
+    from orchestrator.verbs import record
+
+    _new_run_file(run)
+    before = answer_cache.stamp(run)
+    scans = R.scan_record(run)
+    _journal_append(run)  # a driver's write between the read and the lock
+    assert record.compact_if_free(run, scans, "status", full=False, read_at=before) is None
+    _new_run_file(run)
+    before = answer_cache.stamp(run)
+    assert record.compact_if_free(run, R.scan_record(run), "status", full=False, read_at=before) \
+        == answer_cache.stamp(run) != before  # unchanged up to the merge: the merged record's stamp
+
+
 def _new_run_file(run_dir: Path) -> None:
     """One more configuration's run, as a driver writes it (a one-run file)."""
     row = R.read_results(run_dir).to_pylist()[0]

@@ -50,30 +50,36 @@ def add_parsers(sub) -> None:
 
 
 
-def compact_if_free(run_dir: Path, scans, role: str, full: bool) -> None:
+def compact_if_free(run_dir: Path, scans, role: str, full: bool, read_at: str | None = None) -> str | None:
     """Merge the record's one-run files (full: its parts too) as the driver does, while no driver
     holds the lock (skipped when one does, or the disk refuses): the files were just read
     (`scans`; None: read them only if there is something to merge), so the next command reads a
-    few files, not thousands. Whole or not at all (sweeps.results.compact)."""
+    few files, not thousands. Whole or not at all (sweeps.results.compact). `read_at`: the record's
+    stamp when `scans` were read (sweeps.answer_cache); when it is still that under the lock, the
+    merge changed only how the same rows are stored, and the stamp after it is returned (what
+    was computed from `scans` holds for it); else None."""
+    from sweeps import answer_cache
     from sweeps import results as R
     from sweeps.rundir import DriverLock
 
     if scans is None:
         folders = [run_dir / "trials", run_dir / "history"]
         if not any(R._files(f) for f in folders) and not (full and any(R.has_parts(f) for f in folders)):
-            return
+            return None
     elif not scans["trials"].singles() and not scans["history"].singles() and not (
             full and len(scans["trials"].files) > 1):
-        return
+        return None
     lock = DriverLock(run_dir, role=role)
     try:
         lock.acquire()
         try:
+            same = read_at is not None and answer_cache.stamp(run_dir) == read_at
             R.compact(run_dir, scans, full=full)
+            return answer_cache.stamp(run_dir) if same else None
         finally:
             lock.release()
     except (UserError, OSError):
-        pass
+        return None
 
 
 def cmd_status(args) -> int:
@@ -95,8 +101,10 @@ def cmd_status(args) -> int:
         answer_cache.save(run_dir, before, answer, bool(spec.storage))
         # one-run files a driver did not merge (killed, an older version, a full disk): merged now
         # into a part (what they cost to read, not the record's size), so the next command reads a
-        # few files
-        compact_if_free(run_dir, scans, "status", full=False)
+        # few files; the answer is kept for the record as merged
+        merged = compact_if_free(run_dir, scans, "status", full=False, read_at=before)
+        if merged is not None:
+            answer_cache.save(run_dir, merged, answer, bool(spec.storage))
     states, problems = answer["states"], answer["problems"]
     hs = holders(run_dir)
     if args.json:

@@ -14,8 +14,9 @@ what the database holds cannot be stamped from here, so it is never cached.
 The cache is derived data and never required: written atomically (temp + rename), read only when
 its stamp is the record's stamp now, ignored when missing, unreadable or not ours. A writer takes
 the stamp before it reads the record and saves only when the stamp is unchanged after it answered
-(`save`), so a record that changed meanwhile is never paired with an older answer. What is printed
-from it is byte-identical to what is computed (tests/test_answer_cache.py).
+(`save`), so a record that changed meanwhile is never paired with an older answer, and only an
+answer the secret scrubber leaves as it is (unlearning.redact: what leaves the process passes it).
+What is printed from it is byte-identical to what is computed (tests/test_answer_cache.py).
 
 Light on purpose: the standard library only.
 """
@@ -129,8 +130,12 @@ def save(run_dir: Path, before: str | None, answer: dict[str, Any], shared_stora
     """Save `answer`, computed from the record as stamped `before` (taken before it was read),
     if the record's stamp is still `before` (nothing changed while it was computed). Never raises:
     a read-only or full disk only leaves the next answer to be computed. Returns whether saved."""
+    from unlearning.redact import scrub
+
     if before is None or stamp(run_dir, shared_storage) != before:
         return False
+    if scrub(answer) != answer:  # what leaves the process passes the scrubber (as the report does);
+        return False  # an answer it would change is not written, so what is printed stays the same
     path = run_dir / CACHE_FILE
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:

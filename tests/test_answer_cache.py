@@ -214,3 +214,13 @@ def test_a_cache_is_saved_only_when_the_record_did_not_change_while_it_was_read(
 def test_a_study_in_a_database_is_never_cached(run):
     assert answer_cache.stamp(run, shared_storage=True) is None
     assert not answer_cache.save(run, None, {"states": {}, "problems": [], "summary": "", "json": {}})
+
+
+def test_an_answer_the_scrubber_would_change_is_not_written(run):
+    secret = {"states": {}, "problems": ["a line with password=hunter2hunter2 in it"], "summary": "",
+              "json": {}}
+    assert not answer_cache.save(run, answer_cache.stamp(run), secret)
+    assert not (run / CACHE).exists()
+    plain = {**secret, "problems": ["a line"]}
+    assert answer_cache.save(run, answer_cache.stamp(run), plain)
+    assert answer_cache.load(run, answer_cache.stamp(run)) == plain

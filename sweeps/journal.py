@@ -27,8 +27,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from optuna.trial import TrialState
 
-    from sweeps.spec import SweepSpec
-
 # Optuna's JournalOperation codes (stable: a journal file outlives Optuna versions)
 CREATE_STUDY, DELETE_STUDY, SET_STUDY_USER_ATTR, SET_STUDY_SYSTEM_ATTR, CREATE_TRIAL, SET_TRIAL_PARAM, \
     SET_TRIAL_STATE_VALUES, SET_TRIAL_INTERMEDIATE_VALUE, SET_TRIAL_USER_ATTR, SET_TRIAL_SYSTEM_ATTR, \
@@ -366,7 +364,7 @@ def journal_tail_whole(path: Path) -> bool:
     return not tail or (lines[-1] == b"" and len(lines) >= 2 and _whole_record(lines[-2]))
 
 
-# -- a run directory's study, read only --------------------------------------------------------------
+# -- the re-enqueued trials ---------------------------------------------------------------------------
 
 REQUEUED = "requeued"  # user attr on a re-enqueued trial, in journals written before SUPERSEDED held them all
 SUPERSEDED = "superseded"  # study user attr: {trial number: why its parameters were enqueued again}
@@ -378,42 +376,3 @@ def superseded(study) -> set[int]:
     running with the user attr REQUEUED)."""
     out = {int(k) for k in study.user_attrs.get(SUPERSEDED, {})}
     return out | {t.number for t in study.get_trials(deepcopy=False) if REQUEUED in t.user_attrs}
-
-
-def study_name(spec: SweepSpec, run_dir: Path) -> str:
-    from sweeps.rundir import run_identity
-
-    ident = run_identity(run_dir)
-    return ident["study_name"] if ident and ident.get("study_name") else spec.name
-
-
-def load_study_readonly(spec: SweepSpec, run_dir: Path):
-    """The study of a run directory for reading only (status, analyze): nothing of the record is
-    changed (a large journal's fold is kept beside it: `read_study_cached`). A journal is read as
-    a `StudyView` (its trials' numbers, states, parameters and user attributes; a damaged journal
-    from its whole records), without Optuna; an RDB storage as an optuna.Study.
-    (study or None, one-line notice or None)."""
-    if not spec.storage:
-        path = run_dir / "study.journal"
-        if not path.is_file():
-            return None, None
-        name = study_name(spec, run_dir)
-        try:
-            return read_study_cached(path, name), None
-        except Damaged:
-            good, bad, _ = journal_damage(path)
-            notice = (f"study.journal: {bad} line(s) are not whole records (a torn write?); "
-                      "`resume` repairs it, keeping a copy")
-            try:
-                return read_study(b"".join(ln + b"\n" for ln in good), name), notice
-            except Damaged:
-                return None, notice
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        return optuna.load_study(study_name=study_name(spec, run_dir), storage=spec.storage), None
-    except KeyError:
-        return None, None
-    except Exception as e:  # noqa: BLE001 - an unreachable database
-        return None, f"storage: cannot open the study ({type(e).__name__}: {str(e).splitlines()[0]})"

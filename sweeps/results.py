@@ -516,7 +516,8 @@ def record_problems(spec: SweepSpec, run_dir: Path, scans: dict[str, Scan] | Non
     journal's damage, trials the journal has whose runs Parquet lacks. Touches nothing. `scans`:
     the record as the caller has read it (`scan_record`), so it is read once."""
     from sweeps.rundir import run_identity
-    from sweeps.journal import FINISHED_NAMES, load_study_readonly, state_name, superseded
+    from sweeps.journal import FINISHED_NAMES, state_name, superseded
+    from sweeps.study_view import load_study_readonly
 
     scans = scans or scan_record(run_dir)
     lines = [ln for sub in ("trials", "history") for ln in scans[sub].problems()]

@@ -30,6 +30,10 @@ public API, never the driver (whose ~70 ms per trial put 100,000 trials out of r
         [--repeat 2] [--resume] [--again] [--out bench/results/record_scale.json]
     .venv/bin/python bench/record_scale.py --build DIR --trials 50 --states uncompacted   # build only
 
+Each command runs on a fresh copy of the record, whose new inodes leave behind any answer kept beside
+it (sweeps/answer_cache.py): the first command computes. --again also times the same command a second
+time on the record the first left (rows "<verb> again").
+
 Prints one line per measurement and, with --out, writes the JSON (machine, versions, rows).
 """
 from __future__ import annotations

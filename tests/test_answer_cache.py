@@ -224,3 +224,15 @@ def test_an_answer_the_scrubber_would_change_is_not_written(run):
     plain = {**secret, "problems": ["a line"]}
     assert answer_cache.save(run, answer_cache.stamp(run), plain)
     assert answer_cache.load(run, answer_cache.stamp(run)) == plain
+
+
+def test_a_sweep_with_its_study_in_a_database_keeps_no_answer_and_answers_the_same(tmp_path, capsys, computed):
+    run_dir = tmp_path / "db"
+    spec = load_spec(small_spec(n_trials=3, seeds=[0, 1], storage=f"sqlite:///{tmp_path / 's.db'}"))
+    run_sweep(spec, run_dir, fn=fake_task, log=None)
+    summary.write_report(run_dir, spec)  # the driver's end: the study is not read for an answer
+    assert computed == [] and not (run_dir / CACHE).exists()
+    for argv in (("status",), ("analyze",)):
+        first = cli(capsys, argv[0], str(run_dir))
+        assert cli(capsys, argv[0], str(run_dir)) == first and "COMPLETE 3" in cli(capsys, "status", str(run_dir))[0]
+    assert not (run_dir / CACHE).exists() and len(computed) == 6  # every time

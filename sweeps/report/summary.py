@@ -83,9 +83,8 @@ def record_answer(run_dir: Path, spec: SweepSpec, scans) -> tuple[dict, Analysis
     as plain JSON (what sweeps.answer_cache keeps): "states" (the study's trials by state, re-enqueued
     ones apart), "problems" (record_problems' lines), "summary" (summary_text) and "json" (to_json);
     and the analysis. The rows in read_results' order, so status and analyze agree to the byte."""
-    from sweeps.report.analysis import analyze_runs
-    from sweeps.results import ROW_ORDER, record_problems
     from sweeps.journal import state_name, superseded
+    from sweeps.results import record_problems
 
     study, problems = record_problems(spec, run_dir, scans)
     states: dict[str, int] = {}
@@ -93,10 +92,19 @@ def record_answer(run_dir: Path, spec: SweepSpec, scans) -> tuple[dict, Analysis
     for t in (study.get_trials(deepcopy=False) if study is not None else []):
         name = state_name(t) + (" (re-enqueued)" if t.number in sup else "")
         states[name] = states.get(name, 0) + 1
+    a = _analysis(run_dir, spec, scans)
+    return {"states": states, "problems": problems, "summary": summary_text(a), "json": to_json(a)}, a
+
+
+def _analysis(run_dir: Path, spec: SweepSpec, scans) -> Analysis:
+    """The analysis of the trial rows as read, in read_results' order (so status and analyze agree
+    to the byte)."""
+    from sweeps.report.analysis import analyze_runs
+    from sweeps.results import ROW_ORDER
+
     table = scans["trials"].table
     table = table.sort_by([k for k in ROW_ORDER if k[0] in table.column_names])
-    a = analyze_runs(table.to_pandas(), spec, run_dir=run_dir)
-    return {"states": states, "problems": problems, "summary": summary_text(a), "json": to_json(a)}, a
+    return analyze_runs(table.to_pandas(), spec, run_dir=run_dir)
 
 
 # -- the report ----------------------------------------------------------------------------------
@@ -108,20 +116,24 @@ def write_report(run_dir: str | Path, spec: SweepSpec) -> tuple[Analysis, Path]:
     Returns (analysis, path of report.md). The answer (`record_answer`, with the report's stamp) is
     kept beside the record (sweeps.answer_cache), so `status` and `analyze` on the record as it is
     answer from it."""
-    a, path, _ = report_answer(Path(run_dir), spec)
+    a, path, _ = report_answer(Path(run_dir), spec, answer_needed=False)
     return a, path
 
 
-def report_answer(run_dir: Path, spec: SweepSpec) -> tuple[Analysis, Path, dict]:
+def report_answer(run_dir: Path, spec: SweepSpec, answer_needed: bool = True) -> tuple[Analysis, Path, dict]:
     """`write_report`, also returning the answer it kept (`record_answer` plus "report": the stamp
-    of the report/ it wrote)."""
+    of the report/ it wrote). Not `answer_needed` and a record that cannot be stamped (a study in a
+    database): the answer is neither computed (the study is not read) nor kept ({})."""
     from sweeps import answer_cache
     from sweeps.results import scan_record
 
     shared = bool(spec.storage)
     before = answer_cache.stamp(run_dir, shared)  # before the record is read (answer_cache.save)
     scans = scan_record(run_dir)
-    answer, a = record_answer(run_dir, spec, scans)
+    if answer_needed or before is not None:
+        answer, a = record_answer(run_dir, spec, scans)
+    else:
+        answer, a = {}, _analysis(run_dir, spec, scans)
     _remove_stale_builds(run_dir)
     out = run_dir / f".report.{os.getpid()}.tmp"
     shutil.rmtree(out, ignore_errors=True)
@@ -132,8 +144,9 @@ def report_answer(run_dir: Path, spec: SweepSpec) -> tuple[Analysis, Path, dict]
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
-    answer["report"] = answer_cache.report_stamp(run_dir / "report")
-    answer_cache.save(run_dir, before, answer, shared)
+    if answer:
+        answer["report"] = answer_cache.report_stamp(run_dir / "report")
+        answer_cache.save(run_dir, before, answer, shared)
     return a, run_dir / "report" / "report.md", answer
 
 

@@ -27,8 +27,12 @@ public API, never the driver (whose ~70 ms per trial put 100,000 trials out of r
                    compaction never ran (written by a version before the parts), the legacy worst case.
 
     .venv/bin/python bench/record_scale.py --trials 1000,10000,100000 [--states compacted,killed,uncompacted]
-        [--repeat 2] [--resume] [--out bench/results/record_scale.json]
+        [--repeat 2] [--resume] [--again] [--out bench/results/record_scale.json]
     .venv/bin/python bench/record_scale.py --build DIR --trials 50 --states uncompacted   # build only
+
+Each command runs on a fresh copy of the record, whose new inodes leave behind any answer kept beside
+it (sweeps/answer_cache.py): the first command computes. --again also times the same command a second
+time on the record the first left (rows "<verb> again").
 
 Prints one line per measurement and, with --out, writes the JSON (machine, versions, rows).
 """
@@ -112,7 +116,8 @@ def build(run_dir: Path, n: int, *, seeds: int = 1, state: str = "compacted", se
 
     from sweeps import results as R
     from sweeps.fingerprint import fingerprint
-    from sweeps.journal import batch, journal_storage, save_fold
+    from sweeps.journal import save_fold
+    from sweeps.run_journal import batch, journal_storage
     from sweeps.rundir import inputs_identity, new_run_identity, write_identity
     from sweeps.space import suggest
     from sweeps.spec import load_spec, spec_fingerprint
@@ -267,7 +272,8 @@ def _build_here(run_dir: str, n: int, seeds: int, state: str) -> None:
     print(json.dumps({"build_s": round(time.perf_counter() - t0, 1)}))
 
 
-def measure(n: int, seeds: int, state: str, work: Path, repeat: int, resume: bool) -> list[dict[str, Any]]:
+def measure(n: int, seeds: int, state: str, work: Path, repeat: int, resume: bool,
+            again_too: bool = False) -> list[dict[str, Any]]:
     d = work / f"{state}-{n}x{seeds}"
     shutil.rmtree(d, ignore_errors=True)
     p = subprocess.run([str(VENV / "python"), str(HERE), "_build", str(d), str(n), str(seeds), state],
@@ -283,8 +289,8 @@ def measure(n: int, seeds: int, state: str, work: Path, repeat: int, resume: boo
         cmds["resume"] = lambda w: [str(VENV / "python"), str(HERE), "_resume", str(work / "mark.json"),
                                     str(w), "--set", f"n_trials={n + 1}"]
     rows = []
-    for verb, make in cmds.items():
-        runs = []
+    for verb, make in list(cmds.items()):
+        runs, again = [], []
         for _ in range(repeat):
             # every command sees the state as built (analyze compacts and writes the report, resume
             # compacts): a fresh copy each time; the uncompacted state is copied too (minutes at
@@ -293,13 +299,18 @@ def measure(n: int, seeds: int, state: str, work: Path, repeat: int, resume: boo
             shutil.rmtree(w, ignore_errors=True)
             shutil.copytree(d, w)
             runs.append(timed_run(make(w), work / "mark.json" if verb == "resume" else None))
+            if again_too and verb != "resume":  # the same command again on the record it left
+                again.append(timed_run(make(w)))
         key = "to_submit_s" if verb == "resume" else "wall_s"
-        best = min(runs, key=lambda r: r[key])
-        row = {"trials": n, "seeds": seeds, "state": state, "command": verb, **best,
-               "all_" + key: [r[key] for r in runs], "build_s": build_s, "record": size}
-        rows.append(row)
-        print(f"{n:>7}x{seeds} {state:>11} {verb:>8}: {key} {best[key]:7.2f}s cpu {best['cpu_s']:6.2f}s "
-              f"rss {best['rss_mb']:7.1f} MB  [{best['uptime']}]", flush=True)
+        for name, got in ((verb, runs), (f"{verb} again", again)):
+            if not got:
+                continue
+            best = min(got, key=lambda r: r[key])
+            row = {"trials": n, "seeds": seeds, "state": state, "command": name, **best,
+                   "all_" + key: [r[key] for r in got], "build_s": build_s, "record": size}
+            rows.append(row)
+            print(f"{n:>7}x{seeds} {state:>11} {name:>14}: {key} {best[key]:7.2f}s cpu {best['cpu_s']:6.2f}s "
+                  f"rss {best['rss_mb']:7.1f} MB  [{best['uptime']}]", flush=True)
     shutil.rmtree(work / "scratch", ignore_errors=True)
     shutil.rmtree(d, ignore_errors=True)
     return rows
@@ -338,6 +349,8 @@ def main() -> None:
     ap.add_argument("--states", default="compacted,killed,uncompacted")
     ap.add_argument("--repeat", type=int, default=2, help="runs per command; the fastest is reported")
     ap.add_argument("--resume", action="store_true", help="also `resume` (inline) to its first submit")
+    ap.add_argument("--again", action="store_true", help="also each command a second time on the record "
+                    "the first left (its answer kept beside the record: sweeps/answer_cache.py)")
     ap.add_argument("--build", metavar="DIR", help="only build the record of --trials (one N) in DIR")
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench" / "record_scale"))
     ap.add_argument("--out", help="write the JSON here (rows are added to what it holds)")
@@ -350,7 +363,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for n in map(int, args.trials.split(",")):
         for state in args.states.split(","):
-            rows += measure(n, args.seeds, state, work, args.repeat, args.resume)
+            rows += measure(n, args.seeds, state, work, args.repeat, args.resume, args.again)
             if args.out:
                 write(args.out, rows)
     if not args.out:

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from sweeps import results as R
-from sweeps.journal import JournalReplay, journal_tail_whole, repair_journal, save_fold
+from sweeps.journal import journal_tail_whole, repair_journal, save_fold
+from sweeps.run_journal import JournalReplay
 from sweeps.rundir import DriverLock
 from unlearning.errors import FailureKind, UserError
 

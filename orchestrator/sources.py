@@ -34,7 +34,7 @@ from sweeps.spec import SweepSpec
 from sweeps.fingerprint import fingerprint
 from sweeps.race import Race, means_stds
 from sweeps.samplers import make_sampler
-from sweeps.journal import batch
+from sweeps.run_journal import batch
 from sweeps.study import DUPLICATE, counted, reconcile, requeue, sampled_before, superseded
 from unlearning.errors import Failure, FailureKind, UserError
 

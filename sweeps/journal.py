@@ -8,24 +8,24 @@ numbers and states, the same operations rejected (on a finished trial, a trial p
 parameter whose distribution is incompatible with an earlier trial's). It builds no FrozenTrial and
 parses the file in one call: about a third of Optuna's time (0.3 s against 1 s for 10,000 trials).
 The driver, which asks and tells, opens the real study (`sweeps.study.open_study`) on a
-`RunJournal` (below): the same file, each trial's ask and tell written as one append.
+`RunJournal` (sweeps/run_journal.py): the same file, each trial's ask and tell written as one append.
+
+No Optuna here (it takes 0.1-0.2 s to import): `status` reads the journal without it. A trial's
+state is kept as Optuna's number (`TrialView.state_name` needs no Optuna; `TrialView.state` is
+Optuna's TrialState).
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-import contextlib
-import threading
-import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
-from optuna.trial import TrialState
+if TYPE_CHECKING:
+    from optuna.trial import TrialState
 
 # Optuna's JournalOperation codes (stable: a journal file outlives Optuna versions)
 CREATE_STUDY, DELETE_STUDY, SET_STUDY_USER_ATTR, SET_STUDY_SYSTEM_ATTR, CREATE_TRIAL, SET_TRIAL_PARAM, \
@@ -37,12 +37,39 @@ class Damaged(ValueError):
     """A line of the journal is not a whole record (`journal_damage` says which)."""
 
 
+# Optuna's TrialState values (stable: a journal file outlives Optuna versions; test_private_apis)
+RUNNING, COMPLETE, PRUNED, FAIL, WAITING = range(5)
+STATE_NAMES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL", "WAITING")
+FINISHED_NAMES = ("COMPLETE", "FAIL", "PRUNED")
+
+
+def _state(value: Any) -> int:
+    if type(value) is not int or not 0 <= value < len(STATE_NAMES):
+        raise ValueError(f"{value!r} is not a trial state")
+    return value
+
+
 @dataclass
 class TrialView:
     number: int
-    state: TrialState
+    state_value: int  # Optuna's TrialState value
     params: dict[str, Any] = field(default_factory=dict)  # internal representation (choice index)
     user_attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def state(self) -> TrialState:
+        from optuna.trial import TrialState
+
+        return TrialState(self.state_value)
+
+    @property
+    def state_name(self) -> str:
+        return STATE_NAMES[self.state_value]
+
+
+def state_name(trial) -> str:
+    """The state's name of a TrialView or of an Optuna FrozenTrial."""
+    return trial.state_name if isinstance(trial, TrialView) else trial.state.name
 
 
 @dataclass
@@ -54,7 +81,11 @@ class StudyView:
     trials: list[TrialView]
 
     def get_trials(self, deepcopy: bool = False, states=None) -> list[TrialView]:
-        return [t for t in self.trials if states is None or t.state in states]
+        """As optuna.Study.get_trials; `states`: Optuna's TrialStates (or their names)."""
+        if states is None:
+            return list(self.trials)
+        names = {getattr(s, "name", s) for s in states}
+        return [t for t in self.trials if t.state_name in names]
 
 
 def records(data: bytes) -> list[dict[str, Any]]:
@@ -115,7 +146,7 @@ class Fold:
                 st = studies.get(r["study_id"])
                 if st is None:
                     continue
-                t = TrialView(len(st[2]), TrialState(r.get("state", TrialState.RUNNING.value)),
+                t = TrialView(len(st[2]), _state(r.get("state", RUNNING)),
                               dict(r.get("params", {})), dict(r.get("user_attrs", {})))
                 for name, d in r.get("distributions", {}).items():
                     st[3].setdefault(name, d)
@@ -125,7 +156,8 @@ class Fold:
             elif op in (SET_TRIAL_PARAM, SET_TRIAL_STATE_VALUES, SET_TRIAL_USER_ATTR,
                         SET_TRIAL_INTERMEDIATE_VALUE, SET_TRIAL_SYSTEM_ATTR):
                 tid = r["trial_id"]
-                if not 0 <= tid < len(trials) or trials[tid].state.is_finished() or of_study[tid] not in studies:
+                if not 0 <= tid < len(trials) or trials[tid].state_value in (COMPLETE, PRUNED, FAIL) \
+                        or of_study[tid] not in studies:
                     continue  # Optuna rejects it too
                 t = trials[tid]
                 if op == SET_TRIAL_PARAM:
@@ -136,9 +168,9 @@ class Fold:
                     first.setdefault(name, dist)
                     t.params[name] = r["param_value_internal"]
                 elif op == SET_TRIAL_STATE_VALUES:
-                    state = TrialState(r["state"])
-                    if not (state == TrialState.RUNNING and t.state == TrialState.RUNNING):
-                        t.state = state
+                    state = _state(r["state"])
+                    if not (state == RUNNING and t.state_value == RUNNING):
+                        t.state_value = state
                 elif op == SET_TRIAL_USER_ATTR:
                     t.user_attrs.update(r["user_attr"])
             elif op not in (SET_STUDY_SYSTEM_ATTR, DISCARD_TRIALS):
@@ -153,7 +185,7 @@ class Fold:
     def to_json(self) -> dict[str, Any]:
         index = {id(t): i for i, t in enumerate(self.trials)}
         return {"names": self.names, "next_study": self.next_study, "of_study": self.of_study,
-                "trials": [[t.number, t.state.value, t.params, t.user_attrs] for t in self.trials],
+                "trials": [[t.number, t.state_value, t.params, t.user_attrs] for t in self.trials],
                 "studies": [[sid, name, attrs, [index[id(t)] for t in ts], first]
                             for sid, (name, attrs, ts, first) in self.studies.items()]}
 
@@ -164,7 +196,7 @@ class Fold:
         f.names = {str(k): int(v) for k, v in d["names"].items()}
         f.next_study = int(d["next_study"])
         f.of_study = [int(x) for x in d["of_study"]]
-        f.trials = [TrialView(int(n), TrialState(s), dict(p), dict(u)) for n, s, p, u in d["trials"]]
+        f.trials = [TrialView(int(n), _state(s), dict(p), dict(u)) for n, s, p, u in d["trials"]]
         f.studies = {int(sid): (str(name), dict(attrs), [f.trials[i] for i in ts], dict(first))
                      for sid, name, attrs, ts, first in d["studies"]}
         if len(f.of_study) != len(f.trials):
@@ -332,104 +364,15 @@ def journal_tail_whole(path: Path) -> bool:
     return not tail or (lines[-1] == b"" and len(lines) >= 2 and _whole_record(lines[-2]))
 
 
-class JournalReplay:
-    """The journal replayed by Optuna in a background thread, while the driver starts its backend
-    (at 10,000 trials the replay takes about a second; an embedded Ray's start several, waiting on
-    its processes). `storage()` waits for it: the JournalStorage, or None if the journal turned out
-    damaged inside (then `repair_journal`, and a fresh replay). Started once `journal_tail_whole`
-    holds (Optuna's reader would skip a bad last line) and before anything is appended; nothing else
-    writes the journal meanwhile (the driver holds the lock)."""
+# -- the re-enqueued trials ---------------------------------------------------------------------------
 
-    def __init__(self, path: Path):
-        self._storage: JournalStorage | None = None
-        self._thread = threading.Thread(target=self._run, args=(path,), name="journal-replay", daemon=True)
-        self._thread.start()
-
-    def _run(self, path: Path) -> None:
-        try:
-            self._storage = journal_storage(path)
-        except Exception:  # noqa: BLE001 - ValueError, KeyError, ...: a damaged line inside
-            self._storage = None
-
-    def storage(self) -> JournalStorage | None:
-        self._thread.join()
-        return self._storage
+REQUEUED = "requeued"  # user attr on a re-enqueued trial, in journals written before SUPERSEDED held them all
+SUPERSEDED = "superseded"  # study user attr: {trial number: why its parameters were enqueued again}
 
 
-# -- the run's own journal, written by its driver ------------------------------------------------
-
-class RunJournal(JournalFileBackend):
-    """A run's own journal file (one writer: its driver, which holds the run directory's lock), with
-    `batch()`: the log lines of the storage calls made inside the block are appended as one write
-    (one lock, one fsync) when it ends, in the order they were made. Inside the block they are
-    already visible to this process's storage (`read_logs` serves them after the file's lines), so
-    Optuna reads its own writes; other readers see them at the end (an exception inside the block
-    still writes what was done, as without a batch; a process killed inside it writes none of it).
-    The journal's content is the same with or without batches.
-    Why: each append is an fsync; a trial's attributes (run id, constraints for the dashboard,
-    feasibility) had made them 9.4 per trial, the most of the driver's cost per trial."""
-
-    def __init__(self, path: str):
-        super().__init__(path)
-        self._pending: list[dict] | None = None
-        self._on_file = 0  # log lines on file, as far as this process has read or written them
-
-    def read_logs(self, log_number_from: int):
-        if self._pending is None:
-            n = log_number_from
-            for log in super().read_logs(log_number_from):
-                n += 1
-                yield log
-            self._on_file = max(self._on_file, n)
-            return
-        if log_number_from < self._on_file:  # nothing else writes this file: it ends at _on_file
-            yield from super().read_logs(log_number_from)
-        yield from self._pending[max(0, log_number_from - self._on_file):]
-
-    def append_logs(self, logs: list[dict]) -> None:
-        if self._pending is None:
-            super().append_logs(logs)
-        else:
-            self._pending.extend(logs)
-
-    @contextlib.contextmanager
-    def batch(self):
-        if self._pending is not None:  # nested: the outer block writes
-            yield
-            return
-        for _ in self.read_logs(self._on_file):  # the file's end, in case it was not read up to it
-            pass
-        self._pending = []
-        try:
-            yield
-        finally:
-            pending, self._pending = self._pending, None
-            if pending:
-                super().append_logs(pending)
-                for _ in self.read_logs(self._on_file):  # past them, so the next read seeks, not scans
-                    pass
-
-
-# the RunJournal behind a storage made by `journal_storage`, and behind a study opened on one
-_JOURNALS: "weakref.WeakKeyDictionary[object, RunJournal]" = weakref.WeakKeyDictionary()
-
-
-def journal_storage(path: Path) -> JournalStorage:
-    """The JournalStorage of a run's own journal file (a `RunJournal`)."""
-    backend = RunJournal(str(path))
-    storage = JournalStorage(backend)
-    _JOURNALS[storage] = backend
-    return storage
-
-
-def journal_study(study, storage) -> None:
-    """Remember that `study` was opened on `storage`, for `batch`."""
-    if storage in _JOURNALS:
-        _JOURNALS[study] = _JOURNALS[storage]
-
-
-def batch(study):
-    """`RunJournal.batch()` for a study `open_study` opened on a run's own journal; a block that
-    does nothing for any other storage (an RDB URL: its writes are transactions of their own)."""
-    backend = _JOURNALS.get(study)
-    return backend.batch() if backend is not None else contextlib.nullcontext()
+def superseded(study) -> set[int]:
+    """Numbers of the trials whose parameters were enqueued again (a replay took their place), as the
+    study (an optuna.Study or a StudyView) lists them (older journals also marked a trial still
+    running with the user attr REQUEUED)."""
+    out = {int(k) for k in study.user_attrs.get(SUPERSEDED, {})}
+    return out | {t.number for t in study.get_trials(deepcopy=False) if REQUEUED in t.user_attrs}

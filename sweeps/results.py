@@ -543,7 +543,8 @@ def record_problems(spec: SweepSpec, run_dir: Path, scans: dict[str, Scan] | Non
     journal's damage, trials the journal has whose runs Parquet lacks. Touches nothing. `scans`:
     the record as the caller has read it (`scan_record`), so it is read once."""
     from sweeps.rundir import run_identity
-    from sweeps.study import FINISHED, load_study_readonly, superseded
+    from sweeps.journal import FINISHED_NAMES, state_name, superseded
+    from sweeps.study_view import load_study_readonly
 
     scans = scans or scan_record(run_dir)
     lines = [ln for sub in ("trials", "history") for ln in scans[sub].problems()]
@@ -554,8 +555,8 @@ def record_problems(spec: SweepSpec, run_dir: Path, scans: dict[str, Scan] | Non
     if study is not None:
         have, sup = set(scans["trials"].table.column("fingerprint").to_pylist()), superseded(study)
         mine = (run_identity(run_dir) or {}).get("run_id")
-        lost = [t.number for t in study.get_trials(deepcopy=False, states=FINISHED)
-                if t.number not in sup and "method" in t.params
+        lost = [t.number for t in study.get_trials(deepcopy=False)
+                if state_name(t) in FINISHED_NAMES and t.number not in sup and "method" in t.params
                 and (mine is None or t.user_attrs.get("run_id", mine) == mine)
                 and any(fp not in have for fp in t.user_attrs.get("fingerprints", []))]
         if lost:

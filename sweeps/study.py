@@ -16,8 +16,9 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeps.journal import StudyView, journal_storage, journal_study
-from sweeps.rundir import run_identity
+from sweeps.journal import REQUEUED, SUPERSEDED, StudyView, superseded  # noqa: F401 - theirs too
+from sweeps.study_view import load_study_readonly, study_name  # noqa: F401 - theirs too
+from sweeps.run_journal import journal_storage, journal_study
 from sweeps.samplers import make_sampler
 from sweeps.space import grid_points
 from sweeps.spec import SweepSpec
@@ -26,17 +27,8 @@ from unlearning.errors import UserError
 # the features we use (group TPE, metric names) are stable in practice; keep the CLI output clean
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-REQUEUED = "requeued"  # user attr on a re-enqueued trial, in journals written before SUPERSEDED held them all
-SUPERSEDED = "superseded"  # study user attr: {trial number: why its parameters were enqueued again}
 DUPLICATE = "duplicate_of"  # user attr on a trial that proposed an already recorded configuration
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
-
-
-def superseded(study: optuna.Study | StudyView) -> set[int]:
-    """Numbers of the trials whose parameters were enqueued again (a replay took their place), as the
-    study lists them (older journals also marked a trial still running with the user attr REQUEUED)."""
-    out = {int(k) for k in study.user_attrs.get(SUPERSEDED, {})}
-    return out | {t.number for t in study.get_trials(deepcopy=False) if REQUEUED in t.user_attrs}
 
 
 def sampled_before(study: optuna.Study) -> int:
@@ -47,47 +39,10 @@ def sampled_before(study: optuna.Study) -> int:
                if t.number not in sup and t.state != TrialState.WAITING)
 
 
-def load_study_readonly(spec: SweepSpec, run_dir: Path):
-    """The study of a run directory for reading only (status, analyze): nothing of the record is
-    changed (a large journal's fold is kept beside it: `sweeps.journal.read_study_cached`). A
-    journal is read as a `sweeps.journal.StudyView` (its trials' numbers, states, parameters and
-    user attributes; a damaged journal from its whole records), an RDB storage as an optuna.Study.
-    (study or None, one-line notice or None)."""
-    from sweeps.journal import Damaged, journal_damage, read_study, read_study_cached
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if not spec.storage:
-        path = run_dir / "study.journal"
-        if not path.is_file():
-            return None, None
-        name = study_name(spec, run_dir)
-        try:
-            return read_study_cached(path, name), None
-        except Damaged:
-            good, bad, _ = journal_damage(path)
-            notice = (f"study.journal: {bad} line(s) are not whole records (a torn write?); "
-                      "`resume` repairs it, keeping a copy")
-            try:
-                return read_study(b"".join(ln + b"\n" for ln in good), name), notice
-            except Damaged:
-                return None, notice
-    try:
-        return optuna.load_study(study_name=study_name(spec, run_dir), storage=spec.storage), None
-    except KeyError:
-        return None, None
-    except Exception as e:  # noqa: BLE001 - an unreachable database
-        return None, f"storage: cannot open the study ({type(e).__name__}: {str(e).splitlines()[0]})"
-
-
 def storage_for(spec: SweepSpec, run_dir: Path):
     if spec.storage:
         return spec.storage
     return journal_storage(run_dir / "study.journal")
-
-
-def study_name(spec: SweepSpec, run_dir: Path) -> str:
-    ident = run_identity(run_dir)
-    return ident["study_name"] if ident and ident.get("study_name") else spec.name
 
 
 def open_study(spec: SweepSpec, run_dir: Path, name: str | None = None, *,

@@ -39,9 +39,10 @@ def _run(tmp_path: Path, capsys, name: str = "t", **over) -> Path:
 
 
 def _files(run_dir: Path) -> dict[str, bytes]:
-    """Every file of the record (report/ aside: `analyze` writes it, whatever it found)."""
+    """Every file of the record (report/ aside: `analyze` writes it, whatever it found; and the
+    answer kept beside it, derived data like report/: sweeps/answer_cache.py)."""
     return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
-            if p.is_file() and p.parts[len(run_dir.parts)] != "report"}
+            if p.is_file() and p.parts[len(run_dir.parts)] not in ("report", ".answer.cache.json")}
 
 
 def test_run_json_records_the_sweep_its_spec_fingerprint_its_study_and_the_version(tmp_path, capsys):

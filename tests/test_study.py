@@ -261,7 +261,7 @@ def test_a_journal_batch_is_one_append_that_this_process_reads_at_once(tmp_path)
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from sweeps.journal import batch
+    from sweeps.run_journal import batch
 
     spec = load_spec(small_spec(n_trials=4))
     study = open_study(spec, tmp_path, "s")

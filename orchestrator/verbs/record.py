@@ -50,48 +50,62 @@ def add_parsers(sub) -> None:
 
 
 
-def compact_if_free(run_dir: Path, scans, role: str, full: bool) -> None:
+def compact_if_free(run_dir: Path, scans, role: str, full: bool, read_at: str | None = None) -> str | None:
     """Merge the record's one-run files (full: its parts too) as the driver does, while no driver
     holds the lock (skipped when one does, or the disk refuses): the files were just read
-    (`scans`), so the next command reads a few files, not thousands. Whole or not at all
-    (sweeps.results.compact)."""
+    (`scans`; None: read them only if there is something to merge), so the next command reads a
+    few files, not thousands. Whole or not at all (sweeps.results.compact). `read_at`: the record's
+    stamp when `scans` were read (sweeps.answer_cache); when it is still that under the lock, the
+    merge changed only how the same rows are stored, and the stamp after it is returned (what
+    was computed from `scans` holds for it); else None."""
+    from sweeps import answer_cache
     from sweeps import results as R
     from sweeps.rundir import DriverLock
 
-    if not scans["trials"].singles() and not scans["history"].singles() and not (
+    if scans is None:
+        folders = [run_dir / "trials", run_dir / "history"]
+        if not any(R._files(f) for f in folders) and not (full and any(R.has_parts(f) for f in folders)):
+            return None
+    elif not scans["trials"].singles() and not scans["history"].singles() and not (
             full and len(scans["trials"].files) > 1):
-        return
+        return None
     lock = DriverLock(run_dir, role=role)
     try:
         lock.acquire()
         try:
+            same = read_at is not None and answer_cache.stamp(run_dir) == read_at
             R.compact(run_dir, scans, full=full)
+            return answer_cache.stamp(run_dir) if same else None
         finally:
             lock.release()
     except (UserError, OSError):
-        pass
+        return None
 
 
 def cmd_status(args) -> int:
-    from sweeps.report.analysis import analyze_runs
-    from sweeps.report.summary import summary_text, to_json
-    from sweeps.results import record_problems, scan_record
     from orchestrator.control import holders, state_text
-    from sweeps.study import superseded
+    from sweeps import answer_cache
 
     run_dir = resolve_run_dir(args.dir)
     spec = spec_from_dir(run_dir, [], read_only=True)
-    scans = scan_record(run_dir)  # the record is read once
-    study, problems = record_problems(spec, run_dir, scans)
-    # one-run files a driver did not merge (killed, an older version, a full disk): merged now into
-    # a part (what they cost to read, not the record's size), so the next command reads a few files
-    compact_if_free(run_dir, scans, "status", full=False)
-    states: dict[str, int] = {}
-    sup = superseded(study) if study is not None else set()
-    for t in (study.get_trials(deepcopy=False) if study is not None else []):
-        name = t.state.name + (" (re-enqueued)" if t.number in sup else "")
-        states[name] = states.get(name, 0) + 1
-    analysis = analyze_runs(scans["trials"].table.to_pandas(), spec, run_dir=run_dir)
+    # an unchanged record answers from what the last status or analyze kept (sweeps.answer_cache):
+    # nothing of it is read, and pandas, pyarrow and Optuna are not imported
+    before = answer_cache.stamp(run_dir, bool(spec.storage))
+    answer = answer_cache.load(run_dir, before)
+    if answer is None:
+        from sweeps.report.summary import record_answer
+        from sweeps.results import scan_record
+
+        scans = scan_record(run_dir)  # the record is read once
+        answer, _ = record_answer(run_dir, spec, scans)
+        answer_cache.save(run_dir, before, answer, bool(spec.storage))
+        # one-run files a driver did not merge (killed, an older version, a full disk): merged now
+        # into a part (what they cost to read, not the record's size), so the next command reads a
+        # few files; the answer is kept for the record as merged
+        merged = compact_if_free(run_dir, scans, "status", full=False, read_at=before)
+        if merged is not None:
+            answer_cache.save(run_dir, merged, answer, bool(spec.storage))
+    states, problems = answer["states"], answer["problems"]
     hs = holders(run_dir)
     if args.json:
         d = next((h for h in hs if h.lock.parent == run_dir), None)
@@ -100,39 +114,43 @@ def cmd_status(args) -> int:
                                      "running": d.live if d else False, "role": d.role if d else None},
                           "locks": [{"lock": str(h.lock), "role": h.role, "pid": h.pid, "host": h.host,
                                      "since": h.started, "running": h.live} for h in hs],
-                          "record_problems": problems, **to_json(analysis)}, indent=2))
+                          "record_problems": problems, **answer["json"]}, indent=2))
         return 0
     print(f"sweep {spec.name} in {run_dir}: n_trials {spec.n_trials}, study "
           + (", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "empty")
           + f"; {state_text(run_dir)}")
     for line in problems:
         print(f"record: {line}")
-    print(summary_text(analysis))
+    print(answer["summary"])
     return 0
 
 
 def cmd_analyze(args) -> int:
-    from sweeps import results as R
-    from sweeps.report.summary import summary_text, to_json, write_report
-    from sweeps.results import record_problems
+    from sweeps import answer_cache
 
     run_dir = resolve_run_dir(args.dir)
     spec = spec_from_dir(run_dir, [], read_only=True)
-    scans = R.scan_record(run_dir)  # read once, for the problems and the compaction
-    _, problems = record_problems(spec, run_dir, scans)
+    report = run_dir / "report"
+    # a report written from the record as it is now (by the driver at the end of the sweep, or an
+    # earlier analyze) and left as written is that report: kept (sweeps.answer_cache)
+    answer = answer_cache.load(run_dir, answer_cache.stamp(run_dir, bool(spec.storage)))
+    if answer is None or answer.get("report") is None or answer["report"] != answer_cache.report_stamp(report):
+        from sweeps.report.summary import report_answer
+
+        compact_if_free(run_dir, None, "analyze", full=True)  # before it is read: the new stamp
+        try:
+            _, _, answer = report_answer(run_dir, spec)
+        except OSError as e:
+            raise UserError(f"{run_dir}/report: cannot write the report ({e.strerror or e})") from None
+    problems = answer["problems"]
     for line in problems:
         print(f"record: {line}", file=sys.stderr)
-    compact_if_free(run_dir, scans, "analyze", full=True)
-    try:
-        analysis, report = write_report(run_dir, spec)
-    except OSError as e:
-        raise UserError(f"{run_dir}/report: cannot write the report ({e.strerror or e})") from None
     if args.json:
-        print(json.dumps({"report": str(report), "record_problems": problems, **to_json(analysis)},
+        print(json.dumps({"report": str(report / "report.md"), "record_problems": problems, **answer["json"]},
                          indent=2))
         return 0
-    print(summary_text(analysis))
-    print(f"report: {report}")
+    print(answer["summary"])
+    print(f"report: {report / 'report.md'}")
     return 0
 
 

@@ -14,11 +14,10 @@ from pathlib import Path
 import pandas as pd
 
 from sweeps.report import importance, plots, tables
-from sweeps.report.analysis import Analysis, analyze
+from sweeps.report.analysis import Analysis
 from sweeps.report.audit_results import audit_section
 from sweeps.report.tables import plain
 from sweeps.report.units import hv_text
-from sweeps.results import read_history
 from sweeps.spec import SweepSpec
 from unlearning.redact import scrub_text
 
@@ -77,26 +76,78 @@ def to_json(a: Analysis) -> dict:
             "table": tables.table_records(a.table)}
 
 
+# -- the answer of status and analyze -------------------------------------------------------------
+
+def record_answer(run_dir: Path, spec: SweepSpec, scans) -> tuple[dict, Analysis]:
+    """What `status` and `analyze` print about the record as read (`scans`, sweeps.results.scan_record),
+    as plain JSON (what sweeps.answer_cache keeps): "states" (the study's trials by state, re-enqueued
+    ones apart), "problems" (record_problems' lines), "summary" (summary_text) and "json" (to_json);
+    and the analysis. The rows in read_results' order, so status and analyze agree to the byte."""
+    from sweeps.journal import state_name, superseded
+    from sweeps.results import record_problems
+
+    study, problems = record_problems(spec, run_dir, scans)
+    states: dict[str, int] = {}
+    sup = superseded(study) if study is not None else set()
+    for t in (study.get_trials(deepcopy=False) if study is not None else []):
+        name = state_name(t) + (" (re-enqueued)" if t.number in sup else "")
+        states[name] = states.get(name, 0) + 1
+    a = _analysis(run_dir, spec, scans)
+    return {"states": states, "problems": problems, "summary": summary_text(a), "json": to_json(a)}, a
+
+
+def _analysis(run_dir: Path, spec: SweepSpec, scans) -> Analysis:
+    """The analysis of the trial rows as read, in read_results' order (so status and analyze agree
+    to the byte)."""
+    from sweeps.report.analysis import analyze_runs
+    from sweeps.results import ROW_ORDER
+
+    table = scans["trials"].table
+    table = table.sort_by([k for k in ROW_ORDER if k[0] in table.column_names])
+    return analyze_runs(table.to_pandas(), spec, run_dir=run_dir)
+
+
 # -- the report ----------------------------------------------------------------------------------
 
 def write_report(run_dir: str | Path, spec: SweepSpec) -> tuple[Analysis, Path]:
     """Analyze the record and write report/ (files in the module docstring) as a whole: built in a
     folder beside it, then put in its place (`replace_folder`), so report/ is the previous report or
     the new one, never a mix (a failure or a signal half-way leaves the previous one as it was).
-    Returns (analysis, path of report.md)."""
-    run_dir = Path(run_dir)
-    a = analyze(run_dir, spec)
+    Returns (analysis, path of report.md). The answer (`record_answer`, with the report's stamp) is
+    kept beside the record (sweeps.answer_cache), so `status` and `analyze` on the record as it is
+    answer from it."""
+    a, path, _ = report_answer(Path(run_dir), spec, answer_needed=False)
+    return a, path
+
+
+def report_answer(run_dir: Path, spec: SweepSpec, answer_needed: bool = True) -> tuple[Analysis, Path, dict]:
+    """`write_report`, also returning the answer it kept (`record_answer` plus "report": the stamp
+    of the report/ it wrote). Not `answer_needed` and a record that cannot be stamped (a study in a
+    database): the answer is neither computed (the study is not read) nor kept ({})."""
+    from sweeps import answer_cache
+    from sweeps.results import scan_record
+
+    shared = bool(spec.storage)
+    before = answer_cache.stamp(run_dir, shared)  # before the record is read (answer_cache.save)
+    scans = scan_record(run_dir)
+    if answer_needed or before is not None:
+        answer, a = record_answer(run_dir, spec, scans)
+    else:
+        answer, a = {}, _analysis(run_dir, spec, scans)
     _remove_stale_builds(run_dir)
     out = run_dir / f".report.{os.getpid()}.tmp"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     try:
-        _write_report_files(out, run_dir, spec, a)
+        _write_report_files(out, run_dir, spec, a, scans["history"].table)
         replace_folder(out, run_dir / "report")
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
-    return a, run_dir / "report" / "report.md"
+    if answer:
+        answer["report"] = answer_cache.report_stamp(run_dir / "report")
+        answer_cache.save(run_dir, before, answer, shared)
+    return a, run_dir / "report" / "report.md", answer
 
 
 def _remove_stale_builds(run_dir: Path) -> None:
@@ -139,8 +190,8 @@ def _exchange(a: Path, b: Path) -> bool:
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
-def _write_report_files(out: Path, run_dir: Path, spec: SweepSpec, a: Analysis) -> None:
-    history = read_history(run_dir).to_pandas()
+def _write_report_files(out: Path, run_dir: Path, spec: SweepSpec, a: Analysis, history_table) -> None:
+    history = history_table.to_pandas()
     write_file(out / "trials.csv", a.configs.to_csv(index=False))
     write_file(out / "front.csv", tables.front_table(a.front, spec).to_csv(index=False))
     for fmt, name in (("csv", "table.csv"), ("md", "table.md"), ("latex", "table.tex")):
@@ -228,4 +279,5 @@ def write_file(path: Path, content) -> bool:
     return True
 
 
-__all__ = ["replace_folder", "summary_text", "to_json", "write_file", "write_report"]
+__all__ = ["record_answer", "replace_folder", "report_answer", "summary_text", "to_json", "write_file",
+           "write_report"]

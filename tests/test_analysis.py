@@ -248,36 +248,3 @@ def test_compare_refuses_runs_with_different_objectives(three_seeds):
         compare([(d, spec), (d, other)])
     with pytest.raises(UserError, match=r"^--ref: 1 value"):
         compare([(d, spec)], ref=[1.0])
-
-
-def test_importances_without_scikit_learn_are_the_same_and_fanova_still_works_after():
-    """PED-ANOVA's importances from optuna.importance imported with scikit-learn held back
-    (sweeps.report.importance.importance_api) equal those of a plain import, and fANOVA works in the
-    same process afterwards, with the numbers of a plain import."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    code = """
-import sys, optuna
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-LAZY = sys.argv[1] == "lazy"
-if LAZY:
-    from sweeps.report.importance import importance_api
-    imp = importance_api(fanova=False)
-    assert "sklearn" not in sys.modules
-else:
-    import optuna.importance as imp
-s = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-s.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2 + 0.1 * t.suggest_int("y", 0, 9), n_trials=120)
-ped = imp.get_param_importances(s, evaluator=imp.PedAnovaImportanceEvaluator())
-imp = importance_api(fanova=True) if LAZY else imp
-fan = imp.get_param_importances(s, evaluator=imp.FanovaImportanceEvaluator(seed=0))
-print(repr(({k: float(v) for k, v in ped.items()}, {k: float(v) for k, v in fan.items()})))
-"""
-    root = Path(__file__).resolve().parents[1]
-    out = [subprocess.run([sys.executable, "-c", code, how], cwd=root, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONPATH": str(root)}) for how in ("lazy", "plain")]
-    assert all(o.returncode == 0 for o in out), [o.stderr[-2000:] for o in out]
-    assert out[0].stdout == out[1].stdout and "'x'" in out[0].stdout

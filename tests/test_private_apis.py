@@ -65,22 +65,6 @@ def test_optuna_journal_format_is_the_one_sweeps_journal_reads():
     assert {k: ops.get(k) for k in want} == want, f"optuna {optuna.__version__} changed its journal op codes"
 
 
-def test_optuna_importance_imports_fanova_forests_through_try_import():
-    """sweeps/report/importance.py imports optuna.importance with scikit-learn held back (PED-ANOVA
-    needs none of it) and reloads fANOVA's module when fANOVA is needed: that module must import
-    scikit-learn inside Optuna's try_import and check it as `_imports` when a forest is made."""
-    import importlib
-    import inspect
-
-    pytest.importorskip("optuna")
-    from sweeps.report.importance import _FANOVA_MODULE
-
-    module = importlib.import_module(_FANOVA_MODULE)
-    src = inspect.getsource(module)
-    assert "with try_import() as _imports:" in src and "from sklearn" in src
-    assert "_imports.check()" in src and module._imports.is_successful() in (True, False)
-
-
 def test_the_installed_versions_are_inside_the_declared_bounds():
     from packaging.requirements import Requirement
 

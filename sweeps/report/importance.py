@@ -72,9 +72,8 @@ def param_importances(a: Analysis) -> pd.DataFrame:
         evaluator = "fanova" if len(g) <= FANOVA_MAX else "ped-anova"
         # here, not above: optuna.importance imports scikit-learn's forests and SciPy (seconds on a
         # busy machine), which a record without two feasible configurations never needs
-        imp = importance_api(fanova=evaluator == "fanova")
-        FanovaImportanceEvaluator, PedAnovaImportanceEvaluator, get_param_importances = \
-            imp.FanovaImportanceEvaluator, imp.PedAnovaImportanceEvaluator, imp.get_param_importances
+        from optuna.importance import (FanovaImportanceEvaluator, PedAnovaImportanceEvaluator,
+                                       get_param_importances)
         # one study holding every objective (Optuna deep-copies each trial added), each objective
         # then ranked as a target: lower is better for PED-ANOVA, so a maximised one is negated
         objs = a.spec.objectives
@@ -96,33 +95,6 @@ def param_importances(a: Analysis) -> pd.DataFrame:
             rows += [{"method": method, "objective": o.metric, "param": k, "importance": float(v),
                       "evaluator": evaluator, "n": len(g), "of": total} for k, v in got.items()]
     return pd.DataFrame(rows, columns=["method", "objective", "param", "importance", "evaluator", "n", "of"])
-
-
-_FANOVA_MODULE = "optuna.importance._fanova._fanova"  # imports scikit-learn's forests (tests/test_private_apis.py)
-
-
-def importance_api(fanova: bool):
-    """`optuna.importance`, imported without scikit-learn unless fANOVA is needed (`fanova`).
-    Optuna's package imports fANOVA's forests as it loads (1.3 s of scikit-learn and SciPy at 10,000
-    trials, the largest single cost of `analyze`), inside its `try_import`, which records a failed
-    import instead of raising: with scikit-learn held back for that one import, PED-ANOVA, which
-    needs none of it, works as before (the same numbers: tests/test_analysis.py), and fANOVA would
-    refuse. So when fANOVA is needed later in the same process, its module is loaded again, now
-    with scikit-learn."""
-    import importlib
-    import sys
-
-    if "optuna.importance" not in sys.modules and not fanova and "sklearn" not in sys.modules:
-        sys.modules["sklearn"] = None  # type: ignore[assignment]  # `import sklearn...` raises ImportError
-        try:
-            import optuna.importance
-        finally:
-            del sys.modules["sklearn"]
-    import optuna.importance
-
-    if fanova and not sys.modules[_FANOVA_MODULE]._imports.is_successful():
-        importlib.reload(sys.modules[_FANOVA_MODULE])
-    return optuna.importance
 
 
 def _target(i: int, sign: float):

@@ -1,6 +1,7 @@
 """A one-trial sweep against one `unlearn-sweep trial` of the same configuration: what a sweep adds
-around a trial (Ray's start, the probe, the oracle phase, the record, the report, the exit), on the
-default backend with the oracle cache warm.
+around a trial (the probe, the oracle phase, the record, the report, the exit, and Ray's start where
+the sweep starts Ray: a sweep of one trial at a time starts it only after 30 s, docs/cluster.md), on
+the default backend with the oracle cache warm.
 
 Each pair runs, as whole processes, in turn (the order alternating from pair to pair):
   sweep   unlearn-sweep run quickstart --set n_trials=1 --out <tmp>

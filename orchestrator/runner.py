@@ -73,8 +73,7 @@ def make_backend(resources, fn: Callable[..., Any], progress=None,
 
         from cluster.inline import InlineBackend
 
-        # trials run in this process: honour cpus_per_trial (oversubscribed threads are far slower)
-        torch.set_num_threads(max(1, int(resources.cpus_per_trial)))
+        _threads_for_trials_here(resources)
         if resources.gpus_per_trial > 0 and not torch.cuda.is_available():
             raise UserError(f"resources.gpus_per_trial: {resources.gpus_per_trial:g} GPU per trial asked, "
                             "but the inline backend runs here and this machine has no CUDA device")
@@ -99,16 +98,29 @@ def make_backend(resources, fn: Callable[..., Any], progress=None,
             raise UserError(f"resources: {e}") from None
 
     if _first_trials_here(resources):
-        import torch
-
         from cluster.handover import Handover
 
-        torch.set_num_threads(max(1, int(resources.cpus_per_trial)))  # as a 1-CPU Ray worker has it
+        _threads_for_trials_here(resources)
         return Handover(start, fn, progress, on_up=on_up, start_after_s=_ray_start_delay(resources))
     backend = start()
     if on_up is not None:
         on_up(backend)
     return backend
+
+
+def _threads_for_trials_here(resources) -> None:
+    """Trials run in this process: torch's threads as many as `cpus_per_trial`, as a Ray worker of
+    that many CPUs has them (oversubscribed threads are far slower, and change the numbers)."""
+    import torch
+
+    torch.set_num_threads(max(1, int(resources.cpus_per_trial)))
+
+
+def _embedded_ray(resources) -> bool:
+    """Whether the Ray backend would start an embedded Ray on this machine: no address, none in the
+    environment, and no Ray this process already started."""
+    ray = sys.modules.get("ray")
+    return not (resources.address or os.environ.get("RAY_ADDRESS")) and not (ray and ray.is_initialized())
 
 
 def _ray_start_delay(resources) -> float:
@@ -127,10 +139,8 @@ def _first_trials_here(resources) -> bool:
     them from the whole process meanwhile: the tracker needs them)."""
     import torch
 
-    ray = sys.modules.get("ray")
-    return (resources.first_trials_here and not torch.cuda.is_available()
-            and not (resources.address or os.environ.get("RAY_ADDRESS"))
-            and not (ray and ray.is_initialized()) and resources.gpus_per_trial == 0
+    return (resources.first_trials_here and not torch.cuda.is_available() and _embedded_ray(resources)
+            and resources.gpus_per_trial == 0
             and resources.cpus_per_trial <= (os.cpu_count() or 1) and resources.timeout_s is None
             and not any(k in os.environ for k in WORKER_SECRETS))
 
@@ -331,11 +341,7 @@ class Driver:
         the in-process backend or on an embedded Ray this driver starts."""
         if self._fn is not None or self._backend is not None:
             return False
-        r = self.spec.resources
-        if r.backend == "inline":
-            return True
-        ray = sys.modules.get("ray")
-        return not (r.address or os.environ.get("RAY_ADDRESS")) and not (ray and ray.is_initialized())
+        return self.spec.resources.backend == "inline" or _embedded_ray(self.spec.resources)
 
     def _probe_here(self, oracles: OraclePlan | None) -> tuple[threading.Thread, dict] | None:
         """When the workers share this machine: the probe (unlearning.tasks, with "oracles") run by

@@ -290,6 +290,10 @@ def _files(folder: Path) -> list[Path]:
                   and is_single(p))
 
 
+def has_singles(folder: Path) -> bool:
+    return bool(_files(folder))
+
+
 def has_parts(folder: Path) -> bool:
     return bool(_parts(folder))
 
@@ -385,7 +389,11 @@ def read_results(run_dir: str | Path) -> pa.Table:
     number, then seeds (then end time: a run redone under a new code version after the old one);
     temp files and unreadable files left out (`scan` reports them)."""
     d = Path(run_dir)
-    t = scan(d / "trials" if (d / "trials").is_dir() else d, BASE_SCHEMA).table
+    return in_row_order(scan(d / "trials" if (d / "trials").is_dir() else d, BASE_SCHEMA).table)
+
+
+def in_row_order(t: pa.Table) -> pa.Table:
+    """Trial rows in ROW_ORDER (the columns of it the table has)."""
     return t.sort_by([k for k in ROW_ORDER if k[0] in t.column_names])
 
 

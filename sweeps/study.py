@@ -16,8 +16,8 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeps.journal import REQUEUED, SUPERSEDED, StudyView, superseded  # noqa: F401 - theirs too
-from sweeps.study_view import load_study_readonly, study_name  # noqa: F401 - theirs too
+from sweeps.journal import SUPERSEDED, StudyView, superseded
+from sweeps.study_view import load_study_readonly, study_name
 from sweeps.run_journal import journal_storage, journal_study
 from sweeps.samplers import make_sampler
 from sweeps.space import grid_points

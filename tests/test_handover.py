@@ -2,6 +2,7 @@
 The contract itself is tests/test_backend_contract.py's; here, what is the handover's own."""
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import platform
@@ -37,11 +38,22 @@ class Recording(InlineBackend):
         self.shut += 1
 
 
-def gated(inner, gate: threading.Event):
+@contextlib.contextmanager
+def starting(progress=None, **kw):
+    """A handover whose backend (a Recording) starts once `gate` is set; torn down as tests end:
+    the gate set (a start under way is waited for), then shut down."""
+    inner, gate = Recording(), threading.Event()
+
     def start():
         gate.wait()
         return inner
-    return start
+
+    b = Handover(start, task, progress, **kw)
+    try:
+        yield b, inner, gate
+    finally:
+        gate.set()
+        b.shutdown()
 
 
 def wait_one(b, h, timeout=20.0):
@@ -54,9 +66,8 @@ def wait_one(b, h, timeout=20.0):
 
 
 def test_tasks_run_here_while_the_backend_starts_then_there():
-    inner, gate, ups = Recording(), threading.Event(), []
-    b = Handover(gated(inner, gate), task, on_up=ups.append)
-    try:
+    ups: list = []
+    with starting(on_up=ups.append) as (b, inner, gate):
         assert b.capacity() == 1
         o = wait_one(b, b.submit("a", {"op": "pid"}))
         assert o.result == {"pid": os.getpid()} and o.node == platform.node()
@@ -68,16 +79,11 @@ def test_tasks_run_here_while_the_backend_starts_then_there():
         assert ups == [inner]  # once
         b.capacity()
         assert ups == [inner]
-    finally:
-        gate.set()
-        b.shutdown()
     assert inner.shut == 1
 
 
 def test_a_task_running_here_when_the_backend_comes_up_finishes_here():
-    inner, gate = Recording(), threading.Event()
-    b = Handover(gated(inner, gate), task)
-    try:
+    with starting() as (b, inner, gate):
         h = b.submit("long", {"op": "epochs", "n": 10, "seconds": 0.05})
         gate.set()
         b.up(5)
@@ -91,25 +97,17 @@ def test_a_task_running_here_when_the_backend_comes_up_finishes_here():
                 out[o.handle] = o
         assert out[h].result == {"epochs": 10} and out[h2].result["echo"] == "there"
         assert b.capacity() == inner.capacity()
-    finally:
-        gate.set()
-        b.shutdown()
 
 
 def test_wait_returns_when_the_backend_comes_up():
     """So the pool can fill the slots that came up while a task runs here."""
-    inner, gate = Recording(), threading.Event()
-    b = Handover(gated(inner, gate), task)
-    try:
+    with starting() as (b, inner, gate):
         h = b.submit("long", {"op": "epochs", "n": 40, "seconds": 0.05})
         threading.Timer(0.3, gate.set).start()
         t0 = time.monotonic()
         assert b.wait([h], timeout=10) == []
         assert time.monotonic() - t0 < 1.5 and b.capacity() == inner.capacity() + 1
         assert wait_one(b, h).result == {"epochs": 40}
-    finally:
-        gate.set()
-        b.shutdown()
 
 
 def test_a_start_that_fails_is_said_by_every_later_call():
@@ -128,9 +126,7 @@ def test_a_start_that_fails_is_said_by_every_later_call():
 
 def test_a_task_here_that_is_cancelled_stops_at_its_next_epoch_and_says_nothing_more():
     rows: list = []
-    gate = threading.Event()
-    b = Handover(gated(Recording(), gate), task, lambda k, r: rows.append(r))
-    try:
+    with starting(lambda k, r: rows.append(r)) as (b, inner, gate):
         h = b.submit("c", {"op": "epochs", "n": 200, "seconds": 0.05})
         while not rows:
             b.wait([h], timeout=0.1)
@@ -145,32 +141,22 @@ def test_a_task_here_that_is_cancelled_stops_at_its_next_epoch_and_says_nothing_
         h2 = b.submit("after", {"op": "pid"})  # the slot is free again
         assert wait_one(b, h2).result == {"pid": os.getpid()}
         assert len(rows) == n  # no row of the cancelled task after its cancel
-    finally:
-        gate.set()
-        b.shutdown()
 
 
 def test_a_cancelled_task_holds_the_slot_until_it_has_stopped():
     """A task here that ignores the cancel (no epochs) keeps its thread: the next one waits for it
     instead of running beside it."""
-    gate = threading.Event()
-    b = Handover(gated(Recording(), gate), task)
-    try:
+    with starting() as (b, inner, gate):
         h = b.submit("deaf", {"op": "sleep", "seconds": 0.6})
         b.cancel(h)
         assert wait_one(b, h).lost == "cancelled"
         t0 = time.monotonic()
         r = wait_one(b, b.submit("next", {"op": "sleep", "seconds": 0.0})).result
         assert r["start"] >= t0 + 0.3  # began once the deaf one had ended
-    finally:
-        gate.set()
-        b.shutdown()
 
 
 def test_a_shared_handle_is_the_bytes_here_and_the_started_backends_handle_when_sent():
-    inner, gate = Recording(), threading.Event()
-    b = Handover(gated(inner, gate), task)
-    try:
+    with starting() as (b, inner, gate):
         token = b.share(b"weights")
         assert token() == b"weights"
         with pytest.raises(RuntimeError, match="before its backend had started"):
@@ -180,31 +166,26 @@ def test_a_shared_handle_is_the_bytes_here_and_the_started_backends_handle_when_
         assert pickle.loads(pickle.dumps(token)) == ("there", 7)
         assert pickle.loads(pickle.dumps(token)) == ("there", 7)
         assert inner.shared == [b"weights"]  # shared there once
-    finally:
-        gate.set()
-        b.shutdown()
 
 
 def test_the_starter_lives_until_shutdown_and_shutdown_waits_for_a_start_under_way():
     """Ray's processes die with the thread that started them (PR_SET_PDEATHSIG): it must live on."""
-    inner, gate = Recording(), threading.Event()
-    b = Handover(gated(inner, gate), task)
     starters = lambda: [t for t in threading.enumerate() if t.name == "backend-start"]  # noqa: E731
-    assert starters()
-    done = threading.Event()
-    threading.Thread(target=lambda: (b.shutdown(), done.set()), daemon=True).start()
-    assert not done.wait(0.3)  # still starting: shutdown waits for it
-    gate.set()
-    assert done.wait(5) and inner.shut == 1 and not starters()
+    with starting() as (b, inner, gate):
+        assert starters()
+        done = threading.Event()
+        threading.Thread(target=lambda: (b.shutdown(), done.set()), daemon=True).start()
+        assert not done.wait(0.3)  # still starting: shutdown waits for it
+        gate.set()
+        assert done.wait(5) and inner.shut == 1 and not starters()
 
-    inner2, gate2 = Recording(), threading.Event()
-    b2 = Handover(gated(inner2, gate2), task)
-    gate2.set()
-    b2.up(5)
-    time.sleep(0.1)
-    assert starters() and inner2.shut == 0  # up, and its thread still there
-    b2.shutdown()
-    assert inner2.shut == 1 and not starters()
+    with starting() as (b2, inner2, gate2):
+        gate2.set()
+        b2.up(5)
+        time.sleep(0.1)
+        assert starters() and inner2.shut == 0  # up, and its thread still there
+        b2.shutdown()
+        assert inner2.shut == 1 and not starters()
 
 
 @pytest.mark.ray

@@ -64,7 +64,7 @@ def compact_if_free(run_dir: Path, scans, role: str, full: bool, read_at: str | 
 
     if scans is None:
         folders = [run_dir / "trials", run_dir / "history"]
-        if not any(R._files(f) for f in folders) and not (full and any(R.has_parts(f) for f in folders)):
+        if not any(R.has_singles(f) for f in folders) and not (full and any(R.has_parts(f) for f in folders)):
             return None
     elif not scans["trials"].singles() and not scans["history"].singles() and not (
             full and len(scans["trials"].files) > 1):

@@ -100,11 +100,9 @@ def _analysis(run_dir: Path, spec: SweepSpec, scans) -> Analysis:
     """The analysis of the trial rows as read, in read_results' order (so status and analyze agree
     to the byte)."""
     from sweeps.report.analysis import analyze_runs
-    from sweeps.results import ROW_ORDER
+    from sweeps.results import in_row_order
 
-    table = scans["trials"].table
-    table = table.sort_by([k for k in ROW_ORDER if k[0] in table.column_names])
-    return analyze_runs(table.to_pandas(), spec, run_dir=run_dir)
+    return analyze_runs(in_row_order(scans["trials"].table).to_pandas(), spec, run_dir=run_dir)
 
 
 # -- the report ----------------------------------------------------------------------------------
